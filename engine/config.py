@@ -1,0 +1,147 @@
+"""``engine.yaml``: where it is found, how it is read, and what it may say.
+
+The file is found at ``--config PATH``, else ``$ENGINE_CONFIG``, else ``./engine.yaml``;
+no file means the defaults (embedded PostgreSQL, only the simulator account).
+``${VAR}`` and ``${VAR:-default}`` in any value are replaced from the environment
+before validation; a variable that is not set is an error naming it and its line.
+Unknown keys are errors. Secrets are ``SecretStr`` and print as ``**********``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
+
+from engine import yamldoc
+from engine.errors import ConfigError
+from engine.providers import ACCOUNT_TYPES, AnyAccount, SimulatorAccount
+from engine.providers.base import PricingTable, Strict
+from engine.values import Duration
+from engine.yamldoc import yaml_error
+
+DEFAULT_PATH = Path("engine.yaml")
+
+
+class WebhooksConfig(Strict):
+    """The daemon's HTTP listener for provider callbacks, health and metrics."""
+
+    listen: str = "127.0.0.1:8080"
+    public_url: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected host:port, got {value!r}")
+        return value
+
+    @property
+    def host(self) -> str:
+        """Host part of ``listen``."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """Port part of ``listen``."""
+        return int(self.listen.rpartition(":")[2])
+
+
+def _check_account_type(account: Any) -> Any:
+    if isinstance(account, Mapping) and account.get("type") not in ACCOUNT_TYPES:
+        known = ", ".join(sorted(ACCOUNT_TYPES))
+        raise ValueError(f"type must be one of {known}, got {account.get('type')!r}")
+    return account
+
+
+Account = Annotated[AnyAccount, BeforeValidator(_check_account_type)]
+
+
+def _default_providers() -> dict[str, Account]:
+    return {"simulator": SimulatorAccount()}
+
+
+class EngineConfig(Strict):
+    """The whole of engine.yaml, validated."""
+
+    database_url: SecretStr | None = None
+    data_dir: Path = Path(".engine")
+    default_region: str | None = None
+    webhooks: WebhooksConfig = WebhooksConfig()
+    providers: dict[str, Account] = Field(default_factory=_default_providers)
+    pricing: PricingTable = PricingTable()
+    misfire_grace: Duration = timedelta(hours=1)
+    max_attempts: int = Field(default=5, ge=1)
+    shutdown_grace: Duration = timedelta(seconds=10)
+    receipt_window: Duration = timedelta(hours=72)
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import phonenumbers
+
+        if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown region {value!r} (use an ISO 3166 code such as ZA)")
+        return value.upper()
+
+
+
+def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
+    """The config file to read: ``--config``, else ``$ENGINE_CONFIG``, else ``./engine.yaml``."""
+    if explicit:
+        return Path(explicit)
+    if env.get("ENGINE_CONFIG"):
+        return Path(env["ENGINE_CONFIG"])
+    return DEFAULT_PATH
+
+
+def load_config(
+    explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> EngineConfig:
+    """Find, read and validate the configuration; raise ConfigError with file:line on error."""
+    env = os.environ if env is None else env
+    path = config_path(explicit, env)
+    if not path.exists():
+        if explicit or env.get("ENGINE_CONFIG"):
+            raise ConfigError(f"{path}: config file not found")
+        return EngineConfig()
+    return parse_config(path, path.read_text(encoding="utf-8"), env)
+
+
+def parse_config(path: Path, text: str, env: Mapping[str, str]) -> EngineConfig:
+    """Validate config text; every problem is reported as ``file:line:col: key: what``."""
+    problems: list[str] = []
+
+    def substitute(value: str, loc: yamldoc.Loc, pos: yamldoc.Position) -> str:
+        new, missing = yamldoc.substitute_env(value, env)
+        for name in missing:
+            dotted = ".".join(map(str, loc))
+            problems.append(
+                f"{path}:{pos.line}:{pos.column}: {dotted}: environment variable {name} is not set"
+            )
+        return new
+
+    try:
+        doc = yamldoc.load(path, text, scalar_hook=substitute)
+    except yaml.YAMLError as exc:
+        raise ConfigError(yaml_error(path, exc)) from exc
+    if problems:
+        raise ConfigError("\n".join(problems))
+    if doc.data is None:
+        return EngineConfig()
+    if not isinstance(doc.data, Mapping):
+        raise ConfigError(f"{path}:1:1: expected a mapping of settings")
+    try:
+        return EngineConfig.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(doc.validation_problems(exc))) from exc
+
+
