@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_v
 
 from engine import yamldoc
 from engine.errors import ConfigError
+from engine.pricing import PriceTable
 from engine.providers import ACCOUNT_TYPES, AnyAccount, SimulatorAccount
 from engine.providers.base import PricingTable, Strict
 from engine.values import Duration
@@ -75,11 +77,20 @@ class EngineConfig(Strict):
     default_region: str | None = None
     webhooks: WebhooksConfig = WebhooksConfig()
     providers: dict[str, Account] = Field(default_factory=_default_providers)
-    pricing: PricingTable = PricingTable()
+    # With no pricing section every segment costs one credit; a section replaces this.
+    pricing: PricingTable = PricingTable(default=Decimal(1))
     misfire_grace: Duration = timedelta(hours=1)
     max_attempts: int = Field(default=5, ge=1)
     shutdown_grace: Duration = timedelta(seconds=10)
     receipt_window: Duration = timedelta(hours=72)
+
+    def price_table(self, account: str | None = None) -> PriceTable:
+        """Prices for ``account`` (its own table layered over the global one)."""
+        own = self.providers[account].pricing if account is not None else None
+        return PriceTable.layered(
+            PriceTable(own.prefixes, own.default) if own is not None else None,
+            PriceTable(self.pricing.prefixes, self.pricing.default),
+        )
 
     @field_validator("default_region")
     @classmethod

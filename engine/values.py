@@ -66,7 +66,10 @@ class Rate:
         return self.count / self.period.total_seconds()
 
     def __str__(self) -> str:
-        return f"{self.count:g}/{format_duration(self.period)}"
+        unit = {1: "s", 60: "min", 3600: "h"}.get(int(self.period.total_seconds()))
+        if unit is None:  # not a period people write; say it per second
+            return f"{self.per_second:g}/s"
+        return f"{self.count:g}/{unit}"
 
 
 def parse_rate(value: Any) -> Rate:

@@ -91,7 +91,9 @@ def test_unknown_account_key_and_type() -> None:
         parse(text)
     lines = str(err.value).splitlines()
     assert lines[0] == "engine.yaml:4:5: providers.a.tokn: unknown field"
-    assert lines[1].startswith("engine.yaml:6:5: providers.b: type must be one of simulator")
+    assert lines[1].startswith(
+        "engine.yaml:6:5: providers.b: type must be one of simulator, zoomconnect"
+    )
 
 
 def test_bad_values_point_at_the_value() -> None:
@@ -167,3 +169,9 @@ def test_frequency_cap() -> None:
     assert parse_period_cap("2/24h") == (2, timedelta(hours=24))
     with pytest.raises(ValueError, match="frequency cap"):
         parse_period_cap("0/1h")
+
+
+@pytest.mark.parametrize("text", ["10/s", "600/min", "1000/h", "2.5/s"])
+def test_rate_text_round_trips(text: str) -> None:
+    assert str(parse_rate(text)) == text
+    assert parse_rate(str(parse_rate(text))) == parse_rate(text)
