@@ -1,0 +1,583 @@
+"""Campaign files: the model, every positioned error, schedules, quiet hours, examples."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from pydantic import ValidationError
+
+from engine.errors import CampaignFileError
+from engine.spec import (
+    Campaign,
+    Channel,
+    Encoding,
+    QuietHours,
+    Schedule,
+    load_campaign,
+    load_paths,
+    parse_quiet_hours,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+ACCOUNTS = {"zc-main", "simulator"}
+
+SPRING = """\
+# The spring sale, for VIPs.
+name: spring-sale
+description: VIP spring sale
+provider: zc-main
+sender: "+27820000000"
+channel: sms
+schedule:
+  at: "2026-03-01 09:00"
+  timezone: Africa/Johannesburg
+  quiet_hours: "21:00-08:00"
+  validity: 6h
+audience:
+  groups: [vip]
+  exclude_groups: [staff]
+  contacts: ["+27821234567", "082 123 4568"]
+  file: audiences/extra.csv
+message:
+  body: "Hi {{ first_name | default('there') }}, {{ discount }}% off. Reply STOP to opt out"
+  locales:
+    es: "Hola {{ first_name | default('') }}, {{ discount }}% de descuento"
+  encoding: auto
+  max_segments: 3
+vars:
+  discount: 20
+limits:
+  rate: 10/s
+  budget: 500
+  frequency_cap: 1/24h
+"""
+PATH = Path("campaigns/spring.yaml")
+
+
+@pytest.fixture(autouse=True)
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Work in a temporary folder holding ``campaigns/audiences/extra.csv``."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "campaigns" / "audiences").mkdir(parents=True)
+    (tmp_path / "campaigns" / "audiences" / "extra.csv").write_text("phone\n+27821234569\n")
+    return tmp_path
+
+
+def write(text: str, path: Path = PATH) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load(text: str, **kwargs: object) -> Campaign:
+    kwargs.setdefault("accounts", ACCOUNTS)
+    kwargs.setdefault("default_region", "ZA")
+    return load_campaign(write(text), **kwargs)  # type: ignore[arg-type]
+
+
+def problems(text: str, **kwargs: object) -> list[str]:
+    with pytest.raises(CampaignFileError) as err:
+        load(text, **kwargs)
+    return err.value.problems
+
+
+def edit(old: str, new: str, text: str = SPRING) -> str:
+    assert old in text
+    return text.replace(old, new)
+
+
+# --- a valid file ----------------------------------------------------------------------
+
+
+def test_full_example_is_parsed_and_normalised(folder: Path) -> None:
+    campaign = load(SPRING)
+    assert campaign.name == "spring-sale"
+    assert campaign.channel is Channel.SMS
+    schedule = campaign.schedule
+    assert schedule.kind == "at"
+    assert schedule.at == datetime(2026, 3, 1, 9, 0)
+    assert schedule.zone == ZoneInfo("Africa/Johannesburg")
+    assert schedule.quiet_hours == QuietHours(time(21), time(8))
+    assert schedule.validity == timedelta(hours=6)
+    assert campaign.audience.contacts == ["+27821234567", "+27821234568"]
+    assert campaign.audience.file == (folder / "campaigns/audiences/extra.csv").resolve()
+    assert campaign.message.locales["es"].startswith("Hola")
+    assert campaign.message.encoding is Encoding.AUTO
+    assert campaign.vars == {"discount": 20}
+    limits = campaign.limits
+    assert limits.rate is not None
+    assert limits.rate.per_second == 10
+    assert limits.budget == Decimal(500)
+    assert limits.frequency_cap is not None
+    assert (limits.frequency_cap.count, limits.frequency_cap.period) == (1, timedelta(hours=24))
+
+
+def test_defaults_for_optional_keys() -> None:
+    text = (
+        "name: minimal\nprovider: simulator\nschedule: {now: true}\n"
+        "audience: {groups: demo}\nmessage: {body: Hello}\n"
+    )
+    campaign = load(text)
+    assert campaign.schedule.kind == "now"
+    assert campaign.schedule.timezone == "UTC"
+    assert campaign.schedule.validity == timedelta(hours=24)
+    assert campaign.audience.groups == ["demo"]  # a single group may be written bare
+    assert campaign.channel is Channel.SMS
+    assert campaign.message.encoding is Encoding.AUTO
+    assert campaign.limits.budget is None
+
+
+def test_iso_at_and_yaml_dates_are_accepted() -> None:
+    text = edit('at: "2026-03-01 09:00"', "at: 2026-03-01T09:00:30")
+    assert load(text).schedule.at == datetime(2026, 3, 1, 9, 0, 30)
+    text = edit('at: "2026-03-01 09:00"', 'cron: "0 9 * * *"\n  until: 2026-06-01')
+    assert load(text).schedule.until == date(2026, 6, 1)
+
+
+def test_examples_validate() -> None:
+    campaigns, found = load_paths([REPO / "campaigns"], accounts={"simulator"})
+    assert found == []
+    names = {campaign.name for _, campaign in campaigns}
+    assert {"welcome-now", "weekly-digest", "multilingual-promo", "vip-flash-sale"} <= names
+
+
+# --- one error of each kind, with line and column ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "timezone: Africa/Johannesburg",
+            "timezone: Afrika/Johannesburg",
+            "campaigns/spring.yaml:9:13: schedule.timezone: unknown time zone "
+            "'Afrika/Johannesburg'",
+        ),
+        (
+            "name: spring-sale",
+            "name: Spring Sale",
+            "campaigns/spring.yaml:2:7: name: 'Spring Sale' is not a campaign name: use "
+            "lowercase letters, digits, '-' and '_' (at most 64, starting with a letter or digit)",
+        ),
+        (
+            "provider: zc-main",
+            "provider: zc-test",
+            "campaigns/spring.yaml:4:11: provider: unknown provider account 'zc-test' "
+            "(engine.yaml has: simulator, zc-main)",
+        ),
+        (
+            '"2026-03-01 09:00"',
+            '"01/03/2026 9am"',
+            "campaigns/spring.yaml:8:7: schedule.at: expected a local time 'YYYY-MM-DD HH:MM', "
+            "got '01/03/2026 9am'",
+        ),
+        (
+            '"2026-03-01 09:00"',
+            '"2026-02-30 09:00"',
+            "campaigns/spring.yaml:8:7: schedule.at: not a real date and time: '2026-02-30 09:00'",
+        ),
+        (
+            '"2026-03-01 09:00"',
+            '"2026-03-01T09:00+02:00"',
+            "campaigns/spring.yaml:8:7: schedule.at: expected a local time 'YYYY-MM-DD HH:MM', "
+            "got '2026-03-01T09:00+02:00'",
+        ),
+        (
+            'quiet_hours: "21:00-08:00"',
+            'quiet_hours: "9pm-8am"',
+            "campaigns/spring.yaml:10:16: schedule.quiet_hours: expected quiet hours as "
+            "'HH:MM-HH:MM', got '9pm-8am'",
+        ),
+        (
+            "validity: 6h",
+            "validity: six hours",
+            "campaigns/spring.yaml:11:13: schedule.validity: not a duration: 'six hours' "
+            "(use e.g. 30s, 10m, 6h, 1d)",
+        ),
+        (
+            "validity: 6h",
+            "validity: 0s",
+            "campaigns/spring.yaml:11:13: schedule.validity: must be longer than zero",
+        ),
+        (
+            "rate: 10/s",
+            "rate: 10/week",
+            "campaigns/spring.yaml:26:9: limits.rate: not a rate: '10/week' "
+            "(use N/s, N/min or N/h)",
+        ),
+        (
+            "budget: 500",
+            "budget: -1",
+            "campaigns/spring.yaml:27:11: limits.budget: budget must be a number of credits, "
+            "zero or more, got -1",
+        ),
+        (
+            "frequency_cap: 1/24h",
+            "frequency_cap: once a day",
+            "campaigns/spring.yaml:28:18: limits.frequency_cap: not a frequency cap: "
+            "'once a day' (use e.g. 1/24h)",
+        ),
+        (
+            "encoding: auto",
+            "encoding: utf8",
+            "campaigns/spring.yaml:21:13: message.encoding: Input should be 'auto', 'gsm7', "
+            "'ucs2' or 'smart'",
+        ),
+        (
+            "channel: sms",
+            "channel: telegram",
+            "campaigns/spring.yaml:6:10: channel: Input should be 'sms', 'whatsapp', 'facebook' "
+            "or 'chat'",
+        ),
+        (
+            "max_segments: 3",
+            "max_segments: 0",
+            "campaigns/spring.yaml:22:17: message.max_segments: Input should be greater than "
+            "or equal to 1",
+        ),
+        (
+            "file: audiences/extra.csv",
+            "file: audiences/missing.csv",
+            "campaigns/spring.yaml:16:9: audience.file: audience file not found: {folder}/"
+            "campaigns/audiences/missing.csv",
+        ),
+        (
+            '  es: "Hola',
+            '  "es MX": "Hola',
+            "campaigns/spring.yaml:20:14: message.locales.es MX: 'es MX' is not a locale "
+            "(use e.g. es, pt-BR)",
+        ),
+        (
+            "  discount: 20",
+            "  sale-day: 2026-03-01",
+            "campaigns/spring.yaml:24:13: vars.sale-day: 'sale-day' cannot be used in a "
+            "template: use letters, digits and '_'",
+        ),
+        (
+            "  rate: 10/s",
+            "  rate: 10/s\n  burst: 5",
+            "campaigns/spring.yaml:27:3: limits.burst: unknown field",
+        ),
+        (
+            "name: spring-sale",
+            "nam: spring-sale",
+            "campaigns/spring.yaml:2:1: name: required field is missing",
+        ),
+    ],
+)
+def test_each_error_names_file_line_column_and_field(
+    folder: Path, old: str, new: str, expected: str
+) -> None:
+    found = problems(edit(old, new))
+    expected = expected.format(folder=folder.resolve())
+    assert expected in found
+    assert len(found) == (2 if new.startswith("nam:") else 1)  # plus the unknown key 'nam'
+
+
+def test_template_syntax_error_names_the_template_line() -> None:
+    text = edit("{{ discount }}% de", "{{ discount }% de")
+    assert problems(text) == [
+        "campaigns/spring.yaml:20:9: message.locales.es: template syntax error on template "
+        "line 1: unexpected '}'"
+    ]
+    text = edit(
+        "  body: \"Hi {{ first_name | default('there') }}, {{ discount }}% off. Reply STOP to "
+        'opt out"',
+        "  body: |\n    Hi {{ first_name }},\n    {% if x %}\n    {% endfor %}",
+    )
+    [found] = problems(text)
+    assert found.startswith(
+        "campaigns/spring.yaml:18:9: message.body: template syntax error on template line 3: "
+        "Encountered unknown tag 'endfor'"
+    )
+
+
+def test_templates_that_include_or_import_are_refused() -> None:
+    text = edit('"Hola {{', "\"{% include '/etc/passwd' %}{{")
+    assert problems(text) == [
+        "campaigns/spring.yaml:20:9: message.locales.es: template line 1: "
+        "'{% include %}' is not allowed: a message template cannot use other templates or files"
+    ]
+
+
+def test_unknown_filter_is_a_compile_error() -> None:
+    text = edit("default('there')", "shout")
+    assert problems(text) == [
+        "campaigns/spring.yaml:18:9: message.body: template syntax error on template line 1: "
+        "No filter named 'shout'"
+    ]
+
+
+def test_bad_cron_expressions_say_what_is_wrong() -> None:
+    def cron(expr: str) -> list[str]:
+        return problems(edit('at: "2026-03-01 09:00"', f'cron: "{expr}"'))
+
+    assert cron("0 25 * * *") == [
+        "campaigns/spring.yaml:8:9: schedule.cron: invalid cron expression '0 25 * * *': "
+        "hour: the last value (25) is higher than the maximum value (23)"
+    ]
+    assert cron("0 9 * *") == [
+        "campaigns/spring.yaml:8:9: schedule.cron: invalid cron expression '0 9 * *': "
+        "expected 5 fields (minute hour day-of-month month day-of-week), got 4"
+    ]
+    assert cron("0 9 * * funday") == [
+        "campaigns/spring.yaml:8:9: schedule.cron: invalid cron expression '0 9 * * funday': "
+        "day of week: 'funday' is not 0-7 or sun-sat"
+    ]
+    assert cron("0 0 30 2 *") == [
+        "campaigns/spring.yaml:8:9: schedule.cron: cron expression '0 0 30 2 *' never fires"
+    ]
+
+
+def test_schedule_needs_exactly_one_of_at_cron_now() -> None:
+    both = edit('at: "2026-03-01 09:00"', 'at: "2026-03-01 09:00"\n  cron: "0 9 * * *"')
+    assert problems(both) == [
+        "campaigns/spring.yaml:8:3: schedule: give exactly one of at, cron or now: true "
+        "(found at and cron)"
+    ]
+    neither = edit('  at: "2026-03-01 09:00"\n', "  now: false\n")
+    assert problems(neither) == [
+        "campaigns/spring.yaml:8:3: schedule: give exactly one of at, cron or now: true"
+    ]
+
+
+def test_until_only_with_cron() -> None:
+    text = edit('at: "2026-03-01 09:00"', 'at: "2026-03-01 09:00"\n  until: "2026-06-01"')
+    assert problems(text) == [
+        "campaigns/spring.yaml:9:10: schedule.until: until applies only to a cron schedule"
+    ]
+    text = edit('at: "2026-03-01 09:00"', 'cron: "0 9 * * *"\n  until: "2026-06-31"')
+    assert problems(text) == [
+        "campaigns/spring.yaml:9:10: schedule.until: not a real date: '2026-06-31'"
+    ]
+
+
+def test_audience_must_not_be_empty() -> None:
+    text = edit(
+        '  groups: [vip]\n  exclude_groups: [staff]\n  contacts: ["+27821234567", "082 123 4568"]\n'
+        "  file: audiences/extra.csv\n",
+        "  exclude_groups: [staff]\n",
+    )
+    assert problems(text) == [
+        "campaigns/spring.yaml:13:3: audience: no recipients: give at least one of groups, "
+        "contacts or file"
+    ]
+
+
+def test_contacts_are_checked_one_by_one() -> None:
+    text = edit('["+27821234567", "082 123 4568"]', '["+27821234567", "+1555", 27821234567]')
+    assert problems(text) == [
+        "campaigns/spring.yaml:15:30: audience.contacts.1: invalid phone number '+1555'",
+        "campaigns/spring.yaml:15:39: audience.contacts.2: write phone numbers in quotes, e.g. "
+        '"+27821234567": YAML read 27821234567 as a number',
+    ]
+
+
+def test_national_numbers_need_a_default_region() -> None:
+    assert problems(SPRING, default_region=None) == [
+        "campaigns/spring.yaml:15:30: audience.contacts.1: '082 123 4568' has no country code: "
+        "write it as +<country code><number>, or set default_region in engine.yaml",
+    ]
+
+
+def test_provider_is_not_checked_without_accounts() -> None:
+    assert load(edit("provider: zc-main", "provider: anything"), accounts=None).provider == (
+        "anything"
+    )
+
+
+def test_every_problem_of_a_file_is_reported_in_file_order() -> None:
+    text = SPRING
+    for old, new in [
+        ("name: spring-sale", "name: Spring!"),
+        ("timezone: Africa/Johannesburg", "timezone: Mars/Olympus"),
+        ('at: "2026-03-01 09:00"', 'at: "2026-03-01 09:00"\n  now: true'),
+        ("budget: 500", "budget: lots"),
+        ("{{ discount }}% de", "{{ discount }% de"),
+        ("  discount: 20", "  discount: 20\ncolour: red"),
+    ]:
+        text = edit(old, new, text)
+    found = problems(text)
+    assert [line.split(": ")[0:2] for line in found] == [
+        ["campaigns/spring.yaml:2:7", "name"],
+        ["campaigns/spring.yaml:8:3", "schedule"],
+        ["campaigns/spring.yaml:10:13", "schedule.timezone"],
+        ["campaigns/spring.yaml:21:9", "message.locales.es"],
+        ["campaigns/spring.yaml:26:1", "colour"],
+        ["campaigns/spring.yaml:29:11", "limits.budget"],
+    ]
+
+
+def test_yaml_syntax_errors_and_non_mappings() -> None:
+    assert problems("name: [unclosed\n") == [
+        "campaigns/spring.yaml:2:1: invalid YAML: expected ',' or ']', but got '<stream end>'"
+    ]
+    assert problems("- a list\n") == [
+        "campaigns/spring.yaml:1:1: (file): expected a campaign: a mapping with name, "
+        "provider, schedule, audience and message"
+    ]
+    assert problems("") == [
+        "campaigns/spring.yaml:1:1: (file): expected a campaign: a mapping with name, "
+        "provider, schedule, audience and message"
+    ]
+
+
+def test_missing_file() -> None:
+    with pytest.raises(CampaignFileError) as err:
+        load_campaign(Path("campaigns/nope.yaml"))
+    assert err.value.problems == ["campaigns/nope.yaml: cannot read: No such file or directory"]
+
+
+# --- many files ------------------------------------------------------------------------
+
+
+def test_load_paths_reads_folders_and_reports_all_files_problems() -> None:
+    write(SPRING)
+    write(edit("name: spring-sale", "name: autumn-sale"), Path("campaigns/autumn.yml"))
+    write(edit("timezone: Africa/Johannesburg", "timezone: Nowhere"), Path("campaigns/bad.yaml"))
+    write("not: [valid", Path("campaigns/.hidden.yaml"))
+    write(SPRING, Path("campaigns/notes.txt"))
+    campaigns, found = load_paths([Path("campaigns"), PATH], accounts=ACCOUNTS, default_region="za")
+    assert [(str(path), c.name) for path, c in campaigns] == [
+        ("campaigns/autumn.yml", "autumn-sale"),
+        ("campaigns/spring.yaml", "spring-sale"),
+    ]
+    assert found == ["campaigns/bad.yaml:9:13: schedule.timezone: unknown time zone 'Nowhere'"]
+
+
+def test_load_paths_reports_duplicate_names_and_missing_paths() -> None:
+    write(SPRING)
+    write(SPRING, Path("campaigns/copy.yaml"))
+    campaigns, found = load_paths(
+        [Path("campaigns"), Path("elsewhere")], accounts=ACCOUNTS, default_region="ZA"
+    )
+    assert [str(path) for path, _ in campaigns] == ["campaigns/copy.yaml"]
+    assert found == [
+        "elsewhere: no such file or folder",
+        "campaigns/spring.yaml:2:7: name: campaign 'spring-sale' is already defined in "
+        "campaigns/copy.yaml",
+    ]
+
+
+# --- stored specs ----------------------------------------------------------------------
+
+
+def test_spec_round_trip_and_hash() -> None:
+    campaign = load(SPRING)
+    spec = campaign.spec_json()
+    assert spec["limits"] == {"rate": "10/s", "budget": "500", "frequency_cap": "1/1d"}
+    assert spec["schedule"]["at"] == "2026-03-01 09:00"
+    again = Campaign.from_spec(spec)
+    assert again == campaign
+    assert again.spec_hash() == campaign.spec_hash()
+    changed = Campaign.from_spec({**spec, "vars": {"discount": 25}})
+    assert changed.spec_hash() != campaign.spec_hash()
+
+
+def test_from_spec_skips_file_checks_but_keeps_the_rules() -> None:
+    spec = load(SPRING).spec_json()
+    spec["audience"]["file"] = "/gone/extra.csv"
+    assert Campaign.from_spec(spec).audience.file == Path("/gone/extra.csv")
+    spec["schedule"]["cron"] = "0 9 * * *"
+    with pytest.raises(ValidationError, match="give exactly one of at, cron or now"):
+        Campaign.from_spec(spec)
+
+
+# --- firing times ----------------------------------------------------------------------
+
+
+def schedule(**fields: object) -> Schedule:
+    return Schedule.model_validate(fields)
+
+
+def utc(*parts: int) -> datetime:
+    return datetime(*parts, tzinfo=UTC)  # type: ignore[misc]
+
+
+def test_at_fires_once_strictly_after() -> None:
+    at = schedule(at="2026-03-01 09:00", timezone="Africa/Johannesburg")
+    assert at.next_fire_time(utc(2026, 3, 1, 6, 59)) == utc(2026, 3, 1, 7, 0)
+    assert at.next_fire_time(utc(2026, 3, 1, 7, 0)) is None
+    assert schedule(now=True).next_fire_time(utc(2026, 1, 1)) is None
+
+
+def test_cron_follows_local_time_across_daylight_saving() -> None:
+    daily = schedule(cron="0 9 * * *", timezone="America/New_York")
+    fires = list(daily.fire_times(utc(2026, 3, 7), utc(2026, 3, 10)))
+    assert fires == [utc(2026, 3, 7, 14), utc(2026, 3, 8, 13), utc(2026, 3, 9, 13)]
+
+
+def test_cron_fires_once_in_the_hour_that_repeats() -> None:
+    nightly = schedule(cron="30 1 * * *", timezone="America/New_York")
+    fires = list(nightly.fire_times(utc(2026, 10, 31, 12), utc(2026, 11, 2, 12)))
+    assert fires == [utc(2026, 11, 1, 5, 30), utc(2026, 11, 2, 6, 30)]
+    quarterly = schedule(cron="*/15 * * * *", timezone="America/New_York")
+    fires = list(quarterly.fire_times(utc(2026, 11, 1, 5, 30), utc(2026, 11, 1, 7, 30)))
+    assert fires == sorted(set(fires))  # never twice, never backwards
+    assert fires[:3] == [utc(2026, 11, 1, 5, 45), utc(2026, 11, 1, 7), utc(2026, 11, 1, 7, 15)]
+
+
+def test_cron_time_skipped_by_the_clocks_fires_after_the_jump() -> None:
+    nightly = schedule(cron="30 2 * * *", timezone="America/New_York")
+    assert nightly.next_fire_time(utc(2026, 3, 8, 5)) == utc(2026, 3, 8, 7, 30)  # 03:30 EDT
+    assert nightly.next_fire_time(utc(2026, 3, 8, 7, 10)) == utc(2026, 3, 8, 7, 30)
+    assert nightly.next_fire_time(utc(2026, 3, 8, 7, 30)) == utc(2026, 3, 9, 6, 30)
+
+
+def test_cron_weekday_numbers_are_standard_cron() -> None:
+    after = utc(2026, 3, 4)  # a Wednesday
+    monday = schedule(cron="0 9 * * 1").next_fire_time(after)
+    sunday = schedule(cron="0 9 * * 0").next_fire_time(after)
+    also_sunday = schedule(cron="0 9 * * 7").next_fire_time(after)
+    weekend = list(schedule(cron="0 9 * * 6-7").fire_times(after, utc(2026, 3, 9)))
+    assert monday == utc(2026, 3, 9, 9)
+    assert sunday == also_sunday == utc(2026, 3, 8, 9)
+    assert weekend == [utc(2026, 3, 7, 9), utc(2026, 3, 8, 9)]
+    named = schedule(cron="0 9 * * MON-FRI/2").fire_times(after, utc(2026, 3, 14))
+    assert [fire.strftime("%a") for fire in named] == ["Wed", "Fri", "Mon", "Wed", "Fri"]
+
+
+def test_until_is_the_last_local_day() -> None:
+    weekly = schedule(cron="0 23 * * *", timezone="Africa/Johannesburg", until="2026-06-01")
+    assert weekly.next_fire_time(utc(2026, 5, 31, 22)) == utc(2026, 6, 1, 21)  # 23:00 local
+    assert weekly.next_fire_time(utc(2026, 6, 1, 21)) is None
+
+
+def test_next_fire_time_needs_an_aware_datetime() -> None:
+    with pytest.raises(ValueError, match="aware"):
+        schedule(now=True).next_fire_time(datetime(2026, 1, 1))
+
+
+# --- quiet hours -----------------------------------------------------------------------
+
+
+def test_quiet_hours_crossing_midnight() -> None:
+    night = parse_quiet_hours("21:00-08:00")
+    assert [night.contains(time(h)) for h in (20, 21, 23, 0, 7, 8)] == [
+        False, True, True, True, True, False,
+    ]  # fmt: skip
+    zone = ZoneInfo("Africa/Johannesburg")
+    evening = datetime(2026, 3, 1, 22, 30, tzinfo=zone)
+    assert night.end_after(evening) == datetime(2026, 3, 2, 8, tzinfo=zone)
+    early = datetime(2026, 3, 2, 3, 0, tzinfo=zone)
+    assert night.end_after(early) == datetime(2026, 3, 2, 8, tzinfo=zone)
+    noon = datetime(2026, 3, 2, 12, tzinfo=zone)
+    assert night.end_after(noon) is noon
+    assert night.release(utc(2026, 3, 1, 20, 30), zone) == utc(2026, 3, 2, 6)
+    assert night.release(utc(2026, 3, 2, 10), zone) == utc(2026, 3, 2, 10)
+
+
+def test_quiet_hours_within_a_day_and_their_syntax() -> None:
+    lunch = parse_quiet_hours("12:00 - 13:30")
+    assert (lunch.contains(time(12)), lunch.contains(time(13, 30)), str(lunch)) == (
+        True, False, "12:00-13:30",
+    )  # fmt: skip
+    moment = datetime(2026, 1, 1, 12, 10)
+    assert lunch.end_after(moment) == datetime(2026, 1, 1, 13, 30)
+    assert parse_quiet_hours("22:00-24:00").contains(time(23, 59))
+    for bad in ("25:00-08:00", "08:00-08:00", "8-9"):
+        with pytest.raises(ValueError, match=r"quiet hours|time of day"):
+            parse_quiet_hours(bad)
