@@ -1,26 +1,62 @@
 """Provider adapters, one module per provider, and the simulator of all of them.
 
-:data:`AnyAccount` is the tagged union of every account type and
-:data:`ACCOUNT_TYPES` maps each ``type:`` value to its account model; the config uses
-them so that an account block is validated against its own type's keys.
+The registry: :data:`ADAPTERS` maps each account ``type`` to its adapter class,
+:data:`ACCOUNT_TYPES` to its account model, and :data:`AnyAccount` is the tagged union of
+every account model, so the config validates an account block against its own type's
+keys. :func:`adapter_for` builds the adapter for a configured account.
+:data:`ROUTE_FAMILIES` lists every provider the simulator plays. Adding a provider is one
+module plus one line in each tuple below; nothing else names it.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Union
+from typing import Annotated, Any, Union
 
+import aiohttp
 from pydantic import Field
 
-from engine.providers.base import AccountBase
-from engine.providers.simulator import SimulatorAccount
+from engine.providers.base import AccountBase, Adapter
+from engine.providers.simulator import (
+    ProviderRoutes,
+    SimulatorAccount,
+    SimulatorAdapter,
+    SimulatorRoutes,
+)
+from engine.providers.zoomconnect import (
+    ZoomConnectAccount,
+    ZoomConnectAdapter,
+    ZoomConnectRoutes,
+)
 
-_ACCOUNT_MODELS: tuple[type[AccountBase], ...] = (SimulatorAccount,)
+_ADAPTER_CLASSES: tuple[type[Adapter[Any]], ...] = (SimulatorAdapter, ZoomConnectAdapter)
 
-ACCOUNT_TYPES: dict[str, type[AccountBase]] = {
-    model.model_fields["type"].default: model for model in _ACCOUNT_MODELS
+ADAPTERS: dict[str, type[Adapter[Any]]] = {
+    cls.account_model.model_fields["type"].default: cls for cls in _ADAPTER_CLASSES
 }
 
-# A one-member union cannot carry a discriminator; the tag is added with the second type.
-AnyAccount = Annotated[Union[SimulatorAccount], Field()]  # noqa: UP007
+ACCOUNT_TYPES: dict[str, type[AccountBase]] = {
+    name: cls.account_model for name, cls in ADAPTERS.items()
+}
 
-__all__ = ["ACCOUNT_TYPES", "AnyAccount", "SimulatorAccount"]
+AnyAccount = Annotated[
+    Union[SimulatorAccount, ZoomConnectAccount],  # noqa: UP007
+    Field(discriminator="type"),
+]
+
+ROUTE_FAMILIES: tuple[type[ProviderRoutes], ...] = (SimulatorRoutes, ZoomConnectRoutes)
+
+
+def adapter_for(name: str, account: AccountBase, session: aiohttp.ClientSession) -> Adapter[Any]:
+    """The adapter for the configured account called ``name``."""
+    return ADAPTERS[account.type](name, account, session)
+
+
+__all__ = [
+    "ACCOUNT_TYPES",
+    "ADAPTERS",
+    "ROUTE_FAMILIES",
+    "AnyAccount",
+    "SimulatorAccount",
+    "ZoomConnectAccount",
+    "adapter_for",
+]

@@ -3,17 +3,52 @@
 An account is one block under ``providers:`` in engine.yaml. Its ``type`` picks the
 adapter; the keys every type accepts live on :class:`AccountBase`, and each provider
 module adds its own (credentials, ids) on a subclass with ``type: Literal[...]``.
+
+An :class:`Adapter` speaks one provider's wire format and nothing else: it turns
+:class:`Outbound` messages into :class:`SendResult` s, a webhook body into
+:class:`WebhookEvents`, and (where the provider has no webhook) polls for
+:class:`Receipt` s. Everything that differs between providers and that the engine must
+know is a class attribute here (batch size, where the webhook secret travels, polling,
+idempotent sends), so no module outside ``providers/`` names a provider.
+
+How a send's outcome is decided (DESIGN.md, "Delivery semantics"):
+
+=========  ===============================================================================
+accepted   the provider answered with its id for the message
+retry      provably not accepted: connecting failed (refused, DNS, connect timeout), HTTP 429
+           (``retry_after`` from ``Retry-After``), or a status the provider documents as
+           retryable (``retryable_statuses``)
+unknown    may have been accepted: a timeout after the request was written, a connection
+           dropped mid-response, a 5xx the provider does not document as safe, a 2xx we
+           cannot read. Where the provider deduplicates on a key we send
+           (``idempotent_sends``) these become ``retry`` instead.
+rejected   a documented permanent error (4xx), with the provider's code and message
+=========  ===============================================================================
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+import hmac
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import ClassVar
+from email.utils import parsedate_to_datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+from urllib.parse import parse_qsl, quote, urlencode
 
+import aiohttp
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from engine.errors import EngineError, ProviderPermanentError, ProviderTemporaryError
+from engine.status import MessageStatus
 from engine.values import Duration, Rate, RateValue
+
+log = logging.getLogger(__name__)
 
 
 class Strict(BaseModel):
@@ -48,3 +83,380 @@ class AccountBase(Strict):
     def url(self) -> str:
         """The API base URL in use, without a trailing slash."""
         return (self.base_url or self.default_base_url).rstrip("/")
+
+
+class MalformedWebhook(EngineError):
+    """A webhook body this adapter cannot read; the message is a short reason."""
+
+
+# --- values passed between the engine and the adapters ------------------------------------
+
+
+class Outcome(StrEnum):
+    """What a send proved about one message."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    RETRY = "retry"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One message to hand to a provider; ``message_id`` is our ``messages.id``."""
+
+    message_id: int
+    to: str
+    body: str
+    sender: str | None = None
+    channel: str = "sms"
+    encoding: str = "GSM-7"
+    segments: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The outcome of sending one message."""
+
+    outcome: Outcome
+    provider_message_id: str | None = None
+    error_code: str | None = None
+    error_detail: str | None = None
+    retry_after: float | None = None
+
+    @classmethod
+    def accepted(cls, provider_message_id: str) -> SendResult:
+        """The provider took the message and gave it this id."""
+        return cls(Outcome.ACCEPTED, provider_message_id)
+
+    @classmethod
+    def rejected(cls, code: str, detail: str | None = None) -> SendResult:
+        """The provider refused the message for good."""
+        return cls(Outcome.REJECTED, None, code, detail)
+
+    @classmethod
+    def retry(cls, code: str, detail: str | None = None, after: float | None = None) -> SendResult:
+        """The provider provably did not take the message; send it again later."""
+        return cls(Outcome.RETRY, None, code, detail, after)
+
+    @classmethod
+    def unknown(cls, code: str, detail: str | None = None) -> SendResult:
+        """The provider may or may not have taken the message."""
+        return cls(Outcome.UNKNOWN, None, code, detail)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A status report for one sent message.
+
+    ``status`` is None for a provider status we do not know; ``provider_status`` always
+    keeps the provider's own word. ``message_id`` is our id where the provider echoes it.
+    """
+
+    provider_message_id: str | None
+    message_id: int | None
+    status: MessageStatus | None
+    provider_status: str
+    error_code: str | None = None
+    error_detail: str | None = None
+    event_id: str | None = None
+    occurred_at: datetime | None = None
+    part: int | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A message a recipient sent us (a reply)."""
+
+    from_: str
+    text: str
+    provider_message_id: str | None = None
+    in_reply_to: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class OptChange:
+    """A recipient opted out of (or back into) messages on a channel."""
+
+    phone: str
+    opted_out: bool
+    channel: str = "sms"
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvents:
+    """Everything one webhook call told us."""
+
+    receipts: tuple[Receipt, ...] = ()
+    inbound: tuple[Inbound, ...] = ()
+    opt_changes: tuple[OptChange, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """An HTTP response read in full."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def ok(self) -> bool:
+        """A 2xx status."""
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        """The body as JSON, or None when it is not JSON."""
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError:
+            return None
+
+
+# --- shared helpers ------------------------------------------------------------------------
+
+#: single-word replies that opt a number out, or back in (the industry-standard keywords)
+OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
+OPT_IN_WORDS = frozenset({"START", "UNSTOP", "OPTIN"})
+
+
+def opt_change_for_reply(phone: str, text: str, raw: dict[str, Any]) -> OptChange | None:
+    """An OptChange when a reply is exactly one opt-out or opt-in keyword."""
+    word = text.strip().strip(".!").upper()
+    if word in OPT_OUT_WORDS:
+        return OptChange(phone, True, "sms", raw)
+    if word in OPT_IN_WORDS:
+        return OptChange(phone, False, "sms", raw)
+    return None
+
+
+def as_e164(number: str) -> str:
+    """``+`` and digits for an international number; anything else is returned as given."""
+    text = number.strip().replace(" ", "")
+    if text.isdigit() and not text.startswith("0"):
+        return "+" + text
+    return text
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP-date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def decode_body(content_type: str, body: bytes) -> Any:
+    """A webhook body as JSON or as form parameters (a dict); raise MalformedWebhook."""
+    ctype = content_type.partition(";")[0].strip().lower()
+    if not body.strip():
+        return {}
+    if ctype.endswith("json") or (not ctype and body.lstrip()[:1] in (b"{", b"[")):
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedWebhook("body is not valid JSON") from exc
+    if ctype in ("application/x-www-form-urlencoded", ""):
+        try:
+            return dict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise MalformedWebhook("body is not valid form data") from exc
+    raise MalformedWebhook(f"unsupported content type {ctype!r}")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is not None:
+        return value
+    wanted = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == wanted), None)
+
+
+def _name(exc: BaseException) -> str:
+    return type(exc).__name__
+
+
+def _detail(body: bytes) -> str:
+    return body[:200].decode(errors="replace")
+
+
+# --- the adapter ---------------------------------------------------------------------------
+
+AccountT = TypeVar("AccountT", bound=AccountBase)
+
+
+class Adapter(ABC, Generic[AccountT]):
+    """One provider account's client: send, read webhooks, poll, balance."""
+
+    #: the account model this adapter is built from (its ``type`` names the adapter)
+    account_model: ClassVar[type[AccountBase]]
+    #: where the provider puts our webhook secret: a request header, or a query parameter
+    #: of the callback URL we give it (for providers that can send no custom header)
+    webhook_secret_in: ClassVar[Literal["header", "query"]] = "header"
+    #: the header or query parameter carrying the secret
+    webhook_secret_name: ClassVar[str] = "X-Webhook-Secret"
+    #: the provider has a per-message status lookup and ``poll`` uses it
+    supports_polling: ClassVar[bool] = False
+    #: the provider deduplicates on a key we send, so an ambiguous send is safe to repeat
+    idempotent_sends: ClassVar[bool] = False
+    #: HTTP statuses the provider documents as "not accepted, try again"
+    retryable_statuses: ClassVar[frozenset[int]] = frozenset({429})
+
+    def __init__(self, name: str, account: AccountT, session: aiohttp.ClientSession) -> None:
+        self.name = name
+        self.account = account
+        self.session = session
+        #: how many messages one ``send`` call may carry (1: the provider sends singly)
+        self.max_batch = 1
+        seconds = account.timeout.total_seconds()
+        # connecting gets half the budget, so an unreachable provider is a provable
+        # ``retry`` (ConnectionTimeoutError) rather than an ambiguous total timeout
+        self._timeout = aiohttp.ClientTimeout(total=seconds, connect=seconds / 2)
+        self._headers = {"Accept": "application/json", **self.auth_headers()}
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers that authenticate every request to the provider."""
+        return {}
+
+    # sending
+
+    async def send(self, batch: Sequence[Outbound]) -> list[SendResult]:
+        """Send up to ``max_batch`` messages: one result per message, in order.
+
+        Never raises for provider or network trouble (a batch over ``max_batch`` is a bug and
+        raises ValueError). A batch of one goes to the single-message endpoint.
+        """
+        if len(batch) > self.max_batch:
+            raise ValueError(f"{self.name}: batch of {len(batch)} exceeds {self.max_batch}")
+        if not batch:
+            return []
+        if len(batch) == 1:
+            return [await self.send_one(batch[0])]
+        results = await self.send_many(batch)
+        if len(results) != len(batch):  # an adapter bug; never guess which were accepted
+            return [SendResult.unknown("bad_response", "result count mismatch")] * len(batch)
+        return results
+
+    @abstractmethod
+    async def send_one(self, message: Outbound) -> SendResult:
+        """Send one message."""
+
+    async def send_many(self, batch: Sequence[Outbound]) -> list[SendResult]:
+        """Send several messages in one request (adapters with ``max_batch`` > 1)."""
+        raise NotImplementedError(f"{type(self).__name__} sends one message per request")
+
+    # webhooks
+
+    def webhook_url(self, public_url: str) -> str:
+        """The callback URL to configure at the provider for this account."""
+        url = f"{public_url.rstrip('/')}/webhooks/{quote(self.name, safe='')}"
+        secret = self.account.webhook_secret
+        if self.webhook_secret_in == "query" and secret is not None:
+            url += "?" + urlencode({self.webhook_secret_name: secret.get_secret_value()})
+        return url
+
+    def webhook_authentic(self, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+        """Whether a webhook call carries this account's secret (any call, if none is set)."""
+        secret = self.account.webhook_secret
+        if secret is None:
+            return True
+        if self.webhook_secret_in == "query":
+            given = query.get(self.webhook_secret_name)
+        else:
+            given = _header(headers, self.webhook_secret_name)
+        if given is None:
+            return False
+        return hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
+
+    def _query_without_secret(self, query: Mapping[str, str]) -> dict[str, str]:
+        """The callback's query parameters, minus our secret (so it is never stored)."""
+        skip = self.webhook_secret_name if self.webhook_secret_in == "query" else None
+        return {k: v for k, v in query.items() if k != skip}
+
+    @abstractmethod
+    def parse_webhook(
+        self, content_type: str, body: bytes, query: Mapping[str, str]
+    ) -> WebhookEvents:
+        """Read one authenticated webhook call; raise MalformedWebhook if it makes no sense."""
+
+    # lookups
+
+    async def poll(self, provider_message_ids: Sequence[str]) -> list[Receipt]:
+        """Current status of sent messages (``supports_polling``); those not found are left
+        out."""
+        return []
+
+    async def balance(self) -> Decimal | None:
+        """The account's credit balance, or None if the provider does not tell."""
+        return None
+
+    # HTTP
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Response | SendResult:
+        """Call the provider; a transport failure, 429 or 5xx comes back as a SendResult."""
+        data = None if json is None else orjson.dumps(json)
+        headers = self._headers if data is None else self._json_headers
+        try:
+            async with self.session.request(
+                method, self.account.url + path, data=data, headers=headers, params=params,
+                timeout=self._timeout,
+            ) as resp:
+                response = Response(resp.status, resp.headers, await resp.read())
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            return self._failed(SendResult.retry("connect_error", str(exc) or _name(exc)))
+        except aiohttp.InvalidURL as exc:
+            return self._failed(SendResult.retry("invalid_url", str(exc)))
+        except TimeoutError:
+            return self._failed(self._ambiguous("timeout", f"no answer in {self._timeout.total}s"))
+        except aiohttp.ClientError as exc:
+            return self._failed(self._ambiguous("connection_lost", str(exc) or _name(exc)))
+        return self._screen(response)
+
+    def _failed(self, result: SendResult) -> SendResult:
+        log.debug("%s: %s (%s)", self.name, result.error_code, result.outcome,
+                  extra={"provider": self.name})
+        return result
+
+    def _screen(self, response: Response) -> Response | SendResult:
+        if response.status in self.retryable_statuses:
+            after = retry_after_seconds(response.headers.get("Retry-After"))
+            return SendResult.retry(str(response.status), _detail(response.body), after)
+        if response.status >= 500:
+            return self._ambiguous(str(response.status), _detail(response.body))
+        return response
+
+    def _ambiguous(self, code: str, detail: str) -> SendResult:
+        if self.idempotent_sends:
+            return SendResult.retry(code, detail)
+        return SendResult.unknown(code, detail)
+
+    async def _get_json(self, path: str) -> Any:
+        """GET a JSON document; raise ProviderTemporaryError or ProviderPermanentError."""
+        result = await self._request("GET", path)
+        if isinstance(result, SendResult):
+            raise ProviderTemporaryError(
+                f"{self.name}: GET {path}: {result.error_code} {result.error_detail or ''}"
+            )
+        if not result.ok:
+            raise ProviderPermanentError(f"{self.name}: GET {path}: HTTP {result.status}")
+        return result.json()

@@ -1,0 +1,372 @@
+"""The ZoomConnect adapter against mocked HTTP: requests as documented, every error mapped."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from email.utils import format_datetime
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aioresponses import aioresponses
+from yarl import URL
+
+from engine.providers import adapter_for
+from engine.providers.base import MalformedWebhook, Outbound, Outcome, SendResult
+from engine.providers.zoomconnect import ZoomConnectAccount, ZoomConnectAdapter
+from engine.status import MessageStatus
+
+BASE = "https://zc.test/app"
+SEND = f"{BASE}/api/rest/v1/sms/send"
+BULK = f"{BASE}/api/rest/v1/sms/send-bulk"
+
+
+def account(**extra: Any) -> ZoomConnectAccount:
+    return ZoomConnectAccount.model_validate(
+        {"type": "zoomconnect", "email": "ops@example.com", "token": "tok-123",
+         "base_url": BASE, "webhook_secret": "s3cret", **extra}
+    )
+
+
+def message(n: int = 1, to: str = "+27821234567", body: str = "Hello") -> Outbound:
+    return Outbound(message_id=n, to=to, body=body, sender=None, channel="sms",
+                    encoding="GSM-7", segments=1)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as created:
+        yield created
+
+
+class _Response(aiohttp.ClientResponse):
+    """aioresponses 0.7.9 builds responses without aiohttp 3.14's ``stream_writer``."""
+
+    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        super().__init__(method, url, **kwargs)
+
+
+class _Mock(aioresponses):
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("response_class", _Response)
+        super().add(*args, **kwargs)
+
+
+@pytest.fixture
+def http() -> Any:
+    with _Mock() as mocked:
+        yield mocked
+
+
+def adapter(session: aiohttp.ClientSession, **extra: Any) -> ZoomConnectAdapter:
+    made = adapter_for("zc-main", account(**extra), session)
+    assert isinstance(made, ZoomConnectAdapter)
+    return made
+
+
+def sent(http: Any, method: str, url: str) -> list[Any]:
+    calls: list[Any] = http.requests[(method, URL(url))]
+    return calls
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+
+async def test_single_send_request_and_result(session: aiohttp.ClientSession, http: Any) -> None:
+    http.post(SEND, payload={"messageId": "zc-1", "error": None})
+    results = await adapter(session).send([message(42)])
+    assert results == [SendResult(Outcome.ACCEPTED, "zc-1")]
+    (call,) = sent(http, "POST", SEND)
+    assert orjson.loads(call.kwargs["data"]) == {
+        "recipientNumber": "+27821234567", "message": "Hello", "dataField": "42"
+    }
+    headers = call.kwargs["headers"]
+    assert headers["email"] == "ops@example.com"
+    assert headers["token"] == "tok-123"
+    assert headers["Accept"] == "application/json"
+    assert headers["Content-Type"] == "application/json"
+
+
+async def test_campaign_label_travels_when_configured(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(SEND, payload={"messageId": "zc-1"})
+    await adapter(session, campaign="spring").send([message()])
+    assert orjson.loads(sent(http, "POST", SEND)[0].kwargs["data"])["campaign"] == "spring"
+
+
+async def test_error_in_a_200_is_a_rejection(session: aiohttp.ClientSession, http: Any) -> None:
+    http.post(SEND, payload={"messageId": None, "error": "Insufficient credits"})
+    (result,) = await adapter(session).send([message()])
+    assert result.outcome is Outcome.REJECTED
+    assert result.error_detail == "Insufficient credits"
+
+
+async def test_unreadable_200_is_unknown(session: aiohttp.ClientSession, http: Any) -> None:
+    http.post(SEND, body=b"<html>ok</html>", status=200)
+    (result,) = await adapter(session).send([message()])
+    assert result.outcome is Outcome.UNKNOWN
+
+
+async def test_bulk_request_and_positional_results(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(BULK, payload={"sendSmsResponses": [
+        {"messageId": "a", "error": None},
+        {"messageId": None, "error": "Invalid mobile number"},
+        {"messageId": "c", "error": None},
+    ]})
+    zc = adapter(session, bulk=True, batch_size=3)
+    assert zc.max_batch == 3
+    batch = [message(1, "+27820000001"), message(2, "+2782"), message(3, "+27820000003")]
+    results = await zc.send(batch)
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED, Outcome.REJECTED, Outcome.ACCEPTED]
+    assert [r.provider_message_id for r in results] == ["a", None, "c"]
+    assert results[1].error_detail == "Invalid mobile number"
+    (call,) = sent(http, "POST", BULK)
+    assert orjson.loads(call.kwargs["data"]) == {"sendSmsRequests": [
+        {"recipientNumber": "+27820000001", "message": "Hello", "dataField": "1"},
+        {"recipientNumber": "+2782", "message": "Hello", "dataField": "2"},
+        {"recipientNumber": "+27820000003", "message": "Hello", "dataField": "3"},
+    ]}
+    assert call.kwargs["headers"]["token"] == "tok-123"
+
+
+async def test_bulk_length_mismatch_is_unknown_for_all(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(BULK, payload={"sendSmsResponses": [{"messageId": "a"}]})
+    results = await adapter(session, bulk=True).send([message(1), message(2)])
+    assert [r.outcome for r in results] == [Outcome.UNKNOWN, Outcome.UNKNOWN]
+
+
+async def test_bulk_400_resends_each_message_singly(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(BULK, status=400, payload={"code": 2, "message": "Invalid mobile number"})
+    http.post(SEND, payload={"messageId": "ok-1"})
+    http.post(SEND, status=400, payload={"code": 2, "message": "Invalid mobile number"})
+    results = await adapter(session, bulk=True, concurrency=1).send([message(1), message(2)])
+    assert [r.outcome for r in results] == [Outcome.ACCEPTED, Outcome.REJECTED]
+    assert len(sent(http, "POST", SEND)) == 2
+
+
+async def test_a_single_send_adapter_refuses_a_batch(session: aiohttp.ClientSession) -> None:
+    zc = adapter(session)
+    assert zc.max_batch == 1
+    with pytest.raises(ValueError, match="exceeds"):
+        await zc.send([message(1), message(2)])
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "code"),
+    [
+        (400, {"code": 2, "status": "BAD_REQUEST", "message": "Invalid mobile number",
+               "developerMessage": "Invalid mobile number"}, "2"),
+        (400, {"code": 3, "status": "BAD_REQUEST", "message": "Message cannot be empty"}, "3"),
+        (401, None, "401"),
+        (403, {"code": 403, "message": "Forbidden"}, "403"),
+        (404, None, "404"),
+    ],
+)
+async def test_documented_errors_are_rejections(
+    session: aiohttp.ClientSession, http: Any, status: int, payload: Any, code: str
+) -> None:
+    http.post(SEND, status=status, payload=payload)
+    (result,) = await adapter(session).send([message()])
+    assert result.outcome is Outcome.REJECTED
+    assert result.error_code == code
+    if payload and "message" in payload:
+        assert result.error_detail == payload["message"]
+
+
+async def test_429_is_retry_after_the_given_seconds(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(SEND, status=429, headers={"Retry-After": "7"})
+    (result,) = await adapter(session).send([message()])
+    assert result.outcome is Outcome.RETRY
+    assert result.retry_after == 7
+
+
+async def test_429_with_an_http_date(session: aiohttp.ClientSession, http: Any) -> None:
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+    http.post(SEND, status=429, headers={"Retry-After": when})
+    (result,) = await adapter(session).send([message()])
+    assert result.outcome is Outcome.RETRY
+    assert result.retry_after is not None
+    assert 100 < result.retry_after <= 120
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+async def test_5xx_is_unknown(session: aiohttp.ClientSession, http: Any, status: int) -> None:
+    http.post(SEND, status=status, body=b"oops")
+    (result,) = await adapter(session).send([message()])
+    assert result.outcome is Outcome.UNKNOWN
+    assert result.error_code == str(status)
+
+
+async def test_bulk_5xx_is_unknown_for_all(session: aiohttp.ClientSession, http: Any) -> None:
+    http.post(BULK, status=500)
+    results = await adapter(session, bulk=True).send([message(1), message(2)])
+    assert {r.outcome for r in results} == {Outcome.UNKNOWN}
+
+
+def _refused() -> aiohttp.ClientConnectorError:
+    key = SimpleNamespace(host="zc.test", port=443, ssl=True)
+    return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("exception", "outcome"),
+    [
+        (TimeoutError(), Outcome.UNKNOWN),
+        (aiohttp.ServerTimeoutError("read timeout"), Outcome.UNKNOWN),
+        (aiohttp.ServerDisconnectedError(), Outcome.UNKNOWN),
+        (aiohttp.ConnectionTimeoutError("connect timeout"), Outcome.RETRY),
+        (_refused(), Outcome.RETRY),
+    ],
+    ids=["timeout", "read-timeout", "dropped", "connect-timeout", "refused"],
+)
+async def test_transport_failures(
+    session: aiohttp.ClientSession, http: Any, exception: Exception, outcome: Outcome
+) -> None:
+    http.post(SEND, exception=exception)
+    (result,) = await adapter(session).send([message()])
+    assert result.outcome is outcome
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def test_delivery_report_in_the_query(session: aiohttp.ClientSession) -> None:
+    query = {"secret": "s3cret", "status": "DELIVERED", "messageId": "40124213"}
+    events = adapter(session).parse_webhook("", b"", query)
+    (receipt,) = events.receipts
+    assert receipt.provider_message_id == "40124213"
+    assert receipt.status is MessageStatus.DELIVERED
+    assert receipt.provider_status == "DELIVERED"
+    assert receipt.message_id is None
+    assert receipt.event_id is None
+    assert "secret" not in receipt.raw
+    assert not events.inbound
+
+
+def test_delivery_report_as_form_with_our_id(session: aiohttp.ClientSession) -> None:
+    body = b"messageId=40124213&status=FAILED_OPTOUT&dataField=42"
+    (receipt,) = adapter(session).parse_webhook(FORM, body, {"secret": "s3cret"}).receipts
+    assert receipt.message_id == 42
+    assert receipt.status is MessageStatus.FAILED
+    assert receipt.error_code == "FAILED_OPTOUT"
+
+
+def test_delivery_report_as_json(session: aiohttp.ClientSession) -> None:
+    body = orjson.dumps({"messageId": 99, "status": "SENT", "dataField": "7"})
+    (receipt,) = adapter(session).parse_webhook("application/json", body, {}).receipts
+    assert (receipt.provider_message_id, receipt.message_id) == ("99", 7)
+    assert receipt.status is MessageStatus.SENT
+
+
+@pytest.mark.parametrize(
+    ("word", "status"),
+    [("SCHEDULED", MessageStatus.SENT), ("UNKNOWN", MessageStatus.SENT),
+     ("SENT", MessageStatus.SENT), ("DELIVERED", MessageStatus.DELIVERED),
+     ("FAILED", MessageStatus.FAILED), ("FAILED_REFUNDED", MessageStatus.UNDELIVERED),
+     ("FAILED_OPTOUT", MessageStatus.FAILED)],
+)
+def test_status_table(session: aiohttp.ClientSession, word: str, status: MessageStatus) -> None:
+    query = {"messageId": "1", "status": word}
+    assert adapter(session).parse_webhook("", b"", query).receipts[0].status is status
+
+
+def test_unknown_status_is_kept_not_mapped(session: aiohttp.ClientSession) -> None:
+    body = b"messageId=5&status=EXPLODED"
+    (receipt,) = adapter(session).parse_webhook(FORM, body, {}).receipts
+    assert receipt.status is None
+    assert receipt.provider_status == "EXPLODED"
+
+
+def test_reply_is_inbound(session: aiohttp.ClientSession) -> None:
+    body = (b"from=%2B27725551234&repliedToMessageId=121212&messageId=124567"
+            b"&message=Thanks&date=201404282055&campaign=shoe+campaign&dataField=custom")
+    events = adapter(session).parse_webhook(FORM, body, {"secret": "s3cret"})
+    (reply,) = events.inbound
+    assert reply.from_ == "+27725551234"
+    assert reply.text == "Thanks"
+    assert reply.provider_message_id == "124567"
+    assert reply.in_reply_to == "121212"
+    assert not events.receipts
+    assert not events.opt_changes
+
+
+def test_stop_reply_is_also_an_opt_out(session: aiohttp.ClientSession) -> None:
+    body = b"from=27725551234&messageId=1&message=stop"
+    events = adapter(session).parse_webhook(FORM, body, {})
+    (change,) = events.opt_changes
+    assert (change.phone, change.opted_out, change.channel) == ("+27725551234", True, "sms")
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "reason"),
+    [
+        (FORM, b"just some text", "form"),
+        ("application/json", b"{not json", "JSON"),
+        ("application/json", b"[1, 2]", "parameters or a JSON object"),
+        (FORM, b"campaign=x", "neither"),
+        (FORM, b"status=DELIVERED", "without messageId"),
+        ("text/xml", b"<dlr/>", "content type"),
+    ],
+)
+def test_malformed_webhooks(
+    session: aiohttp.ClientSession, content_type: str, body: bytes, reason: str
+) -> None:
+    with pytest.raises(MalformedWebhook, match=reason):
+        adapter(session).parse_webhook(content_type, body, {})
+
+
+def test_webhook_secret_in_the_query(session: aiohttp.ClientSession) -> None:
+    zc = adapter(session)
+    assert zc.webhook_authentic({}, {"secret": "s3cret"})
+    assert not zc.webhook_authentic({}, {"secret": "wrong"})
+    assert not zc.webhook_authentic({}, {})
+    assert not zc.webhook_authentic({"X-Webhook-Secret": "s3cret"}, {})
+    assert zc.webhook_url("https://engine.example.com/") == (
+        "https://engine.example.com/webhooks/zc-main?secret=s3cret"
+    )
+
+
+def test_without_a_secret_every_call_is_accepted(session: aiohttp.ClientSession) -> None:
+    zc = adapter(session, webhook_secret=None)
+    assert zc.webhook_authentic({}, {})
+    assert zc.webhook_url("https://e.example") == "https://e.example/webhooks/zc-main"
+
+
+# --- lookups ---------------------------------------------------------------------------------
+
+
+async def test_poll(session: aiohttp.ClientSession, http: Any) -> None:
+    http.get(f"{BASE}/api/rest/v1/messages/m1", payload={
+        "messageId": "m1", "messageStatus": "DELIVERED", "userDataField": "42",
+        "toNumber": "+27821234567"})
+    http.get(f"{BASE}/api/rest/v1/messages/m2", status=404, payload={"code": 404})
+    zc = adapter(session)
+    assert zc.supports_polling
+    (receipt,) = await zc.poll(["m1", "m2"])
+    assert receipt.provider_message_id == "m1"
+    assert receipt.message_id == 42
+    assert receipt.status is MessageStatus.DELIVERED
+    (call,) = sent(http, "GET", f"{BASE}/api/rest/v1/messages/m1")
+    assert call.kwargs["headers"]["email"] == "ops@example.com"
+
+
+async def test_balance(session: aiohttp.ClientSession, http: Any) -> None:
+    http.get(f"{BASE}/api/rest/v1/account/balance", payload={"creditBalance": 1234.5})
+    assert await adapter(session).balance() == Decimal("1234.5")
