@@ -16,19 +16,30 @@ import aiohttp
 from pydantic import Field
 
 from engine.providers.base import AccountBase, Adapter
+from engine.providers.courier import CourierAccount, CourierAdapter, CourierRoutes
 from engine.providers.simulator import (
     ProviderRoutes,
     SimulatorAccount,
     SimulatorAdapter,
     SimulatorRoutes,
 )
+from engine.providers.sunshine import SunshineAccount, SunshineAdapter, SunshineRoutes
+from engine.providers.zenvia import ZenviaAccount, ZenviaAdapter, ZenviaRoutes
+from engine.providers.zingle import ZingleAccount, ZingleAdapter, ZingleRoutes
 from engine.providers.zoomconnect import (
     ZoomConnectAccount,
     ZoomConnectAdapter,
     ZoomConnectRoutes,
 )
 
-_ADAPTER_CLASSES: tuple[type[Adapter[Any]], ...] = (SimulatorAdapter, ZoomConnectAdapter)
+_ADAPTER_CLASSES: tuple[type[Adapter[Any]], ...] = (
+    SimulatorAdapter,
+    ZoomConnectAdapter,
+    ZingleAdapter,
+    SunshineAdapter,
+    ZenviaAdapter,
+    CourierAdapter,
+)
 
 ADAPTERS: dict[str, type[Adapter[Any]]] = {
     cls.account_model.model_fields["type"].default: cls for cls in _ADAPTER_CLASSES
@@ -39,16 +50,41 @@ ACCOUNT_TYPES: dict[str, type[AccountBase]] = {
 }
 
 AnyAccount = Annotated[
-    Union[SimulatorAccount, ZoomConnectAccount],  # noqa: UP007
+    Union[  # noqa: UP007
+        SimulatorAccount,
+        ZoomConnectAccount,
+        ZingleAccount,
+        SunshineAccount,
+        ZenviaAccount,
+        CourierAccount,
+    ],
     Field(discriminator="type"),
 ]
 
-ROUTE_FAMILIES: tuple[type[ProviderRoutes], ...] = (SimulatorRoutes, ZoomConnectRoutes)
+ROUTE_FAMILIES: tuple[type[ProviderRoutes], ...] = (
+    SimulatorRoutes,
+    ZoomConnectRoutes,
+    ZingleRoutes,
+    SunshineRoutes,
+    ZenviaRoutes,
+    CourierRoutes,
+)
 
 
-def adapter_for(name: str, account: AccountBase, session: aiohttp.ClientSession) -> Adapter[Any]:
-    """The adapter for the configured account called ``name``."""
-    return ADAPTERS[account.type](name, account, session)
+def adapter_for(
+    name: str,
+    account: AccountBase,
+    session: aiohttp.ClientSession,
+    public_url: str | None = None,
+) -> Adapter[Any]:
+    """The adapter for the configured account called ``name``.
+
+    ``public_url`` is engine.yaml's ``webhooks.public_url``: providers that take a callback
+    URL with each message (courier) build it from this.
+    """
+    adapter = ADAPTERS[account.type](name, account, session)
+    adapter.public_url = public_url
+    return adapter
 
 
 __all__ = [
@@ -56,7 +92,11 @@ __all__ = [
     "ADAPTERS",
     "ROUTE_FAMILIES",
     "AnyAccount",
+    "CourierAccount",
     "SimulatorAccount",
+    "SunshineAccount",
+    "ZenviaAccount",
+    "ZingleAccount",
     "ZoomConnectAccount",
     "adapter_for",
 ]

@@ -320,6 +320,9 @@ class Adapter(ABC, Generic[AccountT]):
         self.session = session
         #: how many messages one ``send`` call may carry (1: the provider sends singly)
         self.max_batch = 1
+        #: the engine's public URL (engine.yaml ``webhooks.public_url``), for providers that
+        #: take a callback URL with each request; ``adapter_for`` sets it
+        self.public_url: str | None = None
         seconds = account.timeout.total_seconds()
         # connecting gets half the budget, so an unreachable provider is a provable
         # ``retry`` (ConnectionTimeoutError) rather than an ambiguous total timeout

@@ -288,6 +288,7 @@ class Stats:
     rate_limited: int = 0
     server_errors: int = 0
     timeouts: int = 0
+    duplicates: int = 0  # repeats of an accepted message's key (``dedupes_references``)
     receipts_posted: int = 0
     receipts_dropped: int = 0
     per_number: Counter[str] = field(default_factory=Counter)
@@ -335,6 +336,7 @@ class SendItem:
     body: str
     reference: str | None = None
     error: Rejection | None = None
+    callback: str | None = None  # this message's receipt URL (``callback_per_request``)
 
 
 @dataclass(slots=True)
@@ -348,6 +350,7 @@ class SimMessage:
     final: str = "delivered"  # delivered | undelivered | failed
     settles_at: float = 0.0  # loop time of the final status
     early: asyncio.Event | None = None  # set once an early receipt was posted
+    callback: str | None = None  # where its receipts go, if the send request named a URL
 
     def status_at(self, now: float) -> str:
         """``sent`` until the final status is due."""
@@ -388,6 +391,12 @@ class ProviderRoutes(ABC):
     receipts_per_post: ClassVar[int] = 1
     #: keep accepted messages for the provider's status lookup
     keeps_messages: ClassVar[bool] = False
+    #: the provider deduplicates on a key we send (``SendItem.reference``): a repeat is
+    #: answered with the first message and not sent again
+    dedupes_references: ClassVar[bool] = False
+    #: each send request names its own receipt URL (``SendItem.callback``), so receipts
+    #: are posted without a ``webhook_url`` (which, if set, serves requests naming none)
+    callback_per_request: ClassVar[bool] = False
 
     def __init__(self, sim: Simulator) -> None:
         self.sim = sim
@@ -420,12 +429,18 @@ class ProviderRoutes(ABC):
         """The answer to a send request."""
 
     @abstractmethod
-    def render(self, events: Sequence[SimEvent]) -> Post:
-        """The webhook call that reports these events (at most ``receipts_per_post``)."""
+    def render(self, events: Sequence[SimEvent]) -> Post | None:
+        """The webhook call that reports these events (at most ``receipts_per_post``), or
+        None where the provider reports nothing for them."""
 
     def new_id(self, serial: int) -> str:
         """The provider's id for an accepted message."""
         return str(serial)
+
+    @property
+    def posts_receipts(self) -> bool:
+        """Whether this family posts receipts at all."""
+        return self.settings.webhook_url is not None or self.callback_per_request
 
     async def send_single(self, request: web.Request) -> web.Response:
         """The single-message send endpoint."""
@@ -550,6 +565,7 @@ class Simulator:
         self.rng = random.Random(settings.seed)
         self.stats = Stats()
         self.messages: dict[tuple[str, str], SimMessage] = {}
+        self.references: dict[tuple[str, str], SimMessage] = {}  # (family, reference)
         self.credit = settings.credit_balance
         self.stopping = asyncio.Event()
         self.poster = ReceiptPoster(self)
@@ -579,7 +595,7 @@ class Simulator:
             return response
         if fault is Fault.SERVER_ERROR:
             return routes.error(500, "internal_error", "simulated server error")
-        if routes.settings.webhook_url is not None:
+        if routes.posts_receipts:
             await self.poster.room()
         outcomes = [self._accept(routes, item) for item in items]
         await self._await_early(outcomes)
@@ -611,19 +627,26 @@ class Simulator:
 
     def _accept(self, routes: ProviderRoutes, item: SendItem) -> SimMessage | Rejection:
         self.stats.messages += 1
+        key = (routes.family, item.reference or "")
+        if routes.dedupes_references and item.reference and key in self.references:
+            self.stats.duplicates += 1
+            return self.references[key]
         rejection = item.error
         if rejection is None and item.to.endswith(routes.settings.reject_suffixes):
             rejection = routes.blocked(item)
         if rejection is not None:
             self.stats.rejected += 1
             return rejection
-        message = SimMessage(routes.new_id(self.serial()), item.to, item.body, item.reference)
+        message = SimMessage(routes.new_id(self.serial()), item.to, item.body, item.reference,
+                             callback=item.callback)
         self.stats.accepted += 1
         self.stats.per_number[item.to] += 1
         self.credit -= 1
         self._decide(routes, message)
         if routes.keeps_messages:
             self.messages[(routes.family, message.id)] = message
+        if routes.dedupes_references and item.reference:
+            self.references[key] = message
         return message
 
     def _decide(self, routes: ProviderRoutes, message: SimMessage) -> None:
@@ -637,7 +660,7 @@ class Simulator:
         delay = rng.uniform(*settings.receipt_delay)
         now, wall = asyncio.get_running_loop().time(), datetime.now(UTC)
         message.settles_at = now + delay
-        if settings.webhook_url is None:
+        if not routes.posts_receipts or (settings.webhook_url is None and message.callback is None):
             return
         final = SimEvent(f"evt-{self.serial()}", message.final,
                          wall + timedelta(seconds=delay), now + delay, message)
@@ -715,7 +738,7 @@ class ReceiptPoster:
         async with asyncio.TaskGroup() as group:
             group.create_task(self._schedule(), name="sim-receipt-scheduler")
             for routes in families:
-                if routes.settings.webhook_url is None:
+                if not routes.posts_receipts:
                     continue
                 self._ready[routes.family] = asyncio.Queue()
                 for n in range(self.sim.settings.post_workers):
@@ -743,7 +766,8 @@ class ReceiptPoster:
             batch = [await ready.get()]
             while len(batch) < routes.receipts_per_post and not ready.empty():
                 batch.append(ready.get_nowait())
-            posted = await self._post(session, routes.render(batch))
+            post = routes.render(batch)
+            posted = None if post is None else await self._post(session, post)
             self.pending -= len(batch)
             self._done(batch, posted)
             if self.pending < self.sim.settings.max_pending_receipts:
@@ -765,10 +789,10 @@ class ReceiptPoster:
                 await asyncio.sleep(0.05 * 2**attempt)
         return False
 
-    def _done(self, events: Sequence[SimEvent], posted: bool) -> None:
+    def _done(self, events: Sequence[SimEvent], posted: bool | None) -> None:
         if posted:
             self.sim.stats.receipts_posted += len(events)
-        else:
+        elif posted is not None:  # None: nothing was to be posted
             self.sim.stats.receipts_dropped += len(events)
         for event in events:
             if event.posted is not None:

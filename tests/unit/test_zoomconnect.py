@@ -12,13 +12,13 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aioresponses import aioresponses
 from yarl import URL
 
 from engine.providers import adapter_for
 from engine.providers.base import MalformedWebhook, Outbound, Outcome, SendResult
 from engine.providers.zoomconnect import ZoomConnectAccount, ZoomConnectAdapter
 from engine.status import MessageStatus
+from tests.aioresponses_compat import MockedHTTP as _Mock
 
 BASE = "https://zc.test/app"
 SEND = f"{BASE}/api/rest/v1/sms/send"
@@ -41,20 +41,6 @@ def message(n: int = 1, to: str = "+27821234567", body: str = "Hello") -> Outbou
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as created:
         yield created
-
-
-class _Response(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 builds responses without aiohttp 3.14's ``stream_writer``."""
-
-    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-class _Mock(aioresponses):
-    def add(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("response_class", _Response)
-        super().add(*args, **kwargs)
 
 
 @pytest.fixture

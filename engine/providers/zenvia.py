@@ -1,0 +1,454 @@
+"""Zenvia API v2: account type ``zenvia``.
+
+Wire format (seed 002, providers.md §2 and its "engine choices" row):
+
+* auth: header ``X-API-TOKEN`` on every request
+* send: ``POST {base}/v2/channels/{channel}/messages`` ``{from, to, contents: [{type: text,
+  text}], externalId}`` → 200 ``{id, externalId, from, to, direction, channel, contents,
+  timestamp}``. Our message id travels in ``externalId``; Zenvia keeps it for tracking only
+  and does not deduplicate on it, so sends are not idempotent.
+* errors ``{code, message, details: [{code, path, message}]}`` (the seed's table): 400
+  VALIDATION_ERROR, 401 AUTHENTICATION_ERROR, 404 NOT_FOUND, 409 DUPLICATED, and any other
+  4xx, are ``rejected`` with Zenvia's code and message. 500 INTERNAL_ERROR is the one error
+  the seed marks "retry: yes", so it is ``retry``; other 5xx and timeouts are ``unknown``.
+* one message per request: the batch API (``POST /v2/message-batches``, not in the seed)
+  takes a CSV file and answers with one batch id, with no per-message id or externalId, so
+  it cannot tell the engine which message was taken
+* webhooks: one JSON event per call, to the URL of a subscription (``POST
+  /v2/subscriptions``, made by :meth:`ZenviaAdapter.subscribe`, ``engine providers
+  subscribe``) whose ``webhook.headers`` carry our secret as ``X-Webhook-Secret``.
+  ``MESSAGE_STATUS`` is a receipt (``message.id``, ``message.externalId``,
+  ``messageStatus.code``, ``causes[]`` or the older ``cause``), deduplicated on the event
+  ``id``; ``MESSAGE`` (direction IN) is a reply, and a STOP/START reply also an OptChange.
+
+What rests on a guess [G], so the adapter is tolerant there:
+
+* 429, 502, 503 and 504 are ``retry`` (``Retry-After`` honoured); Zenvia documents no
+  rate limit for messaging
+* ``to`` is sent as digits without the ``+`` (Zenvia's examples never carry one); for
+  Facebook it is the page-scoped id, sent as given
+* status codes outside the seed-era enum: CLICKED → read, VERIFIED → delivered, REJECTED
+  (refused by the channel after the 200) → failed; the voice codes TERMINATED → delivered
+  and HANG_UP → failed. DELETED, ACCEPTED and RECORDED change nothing (status None, not
+  logged); any other code is logged and kept with status None
+* ``occurred_at`` is ``messageStatus.timestamp`` (when the channel reported it), else the
+  event's ``timestamp``
+* events of other types, and MESSAGE events of direction OUT, carry nothing for the engine
+  and are acknowledged without effect
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+import orjson
+from aiohttp import web
+from pydantic import Field, SecretStr
+
+from engine.errors import ProviderPermanentError, ProviderTemporaryError
+from engine.providers.base import (
+    AccountBase,
+    Adapter,
+    Inbound,
+    MalformedWebhook,
+    Outbound,
+    Receipt,
+    Response,
+    SendResult,
+    WebhookEvents,
+    as_e164,
+    decode_body,
+    opt_change_for_reply,
+)
+from engine.providers.simulator import (
+    BadRequest,
+    Post,
+    ProviderRoutes,
+    Rejection,
+    SendItem,
+    SimEvent,
+    SimMessage,
+    json_response,
+)
+from engine.status import MessageStatus
+
+log = logging.getLogger(__name__)
+
+#: Zenvia's ``messageStatus.code`` values, onto ours
+STATUSES: Mapping[str, MessageStatus] = {
+    "SENT": MessageStatus.SENT,
+    "DELIVERED": MessageStatus.DELIVERED,
+    "READ": MessageStatus.READ,
+    "NOT_DELIVERED": MessageStatus.UNDELIVERED,
+    "REJECTED": MessageStatus.FAILED,
+    "CLICKED": MessageStatus.READ,
+    "VERIFIED": MessageStatus.DELIVERED,
+    "TERMINATED": MessageStatus.DELIVERED,
+    "HANG_UP": MessageStatus.FAILED,
+}
+#: known codes that say nothing about an outbound message's fate
+NO_CHANGE = frozenset({"DELETED", "ACCEPTED", "RECORDED"})
+#: codes whose word is the error code when Zenvia gives no cause
+FAILURES = frozenset({"NOT_DELIVERED", "REJECTED", "HANG_UP"})
+#: channels whose addresses are phone numbers
+PHONE_CHANNELS = frozenset({"sms", "whatsapp"})
+
+
+class ZenviaAccount(AccountBase):
+    """A Zenvia account: an API token, the channel, and the sender (``from``)."""
+
+    default_base_url: ClassVar[str] = "https://api.zenvia.com"
+
+    type: Literal["zenvia"] = "zenvia"
+    token: SecretStr
+    channel: Literal["sms", "whatsapp", "facebook"] = "sms"
+    # the SMS alias / sender ID, the WhatsApp number, or the Facebook page id
+    sender: str = Field(min_length=1, max_length=64)
+
+
+class ZenviaAdapter(Adapter[ZenviaAccount]):
+    """Client of the Zenvia API v2."""
+
+    account_model = ZenviaAccount
+    retryable_statuses = frozenset({429, 500, 502, 503, 504})
+
+    def auth_headers(self) -> dict[str, str]:
+        """``X-API-TOKEN``."""
+        return {"X-API-TOKEN": self.account.token.get_secret_value()}
+
+    def _payload(self, message: Outbound) -> dict[str, Any]:
+        to = message.to.lstrip("+") if self.account.channel in PHONE_CHANNELS else message.to
+        return {"from": message.sender or self.account.sender, "to": to,
+                "contents": [{"type": "text", "text": message.body}],
+                "externalId": str(message.message_id)}
+
+    async def send_one(self, message: Outbound) -> SendResult:
+        """``POST /v2/channels/{channel}/messages``."""
+        path = f"/v2/channels/{self.account.channel}/messages"
+        result = await self._request("POST", path, json=self._payload(message))
+        if isinstance(result, SendResult):
+            return result
+        if not result.ok:
+            return _error(result)
+        data = result.json()
+        if isinstance(data, dict) and data.get("id"):
+            return SendResult.accepted(str(data["id"]))
+        return SendResult.unknown("bad_response", "a 2xx without the message id")
+
+    def parse_webhook(
+        self, content_type: str, body: bytes, query: Mapping[str, str]
+    ) -> WebhookEvents:
+        """One event: MESSAGE_STATUS → a receipt; MESSAGE → a reply (and opt change)."""
+        data = decode_body(content_type or "application/json", body)
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            raise MalformedWebhook("expected a Zenvia event: a JSON object with a type")
+        if data["type"] == "MESSAGE_STATUS":
+            return WebhookEvents(receipts=(_receipt(data),))
+        if data["type"] == "MESSAGE":
+            return self._message_event(data)
+        log.info("%s: Zenvia event of type %r ignored", self.name, data["type"],
+                 extra={"provider": self.name})
+        return WebhookEvents()
+
+    def _message_event(self, event: dict[str, Any]) -> WebhookEvents:
+        message = event.get("message")
+        if not isinstance(message, dict):
+            raise MalformedWebhook("MESSAGE event without a message")
+        if (message.get("direction") or event.get("direction")) == "OUT":
+            return WebhookEvents()  # our own outbound message, echoed
+        sender, contents = message.get("from"), message.get("contents")
+        if not isinstance(sender, str) or not sender or not isinstance(contents, list):
+            raise MalformedWebhook("MESSAGE event without message.from and message.contents")
+        text = "\n".join(c["text"] for c in contents if isinstance(c, dict)
+                         and c.get("type") == "text" and isinstance(c.get("text"), str))
+        channel = str(message.get("channel") or event.get("channel") or self.account.channel)
+        phone = as_e164(sender) if channel in PHONE_CHANNELS else sender
+        reply = Inbound(phone, text, _opt_str(message.get("id")), None, event)
+        opt = opt_change_for_reply(phone, text, event) if channel in PHONE_CHANNELS else None
+        if opt is not None and channel != opt.channel:
+            opt = replace(opt, channel=channel)
+        return WebhookEvents(inbound=(reply,), opt_changes=(opt,) if opt else ())
+
+    async def subscribe(self, public_url: str) -> dict[str, Any]:
+        """Create the MESSAGE_STATUS and MESSAGE (inbound) subscriptions to our webhook.
+
+        Returns Zenvia's answer for each, by event type. Raises ProviderTemporaryError or
+        ProviderPermanentError; a subscription made before the failure is kept.
+        """
+        webhook: dict[str, Any] = {"url": self.webhook_url(public_url)}
+        secret = self.account.webhook_secret
+        if secret is None:
+            log.warning("%s: no webhook_secret: anyone may post to the webhook", self.name,
+                        extra={"provider": self.name})
+        else:
+            webhook["headers"] = {self.webhook_secret_name: secret.get_secret_value()}
+        channel = self.account.channel
+        made: dict[str, Any] = {}
+        for event_type, criteria in (("MESSAGE_STATUS", {"channel": channel}),
+                                     ("MESSAGE", {"channel": channel, "direction": "IN"})):
+            made[event_type] = await self._create_subscription({
+                "eventType": event_type, "webhook": webhook, "criteria": criteria,
+                "status": "ACTIVE", "version": "v2",
+            })
+        return made
+
+    async def _create_subscription(self, body: dict[str, Any]) -> Any:
+        result = await self._request("POST", "/v2/subscriptions", json=body)
+        what = f"{self.name}: {body['eventType']} subscription"
+        if isinstance(result, SendResult):
+            raise ProviderTemporaryError(
+                f"{what}: {result.error_code} {result.error_detail or ''}".rstrip()
+            )
+        if not result.ok:
+            error = _error(result)
+            raise ProviderPermanentError(f"{what}: {error.error_code}: {error.error_detail}")
+        return result.json()
+
+
+def _error(response: Response) -> SendResult:
+    """A 4xx is a rejection with Zenvia's ``code`` and ``message`` (and ``details``)."""
+    data = response.json()
+    body = data if isinstance(data, dict) else {}
+    code = str(body.get("code") or response.status)
+    detail = _error_message(body) or response.body[:200].decode(errors="replace")
+    if 400 <= response.status < 500:
+        return SendResult.rejected(code, detail)
+    return SendResult.unknown(code, detail)  # 1xx/3xx: not a documented answer
+
+
+def _error_message(body: dict[str, Any]) -> str:
+    parts = [str(body["message"])] if body.get("message") else []
+    details = body.get("details")
+    for item in details if isinstance(details, list) else ():
+        if isinstance(item, dict) and item.get("message"):
+            where = f"{item['path']}: " if item.get("path") else ""
+            parts.append(f"{where}{item['message']}")
+    return "; ".join(parts)
+
+
+def _receipt(event: dict[str, Any]) -> Receipt:
+    message = event.get("message")
+    message = message if isinstance(message, dict) else {}
+    status = event.get("messageStatus")
+    if not isinstance(status, dict) or not isinstance(status.get("code"), str):
+        raise MalformedWebhook("MESSAGE_STATUS event without messageStatus.code")
+    provider_id = _opt_str(message.get("id")) or _opt_str(event.get("messageId"))
+    external = str(message.get("externalId") or "")
+    if provider_id is None and not external:
+        raise MalformedWebhook("MESSAGE_STATUS event without message.id or externalId")
+    code = status["code"].strip().upper()
+    if code not in STATUSES and code not in NO_CHANGE:
+        log.warning("unknown Zenvia status %r kept unmapped", code, extra={"provider": "zenvia"})
+    error_code, error_detail = _cause(status, code)
+    return Receipt(
+        provider_message_id=provider_id,
+        message_id=int(external) if external.isdigit() else None,
+        status=STATUSES.get(code),
+        provider_status=status["code"],
+        error_code=error_code,
+        error_detail=error_detail,
+        event_id=_opt_str(event.get("id")),
+        occurred_at=_timestamp(status.get("timestamp")) or _timestamp(event.get("timestamp")),
+        raw=event,
+    )
+
+
+def _cause(status: dict[str, Any], code: str) -> tuple[str | None, str | None]:
+    """``causes[0]`` (channelErrorCode; details or reason), else the older ``cause``."""
+    causes = status.get("causes")
+    first = causes[0] if isinstance(causes, list) and causes else None
+    description = _opt_str(status.get("description")) if code in FAILURES else None
+    if isinstance(first, dict):
+        error = _opt_str(first.get("channelErrorCode")) or (code if code in FAILURES else None)
+        return error, _opt_str(first.get("details")) or _opt_str(first.get("reason"))
+    if _opt_str(status.get("cause")):
+        return str(status["cause"]), description
+    return (code, description) if code in FAILURES else (None, None)
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+# --- Zenvia as the simulator plays it ------------------------------------------------------
+
+#: the channels with a send path (providers.md §2)
+CHANNELS = frozenset({"sms", "whatsapp", "facebook", "instagram", "telegram", "gbm", "rcs",
+                      "email", "voice"})
+_DIGITS = re.compile(r"^[1-9]\d{7,14}$")
+_SIM_STATUS = {"sent": "SENT", "delivered": "DELIVERED", "undelivered": "NOT_DELIVERED",
+               "failed": "REJECTED"}
+_SIM_CAUSES = {
+    "undelivered": {"channelErrorCode": "005", "reason": "ABSENT_SUBSCRIBER",
+                    "details": "The handset was unreachable"},
+    "failed": {"channelErrorCode": "011", "reason": "REJECTED_BY_CARRIER",
+               "details": "The carrier refused the message"},
+}
+#: the shared machinery's error codes, as Zenvia spells them (429's code is a guess)
+_ERROR_CODES = {400: "VALIDATION_ERROR", 401: "AUTHENTICATION_ERROR", 404: "NOT_FOUND",
+                409: "DUPLICATED", 429: "TOO_MANY_REQUESTS", 500: "INTERNAL_ERROR"}
+_SUBSCRIPTION_EVENTS = frozenset({"MESSAGE", "MESSAGE_STATUS", "CONVERSATION_MESSAGE",
+                                  "CONVERSATION_STATUS", "SUPPORT_EXPERT_AGENT", "CONTACT"})
+
+
+class ZenviaRoutes(ProviderRoutes):
+    """Zenvia's send and subscription endpoints, with MESSAGE_STATUS and MESSAGE events."""
+
+    family = "zenvia"
+
+    def routes(self) -> list[web.RouteDef]:
+        """The documented paths under ``https://api.zenvia.com``."""
+        return [web.post("/v2/channels/{channel}/messages", self._send),
+                web.post("/v2/subscriptions", self._subscribe)]
+
+    def authorized(self, request: web.Request) -> bool:
+        """``X-API-TOKEN`` (any, or the required one)."""
+        token, wanted = request.headers.get("X-API-TOKEN"), self.settings.require_token
+        return bool(token) and (wanted is None or token == wanted)
+
+    def parse_send(self, body: bytes, bulk: bool) -> list[SendItem]:
+        """``{from, to, contents: [{type: text, text}], externalId}``."""
+        data = _json_object(body)
+        for name in ("from", "to"):
+            value = data.get(name)
+            if not isinstance(value, str) or not 1 <= len(value) <= 64:
+                raise BadRequest("VALIDATION_ERROR", f"{name}: must be 1 to 64 characters")
+        contents = data.get("contents")
+        if not isinstance(contents, list) or not contents or not all(map(_is_text, contents)):
+            raise BadRequest("VALIDATION_ERROR", "contents: expected [{type: text, text}]")
+        ref = None if data.get("externalId") is None else str(data["externalId"])
+        if not _DIGITS.match(data["to"]):
+            return [SendItem(data["to"], "", ref, Rejection(
+                "VALIDATION_ERROR", "to: the number with its country code, digits only"))]
+        return [SendItem(data["to"], "\n".join(c["text"] for c in contents), ref)]
+
+    def blocked(self, item: SendItem) -> Rejection:
+        """A validation error, as for a number Zenvia will not send to [G]."""
+        return Rejection("VALIDATION_ERROR", "to: the number does not accept messages")
+
+    def error(self, status: int, code: str, detail: str) -> web.Response:
+        """``{code, message, details}``."""
+        zenvia_code = code if code.isupper() else _ERROR_CODES.get(status, "INTERNAL_ERROR")
+        return json_response({"code": zenvia_code, "message": detail, "details": []}, status)
+
+    def send_response(
+        self, outcomes: Sequence[SimMessage | Rejection], bulk: bool
+    ) -> web.Response:
+        """200 with the message echoed; a refused message is a 400."""
+        (outcome,) = outcomes
+        if isinstance(outcome, Rejection):
+            return self.error(400, outcome.code, outcome.detail)
+        return json_response({
+            "id": outcome.id, "externalId": outcome.reference, "to": outcome.to,
+            "direction": "OUT", "contents": [{"type": "text", "text": outcome.body}],
+            "timestamp": _zulu(datetime.now(UTC)),
+        })
+
+    def new_id(self, serial: int) -> str:
+        """A UUID, as Zenvia's ids are."""
+        return str(uuid.UUID(int=serial))
+
+    def render(self, events: Sequence[SimEvent]) -> Post:
+        """One JSON event per call to ``webhook_url``, with ``X-Webhook-Secret``."""
+        (event,) = events
+        assert self.settings.webhook_url is not None
+        headers = {"Content-Type": "application/json"}
+        if self.settings.webhook_secret:
+            headers["X-Webhook-Secret"] = self.settings.webhook_secret
+        body = _inbound_event(event) if event.kind == "inbound" else _status_event(event)
+        return Post(self.settings.webhook_url, headers, orjson.dumps(body))
+
+    async def _send(self, request: web.Request) -> web.Response:
+        channel = request.match_info["channel"]
+        if channel not in CHANNELS:
+            return self.error(404, "NOT_FOUND", f"channel {channel!r} not found")
+        response = await self.send_single(request)
+        if response.status != 200 or not isinstance(response.body, bytes):
+            return response
+        sent = orjson.loads(await request.read())  # valid: it was accepted
+        return json_response({**orjson.loads(response.body), "from": sent["from"],
+                              "channel": channel})
+
+    async def _subscribe(self, request: web.Request) -> web.Response:
+        """Checks the subscription's shape and echoes it with an id (events go to the
+        family's ``webhook_url``, whatever URL the subscription names)."""
+        if not self.authorized(request):
+            return self.error(401, "AUTHENTICATION_ERROR", "No authorization token was found")
+        try:
+            data = _json_object(await request.read())
+        except BadRequest as exc:
+            return self.error(400, exc.code, exc.detail)
+        webhook, criteria = data.get("webhook"), data.get("criteria")
+        if data.get("eventType") not in _SUBSCRIPTION_EVENTS:
+            return self.error(400, "VALIDATION_ERROR", "eventType: unknown event type")
+        if not isinstance(webhook, dict) or not isinstance(webhook.get("url"), str):
+            return self.error(400, "VALIDATION_ERROR", "webhook.url: required")
+        if not isinstance(criteria, dict) or not isinstance(criteria.get("channel"), str):
+            return self.error(400, "VALIDATION_ERROR", "criteria.channel: required")
+        now = _zulu(datetime.now(UTC))
+        return json_response({"id": str(uuid.uuid4()), "status": "ACTIVE", **data,
+                              "createdAt": now, "updatedAt": now})
+
+
+def _status_event(event: SimEvent) -> dict[str, Any]:
+    msg = event.message
+    assert msg is not None
+    at = _zulu(event.at)
+    status: dict[str, Any] = {"timestamp": at, "code": _SIM_STATUS[event.kind],
+                              "description": event.kind, "channel": "sms", "direction": "OUT"}
+    if event.kind in _SIM_CAUSES:
+        status["causes"] = [_SIM_CAUSES[event.kind]]
+    return {
+        "id": event.id, "timestamp": at, "type": "MESSAGE_STATUS", "subscriptionId": "sim",
+        "channel": "sms", "messageId": msg.id, "contentIndex": 0,
+        "message": {"id": msg.id, "externalId": msg.reference, "contentIndex": 0,
+                    "direction": "OUT", "to": msg.to},
+        "messageStatus": status,
+    }
+
+
+def _inbound_event(event: SimEvent) -> dict[str, Any]:
+    at = _zulu(event.at)
+    return {
+        "id": event.id, "timestamp": at, "type": "MESSAGE", "subscriptionId": "sim",
+        "channel": "sms", "direction": "IN",
+        "message": {"id": event.id, "from": event.extra.get("from", "").lstrip("+"),
+                    "to": "simulator", "direction": "IN", "channel": "sms",
+                    "contents": [{"type": "text", "text": event.extra.get("text", "")}],
+                    "timestamp": at},
+    }
+
+
+def _is_text(content: Any) -> bool:
+    return (isinstance(content, dict) and content.get("type") == "text"
+            and isinstance(content.get("text"), str) and bool(content["text"]))
+
+
+def _zulu(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest("VALIDATION_ERROR", "body: not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise BadRequest("VALIDATION_ERROR", "body: expected a JSON object")
+    return data

@@ -1,0 +1,356 @@
+"""The zenvia and courier adapters against the simulator over real HTTP on 127.0.0.1.
+
+A small receiving app does what the engine's webhook listener will do: authenticate each
+call with the adapter's ``webhook_authentic`` and read it with ``parse_webhook``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from engine.providers import adapter_for
+from engine.providers.base import Adapter, Outbound, Outcome, Receipt, WebhookEvents
+from engine.providers.courier import CourierAccount, CourierAdapter
+from engine.providers.simulator import (
+    FamilySettings,
+    RunningSimulator,
+    SimulatorSettings,
+    serve,
+)
+from engine.providers.zenvia import ZenviaAccount, ZenviaAdapter
+from engine.status import MessageStatus
+
+# --- fixtures ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Receiver:
+    """The engine's webhook listener, reduced to what these tests check."""
+
+    url: str = ""
+    adapters: dict[str, Adapter[Any]] = field(default_factory=dict)
+    events: list[WebhookEvents] = field(default_factory=list)
+    queries: list[dict[str, str]] = field(default_factory=list)
+    refused: int = 0
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        adapter = self.adapters[request.match_info["name"]]
+        self.arrived.set()
+        if not adapter.webhook_authentic(request.headers, request.query):
+            self.refused += 1
+            return web.Response(status=401)
+        content_type = request.headers.get("Content-Type", "")
+        self.events.append(adapter.parse_webhook(content_type, await request.read(),
+                                                 request.query))
+        self.queries.append(dict(request.query))
+        return web.Response(text="ok")
+
+    @property
+    def receipts(self) -> list[Receipt]:
+        return [r for e in self.events for r in e.receipts]
+
+    async def wait_for(self, predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+        async with asyncio.timeout(seconds):
+            while not predicate():
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    found = Receiver()
+    app = web.Application()
+    app.router.add_post("/webhooks/{name}", found.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    found.url = f"http://{host}:{port}"
+    yield found
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as created:
+        yield created
+
+
+@pytest.fixture
+async def start() -> AsyncIterator[Callable[..., Any]]:
+    """``await start(settings)``: a running simulator, closed after the test."""
+    running: list[RunningSimulator] = []
+
+    async def starter(settings: SimulatorSettings) -> RunningSimulator:
+        sim = await serve(settings, "127.0.0.1", 0)
+        running.append(sim)
+        return sim
+
+    yield starter
+    for sim in running:
+        await sim.close()
+
+
+def settings(**families: FamilySettings) -> SimulatorSettings:
+    return SimulatorSettings(seed=11, families=families)
+
+
+async def settled(sim: RunningSimulator) -> None:
+    async with asyncio.timeout(5):
+        await sim.receipts_done()
+
+
+def msg(n: int, to: str) -> Outbound:
+    return Outbound(n, to, f"message {n}")
+
+
+def zenvia(session: aiohttp.ClientSession, url: str, **extra: Any) -> ZenviaAdapter:
+    account = ZenviaAccount.model_validate(
+        {"type": "zenvia", "token": "zen-token", "sender": "acme", "base_url": url,
+         "webhook_secret": "zen-secret", **extra})
+    made = adapter_for("zen", account, session)
+    assert isinstance(made, ZenviaAdapter)
+    return made
+
+
+def courier(
+    session: aiohttp.ClientSession, url: str, public_url: str | None, **extra: Any
+) -> CourierAdapter:
+    account = CourierAccount.model_validate(
+        {"type": "courier", "token": "jwt", "account_id": "acc-1", "number_id": "num-1",
+         "base_url": url, "webhook_secret": "cour-secret", **extra})
+    made = adapter_for("cour", account, session, public_url=public_url)
+    assert isinstance(made, CourierAdapter)
+    return made
+
+
+# --- zenvia --------------------------------------------------------------------------------------
+
+
+async def test_zenvia_send_and_receipts_with_the_header_secret(
+    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+) -> None:
+    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/zen",
+                            webhook_secret="zen-secret", delivered=1.0)
+    sim = await start(settings(zenvia=family))
+    adapter = zenvia(session, sim.url)
+    receiver.adapters["zen"] = adapter
+    (result,) = await adapter.send([msg(42, "+5511999990001")])
+    assert result.outcome is Outcome.ACCEPTED
+    await receiver.wait_for(lambda: len(receiver.receipts) == 2)
+    assert {(r.message_id, r.provider_message_id, r.status) for r in receiver.receipts} == {
+        (42, result.provider_message_id, MessageStatus.SENT),
+        (42, result.provider_message_id, MessageStatus.DELIVERED)}
+    assert all(r.event_id and r.occurred_at for r in receiver.receipts)
+    assert receiver.refused == 0
+    assert sim.stats.per_number == {"5511999990001": 1}
+
+
+async def test_zenvia_undelivered_carries_its_cause(
+    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+) -> None:
+    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/zen",
+                            webhook_secret="zen-secret", delivered=0.0, undelivered=1.0,
+                            sent_receipts=False)
+    sim = await start(settings(zenvia=family))
+    receiver.adapters["zen"] = adapter = zenvia(session, sim.url)
+    await adapter.send([msg(1, "+5511999990001")])
+    await receiver.wait_for(lambda: len(receiver.receipts) == 1)
+    (receipt,) = receiver.receipts
+    assert (receipt.status, receipt.provider_status) == (MessageStatus.UNDELIVERED,
+                                                         "NOT_DELIVERED")
+    assert receipt.error_code == "005"
+
+
+async def test_zenvia_a_wrong_secret_is_refused(
+    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+) -> None:
+    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/zen", webhook_secret="bad",
+                            sent_receipts=False)
+    sim = await start(settings(zenvia=family).model_copy(update={"post_attempts": 1}))
+    receiver.adapters["zen"] = adapter = zenvia(session, sim.url)
+    await adapter.send([msg(1, "+5511999990001")])
+    await settled(sim)
+    assert (receiver.refused, sim.stats.receipts_dropped, receiver.events) == (1, 1, [])
+
+
+async def test_zenvia_rejections(session: aiohttp.ClientSession, start: Any) -> None:
+    sim = await start(settings(zenvia=FamilySettings(require_token="zen-token")))
+    adapter = zenvia(session, sim.url)
+    (blocked,) = await adapter.send([msg(1, "+5511999990000")])
+    assert (blocked.outcome, blocked.error_code) == (Outcome.REJECTED, "VALIDATION_ERROR")
+    (bad,) = await adapter.send([msg(2, "not a number")])
+    assert (bad.outcome, bad.error_code) == (Outcome.REJECTED, "VALIDATION_ERROR")
+    (denied,) = await zenvia(session, sim.url, token="wrong").send([msg(3, "+5511999990001")])
+    assert (denied.outcome, denied.error_code) == (Outcome.REJECTED, "AUTHENTICATION_ERROR")
+    assert denied.error_detail == "missing or wrong credentials"
+    assert sim.stats.per_number == {}
+
+
+async def test_zenvia_validates_the_request_and_echoes_the_message(
+    session: aiohttp.ClientSession, start: Any
+) -> None:
+    sim = await start(settings())
+    url, headers = f"{sim.url}/v2/channels/sms/messages", {"X-API-TOKEN": "t"}
+    async with session.post(url, json={"from": "acme", "to": "5511999990001"},
+                            headers=headers) as resp:
+        assert resp.status == 400
+        error = await resp.json()
+    assert error["code"] == "VALIDATION_ERROR"
+    assert "contents" in error["message"]
+    body = {"from": "acme", "to": "5511999990001", "externalId": "9",
+            "contents": [{"type": "text", "text": "hi"}]}
+    async with session.post(url, json=body, headers=headers) as resp:
+        assert resp.status == 200
+        echoed = await resp.json()
+    assert {k: echoed[k] for k in ("externalId", "from", "to", "direction", "channel")} == {
+        "externalId": "9", "from": "acme", "to": "5511999990001", "direction": "OUT",
+        "channel": "sms"}
+    assert echoed["id"] and echoed["timestamp"]
+    assert echoed["contents"] == [{"type": "text", "text": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("fault", "outcome"),
+    [({"rate_limited": 1.0, "retry_after": 4}, Outcome.RETRY),
+     ({"server_errors": 1.0}, Outcome.RETRY)],
+    ids=["429", "500"],
+)
+async def test_zenvia_faults(
+    session: aiohttp.ClientSession, start: Any, fault: dict[str, Any], outcome: Outcome
+) -> None:
+    sim = await start(settings(zenvia=FamilySettings(**fault)))
+    (result,) = await zenvia(session, sim.url).send([msg(1, "+5511999990001")])
+    assert result.outcome is outcome
+    if "retry_after" in fault:
+        assert (result.error_code, result.retry_after) == ("429", 4)
+    assert sim.stats.per_number == {}
+
+
+async def test_zenvia_inbound_stop_is_an_opt_out(
+    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+) -> None:
+    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/zen",
+                            webhook_secret="zen-secret")
+    sim = await start(settings(zenvia=family))
+    receiver.adapters["zen"] = zenvia(session, sim.url)
+    async with session.post(f"{sim.url}/sim/inbound/zenvia",
+                            json={"from": "+5511999990001", "text": "STOP"}) as resp:
+        assert resp.status == 202
+    await receiver.wait_for(lambda: len(receiver.events) == 1)
+    (events,) = receiver.events
+    assert (events.inbound[0].from_, events.inbound[0].text) == ("+5511999990001", "STOP")
+    assert (events.opt_changes[0].phone, events.opt_changes[0].opted_out) == (
+        "+5511999990001", True)
+
+
+async def test_zenvia_subscribe_against_the_simulator(
+    session: aiohttp.ClientSession, start: Any
+) -> None:
+    sim = await start(settings(zenvia=FamilySettings(require_token="zen-token")))
+    made = await zenvia(session, sim.url).subscribe("https://engine.example.com")
+    assert set(made) == {"MESSAGE_STATUS", "MESSAGE"}
+    assert made["MESSAGE"]["criteria"] == {"channel": "sms", "direction": "IN"}
+    assert made["MESSAGE_STATUS"]["webhook"]["headers"] == {"X-Webhook-Secret": "zen-secret"}
+    assert all(m["id"] for m in made.values())
+
+
+# --- courier -------------------------------------------------------------------------------------
+
+
+async def test_courier_receipts_go_to_each_texts_callback_url(
+    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+) -> None:
+    sim = await start(settings(courier=FamilySettings(delivered=1.0)))  # no webhook_url
+    adapter = courier(session, sim.url, public_url=receiver.url)
+    receiver.adapters["cour"] = adapter
+    (result,) = await adapter.send([msg(42, "+14155550101")])
+    assert result.outcome is Outcome.ACCEPTED
+    await receiver.wait_for(lambda: len(receiver.receipts) == 2)
+    assert {(r.message_id, r.provider_message_id, r.status) for r in receiver.receipts} == {
+        (42, result.provider_message_id, MessageStatus.SENT),
+        (42, result.provider_message_id, MessageStatus.DELIVERED)}
+    assert receiver.queries == [{"secret": "cour-secret"}] * 2
+    assert receiver.refused == 0
+
+
+async def test_courier_failure_and_a_wrong_secret(
+    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+) -> None:
+    family = FamilySettings(delivered=0.0, undelivered=0.0, sent_receipts=False)
+    sim = await start(settings(courier=family).model_copy(update={"post_attempts": 1}))
+    receiver.adapters["cour"] = courier(session, sim.url, public_url=receiver.url)
+    sender = courier(session, sim.url, public_url=receiver.url)
+    await sender.send([msg(1, "+14155550101")])
+    await receiver.wait_for(lambda: len(receiver.receipts) == 1)
+    (receipt,) = receiver.receipts
+    assert (receipt.status, receipt.error_code) == (MessageStatus.FAILED, "failed")
+    assert receipt.error_detail
+    wrong = courier(session, sim.url, public_url=receiver.url, webhook_secret="wrong")
+    await wrong.send([msg(2, "+14155550102")])
+    await settled(sim)
+    assert (receiver.refused, sim.stats.receipts_dropped) == (1, 1)
+
+
+async def test_courier_without_a_callback_url_posts_nothing(
+    session: aiohttp.ClientSession, start: Any
+) -> None:
+    sim = await start(settings())
+    (result,) = await courier(session, sim.url, public_url=None).send([msg(1, "+14155550101")])
+    assert result.outcome is Outcome.ACCEPTED
+    await settled(sim)
+    assert (sim.stats.receipts_posted, sim.stats.receipts_dropped) == (0, 0)
+
+
+async def test_courier_rejections(session: aiohttp.ClientSession, start: Any) -> None:
+    sim = await start(settings(courier=FamilySettings(require_token="jwt")))
+    adapter = courier(session, sim.url, public_url=None)
+    (blocked,) = await adapter.send([msg(1, "+14155550000")])
+    assert (blocked.outcome, blocked.error_code) == (Outcome.REJECTED, "BlockedTarget")
+    (bad,) = await adapter.send([msg(2, "0415 555 0101")])
+    assert (bad.outcome, bad.error_code) == (Outcome.REJECTED, "InvalidPhoneNumber")
+    (denied,) = await courier(session, sim.url, None, token="other").send(
+        [msg(3, "+14155550101")])
+    assert (denied.outcome, denied.error_code) == (Outcome.REJECTED, "Unauthorized")
+    assert sim.stats.per_number == {}
+
+
+async def test_courier_validates_the_document(
+    session: aiohttp.ClientSession, start: Any
+) -> None:
+    sim = await start(settings())
+    doc = {"data": {"type": "texts", "attributes": {
+        "account-id": "a", "number-id": "n", "target": "+14155550101"}}}
+    async with session.post(f"{sim.url}/v1/texts/", json=doc,
+                            headers={"Authorization": "Bearer x"}) as resp:
+        assert resp.status == 400
+        (error,) = (await resp.json())["errors"]
+    assert (error["status"], error["code"]) == (400, "ValidationError")
+    assert "message" in error["detail"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "outcome", "code"),
+    [({"rate_limited": 1.0, "retry_after": 2}, Outcome.RETRY, "429"),
+     ({"server_errors": 1.0}, Outcome.UNKNOWN, "500"),
+     ({"timeouts": 1.0, "hang": 30}, Outcome.UNKNOWN, "timeout")],
+    ids=["429", "500", "timeout"],
+)
+async def test_courier_faults(
+    session: aiohttp.ClientSession, start: Any, fault: dict[str, Any], outcome: Outcome,
+    code: str,
+) -> None:
+    sim = await start(settings(courier=FamilySettings(**fault)))
+    adapter = courier(session, sim.url, public_url=None, timeout="300ms")
+    (result,) = await adapter.send([msg(1, "+14155550101")])
+    assert (result.outcome, result.error_code) == (outcome, code)
+    if "retry_after" in fault:
+        assert result.retry_after == 2

@@ -1,0 +1,354 @@
+"""The courier adapter against mocked HTTP: the JSON:API texts request as the seed documents
+it, its errors mapped, its status callbacks read."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from yarl import URL
+
+from engine.providers import ACCOUNT_TYPES, adapter_for
+from engine.providers.base import MalformedWebhook, Outbound, Outcome, SendResult
+from engine.providers.courier import CourierAccount, CourierAdapter
+from engine.status import MessageStatus
+from tests.aioresponses_compat import MockedHTTP
+
+BASE = "https://carium.test/courier"
+TEXTS = f"{BASE}/v1/texts/"
+JSON = "application/json"
+ACCOUNT_ID = "11111111-1111-1111-1111-111111111111"
+NUMBER_ID = "22222222-2222-2222-2222-222222222222"
+ORG_ID = "33333333-3333-3333-3333-333333333333"
+TEXT_ID = "44444444-4444-4444-4444-444444444444"
+PUBLIC = "https://engine.example.com"
+
+
+def account(**extra: Any) -> CourierAccount:
+    return CourierAccount.model_validate(
+        {"type": "courier", "token": "jwt-abc", "account_id": ACCOUNT_ID,
+         "number_id": NUMBER_ID, "base_url": BASE, "webhook_secret": "s3cret", **extra}
+    )
+
+
+def message(n: int = 1, to: str = "+14155550100", body: str = "Hello") -> Outbound:
+    return Outbound(message_id=n, to=to, body=body)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as created:
+        yield created
+
+
+@pytest.fixture
+def http() -> Any:
+    with MockedHTTP() as mocked:
+        yield mocked
+
+
+def adapter(
+    session: aiohttp.ClientSession, public_url: str | None = PUBLIC, **extra: Any
+) -> CourierAdapter:
+    made = adapter_for("courier-us", account(**extra), session, public_url=public_url)
+    assert isinstance(made, CourierAdapter)
+    return made
+
+
+def sent(http: Any) -> list[Any]:
+    calls: list[Any] = http.requests[("POST", URL(TEXTS))]
+    return calls
+
+
+def created(status: str = "accepted", **attributes: Any) -> dict[str, Any]:
+    """The seed's 201 response sample, filled in."""
+    return {"data": {"attributes": {
+        "callback-status-url": "https://engine.example.com/webhooks/courier-us?secret=s3cret",
+        "callback-url": None, "created-at": "2024-05-01T10:00:00Z", "created-by": ACCOUNT_ID,
+        "error": None, "from": "+14155550199", "last-modified-at": "2024-05-01T10:00:00Z",
+        "message": "Hello", "status": status, "target": "+14155550100", "twilio-sid": None,
+        **attributes,
+    }, "id": TEXT_ID, "type": "texts"}, "meta": {}}
+
+
+# --- the account -----------------------------------------------------------------------------
+
+
+def test_account_is_registered_with_its_defaults() -> None:
+    assert ACCOUNT_TYPES["courier"] is CourierAccount
+    made = CourierAccount.model_validate(
+        {"type": "courier", "token": "t", "account_id": "a", "number_id": "n"})
+    assert made.url == "https://api.carium.com/courier"
+    assert made.organization_id is None
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+
+async def test_send_request_and_result(session: aiohttp.ClientSession, http: Any) -> None:
+    http.post(TEXTS, status=201, payload=created())
+    results = await adapter(session).send([message(42)])
+    assert results == [SendResult(Outcome.ACCEPTED, TEXT_ID)]
+    (call,) = sent(http)
+    assert orjson.loads(call.kwargs["data"]) == {"data": {"type": "texts", "attributes": {
+        "account-id": ACCOUNT_ID, "number-id": NUMBER_ID, "target": "+14155550100",
+        "message": "Hello",
+        "callback-status-url": "https://engine.example.com/webhooks/courier-us?secret=s3cret",
+        "callback-json": {"message_id": 42},
+    }}, "meta": {}}
+    headers = call.kwargs["headers"]
+    assert headers["Authorization"] == "Bearer jwt-abc"
+    assert headers["Content-Type"] == JSON
+
+
+async def test_organization_id_travels_when_configured(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(TEXTS, status=201, payload=created())
+    await adapter(session, organization_id=ORG_ID).send([message()])
+    attributes = orjson.loads(sent(http)[0].kwargs["data"])["data"]["attributes"]
+    assert attributes["organization-id"] == ORG_ID
+
+
+async def test_without_a_public_url_no_callback_is_asked_for(
+    session: aiohttp.ClientSession, http: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    http.post(TEXTS, status=201, payload=created(), repeat=True)
+    courier = adapter(session, public_url=None)
+    with caplog.at_level(logging.WARNING, "engine.providers.courier"):
+        await courier.send([message(1)])
+        await courier.send([message(2)])
+    attributes = orjson.loads(sent(http)[0].kwargs["data"])["data"]["attributes"]
+    assert "callback-status-url" not in attributes
+    assert "callback-json" not in attributes
+    assert caplog.text.count("public_url") == 1  # warned once, not per message
+
+
+async def test_without_a_secret_the_callback_url_has_none(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(TEXTS, status=201, payload=created())
+    await adapter(session, webhook_secret=None).send([message()])
+    attributes = orjson.loads(sent(http)[0].kwargs["data"])["data"]["attributes"]
+    assert attributes["callback-status-url"] == "https://engine.example.com/webhooks/courier-us"
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [({"data": {"type": "texts", "attributes": {"status": "accepted"}}}, "bad_response"),
+     ({"errors": []}, "bad_response")],
+)
+async def test_a_2xx_without_an_id_is_unknown(
+    session: aiohttp.ClientSession, http: Any, payload: Any, code: str
+) -> None:
+    http.post(TEXTS, status=201, payload=payload)
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.UNKNOWN, code)
+
+
+async def test_a_201_that_already_failed_is_a_rejection(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(TEXTS, status=201, payload=created("failed", error="Unsubscribed recipient"))
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code, result.error_detail) == (
+        Outcome.REJECTED, "failed", "Unsubscribed recipient")
+
+
+async def test_one_message_per_request(session: aiohttp.ClientSession) -> None:
+    courier = adapter(session)
+    assert courier.max_batch == 1
+    with pytest.raises(ValueError, match="exceeds"):
+        await courier.send([message(1), message(2)])
+
+
+def jsonapi_error(status: int, code: str, detail: str) -> dict[str, Any]:
+    """The seed's 4XX sample."""
+    return {"errors": [{"code": code, "detail": detail, "meta": {},
+                        "source": {"parameter": "", "pointer": "/data/attributes/target"},
+                        "status": status}]}
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "code", "detail"),
+    [
+        (400, jsonapi_error(400, "ValidationError", "target: not a phone number"),
+         "ValidationError", "target: not a phone number"),
+        (400, {"errors": [{"status": 400, "code": "A", "detail": "one"},
+                          {"status": 400, "title": "two"}]}, "A", "one; two"),
+        (401, jsonapi_error(401, "Unauthorized", "token expired"), "Unauthorized",
+         "token expired"),
+        (403, jsonapi_error(403, "Forbidden", "no access to account"), "Forbidden",
+         "no access to account"),
+        (404, None, "404", ""),
+        (409, {"errors": [{"code": "DuplicateChannel", "meta": {"id": "x"}}]},
+         "DuplicateChannel", ""),
+    ],
+    ids=["400", "400-many", "401", "403", "404-bare", "409"],
+)
+async def test_errors_are_rejections(
+    session: aiohttp.ClientSession, http: Any, status: int, payload: Any, code: str, detail: str
+) -> None:
+    http.post(TEXTS, status=status, payload=payload)
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.REJECTED, code)
+    if detail:
+        assert result.error_detail == detail
+
+
+async def test_429_is_retry_after_the_given_seconds(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(TEXTS, status=429, headers={"Retry-After": "12"},
+              payload=jsonapi_error(429, "TooManyRequests", "slow down"))
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.retry_after) == (Outcome.RETRY, 12)
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+async def test_5xx_is_unknown(session: aiohttp.ClientSession, http: Any, status: int) -> None:
+    http.post(TEXTS, status=status, body=b"oops")
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.UNKNOWN, str(status))
+
+
+def _refused() -> aiohttp.ClientConnectorError:
+    key = SimpleNamespace(host="carium.test", port=443, ssl=True)
+    return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("exception", "outcome"),
+    [(TimeoutError(), Outcome.UNKNOWN), (aiohttp.ServerDisconnectedError(), Outcome.UNKNOWN),
+     (aiohttp.ConnectionTimeoutError("connect timeout"), Outcome.RETRY),
+     (_refused(), Outcome.RETRY)],
+    ids=["timeout", "dropped", "connect-timeout", "refused"],
+)
+async def test_transport_failures(
+    session: aiohttp.ClientSession, http: Any, exception: Exception, outcome: Outcome
+) -> None:
+    http.post(TEXTS, exception=exception)
+    (result,) = await adapter(session).send([message()])
+    assert result.outcome is outcome
+
+
+# --- status callbacks ------------------------------------------------------------------------
+
+
+def callback(status: str = "delivered", **attributes: Any) -> dict[str, Any]:
+    """A texts document as courier posts it to callback-status-url [G]."""
+    doc = created(status, **attributes)
+    doc["data"]["attributes"]["callback-json"] = {"message_id": 42}
+    return doc
+
+
+def parse(session: aiohttp.ClientSession, body: Any, query: dict[str, str] | None = None) -> Any:
+    return adapter(session).parse_webhook(JSON, orjson.dumps(body), query or {})
+
+
+def test_status_callback_is_a_receipt(session: aiohttp.ClientSession) -> None:
+    body = callback(**{"last-modified-at": "2024-05-01T10:00:05Z"})
+    events = parse(session, body, {"secret": "s3cret"})
+    (receipt,) = events.receipts
+    assert receipt.provider_message_id == TEXT_ID
+    assert receipt.message_id == 42
+    assert receipt.status is MessageStatus.DELIVERED
+    assert receipt.provider_status == "delivered"
+    assert (receipt.error_code, receipt.error_detail) == (None, None)
+    assert receipt.occurred_at == datetime(2024, 5, 1, 10, 0, 5, tzinfo=UTC)
+    assert receipt.event_id is None
+    assert receipt.raw == body
+    assert not events.inbound
+
+
+@pytest.mark.parametrize(
+    ("word", "status"),
+    [("accepted", MessageStatus.SENT), ("queued", MessageStatus.SENT),
+     ("sending", MessageStatus.SENT), ("sent", MessageStatus.SENT),
+     ("delivered", MessageStatus.DELIVERED), ("undelivered", MessageStatus.UNDELIVERED),
+     ("failed", MessageStatus.FAILED), ("Delivered", MessageStatus.DELIVERED)],
+)
+def test_status_table(session: aiohttp.ClientSession, word: str, status: MessageStatus) -> None:
+    assert parse(session, callback(word)).receipts[0].status is status
+
+
+def test_failure_carries_its_error(session: aiohttp.ClientSession) -> None:
+    (receipt,) = parse(session, callback("undelivered", error="Unreachable handset")).receipts
+    assert (receipt.error_code, receipt.error_detail) == ("undelivered", "Unreachable handset")
+    body = callback("failed", error="Carrier violation", **{"error-code": "30007"})
+    (receipt,) = parse(session, body).receipts
+    assert (receipt.error_code, receipt.error_detail) == ("30007", "Carrier violation")
+
+
+def test_unknown_status_is_kept_and_logged(
+    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, "engine.providers.courier"):
+        (receipt,) = parse(session, callback("canceled")).receipts
+    assert (receipt.status, receipt.provider_status) == (None, "canceled")
+    assert "canceled" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["attributes-string", "top-level", "meta", "merged", "absent"],
+)
+def test_our_id_wherever_callback_json_is_echoed(
+    session: aiohttp.ClientSession, where: str
+) -> None:
+    body = created("sent")
+    attributes = body["data"]["attributes"]
+    if where == "attributes-string":
+        attributes["callback-json"] = '{"message_id": "42"}'
+    elif where == "top-level":
+        body["callback-json"] = {"message_id": 42}
+    elif where == "meta":
+        body["meta"] = {"message_id": 42}
+    elif where == "merged":
+        body["message_id"] = "42"
+    (receipt,) = parse(session, body).receipts
+    assert receipt.message_id == (None if where == "absent" else 42)
+    assert receipt.provider_message_id == TEXT_ID
+
+
+def test_our_id_alone_is_enough(session: aiohttp.ClientSession) -> None:
+    body = {"data": {"type": "texts", "attributes": {
+        "status": "sent", "callback-json": {"message_id": 7}}}}
+    (receipt,) = parse(session, body).receipts
+    assert (receipt.provider_message_id, receipt.message_id) == (None, 7)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "JSON"),
+        (b"[]", "JSON:API document"),
+        (b'{"errors": []}', "JSON:API document"),
+        (b'{"data": {"type": "multicasts", "id": "x", "attributes": {"status": "sent"}}}',
+         "texts resource"),
+        (b'{"data": {"type": "texts", "id": "x"}}', "attributes.status"),
+        (b'{"data": {"type": "texts", "id": "x", "attributes": {"status": 3}}}',
+         "attributes.status"),
+        (b'{"data": {"type": "texts", "attributes": {"status": "sent"}}}', "without an id"),
+        (b'{"data": {"type": "texts", "attributes": {"status": "received", "from": "+1"}}}',
+         "without an id"),
+    ],
+)
+def test_malformed_callbacks(session: aiohttp.ClientSession, body: bytes, reason: str) -> None:
+    with pytest.raises(MalformedWebhook, match=reason):
+        adapter(session).parse_webhook(JSON, body, {})
+
+
+def test_webhook_secret_in_the_query(session: aiohttp.ClientSession) -> None:
+    courier = adapter(session)
+    assert courier.webhook_authentic({}, {"secret": "s3cret"})
+    assert not courier.webhook_authentic({}, {"secret": "wrong"})
+    assert not courier.webhook_authentic({}, {})
+    assert not courier.webhook_authentic({"X-Webhook-Secret": "s3cret"}, {})
+    assert courier.webhook_url(PUBLIC) == f"{PUBLIC}/webhooks/courier-us?secret=s3cret"

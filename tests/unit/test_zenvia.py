@@ -1,0 +1,420 @@
+"""The Zenvia adapter against mocked HTTP: requests as the seed documents them, every error
+in its table mapped, every webhook shape read."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from pydantic import ValidationError
+from yarl import URL
+
+from engine.errors import ProviderPermanentError, ProviderTemporaryError
+from engine.providers import ACCOUNT_TYPES, adapter_for
+from engine.providers.base import MalformedWebhook, Outbound, Outcome, SendResult
+from engine.providers.zenvia import ZenviaAccount, ZenviaAdapter
+from engine.status import MessageStatus
+from tests.aioresponses_compat import MockedHTTP
+
+BASE = "https://zenvia.test"
+SEND = f"{BASE}/v2/channels/sms/messages"
+SUBSCRIPTIONS = f"{BASE}/v2/subscriptions"
+JSON = "application/json"
+
+
+def account(**extra: Any) -> ZenviaAccount:
+    return ZenviaAccount.model_validate(
+        {"type": "zenvia", "token": "hKp94crjv9OF3UGrCpSXUJw1-UYHhRvLKNLt", "sender": "acme",
+         "base_url": BASE, "webhook_secret": "s3cret", **extra}
+    )
+
+
+def message(n: int = 1, to: str = "+5511999999999", body: str = "Hello") -> Outbound:
+    return Outbound(message_id=n, to=to, body=body)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as created:
+        yield created
+
+
+@pytest.fixture
+def http() -> Any:
+    with MockedHTTP() as mocked:
+        yield mocked
+
+
+def adapter(session: aiohttp.ClientSession, **extra: Any) -> ZenviaAdapter:
+    made = adapter_for("zenvia-br", account(**extra), session)
+    assert isinstance(made, ZenviaAdapter)
+    return made
+
+
+def sent(http: Any, method: str, url: str) -> list[Any]:
+    calls: list[Any] = http.requests[(method, URL(url))]
+    return calls
+
+
+# --- the account -----------------------------------------------------------------------------
+
+
+def test_account_is_registered_with_its_defaults() -> None:
+    assert ACCOUNT_TYPES["zenvia"] is ZenviaAccount
+    made = ZenviaAccount.model_validate({"type": "zenvia", "token": "t", "sender": "acme"})
+    assert made.url == "https://api.zenvia.com"
+    assert made.channel == "sms"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{}, {"sender": ""}, {"sender": "acme", "channel": "pigeon"}],
+    ids=["no-sender", "empty-sender", "unknown-channel"],
+)
+def test_account_requires_a_sender_and_a_known_channel(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError):
+        ZenviaAccount.model_validate({"type": "zenvia", "token": "t", **bad})
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+
+async def test_send_request_and_result(session: aiohttp.ClientSession, http: Any) -> None:
+    http.post(SEND, payload={
+        "id": "0b5c6d3e-1111-4b2b-9c3d-1234567890ab", "externalId": "42", "from": "acme",
+        "to": "5511999999999", "direction": "OUT", "channel": "sms",
+        "contents": [{"type": "text", "text": "Hello"}], "timestamp": "2020-04-19T20:13:41.000Z",
+    })
+    results = await adapter(session).send([message(42)])
+    assert results == [SendResult(Outcome.ACCEPTED, "0b5c6d3e-1111-4b2b-9c3d-1234567890ab")]
+    (call,) = sent(http, "POST", SEND)
+    assert orjson.loads(call.kwargs["data"]) == {
+        "from": "acme", "to": "5511999999999",
+        "contents": [{"type": "text", "text": "Hello"}], "externalId": "42",
+    }
+    headers = call.kwargs["headers"]
+    assert headers["X-API-TOKEN"] == "hKp94crjv9OF3UGrCpSXUJw1-UYHhRvLKNLt"
+    assert headers["Content-Type"] == JSON
+    assert headers["Accept"] == JSON
+
+
+async def test_channel_and_message_sender(session: aiohttp.ClientSession, http: Any) -> None:
+    url = f"{BASE}/v2/channels/whatsapp/messages"
+    http.post(url, payload={"id": "w-1"})
+    outbound = Outbound(7, "+5511988887777", "Oi", sender="5511900001111", channel="whatsapp")
+    (result,) = await adapter(session, channel="whatsapp").send([outbound])
+    assert result.provider_message_id == "w-1"
+    body = orjson.loads(sent(http, "POST", url)[0].kwargs["data"])
+    assert (body["from"], body["to"]) == ("5511900001111", "5511988887777")
+
+
+async def test_a_2xx_without_an_id_is_unknown(session: aiohttp.ClientSession, http: Any) -> None:
+    http.post(SEND, body=b"<html>ok</html>", status=200)
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.UNKNOWN, "bad_response")
+
+
+async def test_one_message_per_request(session: aiohttp.ClientSession) -> None:
+    zenvia = adapter(session)
+    assert zenvia.max_batch == 1
+    with pytest.raises(ValueError, match="exceeds"):
+        await zenvia.send([message(1), message(2)])
+
+
+@pytest.mark.parametrize(
+    ("status", "payload", "code", "detail"),
+    [
+        (400, {"code": "VALIDATION_ERROR", "message": "Validation error",
+               "details": [{"code": "INVALID_FORMAT", "path": "to",
+                            "message": "must match pattern"}]},
+         "VALIDATION_ERROR", "Validation error; to: must match pattern"),
+        (401, {"code": "AUTHENTICATION_ERROR", "message": "No authorization token was found"},
+         "AUTHENTICATION_ERROR", "No authorization token was found"),
+        (403, None, "403", ""),
+        (404, {"code": "NOT_FOUND", "message": "Not found"}, "NOT_FOUND", "Not found"),
+        (409, {"code": "DUPLICATED", "message": "Entity already exists"}, "DUPLICATED",
+         "Entity already exists"),
+    ],
+    ids=["400", "401", "403", "404", "409"],
+)
+async def test_documented_errors_are_rejections(
+    session: aiohttp.ClientSession, http: Any, status: int, payload: Any, code: str, detail: str
+) -> None:
+    http.post(SEND, status=status, payload=payload)
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.REJECTED, code)
+    if detail:
+        assert result.error_detail == detail
+
+
+async def test_500_is_retry_as_the_seed_documents(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(SEND, status=500, payload={"code": "INTERNAL_ERROR", "message": "Internal error"})
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.RETRY, "500")
+
+
+@pytest.mark.parametrize("status", [502, 503, 504])
+async def test_gateway_errors_are_retry(
+    session: aiohttp.ClientSession, http: Any, status: int
+) -> None:
+    http.post(SEND, status=status, body=b"bad gateway")
+    (result,) = await adapter(session).send([message()])
+    assert result.outcome is Outcome.RETRY
+
+
+async def test_other_5xx_is_unknown(session: aiohttp.ClientSession, http: Any) -> None:
+    http.post(SEND, status=501, body=b"not implemented")
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.UNKNOWN, "501")
+
+
+async def test_429_is_retry_after_the_given_seconds(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(SEND, status=429, headers={"Retry-After": "7"})
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.retry_after) == (Outcome.RETRY, 7)
+
+
+def _refused() -> aiohttp.ClientConnectorError:
+    key = SimpleNamespace(host="zenvia.test", port=443, ssl=True)
+    return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("exception", "outcome"),
+    [(TimeoutError(), Outcome.UNKNOWN), (aiohttp.ServerDisconnectedError(), Outcome.UNKNOWN),
+     (aiohttp.ConnectionTimeoutError("connect timeout"), Outcome.RETRY),
+     (_refused(), Outcome.RETRY)],
+    ids=["timeout", "dropped", "connect-timeout", "refused"],
+)
+async def test_transport_failures(
+    session: aiohttp.ClientSession, http: Any, exception: Exception, outcome: Outcome
+) -> None:
+    http.post(SEND, exception=exception)
+    (result,) = await adapter(session).send([message()])
+    assert result.outcome is outcome
+
+
+# --- webhooks: MESSAGE_STATUS ----------------------------------------------------------------
+
+
+def status_event(code: str = "DELIVERED", **status: Any) -> dict[str, Any]:
+    """A MESSAGE_STATUS event shaped as the Zenvia spec documents it."""
+    return {
+        "id": "evt-1", "timestamp": "2020-04-19T20:13:45.000Z",
+        "subscriptionId": "sub-1", "type": "MESSAGE_STATUS", "channel": "sms",
+        "messageId": "m-1", "contentIndex": 0,
+        "message": {"id": "m-1", "externalId": "42", "contentIndex": 0, "direction": "OUT",
+                    "from": "acme", "to": "5511999999999"},
+        "messageStatus": {"timestamp": "2020-04-19T20:13:44.000Z", "code": code,
+                          "description": code.lower(), "channel": "sms", "direction": "OUT",
+                          **status},
+    }
+
+
+def parse(session: aiohttp.ClientSession, event: Any, **extra: Any) -> Any:
+    return adapter(session, **extra).parse_webhook(JSON, orjson.dumps(event), {})
+
+
+def test_message_status_is_a_receipt(session: aiohttp.ClientSession) -> None:
+    events = parse(session, status_event(channelData={"sms": {"carrier": "VIVO_BR"}}))
+    (receipt,) = events.receipts
+    assert receipt.provider_message_id == "m-1"
+    assert receipt.message_id == 42
+    assert receipt.status is MessageStatus.DELIVERED
+    assert receipt.provider_status == "DELIVERED"
+    assert receipt.event_id == "evt-1"
+    assert receipt.occurred_at == datetime(2020, 4, 19, 20, 13, 44, tzinfo=UTC)
+    assert (receipt.error_code, receipt.error_detail) == (None, None)
+    assert receipt.raw["subscriptionId"] == "sub-1"
+    assert not events.inbound
+
+
+@pytest.mark.parametrize(
+    ("code", "status"),
+    [("SENT", MessageStatus.SENT), ("DELIVERED", MessageStatus.DELIVERED),
+     ("READ", MessageStatus.READ), ("NOT_DELIVERED", MessageStatus.UNDELIVERED),
+     ("REJECTED", MessageStatus.FAILED), ("CLICKED", MessageStatus.READ),
+     ("VERIFIED", MessageStatus.DELIVERED), ("TERMINATED", MessageStatus.DELIVERED),
+     ("HANG_UP", MessageStatus.FAILED), ("DELETED", None), ("ACCEPTED", None)],
+)
+def test_status_table(
+    session: aiohttp.ClientSession, code: str, status: MessageStatus | None
+) -> None:
+    assert parse(session, status_event(code)).receipts[0].status is status
+
+
+def test_causes_become_the_error(session: aiohttp.ClientSession) -> None:
+    event = status_event("NOT_DELIVERED", causes=[
+        {"channelErrorCode": "005", "reason": "ABSENT_SUBSCRIBER", "details": "Unreachable"}])
+    (receipt,) = parse(session, event).receipts
+    assert receipt.status is MessageStatus.UNDELIVERED
+    assert (receipt.error_code, receipt.error_detail) == ("005", "Unreachable")
+
+
+def test_the_older_singular_cause(session: aiohttp.ClientSession) -> None:
+    (receipt,) = parse(session, status_event("NOT_DELIVERED", cause="EXPIRED")).receipts
+    assert (receipt.error_code, receipt.error_detail) == ("EXPIRED", "not_delivered")
+
+
+def test_a_failure_without_a_cause_is_its_own_code(session: aiohttp.ClientSession) -> None:
+    (receipt,) = parse(session, status_event("REJECTED")).receipts
+    assert (receipt.error_code, receipt.error_detail) == ("REJECTED", "rejected")
+
+
+def test_unknown_status_is_kept_and_logged(
+    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, "engine.providers.zenvia"):
+        (receipt,) = parse(session, status_event("TELEPORTED")).receipts
+    assert (receipt.status, receipt.provider_status) == (None, "TELEPORTED")
+    assert "TELEPORTED" in caplog.text
+
+
+def test_deprecated_message_id_and_foreign_external_id(session: aiohttp.ClientSession) -> None:
+    event = status_event("SENT")
+    event["message"] = {"externalId": "order-9"}
+    (receipt,) = parse(session, event).receipts
+    assert (receipt.provider_message_id, receipt.message_id) == ("m-1", None)
+
+
+def test_event_timestamp_when_the_status_has_none(session: aiohttp.ClientSession) -> None:
+    event = status_event("SENT")
+    del event["messageStatus"]["timestamp"]
+    (receipt,) = parse(session, event).receipts
+    assert receipt.occurred_at == datetime(2020, 4, 19, 20, 13, 45, tzinfo=UTC)
+
+
+# --- webhooks: MESSAGE -----------------------------------------------------------------------
+
+
+def message_event(text: str, channel: str = "sms", direction: str = "IN") -> dict[str, Any]:
+    return {
+        "id": "evt-9", "timestamp": "2020-04-19T20:20:00.000Z", "type": "MESSAGE",
+        "subscriptionId": "sub-2", "channel": channel, "direction": direction,
+        "message": {"id": "in-1", "from": "5511999999999", "to": "acme",
+                    "direction": direction, "channel": channel,
+                    "contents": [{"type": "text", "text": text}],
+                    "timestamp": "2020-04-19T20:20:00.000Z"},
+    }
+
+
+def test_inbound_message_is_a_reply(session: aiohttp.ClientSession) -> None:
+    events = parse(session, message_event("Thanks!"))
+    (reply,) = events.inbound
+    assert (reply.from_, reply.text, reply.provider_message_id) == (
+        "+5511999999999", "Thanks!", "in-1")
+    assert reply.raw["id"] == "evt-9"
+    assert not events.receipts
+    assert not events.opt_changes
+
+
+@pytest.mark.parametrize(
+    ("text", "channel", "opted_out"),
+    [("STOP", "sms", True), ("start", "sms", False), ("Stop", "whatsapp", True)],
+)
+def test_keywords_are_opt_changes(
+    session: aiohttp.ClientSession, text: str, channel: str, opted_out: bool
+) -> None:
+    (change,) = parse(session, message_event(text, channel)).opt_changes
+    assert (change.phone, change.opted_out, change.channel) == (
+        "+5511999999999", opted_out, channel)
+
+
+def test_facebook_ids_are_not_phone_numbers(session: aiohttp.ClientSession) -> None:
+    events = parse(session, message_event("STOP", "facebook"))
+    assert events.inbound[0].from_ == "5511999999999"
+    assert not events.opt_changes
+
+
+def test_outbound_echoes_and_other_event_types_carry_nothing(
+    session: aiohttp.ClientSession,
+) -> None:
+    assert parse(session, message_event("hi", direction="OUT")) == parse(
+        session, {"id": "e", "type": "CONVERSATION_STATUS"})
+    assert parse(session, {"id": "e", "type": "CONTACT"}).receipts == ()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "reason"),
+    [
+        (JSON, b"{not json", "JSON"),
+        (JSON, b"[]", "with a type"),
+        (JSON, b'{"id": "e"}', "with a type"),
+        (JSON, b"", "with a type"),
+        (JSON, b'{"type": "MESSAGE_STATUS", "message": {"id": "m"}}', "messageStatus.code"),
+        (JSON, b'{"type": "MESSAGE_STATUS", "messageStatus": {"code": "SENT"}}', "message.id"),
+        (JSON, b'{"type": "MESSAGE", "message": "hi"}', "without a message"),
+        (JSON, b'{"type": "MESSAGE", "message": {"contents": []}}', "message.from"),
+        ("text/xml", b"<event/>", "content type"),
+    ],
+)
+def test_malformed_webhooks(
+    session: aiohttp.ClientSession, content_type: str, body: bytes, reason: str
+) -> None:
+    with pytest.raises(MalformedWebhook, match=reason):
+        adapter(session).parse_webhook(content_type, body, {})
+
+
+def test_webhook_secret_in_the_header(session: aiohttp.ClientSession) -> None:
+    zenvia = adapter(session)
+    assert zenvia.webhook_authentic({"X-Webhook-Secret": "s3cret"}, {})
+    assert zenvia.webhook_authentic({"x-webhook-secret": "s3cret"}, {})
+    assert not zenvia.webhook_authentic({"X-Webhook-Secret": "wrong"}, {})
+    assert not zenvia.webhook_authentic({}, {})
+    assert not zenvia.webhook_authentic({}, {"X-Webhook-Secret": "s3cret"})
+    assert zenvia.webhook_url("https://engine.example.com/") == (
+        "https://engine.example.com/webhooks/zenvia-br")
+
+
+# --- subscriptions ---------------------------------------------------------------------------
+
+
+async def test_subscribe_creates_status_and_message_subscriptions(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(SUBSCRIPTIONS, payload={"id": "sub-status", "eventType": "MESSAGE_STATUS"})
+    http.post(SUBSCRIPTIONS, payload={"id": "sub-message", "eventType": "MESSAGE"})
+    made = await adapter(session).subscribe("https://engine.example.com")
+    assert made == {"MESSAGE_STATUS": {"id": "sub-status", "eventType": "MESSAGE_STATUS"},
+                    "MESSAGE": {"id": "sub-message", "eventType": "MESSAGE"}}
+    webhook = {"url": "https://engine.example.com/webhooks/zenvia-br",
+               "headers": {"X-Webhook-Secret": "s3cret"}}
+    calls = sent(http, "POST", SUBSCRIPTIONS)
+    assert [orjson.loads(c.kwargs["data"]) for c in calls] == [
+        {"eventType": "MESSAGE_STATUS", "webhook": webhook, "criteria": {"channel": "sms"},
+         "status": "ACTIVE", "version": "v2"},
+        {"eventType": "MESSAGE", "webhook": webhook,
+         "criteria": {"channel": "sms", "direction": "IN"}, "status": "ACTIVE",
+         "version": "v2"},
+    ]
+    assert calls[0].kwargs["headers"]["X-API-TOKEN"] == "hKp94crjv9OF3UGrCpSXUJw1-UYHhRvLKNLt"
+
+
+async def test_subscribe_without_a_secret_sends_no_header(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(SUBSCRIPTIONS, payload={"id": "a"}, repeat=True)
+    await adapter(session, webhook_secret=None, channel="whatsapp").subscribe("https://e.test")
+    body = orjson.loads(sent(http, "POST", SUBSCRIPTIONS)[0].kwargs["data"])
+    assert body["webhook"] == {"url": "https://e.test/webhooks/zenvia-br"}
+    assert body["criteria"] == {"channel": "whatsapp"}
+
+
+async def test_subscribe_errors(session: aiohttp.ClientSession, http: Any) -> None:
+    http.post(SUBSCRIPTIONS, status=409,
+              payload={"code": "DUPLICATED", "message": "Entity already exists"})
+    with pytest.raises(ProviderPermanentError, match="DUPLICATED: Entity already exists"):
+        await adapter(session).subscribe("https://e.test")
+    http.post(SUBSCRIPTIONS, status=500, payload={"code": "INTERNAL_ERROR"})
+    with pytest.raises(ProviderTemporaryError, match="MESSAGE_STATUS subscription"):
+        await adapter(session).subscribe("https://e.test")

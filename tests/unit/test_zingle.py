@@ -1,0 +1,430 @@
+"""The Zingle adapter against mocked HTTP: requests as documented, errors, polling, webhook."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from aioresponses import CallbackResult, aioresponses
+from pydantic import ValidationError
+from yarl import URL
+
+from engine.providers import ACCOUNT_TYPES, adapter_for
+from engine.providers.base import MalformedWebhook, Outbound, Outcome, SendResult
+from engine.providers.zingle import (
+    DEFAULT_NAMESPACE,
+    ERROR_CODES,
+    ZingleAccount,
+    ZingleAdapter,
+    message_uuid,
+)
+from engine.status import MessageStatus
+
+BASE = "https://zingle.test"
+SERVICE = "1d06e84f-8152-4de7-983d-a2d88b73734a"
+CHANNEL_TYPE = "0e3d71ee-9518-4b9b-b95a-dea251829887"
+SEND = f"{BASE}/v1/services/{SERVICE}/messages"
+OK = {"text": "OK", "status_code": 200, "description": None}
+
+
+def account(**extra: Any) -> ZingleAccount:
+    data = {"type": "zingle", "username": "ops@example.com", "password": "pw-123",
+            "service_id": SERVICE, "channel_type_id": CHANNEL_TYPE, "base_url": BASE,
+            "webhook_secret": "s3cret", **extra}
+    return ZingleAccount.model_validate({k: v for k, v in data.items() if v is not None})
+
+
+def message(n: int = 1, to: str = "+18585551214", body: str = "Hello") -> Outbound:
+    return Outbound(message_id=n, to=to, body=body, sender=None)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as created:
+        yield created
+
+
+class _Response(aiohttp.ClientResponse):
+    """aioresponses 0.7.9 builds responses without aiohttp 3.14's ``stream_writer``."""
+
+    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
+        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
+        super().__init__(method, url, **kwargs)
+
+
+class _Mock(aioresponses):
+    def add(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("response_class", _Response)
+        super().add(*args, **kwargs)
+
+
+@pytest.fixture
+def http() -> Any:
+    with _Mock() as mocked:
+        yield mocked
+
+
+def adapter(session: aiohttp.ClientSession, **extra: Any) -> ZingleAdapter:
+    made = adapter_for("zingle-main", account(**extra), session)
+    assert isinstance(made, ZingleAdapter)
+    return made
+
+
+def sent(http: Any, method: str, url: str) -> list[Any]:
+    calls: list[Any] = http.requests[(method, URL(url))]
+    return calls
+
+
+def error_body(status: int, code: int | None, description: str | None = None) -> dict[str, Any]:
+    return {"status": {"text": "Bad Request", "status_code": status,
+                       "description": description, "error_code": code}}
+
+
+# --- account -------------------------------------------------------------------------------
+
+
+def test_registered_under_its_type() -> None:
+    assert ACCOUNT_TYPES["zingle"] is ZingleAccount
+    assert ZingleAccount.default_base_url == "https://api.zingle.me"
+
+
+@pytest.mark.parametrize(
+    ("credentials", "error"),
+    [
+        ({"username": None, "password": None}, "either"),
+        ({"jwt": "eyJ.x.y"}, "either"),
+        ({"password": None}, "together"),
+        ({"username": None}, "together"),
+    ],
+    ids=["neither", "both", "no-password", "no-username"],
+)
+def test_exactly_one_kind_of_credentials(credentials: dict[str, Any], error: str) -> None:
+    with pytest.raises(ValidationError, match=error):
+        account(**credentials)
+
+
+def test_service_and_channel_type_are_required() -> None:
+    with pytest.raises(ValidationError, match="channel_type_id"):
+        ZingleAccount.model_validate({"type": "zingle", "jwt": "t", "service_id": SERVICE})
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+
+async def test_send_request_as_documented(session: aiohttp.ClientSession, http: Any) -> None:
+    http.post(SEND, payload={"status": OK, "result": {"message_ids": [
+        "739094d3-191e-4c49-b208-a9be816c39b0"]}})
+    results = await adapter(session, sender="+17605554396").send([message(42)])
+    assert results == [SendResult(Outcome.ACCEPTED, "739094d3-191e-4c49-b208-a9be816c39b0")]
+    (call,) = sent(http, "POST", SEND)
+    assert orjson.loads(call.kwargs["data"]) == {
+        "sender_type": "service",
+        "sender": {"id": SERVICE, "channel_value": "+17605554396"},
+        "recipient_type": "contact",
+        "recipients": [{"channel_value": "+18585551214"}],
+        "channel_type_ids": [CHANNEL_TYPE],
+        "body": "Hello",
+        "uuid": str(uuid.uuid5(DEFAULT_NAMESPACE, "42")),
+    }
+    headers = call.kwargs["headers"]
+    expected = base64.b64encode(b"ops@example.com:pw-123").decode()
+    assert headers["Authorization"] == f"Basic {expected}"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Accept"] == "application/json"
+
+
+async def test_bearer_jwt_and_the_message_sender(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(SEND, payload={"status": OK, "result": {"message_ids": ["m-1"]}})
+    zingle = adapter(session, username=None, password=None, jwt="eyJhbGc.eyJzdWI.sig")
+    await zingle.send([Outbound(7, "+18585551214", "Hi", sender="+17605550000")])
+    (call,) = sent(http, "POST", SEND)
+    assert call.kwargs["headers"]["Authorization"] == "Bearer eyJhbGc.eyJzdWI.sig"
+    assert orjson.loads(call.kwargs["data"])["sender"] == {
+        "id": SERVICE, "channel_value": "+17605550000"}
+
+
+async def test_without_a_sender_only_the_service_id_is_sent(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(SEND, payload={"status": OK, "result": {"message_ids": ["m-1"]}})
+    await adapter(session).send([message()])
+    assert orjson.loads(sent(http, "POST", SEND)[0].kwargs["data"])["sender"] == {"id": SERVICE}
+
+
+def test_the_uuid_is_deterministic_per_message_and_namespace() -> None:
+    assert message_uuid(DEFAULT_NAMESPACE, 42) == message_uuid(DEFAULT_NAMESPACE, 42)
+    assert message_uuid(DEFAULT_NAMESPACE, 42) != message_uuid(DEFAULT_NAMESPACE, 43)
+    other = uuid.UUID("11111111-2222-3333-4444-555555555555")
+    assert message_uuid(other, 42) != message_uuid(DEFAULT_NAMESPACE, 42)
+    assert uuid.UUID(message_uuid(DEFAULT_NAMESPACE, 42)).version == 5
+
+
+async def test_a_retried_message_carries_the_same_uuid(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(SEND, exception=TimeoutError())
+    http.post(SEND, payload={"status": OK, "result": {"message_ids": ["m-1"]}})
+    zingle = adapter(session, uuid_namespace="11111111-2222-3333-4444-555555555555")
+    first = await zingle.send([message(9)])
+    second = await zingle.send([message(9)])
+    assert (first[0].outcome, second[0].outcome) == (Outcome.RETRY, Outcome.ACCEPTED)
+    keys = {orjson.loads(c.kwargs["data"])["uuid"] for c in sent(http, "POST", SEND)}
+    assert keys == {str(uuid.uuid5(uuid.UUID("11111111-2222-3333-4444-555555555555"), "9"))}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"status": OK, "result": {"message_ids": []}}, {"status": OK}, None],
+    ids=["no-ids", "no-result", "not-json"],
+)
+async def test_an_unreadable_200_is_retry_because_sends_are_idempotent(
+    session: aiohttp.ClientSession, http: Any, payload: Any
+) -> None:
+    if payload is None:
+        http.post(SEND, body=b"<html>ok</html>")
+    else:
+        http.post(SEND, payload=payload)
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.RETRY, "bad_response")
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(401, 2601), (403, 2602), (400, 2604), (400, 2605), (400, 2606), (404, 2800),
+     (400, 3602), (400, 3603), (400, 3604), (400, 3605), (400, 3606), (400, 3607),
+     (400, 3608), (400, 3609), (400, 3610), (400, 3611), (400, 3613), (400, 3617),
+     (400, 3618), (400, 3623), (400, 3625), (400, 3626), (400, 3632), (400, 3637),
+     (400, 3638), (403, 3108)],
+)
+async def test_documented_errors_are_rejections(
+    session: aiohttp.ClientSession, http: Any, status: int, code: int
+) -> None:
+    http.post(SEND, status=status, payload=error_body(status, code, f"problem {code}"))
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.REJECTED, str(code))
+    assert result.error_detail == f"problem {code}"
+
+
+def test_every_documented_code_is_tested() -> None:
+    tested = {2601, 2602, 2604, 2605, 2606, 2800, 3602, 3603, 3604, 3605, 3606, 3607, 3608,
+              3609, 3610, 3611, 3613, 3617, 3618, 3623, 3625, 3626, 3632, 3637, 3638, 3108}
+    assert set(ERROR_CODES) == tested | {2600}
+
+
+async def test_an_error_without_a_description_uses_the_table(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(SEND, status=400, payload=error_body(400, "2606"))
+    (result,) = await adapter(session).send([message()])
+    assert (result.error_code, result.error_detail) == ("2606", "invalid phone number format")
+
+
+@pytest.mark.parametrize(("status", "body"), [(401, b""), (405, b"Method Not Allowed")])
+async def test_errors_without_a_zingle_body_use_the_http_status(
+    session: aiohttp.ClientSession, http: Any, status: int, body: bytes
+) -> None:
+    http.post(SEND, status=status, body=body)
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.REJECTED, str(status))
+
+
+async def test_server_error_2600_in_a_4xx_is_retry(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(SEND, status=400, payload=error_body(400, 2600, "Server error"))
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.RETRY, "2600")
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+async def test_5xx_is_retry_because_sends_are_idempotent(
+    session: aiohttp.ClientSession, http: Any, status: int
+) -> None:
+    http.post(SEND, status=status, payload=error_body(status, 2600, "Server error"))
+    zingle = adapter(session)
+    assert zingle.idempotent_sends
+    (result,) = await zingle.send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.RETRY, str(status))
+
+
+async def test_429_is_retry_after_the_given_seconds(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(SEND, status=429, headers={"Retry-After": "12"})
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.retry_after) == (Outcome.RETRY, 12)
+
+
+def _refused() -> aiohttp.ClientConnectorError:
+    key = SimpleNamespace(host="zingle.test", port=443, ssl=True)
+    return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("exception", "code"),
+    [
+        (TimeoutError(), "timeout"),
+        (aiohttp.ServerDisconnectedError(), "connection_lost"),
+        (aiohttp.ConnectionTimeoutError("connect timeout"), "connect_error"),
+        (_refused(), "connect_error"),
+    ],
+    ids=["timeout", "dropped", "connect-timeout", "refused"],
+)
+async def test_transport_failures_are_all_retry(
+    session: aiohttp.ClientSession, http: Any, exception: Exception, code: str
+) -> None:
+    http.post(SEND, exception=exception)
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.RETRY, code)
+
+
+# --- polling ---------------------------------------------------------------------------------
+
+
+def lookup(message_id: str, **fields: Any) -> dict[str, Any]:
+    return {"status": OK, "result": {
+        "id": message_id, "body": "Hello", "created_at": 1442249019,
+        "communication_direction": "outbound", "sender_type": "service",
+        "recipient_type": "contact", "read_at": None, **fields}}
+
+
+async def test_poll_maps_statuses(session: aiohttp.ClientSession, http: Any) -> None:
+    http.get(f"{SEND}/m-sent", payload=lookup("m-sent", executed_at=1442249020, statuses=[]))
+    http.get(f"{SEND}/m-failed", payload=lookup("m-failed", executed_at=1442249020, statuses=[
+        {"type": "failed", "description": "Carrier rejected", "created_at": 1442249030}]))
+    http.get(f"{SEND}/m-queued", payload=lookup("m-queued", executed_at=None))
+    http.get(f"{SEND}/m-delayed", payload=lookup("m-delayed", is_delayed=True,
+                                                 executed_at=None))
+    http.get(f"{SEND}/m-gone", status=404, payload=error_body(404, 3600, "Message not found"))
+    zingle = adapter(session)
+    assert zingle.supports_polling
+    found = await zingle.poll(["m-sent", "m-failed", "m-queued", "m-delayed", "m-gone"])
+    by_id = {r.provider_message_id: r for r in found}
+    assert set(by_id) == {"m-sent", "m-failed", "m-queued", "m-delayed"}
+    ok, failed = by_id["m-sent"], by_id["m-failed"]
+    assert (ok.status, ok.provider_status) == (MessageStatus.SENT, "executed")
+    assert ok.occurred_at == datetime.fromtimestamp(1442249020, UTC)
+    assert (failed.status, failed.error_code, failed.error_detail) == (
+        MessageStatus.FAILED, "failed", "Carrier rejected")
+    assert failed.occurred_at == datetime.fromtimestamp(1442249030, UTC)
+    assert (by_id["m-queued"].status, by_id["m-queued"].provider_status) == (
+        MessageStatus.SENT, "queued")
+    assert by_id["m-delayed"].provider_status == "delayed"
+    assert all(r.message_id is None for r in found)
+    (call,) = sent(http, "GET", f"{SEND}/m-sent")
+    assert call.kwargs["headers"]["Authorization"].startswith("Basic ")
+
+
+async def test_poll_never_reports_delivered(session: aiohttp.ClientSession, http: Any) -> None:
+    """Zingle has no delivered signal: ``read_at`` on an outbound message is not read."""
+    http.get(f"{SEND}/m-1", payload=lookup("m-1", executed_at=1, read_at=2, statuses=[]))
+    (receipt,) = await adapter(session).poll(["m-1"])
+    assert receipt.status is MessageStatus.SENT
+
+
+async def test_poll_keeps_an_unknown_status_type(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.get(f"{SEND}/m-1", payload=lookup("m-1", executed_at=1, statuses=[
+        {"type": "carrier_accepted", "description": None, "created_at": 2}]))
+    (receipt,) = await adapter(session).poll(["m-1"])
+    assert (receipt.status, receipt.provider_status) == (MessageStatus.SENT, "carrier_accepted")
+
+
+async def test_poll_leaves_out_unreadable_and_unreachable(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.get(f"{SEND}/a", body=b"not json")
+    http.get(f"{SEND}/b", status=500)
+    http.get(f"{SEND}/c", exception=aiohttp.ServerDisconnectedError())
+    assert await adapter(session).poll(["a", "b", "c"]) == []
+
+
+async def test_poll_runs_concurrently_up_to_the_account_limit(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    flight = {"now": 0, "most": 0}
+
+    async def slow(url: URL, **kwargs: Any) -> CallbackResult:
+        flight["now"] += 1
+        flight["most"] = max(flight["most"], flight["now"])
+        await asyncio.sleep(0.02)
+        flight["now"] -= 1
+        return CallbackResult(payload=lookup(url.name, executed_at=1), response_class=_Response)
+
+    for n in range(6):
+        http.get(f"{SEND}/m{n}", callback=slow)
+    found = await adapter(session, concurrency=2).poll([f"m{n}" for n in range(6)])
+    assert sorted(r.provider_message_id or "" for r in found) == [f"m{n}" for n in range(6)]
+    assert flight["most"] == 2
+
+
+# --- the opt-in/out webhook -----------------------------------------------------------------
+
+SAMPLE = {
+    "action": "block", "direction": "outbound",
+    "service_id": "fbb44d67-7437-464d-b249-17e9f918dc8e", "service_name": "Foo Hotel",
+    "contact_id": "f6882aa2-afaf-4230-ae0a-cde79e78afb4", "contact_external_id": "9879a777",
+    "contact_phone": "+14065551212", "service_phone": "+17605558585", "is_auto_blocked": True,
+}
+JSON = "application/json"
+
+
+def test_seed_sample_block_is_an_opt_out(session: aiohttp.ClientSession) -> None:
+    events = adapter(session).parse_webhook(JSON, orjson.dumps(SAMPLE), {})
+    (change,) = events.opt_changes
+    assert (change.phone, change.opted_out, change.channel) == ("+14065551212", True, "sms")
+    assert change.raw == SAMPLE
+    assert not events.receipts
+    assert not events.inbound
+
+
+def test_unblock_is_an_opt_in(session: aiohttp.ClientSession) -> None:
+    body = orjson.dumps({**SAMPLE, "action": "unblock", "contact_phone": "14065551212"})
+    (change,) = adapter(session).parse_webhook(JSON, body, {}).opt_changes
+    assert (change.phone, change.opted_out) == ("+14065551212", False)
+
+
+def test_an_inbound_block_is_not_an_opt_out(session: aiohttp.ClientSession) -> None:
+    body = orjson.dumps({**SAMPLE, "direction": "inbound"})
+    assert adapter(session).parse_webhook(JSON, body, {}).opt_changes == ()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body", "reason"),
+    [
+        (JSON, b"{not json", "JSON"),
+        (JSON, b"[1]", "object"),
+        (JSON, b"", "action"),
+        (JSON, orjson.dumps({**SAMPLE, "action": "mute"}), "action"),
+        (JSON, orjson.dumps({**SAMPLE, "direction": None}), "direction"),
+        (JSON, orjson.dumps({**SAMPLE, "contact_phone": ""}), "contact_phone"),
+        ("text/xml", b"<x/>", "content type"),
+    ],
+)
+def test_malformed_webhooks(
+    session: aiohttp.ClientSession, content_type: str, body: bytes, reason: str
+) -> None:
+    with pytest.raises(MalformedWebhook, match=reason):
+        adapter(session).parse_webhook(content_type, body, {})
+
+
+def test_webhook_secret_in_a_header(session: aiohttp.ClientSession) -> None:
+    zingle = adapter(session)
+    assert zingle.webhook_authentic({"X-Webhook-Secret": "s3cret"}, {})
+    assert zingle.webhook_authentic({"x-webhook-secret": "s3cret"}, {})
+    assert not zingle.webhook_authentic({"X-Webhook-Secret": "wrong"}, {})
+    assert not zingle.webhook_authentic({}, {})
+    assert not zingle.webhook_authentic({}, {"X-Webhook-Secret": "s3cret"})
+    assert zingle.webhook_url("https://engine.example.com") == (
+        "https://engine.example.com/webhooks/zingle-main")
