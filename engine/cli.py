@@ -14,13 +14,29 @@ import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import asyncpg
+import orjson
+from pydantic import ValidationError
 
-from engine import __version__, db, migrate
+from engine import __version__, audience, campaigns, db, migrate, sms, spec, yamldoc
 from engine.config import EngineConfig, load_config
-from engine.errors import EngineError, NotBuiltError
+from engine.errors import (
+    CampaignFileError,
+    ConfigError,
+    EngineError,
+    NotBuiltError,
+    PricingError,
+)
+from engine.pricing import NoRateError, PriceTable
+from engine.providers import adapter_for
+from engine.providers.simulator import SimulatorSettings, serve
+from engine.queries import QUERIES
+from engine.spec import Campaign
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +62,12 @@ class Context:
         return db.database_url(self.config, keep_running=keep_running)
 
     @asynccontextmanager
-    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
-        """One database connection for a short command."""
+    async def connection(self, *, migrated: bool = True) -> AsyncIterator[asyncpg.Connection]:
+        """One database connection for a short command (on a migrated database)."""
         conn = await db.connect(self.database_url())
         try:
+            if migrated:
+                await migrate.require_current(conn)
             yield conn
         finally:
             await conn.close()
@@ -60,7 +78,7 @@ class Context:
 
 async def db_migrate(ctx: Context, args: argparse.Namespace) -> int:
     """Apply pending migrations."""
-    async with ctx.connection() as conn:
+    async with ctx.connection(migrated=False) as conn:
         applied = await migrate.migrate(conn)
     if not applied:
         print("database is up to date")
@@ -71,7 +89,7 @@ async def db_migrate(ctx: Context, args: argparse.Namespace) -> int:
 
 async def db_status(ctx: Context, args: argparse.Namespace) -> int:
     """List applied and pending migrations."""
-    async with ctx.connection() as conn:
+    async with ctx.connection(migrated=False) as conn:
         states = await migrate.status(conn)
     for state in states:
         when = state.applied_at.isoformat(timespec="seconds") if state.applied_at else "pending"
@@ -89,6 +107,319 @@ async def db_stop(ctx: Context, args: argparse.Namespace) -> int:
     """Stop the embedded server that ``engine db url`` left running."""
     stopped = db.stop_embedded(ctx.config.data_dir)
     print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL is not running")
+    return 0
+
+
+# --- sms -------------------------------------------------------------------------------
+
+
+def sms_report(
+    text: str, *, smart: bool, to: str | None, prices: PriceTable | None
+) -> dict[str, Any]:
+    """The analysis of one text as a JSON-able dict (what ``engine sms analyze`` prints)."""
+    result = sms.analyze(text, smart=smart)
+    report: dict[str, Any] = {
+        "encoding": str(result.encoding), "units": result.units, "segments": result.segments,
+        "parts": list(result.parts),
+        "non_gsm": [{"index": i, "char": c, "codepoint": f"U+{ord(c):04X}"}
+                    for i, c in result.non_gsm],
+        "replacements": [{"from": a, "to": b, "count": n} for a, b, n in result.replacements],
+    }
+    if result.encoding is sms.UCS2 and not smart:
+        report["smart_segments"] = sms.analyze(text, smart=True).segments
+    if to is not None and prices is not None:
+        rate = prices.rate_for(to)
+        report.update(to=to, rate=str(rate), cost=str(rate * result.segments))
+    return report
+
+
+def _print_sms_report(report: dict[str, Any]) -> None:
+    print(f"encoding: {report['encoding']}")
+    unit = "septets" if report["encoding"] == str(sms.GSM7) else "UTF-16 code units"
+    print(f"units:    {report['units']} {unit}")
+    print(f"segments: {report['segments']}")
+    for number, part in enumerate(report["parts"], 1):
+        print(f"  part {number}: {part!r}")
+    if report["non_gsm"]:
+        chars = ", ".join(f"{c['char']!r} ({c['codepoint']}) at {c['index']}"
+                          for c in report["non_gsm"][:20])
+        print(f"UCS-2 because of: {chars}")
+    if "smart_segments" in report:
+        saved = report["segments"] - report["smart_segments"]
+        print(f"with encoding: smart: {report['smart_segments']} segments ({saved} saved)")
+    for rep in report["replacements"]:
+        print(f"  replaced {rep['from']!r} -> {rep['to']!r} x{rep['count']}")
+    if "cost" in report:
+        print(f"cost:     {report['cost']} credits to {report['to']} "
+              f"({report['rate']} per segment)")
+
+
+async def sms_analyze(ctx: Context, args: argparse.Namespace) -> int:
+    """Print the encoding, units, segments, parts and cost of a text."""
+    to = prices = None
+    if args.to:
+        to = audience.normalise(args.to, args.region or ctx.config.default_region)
+        if to is None:
+            raise EngineError(f"not a valid phone number: {args.to!r}")
+        if args.account and args.account not in ctx.config.providers:
+            raise EngineError(f"no provider account {args.account!r} in the configuration")
+        prices = ctx.config.price_table(args.account)
+    try:
+        report = sms_report(args.text, smart=args.smart, to=to, prices=prices)
+    except NoRateError as exc:
+        raise PricingError(str(exc)) from exc
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        _print_sms_report(report)
+    return 0
+
+
+# --- output helpers --------------------------------------------------------------------
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A plain aligned text table."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.astimezone().strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in sorted(value.items()))
+    return str(value)
+
+
+# --- contacts and groups ----------------------------------------------------------------
+
+
+def _progress_bar() -> Callable[[int], None] | None:
+    if not sys.stderr.isatty():
+        return None
+
+    def show(rows: int) -> None:
+        sys.stderr.write(f"\r  {rows:,} rows imported")
+        sys.stderr.flush()
+
+    return show
+
+
+async def contacts_import(ctx: Context, args: argparse.Namespace) -> int:
+    """Import contacts from CSV into an optional group."""
+    path = Path(args.file)
+    if not path.is_file():
+        raise EngineError(f"{path}: no such file")
+    region = args.region or ctx.config.default_region
+    async with ctx.connection() as conn:
+        report = await audience.import_contacts(
+            conn, path, group=args.group, region=region, progress=_progress_bar())
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    print(f"{report.rows} rows: {report.imported} new, {report.updated} updated, "
+          f"{report.invalid_total} invalid, {report.duplicates_in_file} repeated in the file"
+          + (f"; group {report.group}" if report.group else ""))
+    for problem in report.invalid:
+        print(f"{path}:{problem.line}: invalid: {problem.raw!r}: {problem.reason}")
+    for problem in report.warnings:
+        print(f"{path}:{problem.line}: warning: {problem.raw!r}: {problem.reason}")
+    hidden = report.invalid_total - len(report.invalid)
+    if hidden:
+        print(f"... and {hidden} more invalid rows")
+    return 0
+
+
+def _number(ctx: Context, raw: str, region: str | None = None) -> str:
+    phone = audience.normalise(raw, region or ctx.config.default_region)
+    if phone is None:
+        raise EngineError(f"not a valid phone number: {raw!r}")
+    return phone
+
+
+async def contacts_suppress(ctx: Context, args: argparse.Namespace) -> int:
+    """Opt a number out of every campaign."""
+    phone = _number(ctx, args.number, args.region)
+    async with ctx.connection() as conn:
+        added = await audience.suppress(conn, phone, reason=args.reason, source="cli",
+                                        channel=args.channel)
+    print(f"{phone} suppressed" if added else f"{phone} was already suppressed")
+    return 0
+
+
+async def contacts_unsuppress(ctx: Context, args: argparse.Namespace) -> int:
+    """Lift a number's opt-out."""
+    phone = _number(ctx, args.number, args.region)
+    async with ctx.connection() as conn:
+        removed = await audience.unsuppress(conn, phone, channel=args.channel)
+    print(f"{phone} unsuppressed" if removed else f"{phone} was not suppressed")
+    return 0
+
+
+async def groups_list(ctx: Context, args: argparse.Namespace) -> int:
+    """List groups and their members."""
+    async with ctx.connection() as conn:
+        groups = await audience.list_groups(conn)
+    print_table(["group", "members", "created"],
+                [(g.name, g.members, g.created_at) for g in groups])
+    return 0
+
+
+# --- campaigns ---------------------------------------------------------------------------
+
+
+def _load(ctx: Context, paths: Sequence[str]) -> list[tuple[Path, Campaign]]:
+    loaded, problems = spec.load_paths(
+        [Path(p) for p in paths], accounts=set(ctx.config.providers),
+        default_region=ctx.config.default_region)
+    if problems:
+        raise CampaignFileError(problems)
+    return loaded
+
+
+async def campaign_validate(ctx: Context, args: argparse.Namespace) -> int:
+    """Check campaign files; no database needed."""
+    loaded, problems = spec.load_paths(
+        [Path(p) for p in args.paths], accounts=set(ctx.config.providers),
+        default_region=ctx.config.default_region)
+    for path, campaign in loaded:
+        print(f"{path}: ok ({campaign.name})")
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0
+
+
+async def campaign_apply(ctx: Context, args: argparse.Namespace) -> int:
+    """Store or update campaigns (all files must validate first)."""
+    loaded = _load(ctx, args.paths)
+    async with ctx.connection() as conn:
+        for path, campaign in loaded:
+            applied = await campaigns.apply_campaign(conn, campaign, path, ctx.config)
+            when = f", next run {_cell(applied.next_run_at)}" if applied.next_run_at else ""
+            print(f"{applied.name}: {applied.action}{when}")
+            if applied.file_report is not None:
+                report = applied.file_report
+                print(f"  audience file: {report.rows} rows, {report.invalid_total} invalid")
+    return 0
+
+
+async def campaign_preview(ctx: Context, args: argparse.Namespace) -> int:
+    """Render samples and totals for a campaign file against the database."""
+    [(_, campaign)] = _load(ctx, [args.file])
+    async with ctx.connection() as conn:
+        preview = await campaigns.preview_campaign(conn, campaign, ctx.config, limit=args.limit)
+    _print_preview(preview)
+    return 0
+
+
+def _print_preview(preview: campaigns.Preview) -> None:
+    for sample in preview.samples:
+        print(f"{sample.phone}  [{sample.locale or 'default'}]  {sample.status}  "
+              f"{sample.encoding or '-'}  {sample.segments or 0} seg  {sample.cost or 0} credits")
+        print(f"    {sample.text if sample.text is not None else sample.detail}")
+    queued = preview.statuses.get("queued", 0)
+    print(f"recipients: {preview.recipients}   to send: {queued}")
+    for status, count in sorted(preview.statuses.items()):
+        if status != "queued":
+            print(f"  {status}: {count}")
+    print(f"segments: {preview.segments}   estimated cost: {preview.cost} credits"
+          + (f" (budget {preview.budget})" if preview.budget is not None else ""))
+    if preview.budget is not None and preview.cost > preview.budget:
+        print("  over budget: a run would not start")
+    if preview.ucs2_messages:
+        chars = ", ".join(f"{c!r} x{n}" for c, n in preview.ucs2_chars.most_common(10))
+        print(f"UCS-2 messages: {preview.ucs2_messages}, because of {chars}")
+        if preview.smart_saves:
+            print(f"  encoding: smart would save {preview.smart_saves} segments")
+
+
+async def campaign_list(ctx: Context, args: argparse.Namespace) -> int:
+    """Campaigns with their next run and last run's outcome."""
+    async with ctx.connection() as conn:
+        rows = await conn.fetch(QUERIES["list_campaigns"])
+    print_table(["campaign", "status", "next run", "last run", "run status", "counts"],
+                [(r["name"], r["status"], r["next_run_at"], r["scheduled_for"],
+                  r["run_status"], r["counts"] or None) for r in rows])
+    return 0
+
+
+async def campaign_send(ctx: Context, args: argparse.Namespace) -> int:
+    """Create a run of the campaign now."""
+    async with ctx.connection() as conn:
+        run_id = await campaigns.create_run_now(conn, args.name)
+    print(f"run {run_id} of {args.name} created; a running daemon expands and sends it")
+    return 0
+
+
+async def campaign_runs(ctx: Context, args: argparse.Namespace) -> int:
+    """A campaign's runs, newest first."""
+    async with ctx.connection() as conn:
+        row = await campaigns.campaign_row(conn, args.name)
+        runs = await conn.fetch(QUERIES["runs_of_campaign"], row["id"], args.limit)
+    print_table(["run", "kind", "scheduled for", "status", "cost", "counts", "reason"],
+                [(r["id"], r["kind"], r["scheduled_for"], r["status"], r["estimated_cost"],
+                  r["live_counts"] or None, r["reason"]) for r in runs])
+    return 0
+
+
+async def campaign_test(ctx: Context, args: argparse.Namespace) -> int:
+    """Queue the campaign for one number as a test run."""
+    phone = _number(ctx, args.to)
+    async with ctx.connection() as conn:
+        sent = await campaigns.create_test_send(conn, args.name, phone, ctx.config)
+    print(f"message {sent.message_id} (run {sent.run_id}): {sent.status}")
+    print(f"    {sent.body if sent.body is not None else sent.detail}")
+    return 0 if sent.status == "queued" else 1
+
+
+# --- providers ---------------------------------------------------------------------------
+
+
+async def providers_subscribe(ctx: Context, args: argparse.Namespace) -> int:
+    """Create the provider-side webhook subscription of an account, where it has one."""
+    account = ctx.config.providers.get(args.account)
+    if account is None:
+        raise ConfigError(f"no provider account {args.account!r} in the configuration")
+    public_url = ctx.config.webhooks.public_url
+    if not public_url:
+        raise ConfigError("webhooks.public_url must be set: providers call the engine there")
+    async with aiohttp.ClientSession() as session:
+        adapter = adapter_for(args.account, account, session, public_url=public_url)
+        subscribe = getattr(adapter, "subscribe", None)
+        if subscribe is None:
+            print(f"{args.account}: this provider has no subscription API; set its callback URL"
+                  f" to {adapter.webhook_url(public_url)} in its dashboard")
+            return 0
+        created = await subscribe(public_url)
+    print(f"{args.account}: subscribed {adapter.webhook_url(public_url)}")
+    print(orjson.dumps(created, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+# --- simulator ---------------------------------------------------------------------------
+
+
+async def simulator_serve(ctx: Context, args: argparse.Namespace) -> int:
+    """Serve the provider simulator until interrupted."""
+    settings = SimulatorSettings()
+    if args.settings:
+        path = Path(args.settings)
+        doc = yamldoc.load(path)
+        try:
+            settings = SimulatorSettings.model_validate(doc.data or {})
+        except ValidationError as exc:
+            raise ConfigError("\n".join(doc.validation_problems(exc))) from exc
+    running = await serve(settings, args.host, args.port)
+    print(f"simulator listening on {running.url} (stats at {running.url}/sim/stats)", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await running.close()
     return 0
 
 
@@ -134,24 +465,64 @@ def build_parser() -> argparse.ArgumentParser:
     _command(dbs, "stop", db_stop, "stop the embedded PostgreSQL server")
 
     contacts = _group(sub, "contacts", "contacts: import, suppress, unsuppress")
-    _command(contacts, "import", not_built("contacts import"), "import contacts from CSV")
+    imp = _command(contacts, "import", contacts_import, "import contacts from a CSV file")
+    imp.add_argument("file")
+    imp.add_argument("--group", help="add the imported contacts to this group")
+    imp.add_argument("--region", metavar="CC", help="region for numbers without +country")
+    for name, handler, text in (("suppress", contacts_suppress, "opt a number out"),
+                                ("unsuppress", contacts_unsuppress, "lift an opt-out")):
+        cmd = _command(contacts, name, handler, text)
+        cmd.add_argument("number")
+        cmd.add_argument("--region", metavar="CC")
+        cmd.add_argument("--channel", default="*", help="one channel only (default: all)")
+        if name == "suppress":
+            cmd.add_argument("--reason")
     groups = _group(sub, "groups", "contact groups")
-    _command(groups, "list", not_built("groups list"), "list groups and their sizes")
+    _command(groups, "list", groups_list, "list groups and their sizes")
 
     campaign = _group(sub, "campaign", "campaigns: validate, preview, apply, list, ...")
-    for name in ("validate", "preview", "apply", "list", "send", "runs", "test",
-                 "pause", "resume", "cancel"):
-        _command(campaign, name, not_built(f"campaign {name}"), f"campaign {name}")
+    for name, handler, text in (
+        ("validate", campaign_validate, "check campaign files (no database needed)"),
+        ("apply", campaign_apply, "store or update campaigns from files"),
+    ):
+        _command(campaign, name, handler, text).add_argument("paths", nargs="+", metavar="PATH")
+    preview = _command(campaign, "preview", campaign_preview, "rendered samples, totals, cost")
+    preview.add_argument("file")
+    preview.add_argument("--limit", type=int, default=5, help="samples to show (default 5)")
+    _command(campaign, "list", campaign_list, "campaigns, next run and last outcome")
+    _command(campaign, "send", campaign_send, "create a run now").add_argument("name")
+    runs = _command(campaign, "runs", campaign_runs, "a campaign's runs and their counts")
+    runs.add_argument("name")
+    runs.add_argument("--limit", type=int, default=20)
+    test = _command(campaign, "test", campaign_test, "send the campaign to one number")
+    test.add_argument("name")
+    test.add_argument("--to", required=True, metavar="NUMBER")
+    for name in ("pause", "resume", "cancel"):
+        _command(campaign, name, not_built(f"campaign {name}"), f"{name} a campaign's run")
 
     sms = _group(sub, "sms", "SMS text analysis")
-    _command(sms, "analyze", not_built("sms analyze"), "encoding, segments and cost of a text")
+    analyze = _command(sms, "analyze", sms_analyze, "encoding, segments and cost of a text")
+    analyze.add_argument("text")
+    analyze.add_argument("--to", metavar="NUMBER", help="destination, to price the message")
+    analyze.add_argument("--account", metavar="NAME", help="provider account whose prices apply")
+    analyze.add_argument("--region", metavar="CC", help="region for numbers without +country")
+    analyze.add_argument("--smart", action="store_true", help="apply smart encoding first")
+    analyze.add_argument("--json", action="store_true", help="print one JSON object")
 
     _command(sub, "run", not_built("run"), "run the daemon")
     _command(sub, "status", not_built("status"), "live daemons, runs and queues")
     _command(sub, "report", not_built("report"), "delivery outcomes per campaign and run")
     _command(sub, "export", not_built("export"), "export one row per recipient to CSV")
     _command(sub, "demo", not_built("demo"), "run a whole campaign on the simulator")
-    _command(sub, "simulator", not_built("simulator"), "serve the provider simulator")
+    providers = _group(sub, "providers", "provider accounts")
+    _command(providers, "subscribe", providers_subscribe,
+             "create the provider-side webhook subscription").add_argument("account")
+
+    simulator = _command(sub, "simulator", simulator_serve, "serve the provider simulator")
+    simulator.add_argument("--host", default="127.0.0.1")
+    simulator.add_argument("--port", type=int, default=8090)
+    simulator.add_argument("--settings", metavar="FILE",
+                           help="YAML simulator settings (faults, receipts per provider)")
     return parser
 
 
@@ -167,10 +538,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         handler: Handler = args.handler
         return asyncio.run(handler(ctx, args))
+    except CampaignFileError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return exc.exit_code
     except EngineError as exc:
         if args.debug:
             raise
         print(f"engine: {exc}", file=sys.stderr)
         return exc.exit_code
+    except asyncpg.PostgresError as exc:
+        if args.debug:
+            raise
+        print(f"engine: database error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

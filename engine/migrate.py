@@ -129,3 +129,12 @@ async def status(conn: asyncpg.Connection, directory: Path | None = None) -> lis
             _check_unchanged(migration, row)
         states.append(MigrationState(migration, row["applied_at"] if row else None))
     return states
+
+
+async def require_current(conn: asyncpg.Connection, directory: Path | None = None) -> None:
+    """Raise MigrationError naming the command to run when migrations are pending."""
+    pending = [s.migration for s in await status(conn, directory) if s.applied_at is None]
+    if pending:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending)
+        raise MigrationError(
+            f"the database is not up to date (pending: {names}); run 'engine db migrate'")

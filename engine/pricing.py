@@ -78,6 +78,13 @@ class PriceTable:
             raise ValueError(f"segments must not be negative, got {segments}")
         return segments * self.rate_for(e164)
 
+    @property
+    def longest_prefix(self) -> int:
+        """The most digits any prefix here or in a fallback has: numbers that agree on
+        that many digits have the same rate (so rates may be cached by them)."""
+        below = 0 if self.fallback is None else self.fallback.longest_prefix
+        return max((*self._lengths[:1], below))
+
     def _match(self, digits: str) -> Decimal | None:
         """Return the longest-prefix rate in this table or its fallbacks, if any."""
         get = self.prefixes.get

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import BaseLoader, Environment, StrictUndefined, TemplateNotFound, nodes
+from jinja2 import BaseLoader, Environment, StrictUndefined, TemplateNotFound, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -162,6 +162,12 @@ def compile_message(message: MessageSpec) -> MessageTemplates:
         for tag, source in message.locales.items()
     }
     return MessageTemplates(env.from_string(message.body), locales)
+
+
+def variables(source: str) -> frozenset[str]:
+    """The names a template reads from its context (for caching renders by their values)."""
+    env = _environment()
+    return frozenset(meta.find_undeclared_variables(env.parse(source)))
 
 
 def build_context(

@@ -1,0 +1,270 @@
+"""Campaigns in the database: apply, list, runs, manual and test sends.
+
+``apply`` is idempotent: the stored spec carries a hash of the campaign and of its
+audience file, so applying an unchanged file changes nothing. A campaign with a run in
+progress cannot be changed. The audience file's rows are imported as contacts into the
+group ``campaign:<name>`` (replacing the previous file's members) and its invalid rows
+are kept, so every run records them as ``invalid_number``.
+
+The first firing is set on apply: ``now`` campaigns fire at once, ``at`` campaigns at
+their instant (a past instant is handled by the scheduler's misfire rule), ``cron``
+campaigns at their next firing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from engine import sms
+from engine.audience import ImportReport, import_contacts, mask
+from engine.config import EngineConfig
+from engine.errors import EngineError
+from engine.expander import Row, SendTiming, Sources, file_group, plan_run, utcnow
+from engine.queries import QUERIES
+from engine.spec import Campaign
+from engine.status import MessageStatus, RunStatus
+
+log = logging.getLogger(__name__)
+
+
+class CampaignError(EngineError):
+    """A campaign cannot be changed or run as asked."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What applying one campaign file did."""
+
+    name: str
+    action: str  # created, updated or unchanged
+    next_run_at: datetime | None
+    file_report: ImportReport | None = None
+
+
+def first_firing(campaign: Campaign, now: datetime) -> datetime | None:
+    """When a newly applied campaign fires first."""
+    schedule = campaign.schedule
+    if schedule.kind == "now":
+        return now
+    if schedule.kind == "at":
+        return schedule.at_utc
+    return schedule.next_fire_time(now)
+
+
+def content_hash(campaign: Campaign) -> str:
+    """Hash of the spec and of the audience file's bytes: unchanged means unchanged."""
+    digest = hashlib.sha256(campaign.spec_hash().encode())
+    if campaign.audience.file is not None:
+        digest.update(Path(campaign.audience.file).read_bytes())
+    return digest.hexdigest()
+
+
+async def apply_campaign(conn: asyncpg.Connection, campaign: Campaign, source: Path,
+                         config: EngineConfig, *, now: datetime | None = None) -> Applied:
+    """Store or update one campaign; refuse while one of its runs is in progress."""
+    now = now or utcnow()
+    digest = content_hash(campaign)
+    async with conn.transaction():
+        row = await conn.fetchrow(QUERIES["campaign_for_apply"], campaign.name)
+        if row is not None and row["spec_hash"] == digest:
+            return Applied(campaign.name, "unchanged", None)
+        if row is not None:
+            await _refuse_if_running(conn, row["id"], campaign.name)
+        next_run = first_firing(campaign, now)
+        spec = campaign.spec_json()
+        if row is None:
+            campaign_id = await conn.fetchval(QUERIES["insert_campaign"], campaign.name, spec,
+                                              digest, str(source), next_run)
+        else:
+            campaign_id = row["id"]
+            await conn.execute(QUERIES["update_campaign"], campaign_id, spec, digest,
+                               str(source), next_run)
+    report = await _load_file(conn, campaign_id, campaign, config)
+    return Applied(campaign.name, "created" if row is None else "updated", next_run, report)
+
+
+async def _refuse_if_running(conn: asyncpg.Connection, campaign_id: int, name: str) -> None:
+    active = await conn.fetchrow(QUERIES["active_run"], campaign_id)
+    if active is not None:
+        raise CampaignError(
+            f"campaign {name!r} has run {active['id']} in progress ({active['status']}); "
+            "wait for it to finish, or pause or cancel it, before changing the campaign")
+
+
+async def _load_file(conn: asyncpg.Connection, campaign_id: int, campaign: Campaign,
+                     config: EngineConfig) -> ImportReport | None:
+    await conn.execute(QUERIES["clear_invalid_recipients"], campaign_id)
+    group = file_group(campaign.name)
+    await conn.execute(QUERIES["clear_group_members"], group)
+    if campaign.audience.file is None:
+        return None
+    report = await import_contacts(conn, Path(campaign.audience.file), group=group,
+                                   region=config.default_region)
+    if report.invalid:
+        bad = report.invalid
+        await conn.execute(QUERIES["insert_invalid_recipients_of_file"], campaign_id,
+                           [p.line for p in bad], [p.raw for p in bad], [p.reason for p in bad])
+    return report
+
+
+async def campaign_row(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
+    """The stored campaign, or a clear error naming it."""
+    row = await conn.fetchrow(QUERIES["campaign_by_name"], name)
+    if row is None:
+        raise CampaignError(f"no campaign named {name!r} (apply its file first)")
+    return row
+
+
+async def create_run_now(conn: asyncpg.Connection, name: str) -> int:
+    """A manual run of the campaign, due now (the scheduler's expander picks it up)."""
+    row = await campaign_row(conn, name)
+    run_id: int = await conn.fetchval(QUERIES["insert_manual_run"], row["id"], utcnow(),
+                                      "manual", RunStatus.SCHEDULED.value, row["spec"])
+    return run_id
+
+
+@dataclass(frozen=True, slots=True)
+class TestSend:
+    """The single message of a test run."""
+
+    run_id: int
+    message_id: int
+    status: MessageStatus
+    body: str | None
+    detail: str | None
+
+
+async def create_test_send(conn: asyncpg.Connection, name: str, phone: str,
+                           config: EngineConfig) -> TestSend:
+    """Render the campaign for one number and queue it as a run of its own.
+
+    A test run bypasses the audience, the budget and the frequency cap, but never an
+    opt-out. The contact's own data is used when the number is a known contact; otherwise
+    ``first_name`` and ``last_name`` get sample values.
+    """
+    row = await campaign_row(conn, name)
+    campaign = Campaign.from_spec(row["spec"])
+    rec = await _test_recipient(conn, phone, campaign.channel)
+    if rec["suppressed"]:
+        raise CampaignError(f"{phone} has opted out; a test send is not allowed")
+    async with conn.transaction():
+        now = utcnow()
+        run_id = await conn.fetchval(QUERIES["insert_manual_run"], row["id"], now, "test",
+                                     RunStatus.SENDING.value, row["spec"])
+        plan = plan_run(run_id, campaign, config)
+        values = plan.decide(rec, SendTiming(campaign, now), None)
+        assert values is not None  # a test recipient is never excluded
+        message_id = await conn.fetchval(QUERIES["insert_test_message"], *values)
+    status = MessageStatus(values[11])
+    return TestSend(run_id, message_id, status, values[6], values[15])
+
+
+async def _test_recipient(conn: asyncpg.Connection, phone: str, channel: str) -> dict[str, Any]:
+    known = await conn.fetchrow(QUERIES["contact_by_phone"], phone, channel)
+    if known is not None:
+        return dict(known)
+    suppressed = await conn.fetchval(QUERIES["is_suppressed_on"], phone, channel)
+    return {"id": None, "phone": phone, "first_name": "Test", "last_name": "Recipient",
+            "locale": None, "timezone": None, "attributes": {}, "excluded": False,
+            "suppressed": suppressed, "recent": 0}
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One rendered message as the preview shows it."""
+
+    phone: str
+    locale: str | None
+    status: str
+    text: str | None
+    encoding: str | None
+    segments: int | None
+    cost: Decimal | None
+    detail: str | None
+
+
+@dataclass(slots=True)
+class Preview:
+    """What a campaign would send now, to whom, and at what cost."""
+
+    samples: list[Sample] = field(default_factory=list)
+    recipients: int = 0
+    statuses: Counter[str] = field(default_factory=Counter)
+    segments: int = 0
+    cost: Decimal = Decimal(0)
+    budget: Decimal | None = None
+    ucs2_messages: int = 0
+    ucs2_chars: Counter[str] = field(default_factory=Counter)
+    smart_saves: int = 0
+
+    def add(self, row: Row, smart_already: bool) -> None:
+        """Count one decided recipient."""
+        self.recipients += 1
+        status = row[11]
+        self.statuses[status] += 1
+        if status != MessageStatus.QUEUED.value:
+            return
+        self.segments += row[9]
+        self.cost += row[10]
+        if row[8] == str(sms.UCS2):
+            self._ucs2(row[6], row[9], smart_already)
+
+    def _ucs2(self, body: str, segments: int, smart_already: bool) -> None:
+        self.ucs2_messages += 1
+        self.ucs2_chars.update(char for _, char in sms.analyze(body).non_gsm)
+        if not smart_already:
+            self.smart_saves += segments - sms.analyze(body, smart=True).segments
+
+
+async def preview_campaign(conn: asyncpg.Connection, campaign: Campaign, config: EngineConfig,
+                           *, limit: int = 5, batch_size: int = 5000) -> Preview:
+    """Decide every recipient exactly as a run would, inside a transaction rolled back after."""
+    preview = Preview(budget=campaign.limits.budget)
+    plan = plan_run(0, campaign, config)
+    smart = campaign.message.encoding == "smart"
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        invalid = await _preview_file(conn, campaign, config)
+        preview.recipients += invalid
+        preview.statuses.update({MessageStatus.INVALID_NUMBER.value: invalid} if invalid else {})
+        sources = await Sources.resolve(conn, campaign, campaign.name)
+        timing = SendTiming(campaign, utcnow())
+        async for records in sources.batches(conn, campaign.channel, utcnow(), 0, batch_size):
+            for rec in records:
+                row = plan.decide(rec, timing, sources.cap_count)
+                if row is not None:
+                    preview.add(row, smart)
+                    _sample(preview, row, limit)
+        duplicates = await sources.duplicates(conn)
+        if duplicates:
+            preview.statuses[MessageStatus.DUPLICATE.value] = duplicates
+    finally:
+        await transaction.rollback()
+    return preview
+
+
+async def _preview_file(conn: asyncpg.Connection, campaign: Campaign,
+                        config: EngineConfig) -> int:
+    if campaign.audience.file is None:
+        return 0
+    group = file_group(campaign.name)
+    await conn.execute(QUERIES["clear_group_members"], group)
+    report = await import_contacts(conn, Path(campaign.audience.file), group=group,
+                                   region=config.default_region)
+    return report.invalid_total
+
+
+def _sample(preview: Preview, row: Row, limit: int) -> None:
+    if len(preview.samples) < limit:
+        preview.samples.append(Sample(mask(row[2]), row[7], row[11], row[6], row[8], row[9],
+                                      row[10], row[15]))

@@ -1,0 +1,52 @@
+-- name: due_campaigns
+-- Active campaigns whose next firing is due, locked so that two schedulers never
+-- create the same runs (the other skips them).
+SELECT id, name, spec, next_run_at
+  FROM campaigns
+ WHERE status = 'active' AND next_run_at <= $1
+ ORDER BY next_run_at
+   FOR UPDATE SKIP LOCKED;
+
+-- name: insert_run
+-- One firing of a campaign; unique per (campaign, scheduled_for), so a repeated tick
+-- creates nothing.
+INSERT INTO campaign_runs (campaign_id, scheduled_for, kind, status, reason, spec)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (campaign_id, scheduled_for) DO NOTHING
+RETURNING id;
+
+-- name: set_next_run
+-- After a firing: the next one, or finished when there is none.
+UPDATE campaigns
+   SET next_run_at = $2,
+       status = CASE WHEN $2::timestamptz IS NULL THEN 'finished'::campaign_status ELSE status END,
+       updated_at = now()
+ WHERE id = $1;
+
+-- name: claim_run
+-- The oldest due run waiting for expansion. SKIP LOCKED: concurrent schedulers each
+-- get a different run (or none). Runs left in 'expanding' by a dead expander are taken
+-- over by the advisory-lock check in Python, not here.
+SELECT r.id
+  FROM campaign_runs r
+ WHERE r.status = 'scheduled' AND r.scheduled_for <= $1
+ ORDER BY r.scheduled_for
+ LIMIT 1
+   FOR UPDATE SKIP LOCKED;
+
+-- name: orphaned_expansions
+-- Runs in 'expanding': each is either being expanded (its expander holds the run's
+-- advisory lock) or was interrupted (nobody does), in which case it is resumed.
+SELECT id FROM campaign_runs WHERE status = 'expanding' ORDER BY scheduled_for;
+
+-- name: mark_expanding
+UPDATE campaign_runs
+   SET status = 'expanding', claimed_by = $2, started_at = coalesce(started_at, now()),
+       updated_at = now()
+ WHERE id = $1;
+
+-- name: run_for_expansion
+-- Everything the expander needs about one run.
+SELECT r.id, r.campaign_id, r.scheduled_for, r.kind, r.spec, r.checkpoint, c.name
+  FROM campaign_runs r JOIN campaigns c ON c.id = r.campaign_id
+ WHERE r.id = $1;

@@ -1,0 +1,102 @@
+"""Small builders shared by the database tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+
+from engine import campaigns, scheduler
+from engine.config import EngineConfig
+from engine.expander import Expander
+from engine.spec import Campaign
+
+
+def campaign(name: str = "promo", **overrides: Any) -> Campaign:
+    """A valid campaign (now, group 'all', simulator account).
+
+    Overrides replace top-level keys; mappings other than ``schedule`` are merged.
+    """
+    data: dict[str, Any] = {
+        "name": name,
+        "provider": "simulator",
+        "schedule": {"now": True},
+        "audience": {"groups": ["all"]},
+        "message": {"body": "Hi {{ first_name | default('there') }}, {{ offer }}"},
+        "vars": {"offer": "20% off"},
+    }
+    for key, value in overrides.items():
+        if key != "schedule" and isinstance(value, Mapping) and isinstance(data.get(key), Mapping):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return Campaign.from_spec(data)
+
+
+async def add_contacts(
+    conn: asyncpg.Connection, rows: Iterable[Mapping[str, Any]], groups: Iterable[str] = ("all",)
+) -> list[int]:
+    """Insert contacts (dicts with phone and optional fields) and add them to groups."""
+    ids = []
+    for row in rows:
+        ids.append(
+            await conn.fetchval(
+                "INSERT INTO contacts (phone, first_name, last_name, locale, timezone, attributes)"
+                " VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (phone) DO UPDATE SET phone = "
+                "EXCLUDED.phone RETURNING id",
+                row["phone"],
+                row.get("first_name"),
+                row.get("last_name"),
+                row.get("locale"),
+                row.get("timezone"),
+                dict(row.get("attributes", {})),
+            )
+        )
+    for group in groups:
+        gid = await conn.fetchval(
+            "INSERT INTO groups (name) VALUES ($1) ON CONFLICT (name) DO UPDATE SET name ="
+            " EXCLUDED.name RETURNING id",
+            group,
+        )
+        await conn.execute(
+            "INSERT INTO group_members (group_id, contact_id) SELECT $1, unnest($2::bigint[])"
+            " ON CONFLICT DO NOTHING",
+            gid,
+            ids,
+        )
+    return ids
+
+
+def numbers(count: int, start: int = 1000001, prefix: str = "+2782") -> list[str]:
+    """Distinct valid South African mobile numbers, none ending in 0000 (the simulator
+    always rejects those)."""
+    found: list[str] = []
+    value = start
+    while len(found) < count:
+        if value % 10000:
+            found.append(f"{prefix}{value:07d}")
+        value += 1
+    return found
+
+
+async def fire_and_expand(
+    conn: asyncpg.Connection, pool: asyncpg.Pool, spec: Campaign, config: EngineConfig
+) -> int:
+    """Apply a 'now' campaign, create its run and expand it to 'sending'; the run id."""
+    now = datetime.now(UTC)
+    await campaigns.apply_campaign(conn, spec, Path("test.yaml"), config, now=now)
+    [firing] = await scheduler.create_due_runs(conn, now, timedelta(hours=1))
+    assert firing.run_id is not None
+    result = await Expander(pool, config, "expander").run_once()
+    assert result is not None
+    return firing.run_id
+
+
+async def statuses(conn: asyncpg.Connection, run_id: int) -> dict[str, str]:
+    """phone -> status of every message of a run."""
+    rows = await conn.fetch("SELECT phone, status::text FROM messages WHERE run_id = $1", run_id)
+    return {r["phone"]: r["status"] for r in rows}

@@ -1,0 +1,351 @@
+"""Scheduling and expansion on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from engine import campaigns, db, expander, scheduler
+from engine.config import EngineConfig
+from engine.expander import Expander
+from engine.status import RunStatus
+from tests.integration.helpers import add_contacts, campaign, numbers, statuses
+
+CONFIG = EngineConfig()
+GRACE = timedelta(hours=1)
+
+
+async def fire(conn: asyncpg.Connection, spec: Any, now: datetime | None = None) -> int:
+    """Apply a campaign and let the scheduler create its (single) due run."""
+    now = now or datetime.now(UTC)
+    await campaigns.apply_campaign(conn, spec, Path("test.yaml"), CONFIG, now=now)
+    fired = await scheduler.create_due_runs(conn, now, GRACE)
+    assert [f.status for f in fired] == [RunStatus.SCHEDULED]
+    assert fired[0].run_id is not None
+    return fired[0].run_id
+
+
+async def test_expansion_queues_every_recipient_once_with_price_and_encoding(
+    conn: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    phones = numbers(12)
+    await add_contacts(conn, [{"phone": p, "first_name": f"N{i}"} for i, p in enumerate(phones)])
+    run_id = await fire(conn, campaign())
+    result = await Expander(pool, CONFIG, "w1", batch_size=5).run_once()
+    assert result is not None
+    assert result.run_id == run_id
+    assert result.status is RunStatus.SENDING
+    assert result.recipients == 12
+    assert result.estimated_cost == Decimal(12)
+    rows = await conn.fetch(
+        "SELECT phone, body, encoding, segments, cost, status::text, next_attempt_at, expires_at"
+        " FROM messages WHERE run_id = $1 ORDER BY phone",
+        run_id,
+    )
+    assert [r["phone"] for r in rows] == sorted(phones)
+    assert rows[0]["body"] == "Hi N0, 20% off"
+    assert {r["status"] for r in rows} == {"queued"}
+    assert all(r["encoding"] == "GSM-7" and r["segments"] == 1 for r in rows)
+    assert all(r["expires_at"] - r["next_attempt_at"] == timedelta(hours=24) for r in rows)
+    run = await conn.fetchrow(
+        "SELECT status::text, recipients, counts FROM campaign_runs WHERE id = $1", run_id
+    )
+    assert run["status"] == "sending"
+    assert run["counts"] == {"queued": 12}
+
+
+async def test_each_skip_reason_is_recorded(conn: asyncpg.Connection, pool: asyncpg.Pool) -> None:
+    ok, suppressed, capped, no_var, staff, twice = numbers(6)
+    await add_contacts(
+        conn,
+        [
+            {"phone": p, "attributes": {"promo": "x"}}
+            for p in (ok, suppressed, capped, staff, twice)
+        ],
+    )
+    await add_contacts(conn, [{"phone": no_var}])
+    await add_contacts(conn, [{"phone": staff}], groups=["staff"])
+    await add_contacts(conn, [{"phone": twice}], groups=["other"])
+    await conn.execute("INSERT INTO suppressions (phone, source) VALUES ($1, 'test')", suppressed)
+    earlier = await fire(conn, campaign("earlier", audience={"groups": [], "contacts": [capped]}))
+    await Expander(pool, CONFIG, "w1").run_once()
+    assert (await statuses(conn, earlier))[capped] == "queued"
+    spec = campaign(
+        audience={"groups": ["all", "other"], "exclude_groups": ["staff"]},
+        message={"body": "{{ promo }}"},
+        limits={"frequency_cap": "1/24h"},
+    )
+    run_id = await fire(conn, spec)
+    result = await Expander(pool, CONFIG, "w1").run_once()
+    assert result is not None
+    got = await statuses(conn, run_id)
+    assert got == {
+        ok: "queued",
+        suppressed: "suppressed",
+        capped: "frequency_capped",
+        no_var: "render_error",
+        twice: "queued",
+    }
+    detail = await conn.fetchval(
+        "SELECT error_detail FROM messages WHERE phone = $1 AND run_id = $2", no_var, run_id
+    )
+    assert "promo" in detail
+    assert result.counts["duplicate"] == 1  # 'twice' is in two included groups
+
+
+async def test_too_long_and_smart_encoding(conn: asyncpg.Connection, pool: asyncpg.Pool) -> None:
+    short, long_ = numbers(2)
+    await add_contacts(
+        conn,
+        [
+            {"phone": short, "attributes": {"text": "“quoted” — ok"}},
+            {"phone": long_, "attributes": {"text": "x" * 400}},
+        ],
+    )
+    spec = campaign(message={"body": "{{ text }}", "encoding": "smart", "max_segments": 2})
+    run_id = await fire(conn, spec)
+    await Expander(pool, CONFIG, "w1").run_once()
+    rows = {
+        r["phone"]: r
+        for r in await conn.fetch(
+            "SELECT phone, status::text, body, encoding, segments, error_detail FROM messages"
+            " WHERE run_id = $1",
+            run_id,
+        )
+    }
+    assert rows[short]["status"] == "queued"
+    assert rows[short]["body"] == '"quoted" - ok'
+    assert rows[short]["encoding"] == "GSM-7"
+    assert rows[long_]["status"] == "too_long"
+    assert rows[long_]["error_detail"] == "3 segments (max 2)"
+
+
+async def test_locale_fallback(conn: asyncpg.Connection, pool: asyncpg.Pool) -> None:
+    mx, es, fr, none = numbers(4)
+    await add_contacts(
+        conn,
+        [
+            {"phone": mx, "locale": "es-MX"},
+            {"phone": es, "locale": "es"},
+            {"phone": fr, "locale": "fr"},
+            {"phone": none},
+        ],
+    )
+    spec = campaign(message={"body": "Hello", "locales": {"es": "Hola", "es-MX": "Qué onda"}})
+    run_id = await fire(conn, spec)
+    await Expander(pool, CONFIG, "w1").run_once()
+    rows = {
+        r["phone"]: (r["body"], r["locale"])
+        for r in await conn.fetch(
+            "SELECT phone, body, locale FROM messages WHERE run_id = $1", run_id
+        )
+    }
+    assert rows == {
+        mx: ("Qué onda", "es-MX"),
+        es: ("Hola", "es"),
+        fr: ("Hello", None),
+        none: ("Hello", None),
+    }
+
+
+async def test_quiet_hours_in_each_recipients_time_zone(
+    conn: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    # 2027-01-15 20:30 UTC: 22:30 in Johannesburg (quiet), 15:30 in New York (not),
+    # 05:30 next day in Tokyo (quiet until 08:00 local = 23:00 UTC)
+    joburg, new_york, tokyo = numbers(3)
+    await add_contacts(
+        conn,
+        [
+            {"phone": joburg, "timezone": "Africa/Johannesburg"},
+            {"phone": new_york, "timezone": "America/New_York"},
+            {"phone": tokyo, "timezone": "Asia/Tokyo"},
+        ],
+    )
+    now = datetime(2027, 1, 15, 20, 30, tzinfo=UTC)
+    spec = campaign(
+        schedule={"at": "2027-01-15 20:30", "quiet_hours": "21:00-08:00", "validity": "6h"}
+    )
+    run_id = await fire(conn, spec, now)
+    expanded = await Expander(pool, CONFIG, "w1", clock=lambda: now).run_once()
+    assert expanded is not None
+    rows = {
+        r["phone"]: r
+        for r in await conn.fetch(
+            "SELECT phone, next_attempt_at, expires_at FROM messages WHERE run_id = $1", run_id
+        )
+    }
+    assert rows[joburg]["next_attempt_at"] == datetime(2027, 1, 16, 6, 0, tzinfo=UTC)
+    assert rows[tokyo]["next_attempt_at"] == datetime(2027, 1, 15, 23, 0, tzinfo=UTC)
+    assert rows[new_york]["next_attempt_at"] == now
+    assert rows[joburg]["expires_at"] == datetime(2027, 1, 16, 12, 0, tzinfo=UTC)
+
+
+async def test_number_time_zone_used_when_contact_has_none(
+    conn: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    # a Japanese mobile number without a contact time zone: Asia/Tokyo from the number
+    tokyo = "+819012345678"
+    await add_contacts(conn, [{"phone": tokyo}])
+    now = datetime(2027, 1, 15, 20, 30, tzinfo=UTC)
+    spec = campaign(schedule={"at": "2027-01-15 20:30", "quiet_hours": "21:00-08:00"})
+    run_id = await fire(conn, spec, now)
+    await Expander(pool, CONFIG, "w1", clock=lambda: now).run_once()
+    sent_at = await conn.fetchval("SELECT next_attempt_at FROM messages WHERE run_id = $1", run_id)
+    assert sent_at == datetime(2027, 1, 15, 23, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("budget", "status"), [(5, RunStatus.SENDING), (4, RunStatus.OVER_BUDGET)])
+async def test_budget_gate(
+    conn: asyncpg.Connection, pool: asyncpg.Pool, budget: int, status: RunStatus
+) -> None:
+    await add_contacts(conn, [{"phone": p} for p in numbers(5)])
+    run_id = await fire(conn, campaign(limits={"budget": budget}))
+    result = await Expander(pool, CONFIG, "w1").run_once()
+    assert result is not None
+    assert result.status is status
+    run = await conn.fetchrow(
+        "SELECT status::text, reason, estimated_cost FROM campaign_runs WHERE id = $1", run_id
+    )
+    assert run["status"] == status.value
+    assert run["estimated_cost"] == Decimal(5)
+    if status is RunStatus.OVER_BUDGET:
+        assert run["reason"] == "estimated cost 5 credits exceeds the budget of 4 credits"
+
+
+async def test_crash_mid_expansion_resumes_without_duplicates_or_gaps(
+    conn: asyncpg.Connection, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phones = numbers(50)
+    await add_contacts(conn, [{"phone": p} for p in phones])
+    run_id = await fire(conn, campaign())
+    decide = expander.RunPlan.decide
+    seen = 0
+
+    def crashing(self: expander.RunPlan, rec: Any, timing: Any, cap: Any) -> Any:
+        nonlocal seen
+        seen += 1
+        if seen == 23:
+            raise RuntimeError("injected crash")
+        return decide(self, rec, timing, cap)
+
+    monkeypatch.setattr(expander.RunPlan, "decide", crashing)
+    with pytest.raises(RuntimeError, match="injected crash"):
+        await Expander(pool, CONFIG, "dead", batch_size=10).run_once()
+    partial = await conn.fetchval("SELECT count(*) FROM messages WHERE run_id = $1", run_id)
+    assert partial in (10, 20)  # whole batches only
+    status = await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1", run_id)
+    assert status == "expanding"
+    monkeypatch.setattr(expander.RunPlan, "decide", decide)
+    result = await Expander(pool, CONFIG, "alive", batch_size=10).run_once()
+    assert result is not None
+    assert result.status is RunStatus.SENDING
+    assert sorted(await statuses(conn, run_id)) == sorted(phones)
+    assert result.recipients == 50
+
+
+async def test_two_expanders_never_take_the_same_run(
+    conn: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    await add_contacts(conn, [{"phone": p} for p in numbers(30)])
+    run_id = await fire(conn, campaign())
+    results = await asyncio.gather(
+        Expander(pool, CONFIG, "a", batch_size=3).run_once(),
+        Expander(pool, CONFIG, "b", batch_size=3).run_once(),
+    )
+    done = [r for r in results if r is not None]
+    assert len(done) == 1
+    assert done[0].run_id == run_id
+    assert await conn.fetchval("SELECT count(*) FROM messages WHERE run_id = $1", run_id) == 30
+
+
+async def test_two_schedulers_create_each_run_once(
+    conn: asyncpg.Connection, database_url: str
+) -> None:
+    now = datetime.now(UTC)
+    await campaigns.apply_campaign(conn, campaign(), Path("t.yaml"), CONFIG, now=now)
+    others = [await db.connect(database_url) for _ in range(2)]
+    try:
+        fired = await asyncio.gather(*(scheduler.create_due_runs(c, now, GRACE) for c in others))
+    finally:
+        for other in others:
+            await other.close()
+    assert sorted(len(f) for f in fired) == [0, 1]
+    assert await conn.fetchval("SELECT count(*) FROM campaign_runs") == 1
+    assert await conn.fetchval("SELECT status::text FROM campaigns") == "finished"
+
+
+async def test_missed_firings_are_recorded_and_the_latest_made_up(conn: asyncpg.Connection) -> None:
+    spec = campaign(schedule={"cron": "0 * * * *", "timezone": "UTC"})
+    applied_at = datetime(2027, 1, 10, 5, 30, tzinfo=UTC)
+    await campaigns.apply_campaign(conn, spec, Path("t.yaml"), CONFIG, now=applied_at)
+    # no scheduler ran from 06:00 until 09:20: 06, 07, 08 missed; 09:00 is within grace
+    fired = await scheduler.create_due_runs(conn, datetime(2027, 1, 10, 9, 20, tzinfo=UTC), GRACE)
+    assert [(f.scheduled_for.hour, f.status) for f in fired] == [
+        (6, RunStatus.MISSED),
+        (7, RunStatus.MISSED),
+        (8, RunStatus.MISSED),
+        (9, RunStatus.SCHEDULED),
+    ]
+    reason = await conn.fetchval(
+        "SELECT reason FROM campaign_runs WHERE status = 'missed' ORDER BY scheduled_for LIMIT 1"
+    )
+    assert reason.startswith("missed: no scheduler ran within 1:00:00")
+    assert await conn.fetchval("SELECT next_run_at FROM campaigns") == datetime(
+        2027, 1, 10, 10, 0, tzinfo=UTC
+    )
+
+
+async def test_latest_firing_too_old_is_missed(conn: asyncpg.Connection) -> None:
+    spec = campaign(schedule={"at": "2027-01-10 06:00"})
+    await campaigns.apply_campaign(
+        conn, spec, Path("t.yaml"), CONFIG, now=datetime(2027, 1, 1, tzinfo=UTC)
+    )
+    fired = await scheduler.create_due_runs(conn, datetime(2027, 1, 10, 8, 0, tzinfo=UTC), GRACE)
+    assert [f.status for f in fired] == [RunStatus.MISSED]
+    assert await conn.fetchval("SELECT status::text FROM campaigns") == "finished"
+
+
+async def test_cron_runs_at_local_time_across_daylight_saving(conn: asyncpg.Connection) -> None:
+    spec = campaign(schedule={"cron": "0 9 * * *", "timezone": "Europe/London"})
+    await campaigns.apply_campaign(
+        conn, spec, Path("t.yaml"), CONFIG, now=datetime(2027, 3, 27, 12, 0, tzinfo=UTC)
+    )
+    first = await conn.fetchval("SELECT next_run_at FROM campaigns")
+    assert first == datetime(2027, 3, 28, 8, 0, tzinfo=UTC)  # BST began that night
+    fired = await scheduler.create_due_runs(conn, first, GRACE)
+    assert [f.scheduled_for for f in fired] == [first]
+    assert await conn.fetchval("SELECT next_run_at FROM campaigns") == datetime(
+        2027, 3, 29, 8, 0, tzinfo=UTC
+    )
+
+
+async def test_account_balance_is_a_second_budget(
+    conn: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    import aiohttp
+
+    from engine.providers import adapter_for
+    from engine.providers.simulator import SimulatorSettings, serve
+
+    await add_contacts(conn, [{"phone": p} for p in numbers(5)])
+    async with await serve(SimulatorSettings(credit_balance=Decimal(4)), "127.0.0.1", 0) as sim:
+        config = EngineConfig.model_validate({"providers": {"zc": {
+            "type": "zoomconnect", "base_url": sim.url, "email": "a@b.c", "token": "t"}}})
+        async with aiohttp.ClientSession() as session:
+            adapter = adapter_for("zc", config.providers["zc"], session)
+            run_id = await fire(conn, campaign(provider="zc"))
+            result = await Expander(pool, config, "w1", balance=lambda _: adapter.balance()
+                                    ).run_once()
+    assert result is not None
+    assert result.status is RunStatus.OVER_BUDGET
+    assert result.reason == ("estimated cost 5 credits exceeds the balance of 4 credits"
+                             " on account zc")
+    assert await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1",
+                               run_id) == "over_budget"
