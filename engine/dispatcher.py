@@ -1,0 +1,427 @@
+"""The dispatcher: queued messages to providers, exactly once, at the provider's pace.
+
+One *lane* per run in ``sending`` claims that run's due messages in batches (one
+``FOR UPDATE SKIP LOCKED`` statement that also expires stale messages and drops numbers
+that opted out since expansion), sends them through the account's adapter, and records
+every result of the batch in one ``UPDATE ... FROM unnest(...)``. Lanes of one account
+share its :class:`aiolimiter.AsyncLimiter` (a bulk request takes one token per message)
+and a semaphore capping requests in flight; a run's own ``limits.rate`` adds a limiter of
+its own. A lane claims about one second of sending at its rate, so a crash can leave at
+most that many messages ``unknown``.
+
+Outcomes (DESIGN.md, "Delivery semantics"): ``accepted`` → ``sent``; ``rejected`` →
+``failed``; ``retry`` → ``queued`` again after exponential backoff with jitter (or the
+provider's ``retry_after``, which also pauses the whole account), ``failed`` once
+``max_attempts`` is reached; ``unknown`` → ``unknown``, never resent automatically.
+A message that now falls in its recipient's quiet hours goes back to ``queued`` until they
+end, without spending an attempt.
+
+The failure brake: when at least ``failure_ratio`` of a run's last ``failure_window``
+sends were rejected, the run is paused with the reason (a broken template or account
+must not burn a whole audience).
+
+``stop()`` stops claiming and lets in-flight sends finish within the grace period; a
+request cancelled before it started goes back to ``queued``, one cancelled in flight
+becomes ``unknown``. Leases of a dispatcher that died are recovered by any live one
+(:meth:`Dispatcher.recover_leases`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+from aiolimiter import AsyncLimiter
+
+from engine.config import EngineConfig
+from engine.expander import SendTiming, number_zone, utcnow
+from engine.providers.base import Adapter, Outbound, Outcome, SendResult
+from engine.queries import QUERIES
+from engine.spec import Campaign
+from engine.status import MessageStatus
+
+log = logging.getLogger(__name__)
+
+#: a lane claims at most this many messages at once, however fast the account
+MAX_CLAIM = 5000
+#: claim-send-record loops per run, so one batch's database work overlaps another's sends
+PIPELINE = 3
+BACKOFF_BASE = 2.0
+BACKOFF_CAP = 300.0
+
+
+def backoff(attempts: int, rng: random.Random) -> float:
+    """Seconds before retry number ``attempts``: exponential, capped, with jitter."""
+    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(attempts - 1, 0))
+    return rng.uniform(ceiling / 2, ceiling)
+
+
+@dataclass(slots=True)
+class AccountState:
+    """One provider account as this dispatcher sends to it."""
+
+    adapter: Adapter[Any]
+    rate: float
+    concurrency: int
+    limiter: AsyncLimiter = field(init=False)
+    semaphore: asyncio.Semaphore = field(init=False)
+    paused_until: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.limiter = AsyncLimiter(self.rate, 1)
+        self.semaphore = asyncio.Semaphore(self.concurrency)
+
+    @property
+    def batch(self) -> int:
+        """Messages per request: the adapter's batch, never more than a second of tokens."""
+        return max(1, min(self.adapter.max_batch, int(self.rate)))
+
+    def set_rate(self, rate: float) -> None:
+        """Change the rate (the share of the account this daemon may use)."""
+        if not math.isclose(rate, self.rate):
+            self.rate = rate
+            self.limiter = AsyncLimiter(rate, 1)
+
+    def pause(self, seconds: float) -> None:
+        """Send nothing on this account for ``seconds`` (the provider said 429)."""
+        loop = asyncio.get_running_loop()
+        self.paused_until = max(self.paused_until, loop.time() + seconds)
+        log.warning("account paused for %.1fs", seconds, extra={"account": self.adapter.name})
+
+    async def wait_unpaused(self) -> None:
+        """Sleep out a pause, if any."""
+        delay = self.paused_until - asyncio.get_running_loop().time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+
+@dataclass(slots=True)
+class _Chunk:
+    """One request's worth of claimed messages and how far it got."""
+
+    rows: list[asyncpg.Record]
+    started: bool = False
+    results: list[SendResult] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcomes:
+    """What one recorded batch amounted to, for the failure brake and the caller."""
+
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    unknown: int = 0
+    rejected_flags: tuple[bool, ...] = ()
+
+
+class Dispatcher:
+    """Claims, rate-limits, sends and records; one instance per daemon."""
+
+    def __init__(self, pool: asyncpg.Pool, config: EngineConfig, worker: str,
+                 adapters: Mapping[str, Adapter[Any]], *, poll_interval: float = 1.0,
+                 lease: timedelta = timedelta(seconds=60), failure_window: int = 200,
+                 failure_ratio: float = 0.2, share: Callable[[str], float] | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.pool = pool
+        self.config = config
+        self.worker = worker
+        self.poll_interval = poll_interval
+        self.lease = lease
+        self.failure_window = failure_window
+        self.failure_ratio = failure_ratio
+        self.share = share or (lambda account: 1.0)
+        self.rng = rng or random.Random()
+        self.accounts = {name: AccountState(adapter, self._rate(name), config.providers[name]
+                                            .concurrency) for name, adapter in adapters.items()}
+        self._lanes: dict[int, asyncio.Task[int]] = {}
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def _rate(self, account: str) -> float:
+        return self.config.providers[account].rate.per_second * self.share(account)
+
+    # --- the loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve every sending run until :meth:`stop`."""
+        while not self._stopping.is_set():
+            await self.serve_once()
+            await self._idle()
+
+    async def serve_once(self) -> None:
+        """Start a lane for every sending run that has none (lanes end when idle)."""
+        for name, state in self.accounts.items():
+            state.set_rate(self._rate(name))
+        async with self.pool.acquire() as conn:
+            runs = await conn.fetch(QUERIES["sending_runs"])
+        for run in runs:
+            task = self._lanes.get(run["id"])
+            if (task is None or task.done()) and run["account"] in self.accounts:
+                self._lanes[run["id"]] = asyncio.create_task(
+                    self._lane(run["id"], Campaign.from_spec(run["spec"])),
+                    name=f"lane-{run['id']}")
+        await self._reap()
+
+    async def _reap(self) -> None:
+        for run_id, task in list(self._lanes.items()):
+            if task.done():
+                del self._lanes[run_id]
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("lane failed", exc_info=task.exception(), extra={"run": run_id})
+
+    async def _idle(self) -> None:
+        """Wait for a NOTIFY, the poll interval or stop, whichever comes first."""
+        waiters = [asyncio.create_task(self._wake.wait()),
+                   asyncio.create_task(self._stopping.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=self.poll_interval,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+        self._wake.clear()
+
+    def wake(self) -> None:
+        """New work may be due (called on NOTIFY)."""
+        self._wake.set()
+
+    async def drain(self) -> None:
+        """Serve until a round of lanes finds nothing due (for tests and benchmarks)."""
+        while True:
+            await self.serve_once()
+            done = await asyncio.gather(*self._lanes.values(), return_exceptions=True)
+            for result in done:
+                if isinstance(result, BaseException):
+                    raise result
+            if not any(done):
+                return
+
+    async def stop(self, grace: timedelta) -> None:
+        """Stop claiming; give in-flight sends ``grace`` to finish, then cancel them."""
+        self._stopping.set()
+        lanes = list(self._lanes.values())
+        if not lanes:
+            return
+        _, pending = await asyncio.wait(lanes, timeout=grace.total_seconds())
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*lanes, return_exceptions=True)
+        self._lanes.clear()
+
+    # --- one run ----------------------------------------------------------------------
+
+    async def _lane(self, run_id: int, campaign: Campaign) -> int:
+        """Send the run's due messages until none is due; return how many were claimed.
+
+        ``PIPELINE`` loops claim, send and record side by side (SKIP LOCKED keeps them
+        apart), so the database round trips of one batch overlap the sending of another;
+        together they still claim about one second of sending.
+        """
+        account = self.accounts[campaign.provider]
+        own = campaign.limits.rate
+        run_limiter = AsyncLimiter(own.per_second, 1) if own is not None else None
+        recent: deque[bool] = deque(maxlen=self.failure_window)
+        braked = asyncio.Event()
+
+        async def loop() -> int:
+            total = 0
+            while not (self._stopping.is_set() or braked.is_set()):
+                rate = min(account.rate, own.per_second) if own is not None else account.rate
+                size = max(account.batch, min(MAX_CLAIM, math.ceil(rate)) // PIPELINE)
+                claimed = await self._claim(run_id, size)
+                if not claimed:
+                    break
+                total += len(claimed)
+                outcome = await self._send_claimed(run_id, campaign, account, run_limiter,
+                                                   claimed)
+                recent.extend(outcome.rejected_flags)
+                if await self._brake(run_id, recent):
+                    braked.set()
+            return total
+
+        return sum(await asyncio.gather(*(loop() for _ in range(PIPELINE))))
+
+    async def _claim(self, run_id: int, size: int) -> list[asyncpg.Record]:
+        lease_until = utcnow() + self.lease
+        async with self.pool.acquire() as conn:
+            rows: list[asyncpg.Record] = await conn.fetch(
+                QUERIES["claim_messages"], run_id, size, self.worker, lease_until)
+        return rows
+
+    async def _send_claimed(self, run_id: int, campaign: Campaign, account: AccountState,
+                            run_limiter: AsyncLimiter | None,
+                            claimed: Sequence[asyncpg.Record]) -> Outcomes:
+        sending = [row for row in claimed if row["status"] == MessageStatus.SENDING.value]
+        now = utcnow()
+        timing = SendTiming(campaign, now)
+        waiting = [row for row in sending if self._held(row, timing, now)]
+        held = {row["id"] for row in waiting}
+        chunks = [_Chunk(part) for part in _split([r for r in sending if r["id"] not in held],
+                                                   account.batch)]
+        tasks = [asyncio.create_task(self._send_chunk(account, run_limiter, chunk))
+                 for chunk in chunks]
+        try:
+            await asyncio.gather(*tasks)
+        except asyncio.CancelledError:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.shield(self._record(run_id, chunks, waiting, timing, cancelled=True))
+            raise
+        return await self._record(run_id, chunks, waiting, timing, cancelled=False)
+
+    def _held(self, row: asyncpg.Record, timing: SendTiming, now: datetime) -> bool:
+        if timing.campaign.schedule.quiet_hours is None:
+            return False
+        zone = row["timezone"] or number_zone(row["phone"]) or timing.campaign.schedule.timezone
+        return timing.times(zone)[0] > now
+
+    async def _send_chunk(self, account: AccountState, run_limiter: AsyncLimiter | None,
+                          chunk: _Chunk) -> None:
+        if run_limiter is not None:
+            await run_limiter.acquire(len(chunk.rows))
+        await account.limiter.acquire(len(chunk.rows))
+        await account.wait_unpaused()
+        async with account.semaphore:
+            chunk.started = True
+            chunk.results = await account.adapter.send([_outbound(r) for r in chunk.rows])
+        pauses = [r.retry_after for r in chunk.results if r.retry_after]
+        if pauses:
+            account.pause(max(pauses))
+
+    async def _record(self, run_id: int, chunks: Sequence[_Chunk],
+                      waiting: Sequence[asyncpg.Record], timing: SendTiming,
+                      cancelled: bool) -> Outcomes:
+        batch = _Batch(self.config.max_attempts, self.rng, utcnow())
+        for chunk in chunks:
+            for row, result in zip(chunk.rows, _results_of(chunk, cancelled), strict=True):
+                batch.add(row, result)
+        for row in waiting:
+            zone = row["timezone"] or number_zone(row["phone"]) or timing.campaign.schedule.timezone
+            batch.hold(row, timing.times(zone)[0])
+        if batch.ids:
+            async with self.pool.acquire() as conn:
+                await conn.execute(QUERIES["record_results"], *batch.columns(), self.worker)
+        return batch.outcomes()
+
+    async def _brake(self, run_id: int, recent: deque[bool]) -> bool:
+        if len(recent) < self.failure_window or not recent[-1]:
+            return False
+        rejected = sum(recent)
+        if rejected < self.failure_ratio * len(recent):
+            return False
+        reason = (f"paused by the failure brake: {rejected} of the last {len(recent)} sends "
+                  "were rejected")
+        async with self.pool.acquire() as conn:
+            await conn.execute(QUERIES["pause_run"], run_id, reason)
+        log.warning(reason, extra={"run": run_id})
+        return True
+
+    # --- leases -------------------------------------------------------------------------
+
+    async def recover_leases(self) -> int:
+        """Settle messages whose dispatcher died mid-send; return how many."""
+        safe = [name for name, state in self.accounts.items() if state.adapter.idempotent_sends]
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(QUERIES["recover_leases"], safe)
+        if rows:
+            log.warning("recovered %d expired leases", len(rows))
+        return len(rows)
+
+
+def _split(rows: Sequence[asyncpg.Record], size: int) -> list[list[asyncpg.Record]]:
+    return [list(rows[i:i + size]) for i in range(0, len(rows), size)]
+
+
+def _outbound(row: asyncpg.Record) -> Outbound:
+    return Outbound(message_id=row["id"], to=row["phone"], body=row["body"],
+                    sender=row["sender"], channel=row["channel"], encoding=row["encoding"],
+                    segments=row["segments"])
+
+
+_NOT_STARTED = SendResult.retry("not_started", "the daemon stopped before sending it")
+_IN_FLIGHT = SendResult.unknown("shutdown", "the daemon stopped while the request was in flight")
+
+
+def _results_of(chunk: _Chunk, cancelled: bool) -> list[SendResult]:
+    if chunk.results is not None:
+        return chunk.results
+    assert cancelled, "a chunk without results outside cancellation"
+    return [_IN_FLIGHT if chunk.started else _NOT_STARTED] * len(chunk.rows)
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The columns of one ``record_results`` statement."""
+
+    max_attempts: int
+    rng: random.Random
+    now: datetime
+    ids: list[int] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    provider_ids: list[str | None] = field(default_factory=list)
+    codes: list[str | None] = field(default_factory=list)
+    details: list[str | None] = field(default_factory=list)
+    next_at: list[datetime | None] = field(default_factory=list)
+    refunds: list[int] = field(default_factory=list)
+    rejected: list[bool] = field(default_factory=list)
+
+    def add(self, row: asyncpg.Record, result: SendResult) -> None:
+        """One send result."""
+        if result.outcome is Outcome.RETRY:
+            self._retry(row, result)
+            return
+        status = {Outcome.ACCEPTED: MessageStatus.SENT, Outcome.REJECTED: MessageStatus.FAILED,
+                  Outcome.UNKNOWN: MessageStatus.UNKNOWN}[result.outcome]
+        self._row(row["id"], status, result.provider_message_id, result.error_code,
+                  result.error_detail, None, 0)
+        self.rejected.append(result.outcome is Outcome.REJECTED)
+
+    def _retry(self, row: asyncpg.Record, result: SendResult) -> None:
+        if result is _NOT_STARTED:  # never handed over: no attempt spent
+            self._row(row["id"], MessageStatus.QUEUED, None, None, None, self.now, 1)
+            return
+        if row["attempts"] >= self.max_attempts:
+            detail = f"{result.error_code}: {result.error_detail or ''}".strip(": ")
+            self._row(row["id"], MessageStatus.FAILED, None, "retries_exhausted",
+                      f"{row['attempts']} attempts, last {detail}", None, 0)
+            return
+        delay = result.retry_after or backoff(row["attempts"], self.rng)
+        self._row(row["id"], MessageStatus.QUEUED, None, result.error_code, result.error_detail,
+                  self.now + timedelta(seconds=delay), 0)
+
+    def hold(self, row: asyncpg.Record, until: datetime) -> None:
+        """Back to the queue until the recipient's quiet hours end."""
+        self._row(row["id"], MessageStatus.QUEUED, None, "quiet_hours", None, until, 1)
+
+    def _row(self, message_id: int, status: MessageStatus, provider_id: str | None,
+             code: str | None, detail: str | None, next_at: datetime | None,
+             refund: int) -> None:
+        self.ids.append(message_id)
+        self.statuses.append(status.value)
+        self.provider_ids.append(provider_id)
+        self.codes.append(code)
+        self.details.append(detail)
+        self.next_at.append(next_at)
+        self.refunds.append(refund)
+
+    def columns(self) -> tuple[list[Any], ...]:
+        """The arrays, in the statement's parameter order."""
+        return (self.ids, self.statuses, self.provider_ids, self.codes, self.details,
+                self.next_at, self.refunds)
+
+    def outcomes(self) -> Outcomes:
+        """Counts for the caller."""
+        count = self.statuses.count
+        return Outcomes(sent=count("sent"), failed=count("failed"), retried=count("queued"),
+                        unknown=count("unknown"), rejected_flags=tuple(self.rejected))
