@@ -425,7 +425,7 @@ def check_region(region: str | None) -> str | None:
 
 
 def mask(phone: str) -> str:
-    """The number for logs: country code and last 3 digits kept (``+27*******567``)."""
+    """The number for logs: country code and last 3 digits kept (``+27******567``)."""
     digits = sum(ch.isdigit() for ch in phone)
     keep_head = _country_code_length(phone) if phone.startswith("+") else 0
     keep_tail = 3 if digits - keep_head > 3 else 0
