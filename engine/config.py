@@ -83,6 +83,8 @@ class EngineConfig(Strict):
     max_attempts: int = Field(default=5, ge=1)
     shutdown_grace: Duration = timedelta(seconds=10)
     receipt_window: Duration = timedelta(hours=72)
+    # how long a claimed message may stay 'sending' before another daemon settles it
+    lease: Duration = timedelta(seconds=60)
 
     def price_table(self, account: str | None = None) -> PriceTable:
         """Prices for ``account`` (its own table layered over the global one)."""

@@ -32,8 +32,9 @@ import asyncio
 import logging
 import math
 import random
+import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -42,7 +43,8 @@ import asyncpg
 from aiolimiter import AsyncLimiter
 
 from engine.config import EngineConfig
-from engine.expander import SendTiming, number_zone, utcnow
+from engine.expander import SendTiming, recipient_zone, utcnow
+from engine.metrics import Metrics
 from engine.providers.base import Adapter, Outbound, Outcome, SendResult
 from engine.queries import QUERIES
 from engine.spec import Campaign
@@ -130,7 +132,8 @@ class Dispatcher:
                  adapters: Mapping[str, Adapter[Any]], *, poll_interval: float = 1.0,
                  lease: timedelta = timedelta(seconds=60), failure_window: int = 200,
                  failure_ratio: float = 0.2, share: Callable[[str], float] | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, metrics: Metrics | None = None) -> None:
+        self.metrics = metrics
         self.pool = pool
         self.config = config
         self.worker = worker
@@ -268,8 +271,11 @@ class Dispatcher:
         held = {row["id"] for row in waiting}
         chunks = [_Chunk(part) for part in _split([r for r in sending if r["id"] not in held],
                                                    account.batch)]
-        tasks = [asyncio.create_task(self._send_chunk(account, run_limiter, chunk))
-                 for chunk in chunks]
+        # a few workers pull chunks in turn: one task per request would have thousands of
+        # tasks wake and queue on the semaphore for every claimed batch
+        todo = iter(chunks)
+        tasks = [asyncio.create_task(self._send_chunks(account, run_limiter, todo))
+                 for _ in range(min(len(chunks), account.concurrency))]
         try:
             await asyncio.gather(*tasks)
         except asyncio.CancelledError:
@@ -280,24 +286,47 @@ class Dispatcher:
             raise
         return await self._record(run_id, chunks, waiting, timing, cancelled=False)
 
+    @staticmethod
+    def _release(row: asyncpg.Record, timing: SendTiming) -> datetime:
+        """When the recipient's quiet hours let this message go (now, if they are awake)."""
+        zone = recipient_zone(row["timezone"], row["phone"], timing.campaign.schedule.timezone)
+        return timing.times(zone)[0]
+
     def _held(self, row: asyncpg.Record, timing: SendTiming, now: datetime) -> bool:
         if timing.campaign.schedule.quiet_hours is None:
             return False
-        zone = row["timezone"] or number_zone(row["phone"]) or timing.campaign.schedule.timezone
-        return timing.times(zone)[0] > now
+        return self._release(row, timing) > now
+
+    async def _send_chunks(self, account: AccountState, run_limiter: AsyncLimiter | None,
+                           chunks: Iterator[_Chunk]) -> None:
+        for chunk in chunks:
+            await self._send_chunk(account, run_limiter, chunk)
 
     async def _send_chunk(self, account: AccountState, run_limiter: AsyncLimiter | None,
                           chunk: _Chunk) -> None:
+        waited = time.monotonic()
         if run_limiter is not None:
             await run_limiter.acquire(len(chunk.rows))
         await account.limiter.acquire(len(chunk.rows))
         await account.wait_unpaused()
         async with account.semaphore:
             chunk.started = True
+            started = time.monotonic()
             chunk.results = await account.adapter.send([_outbound(r) for r in chunk.rows])
+        if self.metrics is not None:
+            self._observe(account.adapter.name, started - waited, time.monotonic() - started,
+                          chunk.results)
         pauses = [r.retry_after for r in chunk.results if r.retry_after]
         if pauses:
             account.pause(max(pauses))
+
+    def _observe(self, account: str, waited: float, took: float,
+                 results: Sequence[SendResult]) -> None:
+        assert self.metrics is not None
+        self.metrics.limiter_wait.labels(account).observe(waited)
+        self.metrics.send_latency.labels(account).observe(took)
+        for result in results:
+            self.metrics.sent.labels(account, result.outcome.value).inc()
 
     async def _record(self, run_id: int, chunks: Sequence[_Chunk],
                       waiting: Sequence[asyncpg.Record], timing: SendTiming,
@@ -307,8 +336,7 @@ class Dispatcher:
             for row, result in zip(chunk.rows, _results_of(chunk, cancelled), strict=True):
                 batch.add(row, result)
         for row in waiting:
-            zone = row["timezone"] or number_zone(row["phone"]) or timing.campaign.schedule.timezone
-            batch.hold(row, timing.times(zone)[0])
+            batch.hold(row, self._release(row, timing))
         if batch.ids:
             async with self.pool.acquire() as conn:
                 await conn.execute(QUERIES["record_results"], *batch.columns(), self.worker)

@@ -118,6 +118,11 @@ def number_zone(phone: str) -> str | None:
     return _NUMBER_ZONES[key]
 
 
+def recipient_zone(contact_zone: str | None, phone: str, campaign_zone: str) -> str:
+    """Where quiet hours are read: the contact's zone, else the number's, else the campaign's."""
+    return contact_zone or number_zone(phone) or campaign_zone
+
+
 def _zone_of(phone: str) -> str | None:
     try:
         zones = phone_timezones.time_zones_for_number(phonenumbers.parse(phone))
@@ -243,9 +248,7 @@ class RunPlan:
         return rate
 
     def _zone(self, rec: Mapping[str, Any]) -> str:
-        if rec["timezone"]:
-            return str(rec["timezone"])
-        return number_zone(rec["phone"]) or self.zone_name
+        return recipient_zone(rec["timezone"], rec["phone"], self.zone_name)
 
     def _skip(self, rec: Mapping[str, Any], status: MessageStatus, code: str,
               detail: str) -> Row:
