@@ -1,0 +1,240 @@
+-- name: db_now
+-- The database's clock, so that a pass of the reconciler or the poller skips what it
+-- postponed itself (whatever the skew between this machine and the server).
+SELECT now();
+
+-- name: insert_receipts
+-- Receipts as they arrived, many per statement (the writer's group commit, or a poll),
+-- from source $12. An event stored before (same account and provider event id) is
+-- skipped, so a retried webhook changes nothing. Returns how many were new.
+WITH new AS (
+    INSERT INTO receipts (account, provider_message_id, message_id, provider_event_id, status,
+                          provider_status, error_code, error_detail, part, occurred_at, raw,
+                          source)
+    SELECT r.account, r.provider_id, r.message_id, r.event_id, r.status::message_status,
+           r.provider_status, r.code, r.detail, r.part, r.occurred_at, r.raw::jsonb, $12
+      FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                  $7::text[], $8::text[], $9::smallint[], $10::timestamptz[], $11::text[])
+           AS r(account, provider_id, message_id, event_id, status, provider_status, code,
+                detail, part, occurred_at, raw)
+    ON CONFLICT (account, provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM new;
+
+-- name: insert_inbound
+-- Replies and opt-in/out notices (body NULL), then what they do to suppressions: an
+-- opt-out suppresses the number on its channel; an opt-in lifts the opt-outs the
+-- recipient made themselves on that channel or all ('sms-reply:*' and 'webhook:*'
+-- sources), never an operator's suppression. Only events stored for the first time act,
+-- so a retried webhook cannot undo a later change; of several changes to one number in a
+-- batch the last one wins (ids follow the input order).
+WITH new AS (
+    INSERT INTO inbound_messages (account, phone, channel, body, provider_message_id,
+                                  in_reply_to, action, raw)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::text[]::jsonb[])
+    ON CONFLICT (account, provider_message_id) WHERE provider_message_id IS NOT NULL DO NOTHING
+    RETURNING id, account, phone, channel, body, action
+), last AS (
+    SELECT DISTINCT ON (phone, channel) phone, channel, action, account, body
+      FROM new
+     WHERE action IN ('opt_out', 'opt_in')
+     ORDER BY phone, channel, id DESC
+), stopped AS (
+    INSERT INTO suppressions (phone, channel, reason, source)
+    SELECT phone, channel,
+           CASE WHEN body IS NULL THEN 'opted out through the provider'
+                ELSE 'replied ' || left(body, 40) END,
+           CASE WHEN body IS NULL THEN 'webhook:' ELSE 'sms-reply:' END || account
+      FROM last
+     WHERE action = 'opt_out'
+    ON CONFLICT (phone, channel) DO NOTHING
+    RETURNING 1
+), started AS (
+    DELETE FROM suppressions s
+     USING last l
+     WHERE l.action = 'opt_in' AND s.phone = l.phone AND s.channel IN (l.channel, '*')
+       AND (s.source LIKE 'sms-reply:%' OR s.source LIKE 'webhook:%')
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM new) AS stored,
+       (SELECT count(*) FROM stopped) AS suppressed,
+       (SELECT count(*) FROM started) AS lifted;
+
+-- name: give_up_receipts
+-- Receipts pending for longer than $1 (no message ever matched, or its send result never
+-- landed) are settled as 'unmatched': kept in the log, no longer looked at.
+UPDATE receipts SET applied_at = now(), outcome = 'unmatched'
+ WHERE applied_at IS NULL AND received_at < now() - $1::interval;
+
+-- name: due_receipts
+-- Up to $2 pending receipts whose next look is due by $1 (the start of this pass), locked
+-- so that a concurrent reconciler takes others, each with the message it reports on:
+-- matched on the provider's id, else on our id where the provider echoed it (same
+-- account either way). ``at`` is the provider's time of the event, unless it claims a
+-- time after we received it or more than 30 days before.
+WITH due AS (
+    SELECT id FROM receipts
+     WHERE applied_at IS NULL AND retry_at <= $1
+     ORDER BY retry_at
+     LIMIT $2
+       FOR UPDATE SKIP LOCKED
+)
+SELECT r.id, r.account, r.status::text AS status, r.part, r.error_code, r.error_detail,
+       r.provider_message_id,
+       CASE WHEN r.occurred_at BETWEEN r.received_at - interval '30 days' AND r.received_at
+            THEN r.occurred_at ELSE r.received_at END AS at,
+       m.id AS message_id, m.status::text AS message_status, m.segments,
+       m.provider_message_id AS message_provider_id
+  FROM due JOIN receipts r USING (id)
+  LEFT JOIN LATERAL (
+        (SELECT id, status, segments, provider_message_id FROM messages
+          WHERE account = r.account AND provider_message_id = r.provider_message_id)
+        UNION ALL
+        (SELECT id, status, segments, provider_message_id FROM messages
+          WHERE id = r.message_id AND account = r.account)
+        LIMIT 1
+  ) m ON true
+ ORDER BY r.id;
+
+-- name: lock_messages
+-- Messages reported on per part: locked before their other parts are read, so that two
+-- reconcilers holding different parts of one message cannot both miss the other's.
+SELECT id FROM messages WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE;
+
+-- name: applied_parts
+-- The parts of these messages already recorded by earlier receipts.
+SELECT message_id, part, status::text AS status, error_code, error_detail
+  FROM receipts
+ WHERE message_id = ANY($1::bigint[]) AND part IS NOT NULL AND status IS NOT NULL
+   AND outcome IN ('applied', 'partial');
+
+-- name: apply_receipts
+-- One statement per batch: every message's new status as decided from its receipts,
+-- applied only while the message is still in the status the decision started from
+-- (another reconciler or a late send result may have moved it; its receipts are then
+-- looked at again). Rows are locked in id order so concurrent reconcilers cannot
+-- deadlock. Delivery, read and failure times never precede the send. The provider's id is
+-- filled in where only our id matched, unless another message already has it.
+WITH u AS (
+    SELECT *
+      FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+                  $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[])
+           AS u(id, expected, status, sent_at, delivered_at, read_at, failed_at, code, detail,
+                provider_id)
+), locked AS (
+    SELECT m.id FROM messages m JOIN u USING (id) ORDER BY m.id FOR UPDATE OF m
+)
+UPDATE messages m
+   SET status = u.status::message_status,
+       provider_message_id = CASE
+           WHEN m.provider_message_id IS NULL AND u.provider_id IS NOT NULL
+                AND NOT EXISTS (SELECT 1 FROM messages o
+                                 WHERE o.account = m.account
+                                   AND o.provider_message_id = u.provider_id)
+           THEN u.provider_id ELSE m.provider_message_id END,
+       sent_at = coalesce(m.sent_at, u.sent_at),
+       delivered_at = CASE WHEN u.delivered_at IS NULL THEN m.delivered_at
+                           ELSE coalesce(m.delivered_at, greatest(u.delivered_at, m.sent_at)) END,
+       read_at = CASE WHEN u.read_at IS NULL THEN m.read_at
+                      ELSE coalesce(m.read_at, greatest(u.read_at, m.sent_at)) END,
+       failed_at = CASE WHEN u.failed_at IS NULL THEN m.failed_at
+                        ELSE greatest(u.failed_at, m.sent_at) END,
+       error_code = CASE WHEN u.status IN ('undelivered', 'failed') THEN u.code
+                         WHEN m.status IN ('unknown', 'expired') THEN NULL
+                         ELSE m.error_code END,
+       error_detail = CASE WHEN u.status IN ('undelivered', 'failed') THEN u.detail
+                           WHEN m.status IN ('unknown', 'expired') THEN NULL
+                           ELSE m.error_detail END,
+       updated_at = now()
+  FROM u JOIN locked USING (id)
+ WHERE m.id = u.id AND m.status = u.expected::message_status
+RETURNING m.id;
+
+-- name: settle_receipts
+-- What became of each receipt of the batch ($4 mode): 'settle' (applied_at set, with
+-- its outcome), 'wait' (its message is not sent yet: look again on the next pass),
+-- 'retry' (its message moved meanwhile: likewise), 'missing' (no message matches: look
+-- again after $5 doubling per try, at most $6). The matched message is recorded.
+UPDATE receipts r
+   SET outcome = coalesce(u.outcome, r.outcome),
+       message_id = coalesce(u.message_id, r.message_id),
+       applied_at = CASE WHEN u.mode = 'settle' THEN now() END,
+       tries = r.tries + (u.mode = 'missing')::int,
+       retry_at = CASE u.mode
+                      WHEN 'settle' THEN r.retry_at
+                      WHEN 'missing' THEN now() + least($5::interval * power(2, least(r.tries, 20)),
+                                                        $6::interval)
+                      ELSE clock_timestamp() END
+  FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[])
+       AS u(id, outcome, message_id, mode)
+ WHERE r.id = u.id;
+
+-- name: claim_polls
+-- Up to $4 sent messages of account $1 due for a status lookup by $6 (the start of this
+-- pass): first looks $2 after sending, oldest first; then again after $2 doubling per
+-- look, at most $5. Claiming moves the next look on (SKIP LOCKED: concurrent pollers
+-- take others). A message sent longer ago than the receipt window $3, or without a
+-- provider id, is never looked at again (``poll`` false).
+WITH due AS (
+    (SELECT id FROM messages
+      WHERE account = $1 AND status = 'sent' AND next_poll_at IS NULL
+        AND sent_at <= $6::timestamptz - $2::interval
+      ORDER BY sent_at
+      LIMIT $4)
+    UNION ALL
+    (SELECT id FROM messages
+      WHERE account = $1 AND status = 'sent' AND next_poll_at <= $6::timestamptz
+      ORDER BY next_poll_at
+      LIMIT $4)
+), claimed AS (
+    SELECT m.id, m.polls,
+           m.sent_at > now() - $3::interval AND m.provider_message_id IS NOT NULL AS poll
+      FROM messages m JOIN due USING (id)
+     WHERE m.status = 'sent'
+     ORDER BY m.id
+     LIMIT $4
+       FOR UPDATE OF m SKIP LOCKED
+)
+UPDATE messages m
+   SET next_poll_at = CASE WHEN c.poll
+                           THEN now() + least($2::interval * power(2, least(c.polls, 20)),
+                                              $5::interval)
+                           ELSE 'infinity' END,
+       polls = m.polls + c.poll::int
+  FROM claimed c
+ WHERE m.id = c.id
+RETURNING m.id, m.provider_message_id, c.poll;
+
+-- name: complete_runs
+-- Runs in 'sending' with nothing left to learn: every message final, or sent (or
+-- unknown) longer ago than the receipt window $1. Their per-status counts replace the
+-- expansion-time ones; tallies with no message row (duplicates) are kept.
+WITH done AS (
+    SELECT r.id FROM campaign_runs r
+     WHERE r.status = 'sending'
+       AND NOT EXISTS (
+           SELECT 1 FROM messages m
+            WHERE m.run_id = r.id
+              AND (m.status IN ('queued', 'sending')
+                   OR (m.status IN ('sent', 'unknown')
+                       AND coalesce(m.sent_at, m.updated_at) > now() - $1::interval)))
+       FOR UPDATE SKIP LOCKED
+), tally AS (
+    SELECT t.run_id, jsonb_object_agg(t.status, t.n) AS counts
+      FROM (SELECT m.run_id, m.status::text AS status, count(*) AS n
+              FROM messages m JOIN done ON done.id = m.run_id
+             GROUP BY 1, 2) t
+     GROUP BY t.run_id
+)
+UPDATE campaign_runs r
+   SET status = 'completed',
+       counts = (r.counts - ARRAY(SELECT s::text FROM unnest(enum_range(NULL::message_status)) s
+                                   WHERE s <> 'duplicate'))
+                || coalesce(t.counts, '{}'::jsonb),
+       finished_at = now(),
+       updated_at = now()
+  FROM done LEFT JOIN tally t ON t.run_id = done.id
+ WHERE r.id = done.id
+RETURNING r.id;
