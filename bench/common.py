@@ -15,7 +15,7 @@ import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import db, migrate  # noqa: E402
+from engine import db, migrate
 
 
 @asynccontextmanager

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import getpass
 import logging
+import os
+import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,7 +27,7 @@ import asyncpg
 import orjson
 from pydantic import ValidationError
 
-from engine import __version__, audience, campaigns, db, migrate, sms, spec, yamldoc
+from engine import __version__, audience, campaigns, db, logs, migrate, sms, spec, yamldoc
 from engine.config import EngineConfig, load_config
 from engine.errors import (
     CampaignFileError,
@@ -300,6 +304,7 @@ async def campaign_apply(ctx: Context, args: argparse.Namespace) -> int:
     async with ctx.connection() as conn:
         for path, campaign in loaded:
             applied = await campaigns.apply_campaign(conn, campaign, path, ctx.config)
+            await conn.execute(QUERIES["notify_work"], "tick")
             when = f", next run {_cell(applied.next_run_at)}" if applied.next_run_at else ""
             print(f"{applied.name}: {applied.action}{when}")
             if applied.file_report is not None:
@@ -352,6 +357,7 @@ async def campaign_send(ctx: Context, args: argparse.Namespace) -> int:
     """Create a run of the campaign now."""
     async with ctx.connection() as conn:
         run_id = await campaigns.create_run_now(conn, args.name)
+        await conn.execute(QUERIES["notify_work"], "tick")
     print(f"run {run_id} of {args.name} created; a running daemon expands and sends it")
     return 0
 
@@ -375,6 +381,130 @@ async def campaign_test(ctx: Context, args: argparse.Namespace) -> int:
     print(f"message {sent.message_id} (run {sent.run_id}): {sent.status}")
     print(f"    {sent.body if sent.body is not None else sent.detail}")
     return 0 if sent.status == "queued" else 1
+
+
+# --- the daemon and its control ---------------------------------------------------------
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGTERM or SIGINT: stop gracefully; a second one exits at once."""
+    loop = asyncio.get_running_loop()
+    received = 0
+
+    def handle(signum: int) -> None:
+        nonlocal received
+        received += 1
+        if received > 1:
+            print("engine: second signal, exiting now", file=sys.stderr, flush=True)
+            os._exit(128 + signum)
+        log.warning("signal %s: stopping (send it again to exit at once)", signum)
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, handle, signum)
+    try:
+        yield
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+
+
+async def run_daemon(ctx: Context, args: argparse.Namespace) -> int:
+    """Run the daemon until SIGTERM/SIGINT."""
+    from engine.daemon import ROLES, Daemon
+
+    roles = frozenset(r.strip() for r in args.only.split(",")) if args.only else ROLES
+    if not roles <= ROLES:
+        raise EngineError(f"--only takes {', '.join(sorted(ROLES))}")
+    daemon = Daemon(ctx.config, ctx.database_url(), roles)
+    stop = asyncio.Event()
+    with stop_on_signals(stop):
+        await daemon.run(stop)
+    return 0
+
+
+async def _control(ctx: Context, query: str, name: str) -> list[asyncpg.Record]:
+    async with ctx.connection() as conn:
+        await campaigns.campaign_row(conn, name)
+        rows: list[asyncpg.Record] = await conn.fetch(QUERIES[query], name,
+                                                      f"{getpass.getuser()} (cli)")
+        await conn.execute(QUERIES["notify_work"], "control")
+    return rows
+
+
+async def campaign_pause(ctx: Context, args: argparse.Namespace) -> int:
+    """Pause a campaign and its runs in progress."""
+    rows = await _control(ctx, "pause_campaign", args.name)
+    print(f"{args.name}: paused ({len(rows)} run(s) in progress paused)")
+    return 0
+
+
+async def campaign_resume(ctx: Context, args: argparse.Namespace) -> int:
+    """Resume a paused campaign and its runs."""
+    rows = await _control(ctx, "resume_campaign", args.name)
+    print(f"{args.name}: resumed ({len(rows)} run(s) continue)")
+    return 0
+
+
+async def campaign_cancel(ctx: Context, args: argparse.Namespace) -> int:
+    """Cancel a campaign: no more firings; unsent messages of its runs are cancelled."""
+    [row] = await _control(ctx, "cancel_campaign", args.name)
+    print(f"{args.name}: cancelled ({row['runs']} run(s), {row['messages']} unsent messages)")
+    return 0
+
+
+async def status(ctx: Context, args: argparse.Namespace) -> int:
+    """Live daemons, runs in progress, queues and receipts awaiting a match."""
+    from engine.daemon import DEAD_AFTER
+
+    async with ctx.connection() as conn:
+        workers = await conn.fetch(QUERIES["live_workers"], DEAD_AFTER)
+        runs = await conn.fetch(QUERIES["runs_in_progress"])
+        queues = await conn.fetch(QUERIES["queue_depth"])
+        pending = await conn.fetch(QUERIES["receipts_pending"])
+    print("daemons:")
+    print_table(["worker", "roles", "started", "heartbeat"],
+                [(w["id"], ",".join(w["roles"]), w["started_at"], w["heartbeat_at"])
+                 for w in workers])
+    print("\nruns in progress:")
+    print_table(["run", "campaign", "kind", "status", "scheduled for", "counts"],
+                [(r["id"], r["name"], r["kind"], r["status"], r["scheduled_for"],
+                  r["counts"] or None) for r in runs])
+    print("\nqueues:")
+    print_table(["account", "queued", "due now", "oldest due (s)"],
+                [(q["account"], q["queued"], q["due"],
+                  round(q["oldest_due_seconds"] or 0)) for q in queues])
+    print("\nreceipts awaiting a match:")
+    print_table(["account", "pending"], [(p["account"], p["pending"]) for p in pending])
+    await _print_balances(ctx)
+    return 0
+
+
+async def _print_balances(ctx: Context) -> None:
+    async with aiohttp.ClientSession() as session:
+        lines = []
+        for name, account in ctx.config.providers.items():
+            adapter = adapter_for(name, account, session)
+            try:
+                async with asyncio.timeout(5):
+                    balance = await adapter.balance()
+            except (EngineError, TimeoutError, aiohttp.ClientError) as exc:
+                lines.append((name, f"unavailable: {exc}"))
+                continue
+            if balance is not None:
+                lines.append((name, str(balance)))
+    if lines:
+        print("\nprovider balances:")
+        print_table(["account", "credits"], lines)
+
+
+async def demo(ctx: Context, args: argparse.Namespace) -> int:
+    """A whole campaign on the simulator, with live progress and the outcome."""
+    from engine.demo import run_demo
+
+    campaigns_dir = Path(args.campaigns)
+    return await run_demo(ctx.config.data_dir, campaigns_dir if campaigns_dir.is_dir() else None)
 
 
 # --- providers ---------------------------------------------------------------------------
@@ -455,6 +585,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", metavar="PATH", help="engine.yaml to use")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="json: one JSON object per line, for log shippers")
+    parser.add_argument("--log-level", help="log level (default: INFO for run, WARNING else)")
     parser.add_argument("--version", action="version", version=f"engine {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -497,8 +630,12 @@ def build_parser() -> argparse.ArgumentParser:
     test = _command(campaign, "test", campaign_test, "send the campaign to one number")
     test.add_argument("name")
     test.add_argument("--to", required=True, metavar="NUMBER")
-    for name in ("pause", "resume", "cancel"):
-        _command(campaign, name, not_built(f"campaign {name}"), f"{name} a campaign's run")
+    for name, handler, text in (
+        ("pause", campaign_pause, "pause a campaign and its runs (takes effect within a second)"),
+        ("resume", campaign_resume, "resume a paused campaign and its runs"),
+        ("cancel", campaign_cancel, "cancel a campaign; its unsent messages are cancelled"),
+    ):
+        _command(campaign, name, handler, text).add_argument("name")
 
     sms = _group(sub, "sms", "SMS text analysis")
     analyze = _command(sms, "analyze", sms_analyze, "encoding, segments and cost of a text")
@@ -509,11 +646,14 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--smart", action="store_true", help="apply smart encoding first")
     analyze.add_argument("--json", action="store_true", help="print one JSON object")
 
-    _command(sub, "run", not_built("run"), "run the daemon")
-    _command(sub, "status", not_built("status"), "live daemons, runs and queues")
+    run = _command(sub, "run", run_daemon, "run the daemon (until SIGTERM or SIGINT)")
+    run.add_argument("--only", metavar="ROLES",
+                     help="a subset of scheduler,dispatcher,webhooks (default: all)")
+    _command(sub, "status", status, "live daemons, runs, queues, receipts and balances")
     _command(sub, "report", not_built("report"), "delivery outcomes per campaign and run")
     _command(sub, "export", not_built("export"), "export one row per recipient to CSV")
-    _command(sub, "demo", not_built("demo"), "run a whole campaign on the simulator")
+    demo_cmd = _command(sub, "demo", demo, "run a whole campaign on the simulator")
+    demo_cmd.add_argument("--campaigns", default="campaigns", help="example campaigns folder")
     providers = _group(sub, "providers", "provider accounts")
     _command(providers, "subscribe", providers_subscribe,
              "create the provider-side webhook subscription").add_argument("account")
@@ -530,10 +670,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``engine`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = args.log_level or ("INFO" if args.command == "run" else "WARNING")
+    logs.configure(args.log_format, "DEBUG" if args.debug else level)
     ctx = Context(args)
     try:
         handler: Handler = args.handler

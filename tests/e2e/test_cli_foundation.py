@@ -44,7 +44,7 @@ def test_missing_variable_in_config(tmp_path: Path) -> None:
 
 
 def test_unbuilt_command_exits_2(tmp_path: Path) -> None:
-    result = engine("run", cwd=tmp_path)
+    result = engine("export", cwd=tmp_path)
     assert result.returncode == 2
     assert "not built yet" in result.stderr
 

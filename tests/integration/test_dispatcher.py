@@ -147,7 +147,7 @@ async def test_429_requeues_with_retry_after_and_pauses_only_that_account(
             limited,
             extra_accounts={"other": {"type": "simulator", "base_url": healthy.url, "rate": 1000}},
         )
-        run_id, phones = await setup_run(conn, pool, config, 5)
+        run_id, _ = await setup_run(conn, pool, config, 5)
         await add_contacts(conn, [{"phone": p} for p in numbers(5, start=2000001)], ["b"])
         other_run = await fire_and_expand(
             conn, pool, campaign("other", provider="other", audience={"groups": ["b"]}), config
@@ -214,7 +214,7 @@ async def test_timeout_becomes_unknown_and_is_never_resent(
 ) -> None:
     async with await simulator(timeouts=1.0, hang=5) as sim:
         config = config_for(sim, timeout=0.3)
-        run_id, phones = await setup_run(conn, pool, config, 3)
+        run_id, _ = await setup_run(conn, pool, config, 3)
         dispatcher = Dispatcher(pool, config, "d1", adapters(config, session))
         await dispatcher.drain()
         await dispatcher.drain()
