@@ -33,7 +33,6 @@ from engine.errors import (
     CampaignFileError,
     ConfigError,
     EngineError,
-    NotBuiltError,
     PricingError,
 )
 from engine.pricing import NoRateError, PriceTable
@@ -499,6 +498,34 @@ async def _print_balances(ctx: Context) -> None:
         print_table(["account", "credits"], lines)
 
 
+async def report(ctx: Context, args: argparse.Namespace) -> int:
+    """Outcomes of the latest runs, of a campaign's runs, or of one run."""
+    from engine import reports
+
+    async with ctx.connection() as conn:
+        if args.html:
+            if not args.name:
+                raise EngineError("--html needs a campaign name")
+            page = await reports.report_html(conn, args.name, args.run)
+            Path(args.html).write_text(page, encoding="utf-8")
+            print(f"wrote {args.html}")
+            return 0
+        result = await reports.runs_report(conn, args.name, args.run)
+    print(reports.render(result, args.format))
+    return 0
+
+
+async def export(ctx: Context, args: argparse.Namespace) -> int:
+    """One CSV row per recipient of a campaign (or one run), streamed to a file."""
+    from engine import reports
+
+    async with ctx.connection() as conn:
+        rows = await reports.export_csv(conn, args.name, args.run, Path(args.out),
+                                        masked=args.masked)
+    print(f"wrote {rows} rows to {args.out}")
+    return 0
+
+
 async def demo(ctx: Context, args: argparse.Namespace) -> int:
     """A whole campaign on the simulator, with live progress and the outcome."""
     from engine.demo import run_demo
@@ -554,15 +581,6 @@ async def simulator_serve(ctx: Context, args: argparse.Namespace) -> int:
 
 
 # --- the parser -----------------------------------------------------------------------
-
-
-def not_built(what: str) -> Handler:
-    """A command that a later piece of work provides."""
-
-    async def handler(ctx: Context, args: argparse.Namespace) -> int:
-        raise NotBuiltError(f"'engine {what}' is not built yet")
-
-    return handler
 
 
 def _group(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
@@ -650,8 +668,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", metavar="ROLES",
                      help="a subset of scheduler,dispatcher,webhooks (default: all)")
     _command(sub, "status", status, "live daemons, runs, queues, receipts and balances")
-    _command(sub, "report", not_built("report"), "delivery outcomes per campaign and run")
-    _command(sub, "export", not_built("export"), "export one row per recipient to CSV")
+    rep = _command(sub, "report", report, "delivery outcomes per campaign and run")
+    rep.add_argument("name", nargs="?", help="a campaign (default: the latest run of each)")
+    rep.add_argument("--run", type=int, metavar="ID", help="one run in detail")
+    rep.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    rep.add_argument("--html", metavar="FILE", help="write the chart page to FILE")
+    exp = _command(sub, "export", export, "export one row per recipient to CSV")
+    exp.add_argument("name")
+    exp.add_argument("--run", type=int, metavar="ID", help="one run only")
+    exp.add_argument("--out", required=True, metavar="FILE.csv")
+    exp.add_argument("--masked", action="store_true", help="masked phone numbers only")
     demo_cmd = _command(sub, "demo", demo, "run a whole campaign on the simulator")
     demo_cmd.add_argument("--campaigns", default="campaigns", help="example campaigns folder")
     providers = _group(sub, "providers", "provider accounts")

@@ -35,6 +35,8 @@ class WebhooksConfig(Strict):
 
     listen: str = "127.0.0.1:8080"
     public_url: str | None = None
+    # /reports/{campaign} is served to loopback clients, or to anyone presenting this token
+    reports_token: SecretStr | None = None
 
     @field_validator("listen")
     @classmethod

@@ -26,6 +26,7 @@ dispatchers sending for it, so together they never exceed it.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 import socket
@@ -41,7 +42,7 @@ import asyncpg
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from engine import db, migrate, scheduler
+from engine import db, migrate, reports, scheduler
 from engine.config import EngineConfig
 from engine.dispatcher import Dispatcher
 from engine.expander import Expander
@@ -149,7 +150,7 @@ class Daemon:
         handler = WebhookHandler(adapters, writer)
         app = web.Application()
         app.add_routes([web.get("/healthz", self._healthz), web.get("/metrics", self._metrics),
-                        *handler.routes()])
+                        web.get("/reports/{campaign}", self._report), *handler.routes()])
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
@@ -243,8 +244,12 @@ class Daemon:
 
     async def _expand_all(self) -> None:
         assert self.expander is not None
-        while await self.expander.run_once() is not None:
-            pass
+        try:
+            while await self.expander.run_once() is not None:
+                pass
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # the database went away mid-run: the checkpoint holds, the next tick resumes
+            log.warning("expansion interrupted: %s", exc)
 
     async def _stop_expansion(self) -> None:
         if self._expansion is not None and not self._expansion.done():
@@ -285,6 +290,28 @@ class Daemon:
                                      status=503)
         return web.json_response({"status": "ok", "worker": self.worker,
                                   "roles": sorted(self.roles)})
+
+    async def _report(self, request: web.Request) -> web.Response:
+        """The chart page of a campaign: for loopback clients, or with the reports token."""
+        if not self._may_see_reports(request):
+            return web.json_response({"error": "reports need the reports token"}, status=401)
+        assert self._pool is not None
+        run = request.query.get("run")
+        try:
+            async with self._pool.acquire() as conn:
+                page = await reports.report_html(conn, request.match_info["campaign"],
+                                                 int(run) if run and run.isdigit() else None)
+        except reports.ReportError as exc:
+            return web.json_response({"error": str(exc)}, status=404)
+        return web.Response(text=page, content_type="text/html")
+
+    def _may_see_reports(self, request: web.Request) -> bool:
+        token = self.config.webhooks.reports_token
+        if token is None:
+            return request.remote in ("127.0.0.1", "::1")
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        given = given or request.query.get("token", "")
+        return hmac.compare_digest(given.encode(), token.get_secret_value().encode())
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(),

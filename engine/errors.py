@@ -57,9 +57,3 @@ class ProviderTemporaryError(ProviderError):
 
 class ProviderPermanentError(ProviderError):
     """The provider rejected the request; it must not be retried."""
-
-
-class NotBuiltError(EngineError):
-    """A command that a later piece of work will provide."""
-
-    exit_code = 2

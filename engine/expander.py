@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
+from pydantic import ValidationError
 
 from engine import sms
 from engine.config import EngineConfig
@@ -283,6 +284,14 @@ class RunStopped(Exception):
     """The run left 'expanding' (cancelled or paused) while it was being expanded."""
 
 
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, KeyError):
+        return f"no provider account {exc.args[0]!r} in the configuration"
+    if isinstance(exc, ValidationError):
+        return f"the stored campaign is invalid: {exc.error_count()} error(s)"
+    return str(exc)
+
+
 def credits(amount: Decimal) -> str:
     """An amount of credits as people write it: 5, 2.5, 0.0125."""
     return format(amount.normalize(), "f")
@@ -339,12 +348,16 @@ class Expander:
     async def expand(self, conn: asyncpg.Connection, run_id: int) -> ExpansionResult:
         """Expand one claimed run from its checkpoint to the end, then apply the budget gate."""
         run = await conn.fetchrow(QUERIES["run_for_expansion"], run_id)
-        campaign = Campaign.from_spec(run["spec"])
         try:
+            campaign = Campaign.from_spec(run["spec"] or {})
             plan = plan_run(run_id, campaign, self.config)
-        except Exception as exc:
-            await conn.execute(QUERIES["fail_run"], run_id, f"cannot expand: {exc}")
-            raise
+        except (ValidationError, EngineError, KeyError) as exc:
+            # a run that cannot be expanded (its account was removed from the config, its
+            # stored spec is unreadable) fails with the reason; other runs go on
+            reason = f"cannot expand: {_reason(exc)}"
+            await conn.execute(QUERIES["fail_run"], run_id, reason)
+            log.error(reason, extra={"run": run_id})
+            return ExpansionResult(run_id, RunStatus.FAILED, 0, {}, Decimal(0), reason)
         sources = await Sources.resolve(conn, campaign, run["name"])
         after = int((run["checkpoint"] or {}).get("after", 0))
         if after == 0:

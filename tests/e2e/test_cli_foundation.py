@@ -43,12 +43,6 @@ def test_missing_variable_in_config(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_unbuilt_command_exits_2(tmp_path: Path) -> None:
-    result = engine("export", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "not built yet" in result.stderr
-
-
 def test_migrate_with_database_url(tmp_path: Path, empty_database_url: str) -> None:
     env = {"DATABASE_URL": empty_database_url}
     first = engine("db", "migrate", cwd=tmp_path, env=env)

@@ -1,0 +1,313 @@
+"""End-to-end benchmark: import, expand, send and reconcile a whole campaign.
+
+``python bench/e2e.py [--n 1000000] [--database-url URL] [--concurrency 32]``
+
+For a single-send and a bulk simulator account, each on a fresh database (embedded
+PostgreSQL by default, or the server of ``--database-url``/``$DATABASE_URL``):
+
+1. the limits, measured first on the same machine: a bare aiohttp client posting the same
+   requests to the same simulator with no database, and a bare COPY of the same rows into
+   a copy of the ``messages`` table;
+2. N generated contacts imported from CSV, a campaign applied, and ``engine run`` (a
+   subprocess) expanding and sending it through the simulator (its own process), which
+   posts a receipt for every accepted message (with failures, duplicates and receipts out
+   of order); we wait until every message is final.
+
+It prints the wall time, recipients/s expanded, messages/s dispatched, receipts/s applied,
+the daemon's peak memory, the CPU split between the daemon and PostgreSQL, and the ratios
+to the limits; and it fails (exit 1) unless every message ended final and the simulator
+received every number at most once. ``--n 2000`` is the CI smoke run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import multiprocessing
+import os
+import random
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psutil
+from common import fresh_database
+from dispatch import raw_limit
+
+from engine import audience, campaigns, db
+from engine.config import EngineConfig
+from engine.providers.simulator import FamilySettings, SimulatorSettings, serve
+from engine.spec import Campaign
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = "bench-secret"
+NOT_FINAL = ("queued", "sending", "sent")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_simulator(port: int, webhook_url: str | None, ready: Any) -> None:
+    """The simulator in a process of its own (receipts to ``webhook_url`` when given)."""
+    async def main() -> None:
+        family = FamilySettings(webhook_url=webhook_url, webhook_secret=SECRET, delivered=0.9,
+                                undelivered=0.05, receipt_delay=(0.0, 0.5), duplicates=0.05,
+                                out_of_order=0.05)
+        await serve(SimulatorSettings(seed=1, default=family, max_pending_receipts=50_000,
+                                      post_workers=16), "127.0.0.1", port)
+        ready.set()
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+class Simulator:
+    """A simulator process, stopped on exit."""
+
+    def __init__(self, webhook_url: str | None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        ready = multiprocessing.Event()
+        self.proc = multiprocessing.Process(target=run_simulator,
+                                            args=(self.port, webhook_url, ready), daemon=True)
+        self.proc.start()
+        if not ready.wait(30):
+            raise SystemExit("the simulator did not start")
+
+    async def stats(self) -> dict[str, Any]:
+        async with aiohttp.ClientSession() as session, session.get(
+                f"{self.url}/sim/stats") as resp:
+            stats: dict[str, Any] = await resp.json()
+            return stats
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.join()
+
+
+def write_contacts(path: Path, n: int) -> None:
+    rng = random.Random(3)
+    with path.open("w", newline="") as out:
+        writer = csv.writer(out)
+        writer.writerow(["phone", "first_name", "locale", "tier"])
+        seen: set[int] = set()
+        while len(seen) < n:
+            number = rng.randrange(10**7)
+            if number in seen:
+                continue
+            seen.add(number)
+            writer.writerow([f"+2782{number:07d}", f"Name{number % 5000}",
+                             rng.choice(["en", "es", "pt-BR", ""]), rng.choice("abc")])
+
+
+async def copy_limit(url: str, n: int) -> float:
+    """Rows per second of a bare COPY of message rows into a copy of ``messages``."""
+    conn = await db.connect(url)
+    try:
+        await conn.execute("CREATE TABLE copy_probe (LIKE messages INCLUDING ALL)")
+        run_id = await conn.fetchval(
+            "INSERT INTO campaigns (name, spec, spec_hash) VALUES ('probe', '{}', '')"
+            " RETURNING id")
+        run_id = await conn.fetchval("INSERT INTO campaign_runs (campaign_id, scheduled_for)"
+                                     " VALUES ($1, now()) RETURNING id", run_id)
+        now = datetime.now(UTC)
+        rows = [(run_id, f"+2783{i:07d}", "sim", "Hi Name there, as a b member you get 20%"
+                 " off today. Reply STOP to opt out", "GSM-7", 1, 1, "queued", now, now)
+                for i in range(n)]
+        started = time.perf_counter()
+        for i in range(0, n, 5000):
+            await conn.copy_records_to_table(
+                "copy_probe", records=rows[i:i + 5000],
+                columns=("run_id", "phone", "account", "body", "encoding", "segments", "cost",
+                         "status", "next_attempt_at", "expires_at"))
+        rate = n / (time.perf_counter() - started)
+        await conn.execute("DROP TABLE copy_probe")
+        await conn.execute("DELETE FROM campaigns WHERE name = 'probe'")
+        return rate
+    finally:
+        await conn.close()
+
+
+@dataclass
+class Usage:
+    """CPU seconds and peak memory of the daemon, and CPU seconds of PostgreSQL."""
+
+    daemon_cpu: float = 0.0
+    daemon_peak_mib: float = 0.0
+    postgres_cpu: float = 0.0
+    start_pg: dict[int, float] = field(default_factory=dict)
+
+    @staticmethod
+    def postgres() -> dict[int, float]:
+        found = {}
+        for proc in psutil.process_iter(["name"]):
+            if proc.info["name"] == "postgres":
+                try:
+                    times = proc.cpu_times()
+                    found[proc.pid] = times.user + times.system
+                except psutil.Error:
+                    continue
+        return found
+
+    def sample(self, pid: int) -> None:
+        try:
+            proc = psutil.Process(pid)
+            times = proc.cpu_times()
+            self.daemon_cpu = times.user + times.system
+            status = Path(f"/proc/{pid}/status").read_text()
+            hwm = [line for line in status.splitlines() if line.startswith("VmHWM")]
+            if hwm:
+                self.daemon_peak_mib = int(hwm[0].split()[1]) / 1024
+        except (psutil.Error, OSError):
+            return
+        now = self.postgres()
+        self.postgres_cpu = sum(cpu - self.start_pg.get(p, 0.0) for p, cpu in now.items())
+
+
+async def one_run(args: argparse.Namespace, bulk: bool) -> dict[str, Any]:
+    label = "bulk" if bulk else "single"
+    raw_sim = Simulator(None)
+    try:
+        raw = await raw_limit(raw_sim.url, min(args.n, 50_000), 100 if bulk else 1,
+                              args.concurrency)
+    finally:
+        raw_sim.stop()
+    async with fresh_database(args.database_url, f"e2e_{label}") as url:
+        copy = await copy_limit(url, min(args.n, 200_000))
+        port = free_port()
+        sim = Simulator(f"http://127.0.0.1:{port}/webhooks/sim")
+        try:
+            figures = await engine_run(args, url, sim, port, bulk)
+        finally:
+            sim.stop()
+    figures.update(label=label, raw=raw, copy=copy)
+    return figures
+
+
+async def engine_run(args: argparse.Namespace, url: str, sim: Simulator, port: int,
+                     bulk: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp) / "engine.yaml"
+        config_path.write_text(
+            f"webhooks:\n  listen: 127.0.0.1:{port}\n  public_url: http://127.0.0.1:{port}\n"
+            f"providers:\n  sim:\n    type: simulator\n    base_url: {sim.url}\n"
+            f"    rate: 1000000\n    concurrency: {args.concurrency}\n"
+            f"    bulk: {'true' if bulk else 'false'}\n    batch_size: 100\n"
+            f"    webhook_secret: {SECRET}\n")
+        config = EngineConfig.model_validate({"providers": {"sim": {"type": "simulator"}}})
+        conn = await db.connect(url)
+        csv_path = Path(tmp) / "contacts.csv"
+        write_contacts(csv_path, args.n)
+        started = time.perf_counter()
+        report = await audience.import_contacts(conn, csv_path, group="all", region="ZA")
+        imported = report.rows / (time.perf_counter() - started)
+        spec = Campaign.from_spec({
+            "name": "bench", "provider": "sim", "schedule": {"now": True},
+            "audience": {"groups": ["all"]},
+            "message": {"body": "Hi {{ first_name }}, as a {{ tier }} member you get 20% off"
+                                " today. Reply STOP to opt out",
+                        "locales": {"es": "Hola {{ first_name }}, 20% de descuento hoy."
+                                          " Responde STOP para salir"}}})
+        usage = Usage(start_pg=Usage.postgres())
+        wall = time.perf_counter()
+        await campaigns.apply_campaign(conn, spec, config_path, config)
+        daemon = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "engine", "--config", str(config_path), "--log-level",
+            "WARNING", "run", env={**os.environ, "DATABASE_URL": url}, cwd=REPO)
+        try:
+            counts = await wait_final(conn, daemon.pid, usage, args.timeout)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            await daemon.wait()
+        wall = time.perf_counter() - wall
+        figures = await measured(conn)
+        await conn.close()
+    stats = await sim.stats()
+    most = max(stats["per_number"].values(), default=0)
+    figures.update(wall=wall, imported=imported, counts=counts, most=most, usage=usage,
+                   accepted=stats["accepted"])
+    return figures
+
+
+async def wait_final(conn: Any, pid: int, usage: Usage, within: float) -> dict[str, int]:
+    deadline = time.monotonic() + within
+    while True:
+        usage.sample(pid)
+        rows = await conn.fetch("SELECT status::text, count(*) AS n FROM messages GROUP BY 1")
+        counts = {r["status"]: r["n"] for r in rows}
+        if counts and not set(counts) & set(NOT_FINAL):
+            return counts
+        if time.monotonic() > deadline:
+            raise SystemExit(f"not every message final after {within:.0f}s: {counts}")
+        await asyncio.sleep(0.5)
+
+
+MEASURED = """
+SELECT (SELECT count(*) FROM messages) AS recipients,
+       (SELECT extract(epoch FROM expanded_at - started_at) FROM campaign_runs LIMIT 1)
+           AS expand_s,
+       (SELECT count(sent_at) FROM messages) AS sent,
+       (SELECT extract(epoch FROM max(sent_at) - min(sent_at)) FROM messages) AS dispatch_s,
+       (SELECT count(*) FROM receipts WHERE applied_at IS NOT NULL) AS applied,
+       (SELECT extract(epoch FROM max(applied_at) - min(received_at)) FROM receipts) AS receipt_s
+"""
+
+
+async def measured(conn: Any) -> dict[str, Any]:
+    row = await conn.fetchrow(MEASURED)
+    return {
+        "expand": row["recipients"] / max(float(row["expand_s"] or 0), 1e-3),
+        "dispatch": row["sent"] / max(float(row["dispatch_s"] or 0), 1e-3),
+        "receipts": row["applied"] / max(float(row["receipt_s"] or 0), 1e-3),
+        "recipients": row["recipients"],
+    }
+
+
+def show(f: dict[str, Any]) -> bool:
+    u: Usage = f["usage"]
+    total_cpu = u.daemon_cpu + u.postgres_cpu or 1
+    print(f"\n== {f['label']} account, {f['recipients']:,} recipients")
+    print(f"wall time (apply -> every message final): {f['wall']:.1f}s")
+    print(f"import:    {f['imported']:>10,.0f} rows/s")
+    print(f"expansion: {f['expand']:>10,.0f} recipients/s  ({f['expand'] / f['copy']:.0%} of a"
+          f" bare COPY at {f['copy']:,.0f} rows/s)")
+    print(f"dispatch:  {f['dispatch']:>10,.0f} messages/s   ({f['dispatch'] / f['raw']:.0%} of a"
+          f" bare aiohttp client at {f['raw']:,.0f} msg/s)")
+    print(f"receipts:  {f['receipts']:>10,.0f} applied/s")
+    print(f"daemon peak memory: {u.daemon_peak_mib:.0f} MiB; CPU: daemon {u.daemon_cpu:.1f}s,"
+          f" PostgreSQL {u.postgres_cpu:.1f}s ({u.daemon_cpu / total_cpu:.0%} engine)")
+    print(f"final statuses: {f['counts']}")
+    print(f"simulator accepted {f['accepted']:,}; most messages to one number: {f['most']}")
+    return f["most"] <= 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--timeout", type=float, default=3600)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument("--only", choices=("single", "bulk"))
+    args = parser.parse_args()
+    ok = True
+    for bulk in (False, True):
+        if args.only and args.only != ("bulk" if bulk else "single"):
+            continue
+        ok = show(asyncio.run(one_run(args, bulk))) and ok
+    if not ok:
+        raise SystemExit("a number received more than one message")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The daemon's HTTP side: /healthz, /metrics and /reports/{campaign}."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+
+from engine import campaigns
+from engine.config import EngineConfig
+from engine.daemon import Daemon
+from engine.providers.simulator import FamilySettings, SimulatorSettings, serve
+from tests.integration.helpers import add_contacts, campaign, numbers
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def running_daemon(conn: asyncpg.Connection, database_url: str,
+                         **webhooks: Any) -> AsyncIterator[tuple[Daemon, str]]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    family = FamilySettings(webhook_url=f"{url}/webhooks/sim", webhook_secret="s")
+    async with await serve(SimulatorSettings(default=family), "127.0.0.1", 0) as sim:
+        config = EngineConfig.model_validate({
+            "webhooks": {"listen": f"127.0.0.1:{port}", "public_url": url, **webhooks},
+            "providers": {"sim": {"type": "simulator", "base_url": sim.url,
+                                  "webhook_secret": "s"}}})
+        await add_contacts(conn, [{"phone": p} for p in numbers(10)])
+        await campaigns.apply_campaign(conn, campaign(provider="sim"), Path("t.yaml"), config,
+                                       now=datetime.now(UTC))
+        stop = asyncio.Event()
+        daemon = Daemon(config, database_url, poll_interval=0.2)
+        task = asyncio.create_task(daemon.run(stop))
+        try:
+            for _ in range(100):
+                done = await conn.fetchval("SELECT count(*) FROM messages WHERE status IN"
+                                           " ('delivered', 'undelivered', 'failed')")
+                if done == 10:
+                    break
+                await asyncio.sleep(0.1)
+            yield daemon, url
+        finally:
+            stop.set()
+            await task
+
+
+@pytest.fixture
+async def daemon(conn: asyncpg.Connection, database_url: str
+                 ) -> AsyncIterator[tuple[Daemon, str]]:
+    async for found in running_daemon(conn, database_url):
+        yield found
+
+
+async def test_health_metrics_and_report_page(daemon: tuple[Daemon, str]) -> None:
+    running, url = daemon
+    await running._refresh_metrics(running._pool)  # type: ignore[arg-type]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{url}/healthz") as resp:
+            assert resp.status == 200
+            assert (await resp.json())["status"] == "ok"
+        async with session.get(f"{url}/metrics") as resp:
+            text = await resp.text()
+        assert 'engine_messages_sent_total{account="sim",outcome="accepted"} 10.0' in text
+        assert 'engine_runs{status="sending"}' in text or 'engine_runs{status="completed"}' in text
+        async with session.get(f"{url}/reports/promo") as resp:
+            assert resp.status == 200
+            assert "<svg" in await resp.text()
+        async with session.get(f"{url}/reports/nope") as resp:
+            assert resp.status == 404
+
+
+async def test_reports_need_the_token_when_one_is_set(
+    conn: asyncpg.Connection, database_url: str
+) -> None:
+    async for _, url in running_daemon(conn, database_url, reports_token="t0ken"):
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/reports/promo") as resp:
+                assert resp.status == 401
+            async with session.get(f"{url}/reports/promo",
+                                   headers={"Authorization": "Bearer t0ken"}) as resp:
+                assert resp.status == 200
