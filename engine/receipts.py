@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -171,14 +172,12 @@ class InboundRows:
                 self._notice(account, change)
 
     def _reply(self, account: str, reply: Inbound, channel: str) -> None:
-        action = self.keywords.action(reply.text)
-        phone = reply.from_
+        action, phone = self.keywords.action(reply.text), reply.from_
         if action == "help":
             log.info("HELP from %s", mask(phone), extra={"account": account})
         elif action is not None:
-            phone = _e164(phone, account) or ""
-            action = action if phone else None
-            phone = phone or reply.from_
+            number = _e164(phone, account)
+            action, phone = (action, number) if number else (None, phone)
         self._row(account, phone, channel, reply.text, reply.provider_message_id,
                   reply.in_reply_to, action, reply.raw)
 
@@ -261,7 +260,7 @@ class ReceiptWriter:
         #: called with the number of new receipts after each flush (to wake a reconciler)
         self.on_flush = on_flush
         self.stats = WriterStats()
-        self._queue: list[_Waiting] = []
+        self._queue: deque[_Waiting] = deque()
         self._rows = 0
         self._wake = asyncio.Event()
         self._closed = False
@@ -308,11 +307,9 @@ class ReceiptWriter:
                 continue
             delay = self._queue[0].since + self.flush_interval - loop.time()
             if delay > 0 and self._rows < self.max_rows and not self._closed:
-                try:
+                with suppress(TimeoutError):  # the window closed: flush
                     async with asyncio.timeout(delay):
                         await self._wake.wait()
-                except TimeoutError:
-                    pass
                 continue
             await self._flush(self._take())
 
@@ -320,7 +317,7 @@ class ReceiptWriter:
         taken: list[_Waiting] = []
         rows = 0
         while self._queue and (not taken or rows + self._queue[0].rows <= self.max_rows):
-            item = self._queue.pop(0)
+            item = self._queue.popleft()
             taken.append(item)
             rows += item.rows
         self._rows -= rows
@@ -328,7 +325,7 @@ class ReceiptWriter:
 
     async def _flush(self, batch: list[_Waiting]) -> None:
         try:
-            await self._store(batch)
+            new = await self._store(batch)
         except asyncio.CancelledError:
             _fail(batch, WriterStopped("the receipt writer was cancelled"))
             raise
@@ -346,6 +343,11 @@ class ReceiptWriter:
         for item in batch:
             if not item.future.done():
                 item.future.set_result(None)
+        if self.on_flush is not None and new:
+            try:
+                self.on_flush(new)
+            except Exception:  # a metrics or wake-up hook must not stop the writer
+                log.exception("the writer's on_flush hook failed")
 
     def _failed(self, batch: list[_Waiting], exc: BaseException) -> None:
         self.stats.failed_flushes += 1
@@ -353,7 +355,8 @@ class ReceiptWriter:
                   extra={"account": batch[0].account})
         _fail(batch, exc)
 
-    async def _store(self, batch: list[_Waiting]) -> None:
+    async def _store(self, batch: list[_Waiting]) -> int:
+        """Insert one batch (one transaction); the number of new receipts."""
         receipts, inbound = ReceiptRows(), InboundRows(self.keywords)
         per_account: Counter[str] = Counter()
         for item in batch:
@@ -372,8 +375,7 @@ class ReceiptWriter:
         self.stats.flushes += 1
         self.stats.receipts.update(per_account)
         self.stats.duplicates += len(receipts) - new
-        if self.on_flush is not None and new:
-            self.on_flush(new)
+        return new
 
     def _opted(self, counts: asyncpg.Record) -> None:
         self.stats.inbound += counts["stored"]
@@ -627,6 +629,7 @@ class Reconciler:
             earlier = await self._earlier_parts(conn, batch.part_messages)
             batch.decide(earlier)
             if batch.changes:
+                await conn.execute(QUERIES["lock_messages"], [c.id for c in batch.changes])
                 updated = await conn.fetch(QUERIES["apply_receipts"], *batch.change_columns())
                 batch.lost({row["id"] for row in updated})
             await conn.execute(QUERIES["settle_receipts"], *batch.settle_columns(),

@@ -13,8 +13,9 @@ not authentic               401, body not read: the account's secret did not com
 unreadable                  400, logged with a short excerpt: the adapter raised
                             MalformedWebhook (or could not decode the body)
 stored                      200, only once :meth:`ReceiptWriter.write` committed it
-not stored                  503 (the database is out of reach or the daemon is stopping):
-                            every provider retries a 5xx
+not stored                  503 (the database is out of reach, the daemon is stopping, or
+                            the commit took longer than ``answer_within``): every provider
+                            retries a 5xx, and a repeat is deduplicated
 ==========================  ==============================================================
 
 A well-formed event with a status we do not know is stored (status NULL) and logged, not
@@ -24,12 +25,14 @@ milliseconds under load (Zenvia counts a reply slower than 1 s as a failure).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from engine.providers.base import Adapter, MalformedWebhook, WebhookEvents
@@ -88,9 +91,14 @@ class WebhookHandler:
     """The webhook endpoint of every configured account."""
 
     def __init__(self, adapters: Mapping[str, Adapter[Any]], writer: ReceiptWriter, *,
-                 open_types: Collection[str] = ("simulator",)) -> None:
+                 open_types: Collection[str] = ("simulator",),
+                 answer_within: float = 4.0) -> None:
         self.adapters = dict(adapters)
         self.writer = writer
+        #: a call not stored by then is answered 503 (its events are still written, and the
+        #: provider's retry is deduplicated): under its read timeout (Zenvia's is 5 s, and
+        #: a timeout counts as ten failures there)
+        self.answer_within = answer_within
         self.stats = WebhookStats()
         self._open = frozenset(name for name, adapter in self.adapters.items()
                                if adapter.account.webhook_secret is None
@@ -144,7 +152,8 @@ class WebhookHandler:
 
     async def _store(self, name: str, events: WebhookEvents) -> web.Response:
         try:
-            await self.writer.write(name, events)
+            async with asyncio.timeout(self.answer_within):
+                await self.writer.write(name, events)
         except Exception as exc:  # any storage failure: 503, and the provider retries
             self.stats.calls[name, "failed"] += 1
             log.error("webhook call not stored, answered 503: %r", exc, extra={"account": name})
@@ -155,4 +164,10 @@ class WebhookHandler:
 
 
 def _answer(status: int, text: str) -> web.Response:
-    return web.json_response({"status": text}, status=status)
+    return web.Response(body=_BODIES.get(text) or orjson.dumps({"status": text}), status=status,
+                        content_type="application/json")
+
+
+#: the answers, encoded once (the 200 is on the hot path)
+_BODIES = {text: orjson.dumps({"status": text}) for text in (
+    "ok", "unknown account", "unauthorized", "malformed", "not stored, try again")}

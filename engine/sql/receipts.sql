@@ -99,8 +99,10 @@ SELECT r.id, r.account, r.status::text AS status, r.part, r.error_code, r.error_
  ORDER BY r.id;
 
 -- name: lock_messages
--- Messages reported on per part: locked before their other parts are read, so that two
--- reconcilers holding different parts of one message cannot both miss the other's.
+-- The messages a batch will change, locked in id order first, so that reconcilers
+-- working on overlapping messages queue up instead of deadlocking; and, for messages
+-- reported on per part, before their other parts are read, so that two reconcilers
+-- holding different parts of one message cannot both miss the other's.
 SELECT id FROM messages WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE;
 
 -- name: applied_parts
@@ -114,18 +116,8 @@ SELECT message_id, part, status::text AS status, error_code, error_detail
 -- One statement per batch: every message's new status as decided from its receipts,
 -- applied only while the message is still in the status the decision started from
 -- (another reconciler or a late send result may have moved it; its receipts are then
--- looked at again). Rows are locked in id order so concurrent reconcilers cannot
--- deadlock. Delivery, read and failure times never precede the send. The provider's id is
--- filled in where only our id matched, unless another message already has it.
-WITH u AS (
-    SELECT *
-      FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
-                  $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[])
-           AS u(id, expected, status, sent_at, delivered_at, read_at, failed_at, code, detail,
-                provider_id)
-), locked AS (
-    SELECT m.id FROM messages m JOIN u USING (id) ORDER BY m.id FOR UPDATE OF m
-)
+-- looked at again). Delivery, read and failure times never precede the send. The
+-- provider's id is filled in where only our id matched, unless another message has it.
 UPDATE messages m
    SET status = u.status::message_status,
        provider_message_id = CASE
@@ -148,7 +140,10 @@ UPDATE messages m
                            WHEN m.status IN ('unknown', 'expired') THEN NULL
                            ELSE m.error_detail END,
        updated_at = now()
-  FROM u JOIN locked USING (id)
+  FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+              $6::timestamptz[], $7::timestamptz[], $8::text[], $9::text[], $10::text[])
+       AS u(id, expected, status, sent_at, delivered_at, read_at, failed_at, code, detail,
+            provider_id)
  WHERE m.id = u.id AND m.status = u.expected::message_status
 RETURNING m.id;
 

@@ -32,6 +32,7 @@ from engine.providers.base import Receipt
 from engine.providers.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from engine.queries import QUERIES
 from engine.receipts import (
+    Keywords,
     Poller,
     ReceiptRows,
     Reconciler,
@@ -130,6 +131,18 @@ def test_step(current: str, new: str, outcome: str) -> None:
 )
 def test_parts_status(parts: list[tuple[int, str]], segments: int, status: str) -> None:
     assert parts_status(parts, segments) == status
+
+
+@pytest.mark.parametrize(
+    ("text", "action"),
+    [("STOP", "opt_out"), (" stop \n", "opt_out"), ("Stop!", "opt_out"), ("quit.", "opt_out"),
+     ("STOPALL", "opt_out"), ("unsubscribe", "opt_out"), ("Cancel", "opt_out"),
+     ("end", "opt_out"), ("START", "opt_in"), ("unstop", "opt_in"), ("OptIn", "opt_in"),
+     ("help", "help"), ("INFO", "help"), ("please stop", None), ("STOP NOW", None),
+     ("stopp", None), ("", None)],
+)
+def test_keywords(text: str, action: str | None) -> None:
+    assert Keywords().action(text) == action
 
 
 # --- the reconciler -----------------------------------------------------------------------

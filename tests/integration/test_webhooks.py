@@ -21,8 +21,9 @@ from aiohttp import web
 
 from engine.config import EngineConfig
 from engine.providers import adapter_for
-from engine.providers.base import Adapter
+from engine.providers.base import Adapter, Receipt, WebhookEvents
 from engine.receipts import ReceiptWriter
+from engine.status import MessageStatus
 from engine.webhooks import WebhookHandler
 
 SECRET = "s3cret"
@@ -407,3 +408,52 @@ async def test_concurrent_calls_share_commits_and_answer_fast(
     assert await conn.fetchval("SELECT count(*) FROM receipts") == 300
     assert server.writer.stats.flushes < 150  # group commit: many calls per INSERT
     assert max(took) < 1.0
+
+
+async def test_a_slow_commit_is_answered_503_and_the_retry_deduplicated(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession, conn: asyncpg.Connection
+) -> None:
+    config = EngineConfig.model_validate({"providers": ACCOUNTS})
+    running, runner = await serve_webhooks(pool, adapters_for(config, session), session,
+                                           flush_interval=0.5)
+    running.handler.answer_within = 0.05
+    try:
+        assert await running.post("sim", sim_events(sim_status()), headers=HEADER) == 503
+        running.handler.answer_within = 4.0
+        # the provider retries; the first call's events were written meanwhile
+        assert await running.post("sim", sim_events(sim_status()), headers=HEADER) == 200
+    finally:
+        await runner.cleanup()
+        await running.writer.stop()
+    assert len(await receipts(conn)) == 1
+    assert running.handler.stats.calls["sim", "failed"] == 1
+
+
+async def test_stopped_writer_answers_503(server: WebhookServer, conn: asyncpg.Connection) -> None:
+    await server.writer.stop()
+    assert await server.post("sim", sim_events(sim_status()), headers=HEADER) == 503
+    assert await receipts(conn) == []
+
+
+async def test_one_call_that_breaks_a_batch_fails_alone(
+    pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    flushed: list[int] = []
+    writer = ReceiptWriter(pool, flush_interval=0.05, on_flush=flushed.append)
+    await writer.start()
+
+    def events(event_id: str, detail: str | None = None) -> WebhookEvents:
+        return WebhookEvents(receipts=(Receipt("p1", None, MessageStatus.SENT, "sent",
+                                               error_detail=detail, event_id=event_id),))
+
+    try:
+        calls = [writer.write("sim", events(f"g{i}")) for i in range(5)]
+        calls.append(writer.write("sim", events("bad", "\ud800")))  # PostgreSQL refuses it
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    finally:
+        await writer.stop()
+    assert results[:5] == [None] * 5
+    assert isinstance(results[5], asyncpg.DataError)
+    assert sorted(r["provider_event_id"] for r in await receipts(conn)) == [
+        f"g{i}" for i in range(5)]
+    assert sum(flushed) == 5
