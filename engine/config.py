@@ -87,6 +87,10 @@ class EngineConfig(Strict):
     receipt_window: Duration = timedelta(hours=72)
     # how long a claimed message may stay 'sending' before another daemon settles it
     lease: Duration = timedelta(seconds=60)
+    # whole-message replies that opt a number out, back in, or ask for help (logged)
+    opt_out_keywords: tuple[str, ...] = ("STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT")
+    opt_in_keywords: tuple[str, ...] = ("START", "UNSTOP", "OPTIN")
+    help_keywords: tuple[str, ...] = ("HELP", "INFO")
 
     def price_table(self, account: str | None = None) -> PriceTable:
         """Prices for ``account`` (its own table layered over the global one)."""

@@ -144,10 +144,13 @@ class Daemon:
 
     async def _open_webhooks(self, stack: AsyncExitStack, pool: asyncpg.Pool,
                              adapters: dict[str, Adapter[Any]]) -> None:
-        writer = ReceiptWriter(pool)
+        writer = ReceiptWriter(pool, opt_out_keywords=self.config.opt_out_keywords,
+                               opt_in_keywords=self.config.opt_in_keywords,
+                               help_keywords=self.config.help_keywords)
         await writer.start()
         stack.push_async_callback(writer.stop)  # runs after the listener closed: flush all
         handler = WebhookHandler(adapters, writer)
+        self.metrics.watch_webhooks(handler.stats)
         app = web.Application()
         app.add_routes([web.get("/healthz", self._healthz), web.get("/metrics", self._metrics),
                         web.get("/reports/{campaign}", self._report), *handler.routes()])
@@ -202,7 +205,7 @@ class Daemon:
                   next_run_time=datetime.now(UTC))
         if "webhooks" in self.roles:
             reconciler = Reconciler(pool)
-            poller = Poller(pool, adapters)
+            poller = Poller(pool, adapters, window=self.config.receipt_window)
             every(self._guarded(reconciler.apply_pending), "interval", seconds=0.5)
             every(self._guarded(poller.poll_once), "interval", seconds=10)
             every(self._guarded(self._complete, pool), "interval", seconds=2)

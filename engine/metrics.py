@@ -8,12 +8,15 @@ timer, not per scrape, so a scrape never runs a query.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from engine.queries import QUERIES
+from engine.webhooks import WebhookStats
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 LAG_BUCKETS = (0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
@@ -33,10 +36,6 @@ class Metrics:
         self.limiter_wait = Histogram("engine_rate_limiter_wait_seconds",
                                       "Time a request waited for rate tokens", ["account"],
                                       buckets=LATENCY_BUCKETS, registry=r)
-        self.webhooks = Counter("engine_webhooks", "Webhook calls by account and result",
-                                ["account", "result"], registry=r)
-        self.receipts_received = Counter("engine_receipts_received", "Receipts stored",
-                                         ["account"], registry=r)
         self.receipt_lag = Histogram("engine_receipt_lag_seconds",
                                      "Time from sent to a final status", ["account"],
                                      buckets=LAG_BUCKETS, registry=r)
@@ -51,6 +50,10 @@ class Metrics:
         self.runs = Gauge("engine_runs", "Campaign runs by status", ["status"], registry=r)
         self.messages = Gauge("engine_messages", "Messages of active runs by account and status",
                               ["account", "status"], registry=r)
+
+    def watch_webhooks(self, stats: WebhookStats) -> None:
+        """Report the webhook handler's own counters at each scrape."""
+        self.registry.register(_WebhookCollector(stats))
 
     def render(self) -> bytes:
         """The exposition text."""
@@ -76,3 +79,22 @@ class Metrics:
         gauge.clear()
         for labels, value in values.items():
             gauge.labels(*labels).set(value)
+
+
+class _WebhookCollector(Collector):
+    """Webhook calls and stored events, read from the handler's counters at scrape time."""
+
+    def __init__(self, stats: WebhookStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        calls = CounterMetricFamily("engine_webhooks", "Webhook calls by account and result",
+                                    labels=["account", "result"])
+        for (account, result), count in sorted(self.stats.calls.items()):
+            calls.add_metric([account, result], count)
+        yield calls
+        receipts = CounterMetricFamily("engine_receipts_received", "Receipts stored",
+                                       labels=["account"])
+        for account, count in sorted(self.stats.receipts.items()):
+            receipts.add_metric([account], count)
+        yield receipts

@@ -309,6 +309,8 @@ class Adapter(ABC, Generic[AccountT]):
     webhook_secret_name: ClassVar[str] = "X-Webhook-Secret"
     #: the provider has a per-message status lookup and ``poll`` uses it
     supports_polling: ClassVar[bool] = False
+    #: the provider reports deliveries by webhook (False: every sent message is polled)
+    delivery_webhooks: ClassVar[bool] = True
     #: the provider deduplicates on a key we send, so an ambiguous send is safe to repeat
     idempotent_sends: ClassVar[bool] = False
     #: HTTP statuses the provider documents as "not accepted, try again"

@@ -162,6 +162,8 @@ def message_uuid(namespace: uuid.UUID, message_id: int) -> str:
 class ZingleAdapter(Adapter[ZingleAccount]):
     """Client of the Zingle REST API (v1)."""
 
+    delivery_webhooks = False  # Zingle reports deliveries only when asked
+
     account_model = ZingleAccount
     supports_polling = True
     idempotent_sends = True

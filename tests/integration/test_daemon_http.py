@@ -72,6 +72,7 @@ async def test_health_metrics_and_report_page(daemon: tuple[Daemon, str]) -> Non
         async with session.get(f"{url}/metrics") as resp:
             text = await resp.text()
         assert 'engine_messages_sent_total{account="sim",outcome="accepted"} 10.0' in text
+        assert 'engine_webhooks_total{account="sim",result="accepted"}' in text
         assert 'engine_runs{status="sending"}' in text or 'engine_runs{status="completed"}' in text
         async with session.get(f"{url}/reports/promo") as resp:
             assert resp.status == 200
