@@ -299,12 +299,28 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--only", choices=("single", "bulk"))
+    parser.add_argument("--peer", action="store_true",
+                        help="also send the same N through pgqueuer (pip install .[bench])")
     args = parser.parse_args()
     ok = True
+    single_rate = None
     for bulk in (False, True):
         if args.only and args.only != ("bulk" if bulk else "single"):
             continue
-        ok = show(asyncio.run(one_run(args, bulk))) and ok
+        figures = asyncio.run(one_run(args, bulk))
+        ok = show(figures) and ok
+        single_rate = single_rate if bulk else figures["dispatch"]
+    if args.peer and single_rate:
+        from peer_pgqueuer import peer_config, peer_rate
+
+        sim = Simulator(None)
+        try:
+            peer = asyncio.run(peer_rate(args.database_url, sim.url, args.n, args.concurrency))
+        finally:
+            sim.stop()
+        print(f"\n== pgqueuer peer ({peer_config(args.concurrency)})")
+        print(f"peer: {peer:,.0f} messages/s; engine single-send {single_rate:,.0f} messages/s"
+              f" = {single_rate / peer:.1f}x the peer")
     if not ok:
         raise SystemExit("a number received more than one message")
 
