@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ import asyncpg
 import pytest
 
 from engine.config import EngineConfig
-from engine.dispatcher import Dispatcher
+from engine.dispatcher import PIPELINE, Dispatcher
 from engine.providers import adapter_for
 from engine.providers.base import Adapter, Outbound, SendResult
 from engine.providers.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
@@ -104,7 +105,9 @@ async def test_bulk_account_sends_batches(
         await Dispatcher(pool, config, "d1", adapters(config, session)).drain()
         assert set((await statuses(conn, run_id)).values()) == {"sent"}
         assert sim.stats.per_number == dict.fromkeys(phones, 1)
-        assert sim.stats.requests == 3  # 25 + 25 + 10
+        # batches of at most 25; the claim loops may split the 60 between them, each
+        # leaving at most one partial batch
+        assert sim.stats.requests <= math.ceil(60 / 25) + PIPELINE - 1
 
 
 async def test_rate_is_held(
@@ -317,7 +320,10 @@ async def test_stop_finishes_or_settles_in_flight_sends(
         run_id, _ = await setup_run(conn, pool, config, 6)
         dispatcher = Dispatcher(pool, config, "d1", adapters(config, session))
         running = asyncio.create_task(dispatcher.run())
-        await asyncio.sleep(0.5)
+        for _ in range(100):  # until both requests are in flight at the provider
+            if sim.stats.requests == 2:
+                break
+            await asyncio.sleep(0.05)
         await dispatcher.stop(timedelta(seconds=0.2))
         await running
         counts = await conn.fetch(
