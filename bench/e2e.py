@@ -59,11 +59,16 @@ def free_port() -> int:
 
 
 def run_simulator(port: int, webhook_url: str | None, ready: Any) -> None:
-    """The simulator in a process of its own (receipts to ``webhook_url`` when given)."""
+    """The simulator in a process of its own (receipts to ``webhook_url`` when given).
+
+    With receipts it also rejects numbers ending 0000, a realistic share of failures;
+    without (the limit and the peer), it accepts everything.
+    """
     async def main() -> None:
         family = FamilySettings(webhook_url=webhook_url, webhook_secret=SECRET, delivered=0.9,
                                 undelivered=0.05, receipt_delay=(0.0, 0.5), duplicates=0.05,
-                                out_of_order=0.05)
+                                out_of_order=0.05,
+                                reject_suffixes=("0000",) if webhook_url else ())
         await serve(SimulatorSettings(seed=1, default=family, max_pending_receipts=50_000,
                                       post_workers=16), "127.0.0.1", port)
         ready.set()

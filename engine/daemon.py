@@ -194,21 +194,24 @@ class Daemon:
                 adapters: dict[str, Adapter[Any]]) -> None:
         timers = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
-        every = timers.add_job
-        every(self._guarded(self._heartbeat), "interval", seconds=HEARTBEAT.total_seconds())
-        every(self._guarded(self._refresh_metrics, pool), "interval", seconds=5)
+        def every(seconds: float, job: Callable[..., Awaitable[Any]], *args: Any,
+                  now: bool = False) -> None:
+            name = getattr(job, "__name__", "job")
+            timers.add_job(self._guarded(job, *args), "interval", seconds=seconds, id=name,
+                           name=name, next_run_time=datetime.now(UTC) if now else None)
+
+        every(HEARTBEAT.total_seconds(), self._heartbeat)
+        every(5, self._refresh_metrics, pool)
         if "scheduler" in self.roles:
-            every(self._guarded(self._tick, pool), "interval", seconds=1,
-                  next_run_time=datetime.now(UTC))
+            every(1, self._tick, pool, now=True)
         if self.dispatcher is not None:
-            every(self._guarded(self.dispatcher.recover_leases), "interval", seconds=5,
-                  next_run_time=datetime.now(UTC))
+            every(5, self.dispatcher.recover_leases, now=True)
         if "webhooks" in self.roles:
             reconciler = Reconciler(pool)
             poller = Poller(pool, adapters, window=self.config.receipt_window)
-            every(self._guarded(reconciler.apply_pending), "interval", seconds=0.5)
-            every(self._guarded(poller.poll_once), "interval", seconds=10)
-            every(self._guarded(self._complete, pool), "interval", seconds=2)
+            every(0.5, reconciler.apply_pending)
+            every(10, poller.poll_once)
+            every(2, self._complete, pool)
         timers.start()
         stack.callback(timers.shutdown, wait=False)
 

