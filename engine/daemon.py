@@ -197,8 +197,10 @@ class Daemon:
         def every(seconds: float, job: Callable[..., Awaitable[Any]], *args: Any,
                   now: bool = False) -> None:
             name = getattr(job, "__name__", "job")
+            # next_run_time=None would add the job paused: leave it out unless running now
+            first = {"next_run_time": datetime.now(UTC)} if now else {}
             timers.add_job(self._guarded(job, *args), "interval", seconds=seconds, id=name,
-                           name=name, next_run_time=datetime.now(UTC) if now else None)
+                           name=name, **first)
 
         every(HEARTBEAT.total_seconds(), self._heartbeat)
         every(5, self._refresh_metrics, pool)
