@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -94,4 +95,11 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     """A pool on this test's database."""
     async with db.pool(database_url, min_size=1, max_size=4) as created:
+        yield created
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """One aiohttp client session for a test."""
+    async with aiohttp.ClientSession() as created:
         yield created

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import asyncpg
-import pytest
 
 from engine.config import EngineConfig
 from engine.dispatcher import PIPELINE, Dispatcher
@@ -19,12 +18,6 @@ from engine.providers import adapter_for
 from engine.providers.base import Adapter, Outbound, SendResult
 from engine.providers.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from tests.integration.helpers import add_contacts, campaign, fire_and_expand, numbers, statuses
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as created:
-        yield created
 
 
 async def simulator(**family: Any) -> RunningSimulator:

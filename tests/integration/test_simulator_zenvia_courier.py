@@ -79,12 +79,6 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as created:
-        yield created
-
-
-@pytest.fixture
 async def start() -> AsyncIterator[Callable[..., Any]]:
     """``await start(settings)``: a running simulator, closed after the test."""
     running: list[RunningSimulator] = []

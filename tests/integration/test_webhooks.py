@@ -89,12 +89,6 @@ async def serve_webhooks(pool: asyncpg.Pool, adapters: dict[str, Adapter[Any]],
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as created:
-        yield created
-
-
-@pytest.fixture
 async def server(pool: asyncpg.Pool, session: aiohttp.ClientSession
                  ) -> AsyncIterator[WebhookServer]:
     config = EngineConfig.model_validate({"providers": ACCOUNTS})

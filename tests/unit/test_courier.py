@@ -4,7 +4,6 @@ it, its errors mapped, its status callbacks read."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -39,12 +38,6 @@ def account(**extra: Any) -> CourierAccount:
 
 def message(n: int = 1, to: str = "+14155550100", body: str = "Hello") -> Outbound:
     return Outbound(message_id=n, to=to, body=body)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as created:
-        yield created
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -15,7 +14,6 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aioresponses import aioresponses
 from pydantic import ValidationError
 from yarl import URL
 
@@ -23,6 +21,7 @@ from engine.providers import ACCOUNT_TYPES, adapter_for
 from engine.providers.base import MalformedWebhook, Outbound, Outcome, SendResult
 from engine.providers.sunshine import SunshineAccount, SunshineAdapter, app_jwt, hs256
 from engine.status import MessageStatus
+from tests.aioresponses_compat import MockedHTTP
 
 BASE = "https://sunco.test"
 APP = "5d8cff3cd55b040010928b5b"
@@ -45,28 +44,8 @@ def message(n: int = 1, to: str = "+15145555555", body: str = "Hello") -> Outbou
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as created:
-        yield created
-
-
-class _Response(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 builds responses without aiohttp 3.14's ``stream_writer``."""
-
-    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-class _Mock(aioresponses):
-    def add(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("response_class", _Response)
-        super().add(*args, **kwargs)
-
-
-@pytest.fixture
 def http() -> Any:
-    with _Mock() as mocked:
+    with MockedHTTP() as mocked:
         yield mocked
 
 

@@ -4,7 +4,6 @@ in its table mapped, every webhook shape read."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -37,12 +36,6 @@ def account(**extra: Any) -> ZenviaAccount:
 
 def message(n: int = 1, to: str = "+5511999999999", body: str = "Hello") -> Outbound:
     return Outbound(message_id=n, to=to, body=body)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as created:
-        yield created
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from aioresponses import CallbackResult, aioresponses
+from aioresponses import CallbackResult
 from pydantic import ValidationError
 from yarl import URL
 
@@ -27,6 +26,7 @@ from engine.providers.zingle import (
     message_uuid,
 )
 from engine.status import MessageStatus
+from tests.aioresponses_compat import CompatResponse, MockedHTTP
 
 BASE = "https://zingle.test"
 SERVICE = "1d06e84f-8152-4de7-983d-a2d88b73734a"
@@ -47,28 +47,8 @@ def message(n: int = 1, to: str = "+18585551214", body: str = "Hello") -> Outbou
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as created:
-        yield created
-
-
-class _Response(aiohttp.ClientResponse):
-    """aioresponses 0.7.9 builds responses without aiohttp 3.14's ``stream_writer``."""
-
-    def __init__(self, method: str, url: URL, **kwargs: Any) -> None:
-        kwargs.setdefault("stream_writer", SimpleNamespace(output_size=0))
-        super().__init__(method, url, **kwargs)
-
-
-class _Mock(aioresponses):
-    def add(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("response_class", _Response)
-        super().add(*args, **kwargs)
-
-
-@pytest.fixture
 def http() -> Any:
-    with _Mock() as mocked:
+    with MockedHTTP() as mocked:
         yield mocked
 
 
@@ -360,7 +340,8 @@ async def test_poll_runs_concurrently_up_to_the_account_limit(
         flight["most"] = max(flight["most"], flight["now"])
         await asyncio.sleep(0.02)
         flight["now"] -= 1
-        return CallbackResult(payload=lookup(url.name, executed_at=1), response_class=_Response)
+        return CallbackResult(payload=lookup(url.name, executed_at=1),
+                              response_class=CompatResponse)
 
     for n in range(6):
         http.get(f"{SEND}/m{n}", callback=slow)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.utils import format_datetime
@@ -35,12 +34,6 @@ def account(**extra: Any) -> ZoomConnectAccount:
 def message(n: int = 1, to: str = "+27821234567", body: str = "Hello") -> Outbound:
     return Outbound(message_id=n, to=to, body=body, sender=None, channel="sms",
                     encoding="GSM-7", segments=1)
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as created:
-        yield created
 
 
 @pytest.fixture
