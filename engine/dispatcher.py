@@ -114,17 +114,6 @@ class _Chunk:
     results: list[SendResult] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Outcomes:
-    """What one recorded batch amounted to, for the failure brake and the caller."""
-
-    sent: int = 0
-    failed: int = 0
-    retried: int = 0
-    unknown: int = 0
-    rejected_flags: tuple[bool, ...] = ()
-
-
 class Dispatcher:
     """Claims, rate-limits, sends and records; one instance per daemon."""
 
@@ -245,9 +234,9 @@ class Dispatcher:
                 if not claimed:
                     break
                 total += len(claimed)
-                outcome = await self._send_claimed(run_id, campaign, account, run_limiter,
-                                                   claimed)
-                recent.extend(outcome.rejected_flags)
+                rejected = await self._send_claimed(run_id, campaign, account, run_limiter,
+                                                    claimed)
+                recent.extend(rejected)
                 if await self._brake(run_id, recent):
                     braked.set()
             return total
@@ -263,7 +252,7 @@ class Dispatcher:
 
     async def _send_claimed(self, run_id: int, campaign: Campaign, account: AccountState,
                             run_limiter: AsyncLimiter | None,
-                            claimed: Sequence[asyncpg.Record]) -> Outcomes:
+                            claimed: Sequence[asyncpg.Record]) -> list[bool]:
         sending = [row for row in claimed if row["status"] == MessageStatus.SENDING.value]
         now = utcnow()
         timing = SendTiming(campaign, now)
@@ -330,7 +319,7 @@ class Dispatcher:
 
     async def _record(self, run_id: int, chunks: Sequence[_Chunk],
                       waiting: Sequence[asyncpg.Record], timing: SendTiming,
-                      cancelled: bool) -> Outcomes:
+                      cancelled: bool) -> list[bool]:
         batch = _Batch(self.config.max_attempts, self.rng, utcnow())
         for chunk in chunks:
             for row, result in zip(chunk.rows, _results_of(chunk, cancelled), strict=True):
@@ -340,7 +329,7 @@ class Dispatcher:
         if batch.ids:
             async with self.pool.acquire() as conn:
                 await conn.execute(QUERIES["record_results"], *batch.columns(), self.worker)
-        return batch.outcomes()
+        return batch.rejected
 
     async def _brake(self, run_id: int, recent: deque[bool]) -> bool:
         if len(recent) < self.failure_window or not recent[-1]:
@@ -390,7 +379,8 @@ def _results_of(chunk: _Chunk, cancelled: bool) -> list[SendResult]:
 
 @dataclass(slots=True)
 class _Batch:
-    """The columns of one ``record_results`` statement."""
+    """The columns of one ``record_results`` statement, and which results were rejections
+    (the failure brake's input)."""
 
     max_attempts: int
     rng: random.Random
@@ -447,9 +437,3 @@ class _Batch:
         """The arrays, in the statement's parameter order."""
         return (self.ids, self.statuses, self.provider_ids, self.codes, self.details,
                 self.next_at, self.refunds)
-
-    def outcomes(self) -> Outcomes:
-        """Counts for the caller."""
-        count = self.statuses.count
-        return Outcomes(sent=count("sent"), failed=count("failed"), retried=count("queued"),
-                        unknown=count("unknown"), rejected_flags=tuple(self.rejected))
