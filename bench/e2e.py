@@ -49,7 +49,6 @@ from engine.spec import Campaign
 
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "bench-secret"
-NOT_FINAL = ("queued", "sending", "sent")
 
 
 def free_port() -> int:
@@ -246,15 +245,20 @@ async def engine_run(args: argparse.Namespace, url: str, sim: Simulator, port: i
 
 
 async def wait_final(conn: Any, pid: int, usage: Usage, within: float) -> dict[str, int]:
+    """Wait until the daemon completes the run (it does once every message is final: the
+    receipt window is far longer than the run), then count the statuses once. Counting
+    them every poll would scan the table and compete with the engine for CPU."""
     deadline = time.monotonic() + within
     while True:
         usage.sample(pid)
-        rows = await conn.fetch("SELECT status::text, count(*) AS n FROM messages GROUP BY 1")
-        counts = {r["status"]: r["n"] for r in rows}
-        if counts and not set(counts) & set(NOT_FINAL):
-            return counts
+        runs = await conn.fetch("SELECT status::text FROM campaign_runs")
+        if runs and all(r["status"] == "completed" for r in runs):
+            rows = await conn.fetch("SELECT status::text, count(*) AS n FROM messages"
+                                    " GROUP BY 1")
+            return {r["status"]: r["n"] for r in rows}
         if time.monotonic() > deadline:
-            raise SystemExit(f"not every message final after {within:.0f}s: {counts}")
+            raise SystemExit(f"the run did not complete within {within:.0f}s: "
+                             f"{[r['status'] for r in runs]}")
         await asyncio.sleep(0.5)
 
 
@@ -283,7 +287,7 @@ def show(f: dict[str, Any]) -> bool:
     u: Usage = f["usage"]
     total_cpu = u.daemon_cpu + u.postgres_cpu or 1
     print(f"\n== {f['label']} account, {f['recipients']:,} recipients")
-    print(f"wall time (apply -> every message final): {f['wall']:.1f}s")
+    print(f"wall time (apply -> run completed, every message final): {f['wall']:.1f}s")
     print(f"import:    {f['imported']:>10,.0f} rows/s")
     print(f"expansion: {f['expand']:>10,.0f} recipients/s  ({f['expand'] / f['copy']:.0%} of a"
           f" bare COPY at {f['copy']:,.0f} rows/s)")
@@ -294,7 +298,7 @@ def show(f: dict[str, Any]) -> bool:
           f" PostgreSQL {u.postgres_cpu:.1f}s ({u.daemon_cpu / total_cpu:.0%} engine)")
     print(f"final statuses: {f['counts']}")
     print(f"simulator accepted {f['accepted']:,}; most messages to one number: {f['most']}")
-    return f["most"] <= 1
+    return f["most"] <= 1 and not set(f["counts"]) & {"queued", "sending", "sent"}
 
 
 def main() -> None:
@@ -327,7 +331,7 @@ def main() -> None:
         print(f"peer: {peer:,.0f} messages/s; engine single-send {single_rate:,.0f} messages/s"
               f" = {single_rate / peer:.1f}x the peer")
     if not ok:
-        raise SystemExit("a number received more than one message")
+        raise SystemExit("a message did not end final, or a number received two")
 
 
 if __name__ == "__main__":

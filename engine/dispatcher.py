@@ -3,7 +3,9 @@
 One *lane* per run in ``sending`` claims that run's due messages in batches (one
 ``FOR UPDATE SKIP LOCKED`` statement that also expires stale messages and drops numbers
 that opted out since expansion), sends them through the account's adapter, and records
-every result of the batch in one ``UPDATE ... FROM unnest(...)``. Lanes of one account
+the results in groups as the requests finish (one ``UPDATE ... FROM unnest(...)`` per
+group of up to ``FLUSH_ROWS`` results or ``FLUSH_AFTER`` seconds, so a receipt rarely
+arrives before its send is recorded). Lanes of one account
 share its :class:`aiolimiter.AsyncLimiter` (a bulk request takes one token per message)
 and a semaphore capping requests in flight; a run's own ``limits.rate`` adds a limiter of
 its own. A lane claims about one second of sending at its rate, so a crash can leave at
@@ -56,6 +58,9 @@ log = logging.getLogger(__name__)
 MAX_CLAIM = 5000
 #: claim-send-record loops per run, so one batch's database work overlaps another's sends
 PIPELINE = 3
+#: send results are written in groups of at most this many, or this many seconds old
+FLUSH_ROWS = 500
+FLUSH_AFTER = 0.2
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 300.0
 
@@ -112,6 +117,7 @@ class _Chunk:
     rows: list[asyncpg.Record]
     started: bool = False
     results: list[SendResult] | None = None
+    recorded: bool = False
 
 
 class Dispatcher:
@@ -260,20 +266,24 @@ class Dispatcher:
         held = {row["id"] for row in waiting}
         chunks = [_Chunk(part) for part in _split([r for r in sending if r["id"] not in held],
                                                    account.batch)]
+        results = _Results(self, run_id, timing)
         # a few workers pull chunks in turn: one task per request would have thousands of
         # tasks wake and queue on the semaphore for every claimed batch
         todo = iter(chunks)
-        tasks = [asyncio.create_task(self._send_chunks(account, run_limiter, todo))
+        tasks = [asyncio.create_task(self._send_chunks(account, run_limiter, todo, results))
                  for _ in range(min(len(chunks), account.concurrency))]
         try:
             await asyncio.gather(*tasks)
-        except asyncio.CancelledError:
+        except BaseException as exc:
+            # cancelled (a stop), or a group's UPDATE failed: no request goes on alone
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await asyncio.shield(self._record(run_id, chunks, waiting, timing, cancelled=True))
+            if isinstance(exc, asyncio.CancelledError):
+                await asyncio.shield(results.settle(chunks, waiting, cancelled=True))
             raise
-        return await self._record(run_id, chunks, waiting, timing, cancelled=False)
+        await results.settle(chunks, waiting, cancelled=False)
+        return results.rejected
 
     @staticmethod
     def _release(row: asyncpg.Record, timing: SendTiming) -> datetime:
@@ -287,9 +297,10 @@ class Dispatcher:
         return self._release(row, timing) > now
 
     async def _send_chunks(self, account: AccountState, run_limiter: AsyncLimiter | None,
-                           chunks: Iterator[_Chunk]) -> None:
+                           chunks: Iterator[_Chunk], results: _Results) -> None:
         for chunk in chunks:
             await self._send_chunk(account, run_limiter, chunk)
+            await results.done(chunk)
 
     async def _send_chunk(self, account: AccountState, run_limiter: AsyncLimiter | None,
                           chunk: _Chunk) -> None:
@@ -354,6 +365,61 @@ class Dispatcher:
         if rows:
             log.warning("recovered %d expired leases", len(rows))
         return len(rows)
+
+
+class _Results:
+    """A claimed batch's send results, recorded in groups as its requests finish.
+
+    Waiting for the whole batch would leave its first messages ``sending`` for as long as
+    the batch takes (seconds, on a fast account), so their delivery receipts would arrive
+    before the send is recorded and have to be looked at again. A group is written once it
+    holds ``FLUSH_ROWS`` results or its oldest result is ``FLUSH_AFTER`` seconds old: still
+    one UPDATE per group, never one per message.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, run_id: int, timing: SendTiming) -> None:
+        self.dispatcher = dispatcher
+        self.run_id = run_id
+        self.timing = timing
+        self.pending: list[_Chunk] = []
+        self.rows = 0
+        self.oldest = 0.0
+        self.writing: set[asyncio.Task[list[bool]]] = set()
+        #: rejections in the order they were recorded (the failure brake's input)
+        self.rejected: list[bool] = []
+
+    async def done(self, chunk: _Chunk) -> None:
+        """One request finished: write its group if the group is due."""
+        if not self.pending:
+            self.oldest = time.monotonic()
+        self.pending.append(chunk)
+        self.rows += len(chunk.rows)
+        if self.rows >= FLUSH_ROWS or time.monotonic() - self.oldest >= FLUSH_AFTER:
+            taken, self.pending, self.rows = self.pending, [], 0
+            await self._write(taken, (), cancelled=False)
+
+    async def settle(self, chunks: Sequence[_Chunk], waiting: Sequence[asyncpg.Record],
+                     cancelled: bool) -> None:
+        """Write everything not written yet: the last group, messages held for quiet hours,
+        and on cancellation the chunks that never got an answer. A group being written when
+        the batch was cancelled is waited for first."""
+        if self.writing:
+            await asyncio.gather(*self.writing, return_exceptions=True)
+        rest = [chunk for chunk in chunks if not chunk.recorded]
+        self.pending, self.rows = [], 0
+        if rest or waiting:
+            await self._write(rest, waiting, cancelled)
+
+    async def _write(self, chunks: list[_Chunk], waiting: Sequence[asyncpg.Record],
+                     cancelled: bool) -> None:
+        for chunk in chunks:
+            chunk.recorded = True
+        # shielded: a stop while the UPDATE is on its way must not leave it half-known
+        task = asyncio.ensure_future(self.dispatcher._record(self.run_id, chunks, waiting,
+                                                             self.timing, cancelled))
+        self.writing.add(task)
+        task.add_done_callback(self.writing.discard)
+        self.rejected.extend(await asyncio.shield(task))
 
 
 def _split(rows: Sequence[asyncpg.Record], size: int) -> list[list[asyncpg.Record]]:
