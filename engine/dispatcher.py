@@ -236,7 +236,8 @@ class Dispatcher:
             while not (self._stopping.is_set() or braked.is_set()):
                 rate = min(account.rate, own.per_second) if own is not None else account.rate
                 size = max(account.batch, min(MAX_CLAIM, math.ceil(rate)) // PIPELINE)
-                claimed = await self._claim(run_id, size)
+                claimed = await self._claim(run_id, size,
+                                            campaign.schedule.quiet_hours is not None)
                 if not claimed:
                     break
                 total += len(claimed)
@@ -249,11 +250,11 @@ class Dispatcher:
 
         return sum(await asyncio.gather(*(loop() for _ in range(PIPELINE))))
 
-    async def _claim(self, run_id: int, size: int) -> list[asyncpg.Record]:
+    async def _claim(self, run_id: int, size: int, quiet_hours: bool) -> list[asyncpg.Record]:
         lease_until = utcnow() + self.lease
         async with self.pool.acquire() as conn:
             rows: list[asyncpg.Record] = await conn.fetch(
-                QUERIES["claim_messages"], run_id, size, self.worker, lease_until)
+                QUERIES["claim_messages"], run_id, size, self.worker, lease_until, quiet_hours)
         return rows
 
     async def _send_claimed(self, run_id: int, campaign: Campaign, account: AccountState,

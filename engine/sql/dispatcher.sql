@@ -10,23 +10,26 @@ SELECT r.id, r.spec, r.spec->>'provider' AS account
 -- the same statement, just before sending: a message past its expiry becomes 'expired',
 -- one whose number opted out since expansion becomes 'suppressed'; the rest become
 -- 'sending' with one more attempt. SKIP LOCKED: concurrent dispatchers never claim the
--- same message. Only runs still in 'sending' are served.
+-- same message. Only runs still in 'sending' are served. The recipient's time zone is
+-- looked up only when $5 (the campaign has quiet hours).
+-- ``decided`` is MATERIALIZED: inlined, its CASE (and the suppression lookup in it) would
+-- run once for every reference to d.status below, seven times per message.
 WITH claimable AS (
-    SELECT m.id
+    SELECT m.id, m.phone, m.channel, m.expires_at
       FROM messages m
      WHERE m.run_id = $1 AND m.status = 'queued' AND m.next_attempt_at <= now()
        AND EXISTS (SELECT 1 FROM campaign_runs r WHERE r.id = $1 AND r.status = 'sending')
      ORDER BY m.next_attempt_at
      LIMIT $2
        FOR UPDATE SKIP LOCKED
-), decided AS (
-    SELECT m.id,
-           CASE WHEN m.expires_at <= now() THEN 'expired'
+), decided AS MATERIALIZED (
+    SELECT c.id,
+           CASE WHEN c.expires_at <= now() THEN 'expired'
                 WHEN EXISTS (SELECT 1 FROM suppressions s
-                              WHERE s.phone = m.phone AND s.channel IN ('*', m.channel))
+                              WHERE s.phone = c.phone AND s.channel IN ('*', c.channel))
                      THEN 'suppressed'
                 ELSE 'sending' END::message_status AS status
-      FROM messages m JOIN claimable USING (id)
+      FROM claimable c
 )
 UPDATE messages m
    SET status = d.status,
@@ -44,11 +47,17 @@ UPDATE messages m
  WHERE m.id = d.id
 RETURNING m.id, m.phone, m.body, m.sender, m.channel, m.encoding, m.segments, m.attempts,
           m.status::text,
-          (SELECT c.timezone FROM contacts c WHERE c.id = m.contact_id) AS timezone;
+          CASE WHEN $5 THEN (SELECT c.timezone FROM contacts c WHERE c.id = m.contact_id) END
+              AS timezone;
 
 -- name: record_results
 -- Every result of a batch in one statement. Late results still land on messages that
 -- lease recovery marked 'unknown' meanwhile: the provider's answer settles them.
+-- The guard (this worker's message, still 'sending' or 'unknown') compares with columns
+-- of the batch behind an OFFSET 0 fence, so the planner takes it as part of the join and
+-- looks each result up by id. Written as plain filters on messages, the statistics of a
+-- busy queue (almost nothing 'sending') made it read those rows by status and compare
+-- each with every result: quadratic in the batch size.
 UPDATE messages m
    SET status = r.status::message_status,
        provider_message_id = coalesce(r.provider_id, m.provider_message_id),
@@ -60,10 +69,13 @@ UPDATE messages m
        failed_at = CASE WHEN r.status = 'failed' THEN now() ELSE m.failed_at END,
        lease_until = NULL,
        updated_at = now()
-  FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-              $6::timestamptz[], $7::int[])
-       AS r(id, status, provider_id, code, detail, next_at, refund)
- WHERE m.id = r.id AND m.worker = $8 AND m.status IN ('sending', 'unknown');
+  FROM (SELECT u.*, $8::text AS worker,
+               '{sending,unknown}'::message_status[] AS recordable
+          FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                      $6::timestamptz[], $7::int[])
+               AS u(id, status, provider_id, code, detail, next_at, refund)
+        OFFSET 0) AS r
+ WHERE m.id = r.id AND m.worker = r.worker AND m.status = ANY (r.recordable);
 
 -- name: recover_leases
 -- Messages whose dispatcher stopped before recording the send: they may have been sent,

@@ -247,7 +247,8 @@ async def test_lease_of_a_dead_dispatcher_becomes_unknown(
         dead = Dispatcher(
             pool, config, "dead", adapters(config, session), lease=timedelta(milliseconds=1)
         )
-        claimed = await dead._claim(run_id, 4)  # claimed, then the process "died"
+        # claimed, then the process "died"
+        claimed = await dead._claim(run_id, 4, quiet_hours=False)
         assert len(claimed) == 4
         await asyncio.sleep(0.01)
         alive = Dispatcher(pool, config, "alive", adapters(config, session))
