@@ -145,12 +145,28 @@ async def copy_limit(url: str, n: int) -> float:
 
 @dataclass
 class Usage:
-    """CPU seconds and peak memory of the daemon, and CPU seconds of PostgreSQL."""
+    """CPU seconds and peak memory of the daemon, and CPU seconds of PostgreSQL and of the
+    simulator (the provider's stand-in shares the machine, so its share is reported too)."""
 
+    simulator_pid: int
     daemon_cpu: float = 0.0
     daemon_peak_mib: float = 0.0
     postgres_cpu: float = 0.0
+    simulator_cpu: float = 0.0
     start_pg: dict[int, float] = field(default_factory=dict)
+    start_simulator: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.start_pg = self.postgres()
+        self.start_simulator = self.cpu(self.simulator_pid)
+
+    @staticmethod
+    def cpu(pid: int) -> float:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            return 0.0
+        return float(times.user + times.system)
 
     @staticmethod
     def postgres() -> dict[int, float]:
@@ -166,17 +182,16 @@ class Usage:
 
     def sample(self, pid: int) -> None:
         try:
-            proc = psutil.Process(pid)
-            times = proc.cpu_times()
-            self.daemon_cpu = times.user + times.system
+            self.daemon_cpu = self.cpu(pid) or self.daemon_cpu
             status = Path(f"/proc/{pid}/status").read_text()
             hwm = [line for line in status.splitlines() if line.startswith("VmHWM")]
             if hwm:
                 self.daemon_peak_mib = int(hwm[0].split()[1]) / 1024
-        except (psutil.Error, OSError):
+        except OSError:
             return
         now = self.postgres()
         self.postgres_cpu = sum(cpu - self.start_pg.get(p, 0.0) for p, cpu in now.items())
+        self.simulator_cpu = self.cpu(self.simulator_pid) - self.start_simulator
 
 
 async def one_run(args: argparse.Namespace, bulk: bool) -> dict[str, Any]:
@@ -223,7 +238,7 @@ async def engine_run(args: argparse.Namespace, url: str, sim: Simulator, port: i
                                 " today. Reply STOP to opt out",
                         "locales": {"es": "Hola {{ first_name }}, 20% de descuento hoy."
                                           " Responde STOP para salir"}}})
-        usage = Usage(start_pg=Usage.postgres())
+        usage = Usage(sim.proc.pid)
         wall = time.perf_counter()
         await campaigns.apply_campaign(conn, spec, config_path, config)
         daemon = await asyncio.create_subprocess_exec(
@@ -294,8 +309,13 @@ def show(f: dict[str, Any]) -> bool:
     print(f"dispatch:  {f['dispatch']:>10,.0f} messages/s   ({f['dispatch'] / f['raw']:.0%} of a"
           f" bare aiohttp client at {f['raw']:,.0f} msg/s)")
     print(f"receipts:  {f['receipts']:>10,.0f} applied/s")
+    per = 1000 / max(f["recipients"], 1)
     print(f"daemon peak memory: {u.daemon_peak_mib:.0f} MiB; CPU: daemon {u.daemon_cpu:.1f}s,"
-          f" PostgreSQL {u.postgres_cpu:.1f}s ({u.daemon_cpu / total_cpu:.0%} engine)")
+          f" PostgreSQL {u.postgres_cpu:.1f}s ({u.daemon_cpu / total_cpu:.0%} engine),"
+          f" simulator {u.simulator_cpu:.1f}s")
+    print(f"CPU per message: daemon {u.daemon_cpu * per:.2f} ms, PostgreSQL"
+          f" {u.postgres_cpu * per:.2f} ms, simulator {u.simulator_cpu * per:.2f} ms"
+          f" ({os.cpu_count()} cores)")
     print(f"final statuses: {f['counts']}")
     print(f"simulator accepted {f['accepted']:,}; most messages to one number: {f['most']}")
     return f["most"] <= 1 and not set(f["counts"]) & {"queued", "sending", "sent"}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -61,7 +61,6 @@ COPY_COLUMNS = (
     "error_code", "error_detail",
 )
 
-Row = tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +136,8 @@ CONTACT_FIELDS = ("phone", "first_name", "last_name", "locale", "timezone")
 #: rendered texts kept per run; bounded so memory stays flat on any audience
 RENDER_CACHE_SIZE = 50_000
 _MISSING = object()
+#: a message row, in ``COPY_COLUMNS`` order
+Row = tuple[Any, ...]
 
 #: (status, body, locale, encoding, segments, error_code, error_detail): what a recipient's
 #: template values decide, before the number's price and time zone are applied
@@ -144,14 +145,16 @@ Composed = tuple[MessageStatus, str | None, str | None, str | None, int | None,
                  str | None, str | None]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RunPlan:
     """Everything needed to turn a recipient into a row, prepared once per run.
 
     Rendering and SMS analysis depend only on the values of the variables the templates
     name (and the locale chosen), so their result is cached under those values: recipients
     who share a first name, tier and locale share one render. A template that names the
-    phone number (unique per recipient) simply never hits the cache.
+    phone number (unique per recipient) simply never hits the cache. Likewise the COPY text
+    of a row after the phone number depends only on that render, the number's price and its
+    time zone, so it is formatted once per distinct combination.
     """
 
     run_id: int
@@ -164,17 +167,76 @@ class RunPlan:
     names: tuple[str, ...] | None  # the variables the templates use; None: do not cache
     cache: dict[tuple[Any, ...], Composed] = field(default_factory=dict)
     rates: dict[str, Decimal | NoRateError] = field(default_factory=dict)
+    #: COPY text of everything after the phone number, by what decides it (see ``_line``)
+    tails: dict[tuple[Any, ...], str] = field(default_factory=dict)
+    text: CopyText = field(default_factory=lambda: CopyText())
+    timing: SendTiming | None = None
 
     def decide(self, rec: Mapping[str, Any], timing: SendTiming, cap: int | None) -> Row | None:
-        """The message row for one recipient, or None when excluded."""
+        """The message row for one recipient (``COPY_COLUMNS``), or None when excluded."""
+        decided = self._decided(rec, timing, cap)
+        if decided is None:
+            return None
+        return (self.run_id, rec["id"], rec["phone"], *self._tail(decided))
+
+    def line(self, rec: Mapping[str, Any], timing: SendTiming, cap: int | None) -> str | None:
+        """The same row as a line of COPY text, or None when excluded (the hot path)."""
+        decided = self._decided(rec, timing, cap)
+        return None if decided is None else self._line(rec, decided)
+
+    def _decided(self, rec: Mapping[str, Any], timing: SendTiming,
+                 cap: int | None) -> tuple[Any, ...] | None:
+        """What the row depends on besides the recipient's id and number."""
         if rec["excluded"]:
             return None
+        if timing is not self.timing:  # the tails hold send times: they are per timing
+            self.tails.clear()
+            self.timing = timing
         if rec["suppressed"]:
-            return self._skip(rec, MessageStatus.SUPPRESSED, "suppressed", "opted out")
+            return MessageStatus.SUPPRESSED, "suppressed", "opted out"
         if cap is not None and rec["recent"] >= cap:
-            return self._skip(rec, MessageStatus.FREQUENCY_CAPPED, "frequency_cap",
-                              f"{rec['recent']} recent messages")
-        return self._row(rec, self._composed(rec), timing)
+            return (MessageStatus.FREQUENCY_CAPPED, "frequency_cap",
+                    f"{rec['recent']} recent messages")
+        composed = self._composed(rec)
+        if composed[0] is not MessageStatus.QUEUED:
+            return composed
+        rate = self._rate(rec["phone"])
+        if isinstance(rate, NoRateError):
+            return composed, rate
+        return composed, rate, self._zone(rec)
+
+    def _line(self, rec: Mapping[str, Any], decided: tuple[Any, ...]) -> str:
+        """Only the contact id and number differ between most rows of a run: the rest of
+        the line is formatted once per distinct (message, price, time zone) and reused."""
+        tail = self.tails.get(decided)
+        if tail is None:
+            if len(self.tails) >= RENDER_CACHE_SIZE:
+                self.tails.clear()
+            field = self.text.field
+            tail = self.tails[decided] = "\t".join([field(v) for v in self._tail(decided)])
+        return (f"{self.run_id}\t{rec['id']}\t{rec['phone'].translate(_COPY_ESCAPES)}\t"
+                f"{tail}\n")
+
+    def _tail(self, decided: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The columns after ``phone`` for what ``_decided`` found."""
+        assert self.timing is not None
+        head = (self.campaign.channel, self.account, self.sender)
+        if len(decided) == 3 and isinstance(decided[0], MessageStatus):  # excluded
+            status, code, detail = decided
+            return (*head, None, None, None, None, None, status.value, None, None, code,
+                    detail)
+        if isinstance(decided[0], MessageStatus):  # rendering failed or too long
+            status, body, locale, encoding, segments, code, detail = decided
+            return (*head, body, locale, encoding, segments, None, status.value, None, None,
+                    code, detail)
+        composed, rate = decided[0], decided[1]
+        _, body, locale, encoding, segments, _, _ = composed
+        if isinstance(rate, NoRateError):
+            return (*head, body, locale, encoding, segments, None, MessageStatus.FAILED.value,
+                    None, None, "no_price", str(rate))
+        next_at, expires = self.timing.times(decided[2])
+        return (*head, body, locale, encoding, segments, rate * (segments or 0),
+                MessageStatus.QUEUED.value, next_at, expires, None, None)
 
     def _composed(self, rec: Mapping[str, Any]) -> Composed:
         key = self._key(rec)
@@ -222,20 +284,6 @@ class RunPlan:
         return (MessageStatus.QUEUED, analysis.text, rendered.locale_used, str(analysis.encoding),
                 analysis.segments, None, None)
 
-    def _row(self, rec: Mapping[str, Any], composed: Composed, timing: SendTiming) -> Row:
-        status, body, locale, encoding, segments, code, detail = composed
-        cost = next_at = expires = None
-        if status is MessageStatus.QUEUED:
-            rate = self._rate(rec["phone"])
-            if isinstance(rate, NoRateError):
-                status, code, detail = MessageStatus.FAILED, "no_price", str(rate)
-            else:
-                cost = rate * (segments or 0)
-                next_at, expires = timing.times(self._zone(rec))
-        return (self.run_id, rec["id"], rec["phone"], self.campaign.channel, self.account,
-                self.sender, body, locale, encoding, segments, cost, status.value, next_at,
-                expires, code, detail)
-
     def _rate(self, phone: str) -> Decimal | NoRateError:
         key = phone[:self.prices.longest_prefix + 1]  # numbers agreeing here share a rate
         rate = self.rates.get(key)
@@ -250,12 +298,6 @@ class RunPlan:
 
     def _zone(self, rec: Mapping[str, Any]) -> str:
         return recipient_zone(rec["timezone"], rec["phone"], self.zone_name)
-
-    def _skip(self, rec: Mapping[str, Any], status: MessageStatus, code: str,
-              detail: str) -> Row:
-        return (self.run_id, rec["id"], rec["phone"], self.campaign.channel, self.account,
-                self.sender, None, None, None, None, None, status.value, None, None,
-                code, detail)
 
 
 def plan_run(run_id: int, campaign: Campaign, config: EngineConfig) -> RunPlan:
@@ -374,18 +416,18 @@ class Expander:
     async def _stream(self, conn: asyncpg.Connection, plan: RunPlan, sources: Sources,
                       timing: SendTiming, after: int) -> None:
         cap = sources.cap_count
-        copy = CopyText()
         async with self.pool.acquire() as writer_conn:
             pending: asyncio.Task[None] | None = None
             try:
                 async for records in sources.batches(conn, plan.campaign.channel, self.clock(),
                                                      after, self.batch_size):
-                    rows = [row for rec in records
-                            if (row := plan.decide(rec, timing, cap)) is not None]
+                    lines = [line for rec in records
+                             if (line := plan.line(rec, timing, cap)) is not None]
                     if pending is not None:
                         await pending
+                    payload = "".join(lines).encode()
                     pending = asyncio.create_task(
-                        _write(writer_conn, plan.run_id, copy.encode(rows), records[-1]["id"]))
+                        _write(writer_conn, plan.run_id, payload, records[-1]["id"]))
                 if pending is not None:
                     await pending
             finally:
@@ -431,11 +473,12 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 
 
 class CopyText:
-    """Rows as PostgreSQL COPY text, with each distinct value formatted once.
+    """Values as PostgreSQL COPY text, each distinct value formatted once.
 
     Most values of a run repeat (the rendered bodies, send times, costs), so formatting
     through a bounded cache costs a dict lookup per field instead of asyncpg's binary
-    encoding of every value.
+    encoding of every value; :meth:`RunPlan._line` goes further and reuses whole tails of
+    rows.
     """
 
     def __init__(self, limit: int = 100_000) -> None:
@@ -455,11 +498,6 @@ class CopyText:
                 self.cache.clear()
             self.cache[value] = text
         return text
-
-    def encode(self, rows: Sequence[Row]) -> bytes:
-        """All rows as one COPY text payload."""
-        field = self.field
-        return "".join(["\t".join([field(v) for v in row]) + "\n" for row in rows]).encode()
 
 
 async def _write(conn: asyncpg.Connection, run_id: int, payload: bytes, after: int) -> None:

@@ -225,7 +225,7 @@ async def test_crash_mid_expansion_resumes_without_duplicates_or_gaps(
     phones = numbers(50)
     await add_contacts(conn, [{"phone": p} for p in phones])
     run_id = await fire(conn, campaign())
-    decide = expander.RunPlan.decide
+    line = expander.RunPlan.line
     seen = 0
 
     def crashing(self: expander.RunPlan, rec: Any, timing: Any, cap: Any) -> Any:
@@ -233,16 +233,16 @@ async def test_crash_mid_expansion_resumes_without_duplicates_or_gaps(
         seen += 1
         if seen == 23:
             raise RuntimeError("injected crash")
-        return decide(self, rec, timing, cap)
+        return line(self, rec, timing, cap)
 
-    monkeypatch.setattr(expander.RunPlan, "decide", crashing)
+    monkeypatch.setattr(expander.RunPlan, "line", crashing)
     with pytest.raises(RuntimeError, match="injected crash"):
         await Expander(pool, CONFIG, "dead", batch_size=10).run_once()
     partial = await conn.fetchval("SELECT count(*) FROM messages WHERE run_id = $1", run_id)
     assert partial in (10, 20)  # whole batches only
     status = await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1", run_id)
     assert status == "expanding"
-    monkeypatch.setattr(expander.RunPlan, "decide", decide)
+    monkeypatch.setattr(expander.RunPlan, "line", line)
     result = await Expander(pool, CONFIG, "alive", batch_size=10).run_once()
     assert result is not None
     assert result.status is RunStatus.SENDING
@@ -349,3 +349,42 @@ async def test_account_balance_is_a_second_budget(
                              " on account zc")
     assert await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1",
                                run_id) == "over_budget"
+
+
+def test_copy_line_is_the_row_as_copy_text_for_every_kind_of_recipient() -> None:
+    """The hot path's cached COPY tails must say exactly what the row says."""
+    config = EngineConfig.model_validate({"pricing": {"prefixes": {"27": "0.5"}}})
+    spec = campaign(message={"body": "Hi {{ first_name }}\t{{ tier }}", "max_segments": 1},
+                    schedule={"now": True, "quiet_hours": "21:00-08:00"})
+    plan = expander.plan_run(7, spec, config)
+    timing = expander.SendTiming(spec, datetime(2026, 1, 5, 12, tzinfo=UTC))
+
+    def rec(i: int, phone: str, **fields: Any) -> dict[str, Any]:
+        return {"id": i, "phone": phone, "first_name": "Ann", "last_name": None, "locale": None,
+                "timezone": None, "attributes": {"tier": "gold"}, "excluded": False,
+                "suppressed": False, "recent": 0, **fields}
+
+    recipients = [
+        rec(1, "+27821234567"),                                # queued, priced, SA time zone
+        rec(2, "+27821234568", timezone="America/New_York"),   # same text, another zone
+        rec(3, "+27821234569"),                                # same tail as 1
+        rec(4, "+4915112345678"),                              # no price for +49
+        rec(5, "+27821234570", suppressed=True),
+        rec(6, "+27821234571", recent=3),                      # over the cap of 2
+        rec(7, "+27821234572", first_name="x" * 200),          # too long for 1 segment
+    ]
+    copy = expander.CopyText()
+    lines = []
+    for r in recipients:
+        row = plan.decide(r, timing, 2)
+        line = plan.line(r, timing, 2)
+        assert row is not None and line is not None
+        assert line == "\t".join(copy.field(v) for v in row) + "\n"
+        lines.append(line.split("\t"))
+    status = expander.COPY_COLUMNS.index("status")
+    assert [fields[status] for fields in lines] == [
+        "queued", "queued", "queued", "failed", "suppressed", "frequency_capped", "too_long"]
+    at = expander.COPY_COLUMNS.index("next_attempt_at")
+    assert lines[0][at] == lines[2][at] != lines[1][at]  # quiet hours read in each zone
+    assert "Hi Ann\\tgold" in lines[0]  # a tab in the text is escaped, not a new column
+    assert plan.line(rec(8, "+27821234573", excluded=True), timing, 2) is None
