@@ -26,6 +26,7 @@ import asyncio
 import csv
 import multiprocessing
 import os
+import platform
 import random
 import signal
 import socket
@@ -226,6 +227,7 @@ async def engine_run(args: argparse.Namespace, url: str, sim: Simulator, port: i
             f"    webhook_secret: {SECRET}\n")
         config = EngineConfig.model_validate({"providers": {"sim": {"type": "simulator"}}})
         conn = await db.connect(url)
+        postgres = await conn.fetchval("SHOW server_version")
         csv_path = Path(tmp) / "contacts.csv"
         write_contacts(csv_path, args.n)
         started = time.perf_counter()
@@ -255,6 +257,7 @@ async def engine_run(args: argparse.Namespace, url: str, sim: Simulator, port: i
     stats = await sim.stats()
     most = max(stats["per_number"].values(), default=0)
     figures.update(wall=wall, imported=imported, counts=counts, most=most, usage=usage,
+                   postgres=postgres,
                    accepted=stats["accepted"])
     return figures
 
@@ -301,7 +304,8 @@ async def measured(conn: Any) -> dict[str, Any]:
 def show(f: dict[str, Any]) -> bool:
     u: Usage = f["usage"]
     total_cpu = u.daemon_cpu + u.postgres_cpu or 1
-    print(f"\n== {f['label']} account, {f['recipients']:,} recipients")
+    print(f"\n== {f['label']} account, {f['recipients']:,} recipients"
+          f" (PostgreSQL {f['postgres']})")
     print(f"wall time (apply -> run completed, every message final): {f['wall']:.1f}s")
     print(f"import:    {f['imported']:>10,.0f} rows/s")
     print(f"expansion: {f['expand']:>10,.0f} recipients/s  ({f['expand'] / f['copy']:.0%} of a"
@@ -331,6 +335,9 @@ def main() -> None:
     parser.add_argument("--peer", action="store_true",
                         help="also send the same N through pgqueuer (pip install .[bench])")
     args = parser.parse_args()
+    memory = psutil.virtual_memory().total / 2**30
+    print(f"machine: {os.cpu_count()} cores, {memory:.0f} GiB, {platform.platform()},"
+          f" Python {platform.python_version()}; N = {args.n:,}")
     ok = True
     single_rate = None
     for bulk in (False, True):
