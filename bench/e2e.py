@@ -198,9 +198,12 @@ class Usage:
 async def one_run(args: argparse.Namespace, bulk: bool) -> dict[str, Any]:
     label = "bulk" if bulk else "single"
     raw_sim = Simulator(None)
+    raw_n = min(args.n, 50_000)
     try:
-        raw = await raw_limit(raw_sim.url, min(args.n, 50_000), 100 if bulk else 1,
-                              args.concurrency)
+        client, simulator = Usage.cpu(os.getpid()), Usage.cpu(raw_sim.proc.pid)
+        raw = await raw_limit(raw_sim.url, raw_n, 100 if bulk else 1, args.concurrency)
+        raw_cpu = ((Usage.cpu(os.getpid()) - client) * 1000 / raw_n,
+                   (Usage.cpu(raw_sim.proc.pid) - simulator) * 1000 / raw_n)
     finally:
         raw_sim.stop()
     async with fresh_database(args.database_url, f"e2e_{label}") as url:
@@ -211,7 +214,7 @@ async def one_run(args: argparse.Namespace, bulk: bool) -> dict[str, Any]:
             figures = await engine_run(args, url, sim, port, bulk)
         finally:
             sim.stop()
-    figures.update(label=label, raw=raw, copy=copy)
+    figures.update(label=label, raw=raw, raw_cpu=raw_cpu, copy=copy)
     return figures
 
 
@@ -313,6 +316,8 @@ def show(f: dict[str, Any]) -> bool:
     print(f"dispatch:  {f['dispatch']:>10,.0f} messages/s   ({f['dispatch'] / f['raw']:.0%} of a"
           f" bare aiohttp client at {f['raw']:,.0f} msg/s)")
     print(f"receipts:  {f['receipts']:>10,.0f} applied/s")
+    print(f"bare client CPU per message: client {f['raw_cpu'][0]:.2f} ms, simulator"
+          f" {f['raw_cpu'][1]:.2f} ms")
     per = 1000 / max(f["recipients"], 1)
     print(f"daemon peak memory: {u.daemon_peak_mib:.0f} MiB; CPU: daemon {u.daemon_cpu:.1f}s,"
           f" PostgreSQL {u.postgres_cpu:.1f}s ({u.daemon_cpu / total_cpu:.0%} engine),"

@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 ROLES = frozenset({"scheduler", "dispatcher", "webhooks"})
 HEARTBEAT = timedelta(seconds=2)
 DEAD_AFTER = timedelta(seconds=10)
+#: seconds between re-reads of the metrics gauges that count rows (a scrape never queries)
+METRICS_EVERY = 15
 
 
 def worker_id() -> str:
@@ -203,7 +205,7 @@ class Daemon:
                            name=name, **first)
 
         every(HEARTBEAT.total_seconds(), self._heartbeat)
-        every(5, self._refresh_metrics, pool)
+        every(METRICS_EVERY, self._refresh_metrics, pool)
         if "scheduler" in self.roles:
             every(1, self._tick, pool, now=True)
         if self.dispatcher is not None:

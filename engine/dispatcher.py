@@ -35,7 +35,7 @@ import logging
 import math
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -141,6 +141,7 @@ class Dispatcher:
         self.accounts = {name: AccountState(adapter, self._rate(name), config.providers[name]
                                             .concurrency) for name, adapter in adapters.items()}
         self._lanes: dict[int, asyncio.Task[int]] = {}
+        self._metric_children: dict[str, tuple[Any, Any, dict[Outcome, Any]]] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
 
@@ -324,10 +325,20 @@ class Dispatcher:
     def _observe(self, account: str, waited: float, took: float,
                  results: Sequence[SendResult]) -> None:
         assert self.metrics is not None
-        self.metrics.limiter_wait.labels(account).observe(waited)
-        self.metrics.send_latency.labels(account).observe(took)
-        for result in results:
-            self.metrics.sent.labels(account, result.outcome.value).inc()
+        children = self._metric_children.get(account)
+        if children is None:  # labels() costs a lock and a dict lookup: once per account
+            m = self.metrics
+            children = self._metric_children[account] = (
+                m.limiter_wait.labels(account), m.send_latency.labels(account),
+                {o: m.sent.labels(account, o.value) for o in Outcome})
+        wait, latency, sent = children
+        wait.observe(waited)
+        latency.observe(took)
+        if len(results) == 1:
+            sent[results[0].outcome].inc()
+            return
+        for outcome, count in Counter(r.outcome for r in results).items():
+            sent[outcome].inc(count)
 
     async def _record(self, run_id: int, chunks: Sequence[_Chunk],
                       waiting: Sequence[asyncpg.Record], timing: SendTiming,
