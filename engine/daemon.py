@@ -58,8 +58,15 @@ log = logging.getLogger(__name__)
 ROLES = frozenset({"scheduler", "dispatcher", "webhooks"})
 HEARTBEAT = timedelta(seconds=2)
 DEAD_AFTER = timedelta(seconds=10)
-#: seconds between re-reads of the metrics gauges that count rows (a scrape never queries)
-METRICS_EVERY = 15
+#: Seconds between the periodic passes. Each reads an index whose dead entries grow with a
+#: running campaign (at N = 1M, 0.2 s for completion and lease recovery, 1.2 s for the
+#: gauges that count rows), so they run no more often than their purpose needs: a run is
+#: closed within 10 s of its last receipt, a dead dispatcher's leases are recovered within
+#: 20 s (or a third of the lease, if shorter) of expiring, and the gauges are 30 s fresh
+#: (a scrape never queries).
+COMPLETE_EVERY = 10
+RECOVER_EVERY = 20
+METRICS_EVERY = 30
 
 
 def worker_id() -> str:
@@ -209,13 +216,14 @@ class Daemon:
         if "scheduler" in self.roles:
             every(1, self._tick, pool, now=True)
         if self.dispatcher is not None:
-            every(5, self.dispatcher.recover_leases, now=True)
+            every(min(RECOVER_EVERY, self.config.lease.total_seconds() / 3),
+                  self.dispatcher.recover_leases, now=True)
         if "webhooks" in self.roles:
             reconciler = Reconciler(pool)
             poller = Poller(pool, adapters, window=self.config.receipt_window)
             every(0.5, reconciler.apply_pending)
             every(10, poller.poll_once)
-            every(2, self._complete, pool)
+            every(COMPLETE_EVERY, self._complete, pool)
         timers.start()
         stack.callback(timers.shutdown, wait=False)
 

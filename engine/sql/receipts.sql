@@ -206,15 +206,17 @@ RETURNING m.id, m.provider_message_id, c.poll;
 -- Runs in 'sending' with nothing left to learn: every message final, or sent (or
 -- unknown) longer ago than the receipt window $1. Their per-status counts replace the
 -- expansion-time ones; tallies with no message row (duplicates) are kept.
+-- Two NOT EXISTS, each naming the statuses it looks for, so that each is a range of the
+-- (run_id, status) index: with the OR inside one, the planner read every index entry of
+-- the run (live and dead: 2M at N = 1M, 0.2 s per pass).
 WITH done AS (
     SELECT r.id FROM campaign_runs r
      WHERE r.status = 'sending'
-       AND NOT EXISTS (
-           SELECT 1 FROM messages m
-            WHERE m.run_id = r.id
-              AND (m.status IN ('queued', 'sending')
-                   OR (m.status IN ('sent', 'unknown')
-                       AND coalesce(m.sent_at, m.updated_at) > now() - $1::interval)))
+       AND NOT EXISTS (SELECT 1 FROM messages m
+                        WHERE m.run_id = r.id AND m.status IN ('queued', 'sending'))
+       AND NOT EXISTS (SELECT 1 FROM messages m
+                        WHERE m.run_id = r.id AND m.status IN ('sent', 'unknown')
+                          AND coalesce(m.sent_at, m.updated_at) > now() - $1::interval)
        FOR UPDATE SKIP LOCKED
 ), tally AS (
     SELECT t.run_id, jsonb_object_agg(t.status, t.n) AS counts
