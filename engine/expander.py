@@ -186,7 +186,10 @@ class RunPlan:
 
     def _decided(self, rec: Mapping[str, Any], timing: SendTiming,
                  cap: int | None) -> tuple[Any, ...] | None:
-        """What the row depends on besides the recipient's id and number."""
+        """What the row depends on besides the recipient's id and number: ``(status, code,
+        detail)`` for a recipient skipped before rendering, the ``Composed`` render when it
+        did not come out sendable, ``(composed, NoRateError)`` when the number has no
+        price, else ``(composed, rate, time zone)``."""
         if rec["excluded"]:
             return None
         if timing is not self.timing:  # the tails hold send times: they are per timing

@@ -370,3 +370,23 @@ async def test_campaign_rate_caps_its_run(
         await Dispatcher(pool, config, "d1", {"sim": recording}).drain()  # type: ignore[dict-item]
         assert len(recording.starts) == 30
         assert time.monotonic() - started >= 1.9  # 30 at 10/s after a 10-message burst
+
+
+async def test_results_are_recorded_while_the_rest_of_the_batch_is_sending(
+    conn: asyncpg.Connection, pool: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
+    """A claimed batch's first results land before its last request is answered, so a
+    receipt arriving after them finds its message already 'sent'."""
+    async with await simulator(latency=0.1) as sim:
+        config = config_for(sim, concurrency=1)  # 20 requests one after another: 2 s
+        run_id, _ = await setup_run(conn, pool, config, 20)
+        drain = asyncio.create_task(Dispatcher(pool, config, "d1", adapters(config, session))
+                                    .drain())
+        seen = []
+        while not drain.done():
+            seen.append(await statuses(conn, run_id))
+            await asyncio.sleep(0.05)
+        await drain
+        both = [s for s in seen if "sent" in s.values() and "sending" in s.values()]
+        assert both, "every result waited for the whole batch"
+        assert set((await statuses(conn, run_id)).values()) == {"sent"}
