@@ -441,7 +441,8 @@ def mask(phone: str) -> str:
 
 
 def _country_code_length(phone: str) -> int:
-    digits = "".join(ch for ch in phone[:5] if ch.isdigit())
+    # ASCII digits only: str.isdigit() is also true of '²', which int() refuses
+    digits = "".join(ch for ch in phone[:5] if "0" <= ch <= "9")
     for size in (1, 2, 3):
         code = digits[:size]
         if len(code) == size and int(code) in phonenumbers.COUNTRY_CODE_TO_REGION_CODE:

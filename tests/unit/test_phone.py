@@ -94,6 +94,12 @@ def test_mask(phone: str, masked: str) -> None:
     assert mask(phone) == masked
 
 
+def test_mask_takes_unicode_digits_without_failing() -> None:
+    # '²' is a digit to str.isdigit() but not to int(): a raw, invalid number in a log line
+    # must be masked, not raise
+    assert mask("+2²7821234567") == "+2²*******567"
+
+
 def test_mask_hides_every_middle_digit_of_every_valid_example() -> None:
     for region in sorted(phonenumbers.SUPPORTED_REGIONS):
         example = phonenumbers.example_number_for_type(region, PhoneNumberType.MOBILE)
