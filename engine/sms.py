@@ -39,7 +39,7 @@ UCS2: Final = Encoding.UCS2
 
 
 class Mode(StrEnum):
-    """The campaign's ``encoding`` setting."""
+    """The campaign's ``encoding`` setting (``message.encoding`` in a campaign file)."""
 
     AUTO = "auto"
     GSM7 = "gsm7"

@@ -55,6 +55,7 @@ from pydantic import (
 from engine import templates, yamldoc
 from engine.errors import CampaignFileError
 from engine.providers.base import Strict
+from engine.sms import Mode
 from engine.values import Duration, Rate, format_duration, parse_period_cap, parse_rate
 
 Loc = tuple[str | int, ...]
@@ -423,15 +424,6 @@ class Channel(StrEnum):
     CHAT = "chat"
 
 
-class Encoding(StrEnum):
-    """How the text is encoded: detected, forced, or transliterated to GSM-7 (``smart``)."""
-
-    AUTO = "auto"
-    GSM7 = "gsm7"
-    UCS2 = "ucs2"
-    SMART = "smart"
-
-
 # --- cross-field checks, shared by the loader (with positions) and the models ----------
 
 
@@ -554,7 +546,7 @@ class MessageSpec(Strict):
 
     body: TemplateSource
     locales: dict[LocaleTag, TemplateSource] = Field(default_factory=dict)
-    encoding: Encoding = Encoding.AUTO
+    encoding: Mode = Mode.AUTO  # detected, forced, or transliterated to GSM-7 (smart)
     max_segments: int | None = Field(default=None, ge=1, le=255)
 
     @field_validator("locales")

@@ -11,10 +11,10 @@ import pytest
 from pydantic import ValidationError
 
 from engine.errors import CampaignFileError
+from engine.sms import Mode
 from engine.spec import (
     Campaign,
     Channel,
-    Encoding,
     QuietHours,
     Schedule,
     load_campaign,
@@ -105,7 +105,7 @@ def test_full_example_is_parsed_and_normalised(folder: Path) -> None:
     assert campaign.audience.contacts == ["+27821234567", "+27821234568"]
     assert campaign.audience.file == (folder / "campaigns/audiences/extra.csv").resolve()
     assert campaign.message.locales["es"].startswith("Hola")
-    assert campaign.message.encoding is Encoding.AUTO
+    assert campaign.message.encoding is Mode.AUTO
     assert campaign.vars == {"discount": 20}
     limits = campaign.limits
     assert limits.rate is not None
@@ -126,7 +126,7 @@ def test_defaults_for_optional_keys() -> None:
     assert campaign.schedule.validity == timedelta(hours=24)
     assert campaign.audience.groups == ["demo"]  # a single group may be written bare
     assert campaign.channel is Channel.SMS
-    assert campaign.message.encoding is Encoding.AUTO
+    assert campaign.message.encoding is Mode.AUTO
     assert campaign.limits.budget is None
 
 
