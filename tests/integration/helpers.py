@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+from aiohttp import web
 
 from engine import campaigns, scheduler
 from engine.config import EngineConfig
 from engine.expander import Expander
+from engine.providers.base import Adapter, Inbound, OptChange, Receipt, WebhookEvents
 from engine.spec import Campaign
 
 
@@ -99,3 +103,50 @@ async def statuses(conn: asyncpg.Connection, run_id: int) -> dict[str, str]:
     """phone -> status of every message of a run."""
     rows = await conn.fetch("SELECT phone, status::text FROM messages WHERE run_id = $1", run_id)
     return {r["phone"]: r["status"] for r in rows}
+
+
+@dataclass
+class Receiver:
+    """The engine's webhook listener, reduced to what the simulator tests check: each call
+    is authenticated with the adapter's ``webhook_authentic`` and read with its
+    ``parse_webhook``, as the daemon does."""
+
+    url: str = ""
+    adapters: dict[str, Adapter[Any]] = field(default_factory=dict)
+    #: (account, what the call said), in arrival order
+    events: list[tuple[str, WebhookEvents]] = field(default_factory=list)
+    content_types: list[str] = field(default_factory=list)
+    queries: list[dict[str, str]] = field(default_factory=list)
+    refused: int = 0
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        adapter = self.adapters[name]
+        if not adapter.webhook_authentic(request.headers, request.query):
+            self.refused += 1
+            self.arrived.set()
+            return web.Response(status=401)
+        content_type = request.headers.get("Content-Type", "")
+        parsed = adapter.parse_webhook(content_type, await request.read(), request.query)
+        self.content_types.append(content_type)
+        self.queries.append(dict(request.query))
+        self.events.append((name, parsed))
+        self.arrived.set()
+        return web.Response(text="ok")
+
+    def receipts(self, name: str | None = None) -> list[Receipt]:
+        """Every receipt received (for account ``name`` only, if given)."""
+        return [r for n, e in self.events if name in (None, n) for r in e.receipts]
+
+    def opt_changes(self) -> list[OptChange]:
+        return [o for _, e in self.events for o in e.opt_changes]
+
+    def inbound(self) -> list[Inbound]:
+        return [i for _, e in self.events for i in e.inbound]
+
+    async def wait_for(self, predicate: Callable[[], bool], seconds: float = 5.0) -> None:
+        async with asyncio.timeout(seconds):
+            while not predicate():
+                self.arrived.clear()
+                await self.arrived.wait()

@@ -10,15 +10,13 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from engine.providers import adapter_for
-from engine.providers.base import Adapter, Outbound, Outcome, WebhookEvents
+from engine.providers.base import Outbound, Outcome
 from engine.providers.simulator import (
     SIMULATOR,
     STATS,
@@ -31,57 +29,9 @@ from engine.providers.simulator import (
 )
 from engine.providers.zoomconnect import ZoomConnectAccount, ZoomConnectAdapter
 from engine.status import MessageStatus
+from tests.integration.helpers import Receiver
 
 # --- fixtures ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Receiver:
-    """The engine's webhook listener, reduced to what these tests check."""
-
-    url: str = ""
-    adapters: dict[str, Adapter[Any]] = field(default_factory=dict)
-    events: list[tuple[str, WebhookEvents]] = field(default_factory=list)
-    content_types: list[str] = field(default_factory=list)
-    refused: int = 0
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        adapter = self.adapters[name]
-        if not adapter.webhook_authentic(request.headers, request.query):
-            self.refused += 1
-            self.arrived.set()
-            return web.Response(status=401)
-        content_type = request.headers.get("Content-Type", "")
-        parsed = adapter.parse_webhook(content_type, await request.read(), request.query)
-        self.content_types.append(content_type)
-        self.events.append((name, parsed))
-        self.arrived.set()
-        return web.Response(text="ok")
-
-    def receipts(self, name: str) -> list[Any]:
-        return [r for n, e in self.events if n == name for r in e.receipts]
-
-    async def wait_for(self, predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-        async with asyncio.timeout(seconds):
-            while not predicate():
-                self.arrived.clear()
-                await self.arrived.wait()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver()
-    app = web.Application()
-    app.router.add_post("/webhooks/{name}", found.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    found.url = f"http://{host}:{port}"
-    yield found
-    await runner.cleanup()
 
 
 @pytest.fixture

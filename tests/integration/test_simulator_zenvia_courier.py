@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from engine.providers import adapter_for
-from engine.providers.base import Adapter, Outbound, Outcome, Receipt, WebhookEvents
+from engine.providers.base import Outbound, Outcome
 from engine.providers.courier import CourierAccount, CourierAdapter
 from engine.providers.simulator import (
     FamilySettings,
@@ -26,56 +24,9 @@ from engine.providers.simulator import (
 )
 from engine.providers.zenvia import ZenviaAccount, ZenviaAdapter
 from engine.status import MessageStatus
+from tests.integration.helpers import Receiver
 
 # --- fixtures ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Receiver:
-    """The engine's webhook listener, reduced to what these tests check."""
-
-    url: str = ""
-    adapters: dict[str, Adapter[Any]] = field(default_factory=dict)
-    events: list[WebhookEvents] = field(default_factory=list)
-    queries: list[dict[str, str]] = field(default_factory=list)
-    refused: int = 0
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        adapter = self.adapters[request.match_info["name"]]
-        self.arrived.set()
-        if not adapter.webhook_authentic(request.headers, request.query):
-            self.refused += 1
-            return web.Response(status=401)
-        content_type = request.headers.get("Content-Type", "")
-        self.events.append(adapter.parse_webhook(content_type, await request.read(),
-                                                 request.query))
-        self.queries.append(dict(request.query))
-        return web.Response(text="ok")
-
-    @property
-    def receipts(self) -> list[Receipt]:
-        return [r for e in self.events for r in e.receipts]
-
-    async def wait_for(self, predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-        async with asyncio.timeout(seconds):
-            while not predicate():
-                self.arrived.clear()
-                await self.arrived.wait()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver()
-    app = web.Application()
-    app.router.add_post("/webhooks/{name}", found.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    found.url = f"http://{host}:{port}"
-    yield found
-    await runner.cleanup()
 
 
 @pytest.fixture
@@ -139,11 +90,11 @@ async def test_zenvia_send_and_receipts_with_the_header_secret(
     receiver.adapters["zen"] = adapter
     (result,) = await adapter.send([msg(42, "+5511999990001")])
     assert result.outcome is Outcome.ACCEPTED
-    await receiver.wait_for(lambda: len(receiver.receipts) == 2)
-    assert {(r.message_id, r.provider_message_id, r.status) for r in receiver.receipts} == {
+    await receiver.wait_for(lambda: len(receiver.receipts()) == 2)
+    assert {(r.message_id, r.provider_message_id, r.status) for r in receiver.receipts()} == {
         (42, result.provider_message_id, MessageStatus.SENT),
         (42, result.provider_message_id, MessageStatus.DELIVERED)}
-    assert all(r.event_id and r.occurred_at for r in receiver.receipts)
+    assert all(r.event_id and r.occurred_at for r in receiver.receipts())
     assert receiver.refused == 0
     assert sim.stats.per_number == {"5511999990001": 1}
 
@@ -157,8 +108,8 @@ async def test_zenvia_undelivered_carries_its_cause(
     sim = await start(settings(zenvia=family))
     receiver.adapters["zen"] = adapter = zenvia(session, sim.url)
     await adapter.send([msg(1, "+5511999990001")])
-    await receiver.wait_for(lambda: len(receiver.receipts) == 1)
-    (receipt,) = receiver.receipts
+    await receiver.wait_for(lambda: len(receiver.receipts()) == 1)
+    (receipt,) = receiver.receipts()
     assert (receipt.status, receipt.provider_status) == (MessageStatus.UNDELIVERED,
                                                          "NOT_DELIVERED")
     assert receipt.error_code == "005"
@@ -240,7 +191,7 @@ async def test_zenvia_inbound_stop_is_an_opt_out(
                             json={"from": "+5511999990001", "text": "STOP"}) as resp:
         assert resp.status == 202
     await receiver.wait_for(lambda: len(receiver.events) == 1)
-    (events,) = receiver.events
+    ((_, events),) = receiver.events
     assert (events.inbound[0].from_, events.inbound[0].text) == ("+5511999990001", "STOP")
     assert (events.opt_changes[0].phone, events.opt_changes[0].opted_out) == (
         "+5511999990001", True)
@@ -268,8 +219,8 @@ async def test_courier_receipts_go_to_each_texts_callback_url(
     receiver.adapters["cour"] = adapter
     (result,) = await adapter.send([msg(42, "+14155550101")])
     assert result.outcome is Outcome.ACCEPTED
-    await receiver.wait_for(lambda: len(receiver.receipts) == 2)
-    assert {(r.message_id, r.provider_message_id, r.status) for r in receiver.receipts} == {
+    await receiver.wait_for(lambda: len(receiver.receipts()) == 2)
+    assert {(r.message_id, r.provider_message_id, r.status) for r in receiver.receipts()} == {
         (42, result.provider_message_id, MessageStatus.SENT),
         (42, result.provider_message_id, MessageStatus.DELIVERED)}
     assert receiver.queries == [{"secret": "cour-secret"}] * 2
@@ -284,8 +235,8 @@ async def test_courier_failure_and_a_wrong_secret(
     receiver.adapters["cour"] = courier(session, sim.url, public_url=receiver.url)
     sender = courier(session, sim.url, public_url=receiver.url)
     await sender.send([msg(1, "+14155550101")])
-    await receiver.wait_for(lambda: len(receiver.receipts) == 1)
-    (receipt,) = receiver.receipts
+    await receiver.wait_for(lambda: len(receiver.receipts()) == 1)
+    (receipt,) = receiver.receipts()
     assert (receipt.status, receipt.error_code) == (MessageStatus.FAILED, "failed")
     assert receipt.error_detail
     wrong = courier(session, sim.url, public_url=receiver.url, webhook_secret="wrong")

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from engine.providers import adapter_for
-from engine.providers.base import Adapter, Outbound, Outcome, WebhookEvents
+from engine.providers.base import Outbound, Outcome
 from engine.providers.simulator import (
     FAMILIES,
     FamilySettings,
@@ -28,60 +26,12 @@ from engine.providers.simulator import (
 from engine.providers.sunshine import SunshineAccount, SunshineAdapter, app_jwt
 from engine.providers.zingle import ZingleAccount, ZingleAdapter
 from engine.status import MessageStatus
+from tests.integration.helpers import Receiver
 
 SERVICE = "1d06e84f-8152-4de7-983d-a2d88b73734a"
 SUNCO_SECRET = "2vErhBhv81FZ5YXbC5XElVcnoNSqz0XjhqSYII4AOT3GCA5UojDCT07Z9NG"
 
 # --- fixtures ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Receiver:
-    """The engine's webhook listener, reduced to what these tests check."""
-
-    url: str = ""
-    adapters: dict[str, Adapter[Any]] = field(default_factory=dict)
-    events: list[tuple[str, WebhookEvents]] = field(default_factory=list)
-    refused: int = 0
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def handle(self, request: web.Request) -> web.Response:
-        adapter = self.adapters[request.match_info["name"]]
-        if not adapter.webhook_authentic(request.headers, request.query):
-            self.refused += 1
-            self.arrived.set()
-            return web.Response(status=401)
-        parsed = adapter.parse_webhook(request.headers.get("Content-Type", ""),
-                                       await request.read(), request.query)
-        self.events.append((request.match_info["name"], parsed))
-        self.arrived.set()
-        return web.Response(text="ok")
-
-    def receipts(self) -> list[Any]:
-        return [r for _, e in self.events for r in e.receipts]
-
-    def opt_changes(self) -> list[Any]:
-        return [o for _, e in self.events for o in e.opt_changes]
-
-    async def wait_for(self, predicate: Callable[[], bool], seconds: float = 5.0) -> None:
-        async with asyncio.timeout(seconds):
-            while not predicate():
-                self.arrived.clear()
-                await self.arrived.wait()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    found = Receiver()
-    app = web.Application()
-    app.router.add_post("/webhooks/{name}", found.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    host, port = runner.addresses[0][:2]
-    found.url = f"http://{host}:{port}"
-    yield found
-    await runner.cleanup()
 
 
 @pytest.fixture
