@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
 
+from engine.providers.simulator import RunningSimulator, SimulatorSettings, serve
 from tests.integration.helpers import Receiver
+
+
+@pytest.fixture
+async def start_simulator() -> AsyncIterator[Callable[[SimulatorSettings],
+                                                      Awaitable[RunningSimulator]]]:
+    """``await start_simulator(settings)``: a simulator on a free local port, closed after
+    the test."""
+    running: list[RunningSimulator] = []
+
+    async def start(settings: SimulatorSettings) -> RunningSimulator:
+        sim = await serve(settings, "127.0.0.1", 0)
+        running.append(sim)
+        return sim
+
+    yield start
+    for sim in running:
+        await sim.close()
 
 
 @pytest.fixture

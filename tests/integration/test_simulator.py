@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
-import pytest
 
 from engine.providers import adapter_for
 from engine.providers.base import Outbound, Outcome
@@ -25,28 +23,12 @@ from engine.providers.simulator import (
     SimulatorAccount,
     SimulatorAdapter,
     SimulatorSettings,
-    serve,
 )
 from engine.providers.zoomconnect import ZoomConnectAccount, ZoomConnectAdapter
 from engine.status import MessageStatus
 from tests.integration.helpers import Receiver
 
 # --- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def start() -> AsyncIterator[Callable[..., Any]]:
-    """``await start(settings)``: a running simulator, closed after the test."""
-    running: list[RunningSimulator] = []
-
-    async def starter(settings: SimulatorSettings) -> RunningSimulator:
-        sim = await serve(settings, "127.0.0.1", 0)
-        running.append(sim)
-        return sim
-
-    yield starter
-    for sim in running:
-        await sim.close()
 
 
 def sim_adapter(session: aiohttp.ClientSession, url: str, **extra: Any) -> SimulatorAdapter:
@@ -84,9 +66,9 @@ def settings(**families: FamilySettings) -> SimulatorSettings:
 
 
 async def test_simulator_protocol_single_and_bulk(
-    session: aiohttp.ClientSession, start: Any
+    session: aiohttp.ClientSession, start_simulator: Any
 ) -> None:
-    sim = await start(settings())
+    sim = await start_simulator(settings())
     single = sim_adapter(session, sim.url)
     (one,) = await single.send([msg(1, "+27821110001")])
     assert one.outcome is Outcome.ACCEPTED
@@ -104,8 +86,10 @@ async def test_simulator_protocol_single_and_bulk(
     assert stats.per_number == {"+27821110001": 2, "+27821110002": 1}
 
 
-async def test_zoomconnect_single_and_bulk(session: aiohttp.ClientSession, start: Any) -> None:
-    sim = await start(settings())
+async def test_zoomconnect_single_and_bulk(
+    session: aiohttp.ClientSession, start_simulator: Any,
+) -> None:
+    sim = await start_simulator(settings())
     single = zc_adapter(session, sim.url)
     (one,) = await single.send([msg(1, "+27821110001")])
     assert one.outcome is Outcome.ACCEPTED
@@ -123,17 +107,19 @@ async def test_zoomconnect_single_and_bulk(session: aiohttp.ClientSession, start
 
 
 async def test_zoomconnect_credentials_are_checked(
-    session: aiohttp.ClientSession, start: Any
+    session: aiohttp.ClientSession, start_simulator: Any
 ) -> None:
-    sim = await start(settings(zoomconnect=FamilySettings(require_token="right")))
+    sim = await start_simulator(settings(zoomconnect=FamilySettings(require_token="right")))
     (result,) = await zc_adapter(session, sim.url).send([msg(1, "+27821110001")])
     assert (result.outcome, result.error_code) == (Outcome.REJECTED, "401")
     (result,) = await zc_adapter(session, sim.url, token="right").send([msg(1, "+27821110001")])
     assert result.outcome is Outcome.ACCEPTED
 
 
-async def test_zoomconnect_poll_and_balance(session: aiohttp.ClientSession, start: Any) -> None:
-    sim = await start(settings(zoomconnect=FamilySettings(delivered=1.0)))
+async def test_zoomconnect_poll_and_balance(
+    session: aiohttp.ClientSession, start_simulator: Any,
+) -> None:
+    sim = await start_simulator(settings(zoomconnect=FamilySettings(delivered=1.0)))
     zc = zc_adapter(session, sim.url)
     (sent,) = await zc.send([msg(42, "+27821110001")])
     assert sent.provider_message_id is not None
@@ -149,10 +135,10 @@ async def test_zoomconnect_poll_and_balance(session: aiohttp.ClientSession, star
 
 
 async def test_rate_limited_is_retry_with_retry_after(
-    session: aiohttp.ClientSession, start: Any
+    session: aiohttp.ClientSession, start_simulator: Any
 ) -> None:
     family = FamilySettings(rate_limited=1.0, retry_after=3)
-    sim = await start(settings(simulator=family, zoomconnect=family))
+    sim = await start_simulator(settings(simulator=family, zoomconnect=family))
     for adapter in (sim_adapter(session, sim.url), zc_adapter(session, sim.url)):
         (result,) = await adapter.send([msg(1, "+27821110001")])
         assert result.outcome is Outcome.RETRY
@@ -161,16 +147,18 @@ async def test_rate_limited_is_retry_with_retry_after(
     assert sim.stats.per_number == {}
 
 
-async def test_server_error_is_unknown(session: aiohttp.ClientSession, start: Any) -> None:
-    sim = await start(settings(zoomconnect=FamilySettings(server_errors=1.0)))
+async def test_server_error_is_unknown(
+    session: aiohttp.ClientSession, start_simulator: Any,
+) -> None:
+    sim = await start_simulator(settings(zoomconnect=FamilySettings(server_errors=1.0)))
     (result,) = await zc_adapter(session, sim.url).send([msg(1, "+27821110001")])
     assert (result.outcome, result.error_code) == (Outcome.UNKNOWN, "500")
 
 
 async def test_timeout_is_unknown_and_the_message_was_taken(
-    session: aiohttp.ClientSession, start: Any
+    session: aiohttp.ClientSession, start_simulator: Any
 ) -> None:
-    sim = await start(settings(simulator=FamilySettings(timeouts=1.0, hang=30)))
+    sim = await start_simulator(settings(simulator=FamilySettings(timeouts=1.0, hang=30)))
     adapter = sim_adapter(session, sim.url, timeout="300ms")
     (result,) = await adapter.send([msg(1, "+27821110001")])
     assert (result.outcome, result.error_code) == (Outcome.UNKNOWN, "timeout")
@@ -192,11 +180,11 @@ async def test_connection_refused_is_retry(session: aiohttp.ClientSession) -> No
 
 
 async def test_simulator_receipts_arrive_authenticated(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sim", webhook_secret="hdr",
                             delivered=1.0)
-    sim = await start(settings(simulator=family))
+    sim = await start_simulator(settings(simulator=family))
     adapter = sim_adapter(session, sim.url, webhook_secret="hdr", bulk=True)
     receiver.adapters["sim"] = adapter
     results = await adapter.send([msg(1, "+27821110001"), msg(2, "+27821110002")])
@@ -212,12 +200,12 @@ async def test_simulator_receipts_arrive_authenticated(
 
 
 async def test_zoomconnect_receipts_arrive_as_form_with_query_secret(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     adapter = zc_adapter(session, "http://unused")
     family = FamilySettings(webhook_url=adapter.webhook_url(receiver.url), delivered=0.0,
                             undelivered=1.0)
-    sim = await start(settings(zoomconnect=family))
+    sim = await start_simulator(settings(zoomconnect=family))
     adapter = zc_adapter(session, sim.url)
     receiver.adapters["zc"] = adapter
     (sent,) = await adapter.send([msg(7, "+27821110001")])
@@ -233,11 +221,11 @@ async def test_zoomconnect_receipts_arrive_as_form_with_query_secret(
 
 
 async def test_a_wrong_secret_is_refused_and_counted_dropped(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sim", webhook_secret="bad",
                             sent_receipts=False)
-    sim = await start(settings(simulator=family).model_copy(update={"post_attempts": 2}))
+    sim = await start_simulator(settings(simulator=family).model_copy(update={"post_attempts": 2}))
     adapter = sim_adapter(session, sim.url, webhook_secret="good")
     receiver.adapters["sim"] = adapter
     await adapter.send([msg(1, "+27821110001")])
@@ -248,12 +236,12 @@ async def test_a_wrong_secret_is_refused_and_counted_dropped(
 
 
 async def test_duplicate_out_of_order_and_early_receipts(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sim", delivered=1.0,
                             duplicates=1.0, out_of_order=1.0, early_receipts=1.0,
                             receipt_delay=(0.05, 0.05))
-    sim = await start(settings(simulator=family))
+    sim = await start_simulator(settings(simulator=family))
     adapter = sim_adapter(session, sim.url)
     receiver.adapters["sim"] = adapter
     await adapter.send([msg(1, "+27821110001")])
@@ -269,10 +257,10 @@ async def test_duplicate_out_of_order_and_early_receipts(
 
 
 async def test_inbound_stop_reaches_the_webhook_as_an_opt_out(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     adapter = zc_adapter(session, "http://unused")
-    sim = await start(settings(zoomconnect=FamilySettings(
+    sim = await start_simulator(settings(zoomconnect=FamilySettings(
         webhook_url=adapter.webhook_url(receiver.url))))
     receiver.adapters["zc"] = zc_adapter(session, sim.url)
     async with session.post(f"{sim.url}/sim/inbound/zoomconnect",
@@ -285,8 +273,8 @@ async def test_inbound_stop_reaches_the_webhook_as_an_opt_out(
     assert events.opt_changes[0].opted_out
 
 
-async def test_stats_endpoint(session: aiohttp.ClientSession, start: Any) -> None:
-    sim = await start(settings())
+async def test_stats_endpoint(session: aiohttp.ClientSession, start_simulator: Any) -> None:
+    sim = await start_simulator(settings())
     await sim_adapter(session, sim.url).send([msg(1, "+27821110001")])
     async with session.get(f"{sim.url}/sim/stats") as resp:
         data = await resp.json()
@@ -296,11 +284,12 @@ async def test_stats_endpoint(session: aiohttp.ClientSession, start: Any) -> Non
 
 
 async def test_a_full_receipt_queue_makes_senders_wait_instead_of_dropping(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sim", sent_receipts=False,
                             receipt_delay=(0.05, 0.05))
-    sim = await start(settings(simulator=family).model_copy(update={"max_pending_receipts": 2}))
+    sim = await start_simulator(
+        settings(simulator=family).model_copy(update={"max_pending_receipts": 2}))
     adapter = sim_adapter(session, sim.url)
     receiver.adapters["sim"] = adapter
     for n in range(6):

@@ -7,7 +7,6 @@ call with the adapter's ``webhook_authentic`` and read it with ``parse_webhook``
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -20,28 +19,12 @@ from engine.providers.simulator import (
     FamilySettings,
     RunningSimulator,
     SimulatorSettings,
-    serve,
 )
 from engine.providers.zenvia import ZenviaAccount, ZenviaAdapter
 from engine.status import MessageStatus
 from tests.integration.helpers import Receiver
 
 # --- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def start() -> AsyncIterator[Callable[..., Any]]:
-    """``await start(settings)``: a running simulator, closed after the test."""
-    running: list[RunningSimulator] = []
-
-    async def starter(settings: SimulatorSettings) -> RunningSimulator:
-        sim = await serve(settings, "127.0.0.1", 0)
-        running.append(sim)
-        return sim
-
-    yield starter
-    for sim in running:
-        await sim.close()
 
 
 def settings(**families: FamilySettings) -> SimulatorSettings:
@@ -81,11 +64,11 @@ def courier(
 
 
 async def test_zenvia_send_and_receipts_with_the_header_secret(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/zen",
                             webhook_secret="zen-secret", delivered=1.0)
-    sim = await start(settings(zenvia=family))
+    sim = await start_simulator(settings(zenvia=family))
     adapter = zenvia(session, sim.url)
     receiver.adapters["zen"] = adapter
     (result,) = await adapter.send([msg(42, "+5511999990001")])
@@ -100,12 +83,12 @@ async def test_zenvia_send_and_receipts_with_the_header_secret(
 
 
 async def test_zenvia_undelivered_carries_its_cause(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/zen",
                             webhook_secret="zen-secret", delivered=0.0, undelivered=1.0,
                             sent_receipts=False)
-    sim = await start(settings(zenvia=family))
+    sim = await start_simulator(settings(zenvia=family))
     receiver.adapters["zen"] = adapter = zenvia(session, sim.url)
     await adapter.send([msg(1, "+5511999990001")])
     await receiver.wait_for(lambda: len(receiver.receipts()) == 1)
@@ -116,19 +99,19 @@ async def test_zenvia_undelivered_carries_its_cause(
 
 
 async def test_zenvia_a_wrong_secret_is_refused(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/zen", webhook_secret="bad",
                             sent_receipts=False)
-    sim = await start(settings(zenvia=family).model_copy(update={"post_attempts": 1}))
+    sim = await start_simulator(settings(zenvia=family).model_copy(update={"post_attempts": 1}))
     receiver.adapters["zen"] = adapter = zenvia(session, sim.url)
     await adapter.send([msg(1, "+5511999990001")])
     await settled(sim)
     assert (receiver.refused, sim.stats.receipts_dropped, receiver.events) == (1, 1, [])
 
 
-async def test_zenvia_rejections(session: aiohttp.ClientSession, start: Any) -> None:
-    sim = await start(settings(zenvia=FamilySettings(require_token="zen-token")))
+async def test_zenvia_rejections(session: aiohttp.ClientSession, start_simulator: Any) -> None:
+    sim = await start_simulator(settings(zenvia=FamilySettings(require_token="zen-token")))
     adapter = zenvia(session, sim.url)
     (blocked,) = await adapter.send([msg(1, "+5511999990000")])
     assert (blocked.outcome, blocked.error_code) == (Outcome.REJECTED, "VALIDATION_ERROR")
@@ -141,9 +124,9 @@ async def test_zenvia_rejections(session: aiohttp.ClientSession, start: Any) -> 
 
 
 async def test_zenvia_validates_the_request_and_echoes_the_message(
-    session: aiohttp.ClientSession, start: Any
+    session: aiohttp.ClientSession, start_simulator: Any
 ) -> None:
-    sim = await start(settings())
+    sim = await start_simulator(settings())
     url, headers = f"{sim.url}/v2/channels/sms/messages", {"X-API-TOKEN": "t"}
     async with session.post(url, json={"from": "acme", "to": "5511999990001"},
                             headers=headers) as resp:
@@ -170,9 +153,9 @@ async def test_zenvia_validates_the_request_and_echoes_the_message(
     ids=["429", "500"],
 )
 async def test_zenvia_faults(
-    session: aiohttp.ClientSession, start: Any, fault: dict[str, Any], outcome: Outcome
+    session: aiohttp.ClientSession, start_simulator: Any, fault: dict[str, Any], outcome: Outcome
 ) -> None:
-    sim = await start(settings(zenvia=FamilySettings(**fault)))
+    sim = await start_simulator(settings(zenvia=FamilySettings(**fault)))
     (result,) = await zenvia(session, sim.url).send([msg(1, "+5511999990001")])
     assert result.outcome is outcome
     if "retry_after" in fault:
@@ -181,11 +164,11 @@ async def test_zenvia_faults(
 
 
 async def test_zenvia_inbound_stop_is_an_opt_out(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/zen",
                             webhook_secret="zen-secret")
-    sim = await start(settings(zenvia=family))
+    sim = await start_simulator(settings(zenvia=family))
     receiver.adapters["zen"] = zenvia(session, sim.url)
     async with session.post(f"{sim.url}/sim/inbound/zenvia",
                             json={"from": "+5511999990001", "text": "STOP"}) as resp:
@@ -198,9 +181,9 @@ async def test_zenvia_inbound_stop_is_an_opt_out(
 
 
 async def test_zenvia_subscribe_against_the_simulator(
-    session: aiohttp.ClientSession, start: Any
+    session: aiohttp.ClientSession, start_simulator: Any
 ) -> None:
-    sim = await start(settings(zenvia=FamilySettings(require_token="zen-token")))
+    sim = await start_simulator(settings(zenvia=FamilySettings(require_token="zen-token")))
     made = await zenvia(session, sim.url).subscribe("https://engine.example.com")
     assert set(made) == {"MESSAGE_STATUS", "MESSAGE"}
     assert made["MESSAGE"]["criteria"] == {"channel": "sms", "direction": "IN"}
@@ -212,9 +195,9 @@ async def test_zenvia_subscribe_against_the_simulator(
 
 
 async def test_courier_receipts_go_to_each_texts_callback_url(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
-    sim = await start(settings(courier=FamilySettings(delivered=1.0)))  # no webhook_url
+    sim = await start_simulator(settings(courier=FamilySettings(delivered=1.0)))  # no webhook_url
     adapter = courier(session, sim.url, public_url=receiver.url)
     receiver.adapters["cour"] = adapter
     (result,) = await adapter.send([msg(42, "+14155550101")])
@@ -228,10 +211,10 @@ async def test_courier_receipts_go_to_each_texts_callback_url(
 
 
 async def test_courier_failure_and_a_wrong_secret(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     family = FamilySettings(delivered=0.0, undelivered=0.0, sent_receipts=False)
-    sim = await start(settings(courier=family).model_copy(update={"post_attempts": 1}))
+    sim = await start_simulator(settings(courier=family).model_copy(update={"post_attempts": 1}))
     receiver.adapters["cour"] = courier(session, sim.url, public_url=receiver.url)
     sender = courier(session, sim.url, public_url=receiver.url)
     await sender.send([msg(1, "+14155550101")])
@@ -246,17 +229,17 @@ async def test_courier_failure_and_a_wrong_secret(
 
 
 async def test_courier_without_a_callback_url_posts_nothing(
-    session: aiohttp.ClientSession, start: Any
+    session: aiohttp.ClientSession, start_simulator: Any
 ) -> None:
-    sim = await start(settings())
+    sim = await start_simulator(settings())
     (result,) = await courier(session, sim.url, public_url=None).send([msg(1, "+14155550101")])
     assert result.outcome is Outcome.ACCEPTED
     await settled(sim)
     assert (sim.stats.receipts_posted, sim.stats.receipts_dropped) == (0, 0)
 
 
-async def test_courier_rejections(session: aiohttp.ClientSession, start: Any) -> None:
-    sim = await start(settings(courier=FamilySettings(require_token="jwt")))
+async def test_courier_rejections(session: aiohttp.ClientSession, start_simulator: Any) -> None:
+    sim = await start_simulator(settings(courier=FamilySettings(require_token="jwt")))
     adapter = courier(session, sim.url, public_url=None)
     (blocked,) = await adapter.send([msg(1, "+14155550000")])
     assert (blocked.outcome, blocked.error_code) == (Outcome.REJECTED, "BlockedTarget")
@@ -269,9 +252,9 @@ async def test_courier_rejections(session: aiohttp.ClientSession, start: Any) ->
 
 
 async def test_courier_validates_the_document(
-    session: aiohttp.ClientSession, start: Any
+    session: aiohttp.ClientSession, start_simulator: Any
 ) -> None:
-    sim = await start(settings())
+    sim = await start_simulator(settings())
     doc = {"data": {"type": "texts", "attributes": {
         "account-id": "a", "number-id": "n", "target": "+14155550101"}}}
     async with session.post(f"{sim.url}/v1/texts/", json=doc,
@@ -290,10 +273,10 @@ async def test_courier_validates_the_document(
     ids=["429", "500", "timeout"],
 )
 async def test_courier_faults(
-    session: aiohttp.ClientSession, start: Any, fault: dict[str, Any], outcome: Outcome,
+    session: aiohttp.ClientSession, start_simulator: Any, fault: dict[str, Any], outcome: Outcome,
     code: str,
 ) -> None:
-    sim = await start(settings(courier=FamilySettings(**fault)))
+    sim = await start_simulator(settings(courier=FamilySettings(**fault)))
     adapter = courier(session, sim.url, public_url=None, timeout="300ms")
     (result,) = await adapter.send([msg(1, "+14155550101")])
     assert (result.outcome, result.error_code) == (outcome, code)

@@ -8,11 +8,9 @@ the adapter's ``webhook_authentic`` and read it with ``parse_webhook``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
-import pytest
 
 from engine.providers import adapter_for
 from engine.providers.base import Outbound, Outcome
@@ -21,7 +19,6 @@ from engine.providers.simulator import (
     FamilySettings,
     RunningSimulator,
     SimulatorSettings,
-    serve,
 )
 from engine.providers.sunshine import SunshineAccount, SunshineAdapter, app_jwt
 from engine.providers.zingle import ZingleAccount, ZingleAdapter
@@ -32,21 +29,6 @@ SERVICE = "1d06e84f-8152-4de7-983d-a2d88b73734a"
 SUNCO_SECRET = "2vErhBhv81FZ5YXbC5XElVcnoNSqz0XjhqSYII4AOT3GCA5UojDCT07Z9NG"
 
 # --- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-async def start() -> AsyncIterator[Callable[..., Any]]:
-    """``await start(settings)``: a running simulator, closed after the test."""
-    running: list[RunningSimulator] = []
-
-    async def starter(settings: SimulatorSettings) -> RunningSimulator:
-        sim = await serve(settings, "127.0.0.1", 0)
-        running.append(sim)
-        return sim
-
-    yield starter
-    for sim in running:
-        await sim.close()
 
 
 def settings(**families: FamilySettings) -> SimulatorSettings:
@@ -88,9 +70,9 @@ async def settled(sim: RunningSimulator) -> None:
 
 
 async def test_zingle_send_then_poll_sees_the_status_evolve(
-    session: aiohttp.ClientSession, start: Any
+    session: aiohttp.ClientSession, start_simulator: Any
 ) -> None:
-    sim = await start(settings(zingle=FamilySettings(delivered=1.0, receipt_delay=0.3)))
+    sim = await start_simulator(settings(zingle=FamilySettings(delivered=1.0, receipt_delay=0.3)))
     adapter = zingle(session, sim.url)
     (good,) = await adapter.send([msg(1, "+18585551001")])
     sim.app[FAMILIES]["zingle"].settings = FamilySettings(delivered=0.0, undelivered=0.0,
@@ -110,10 +92,10 @@ async def test_zingle_send_then_poll_sees_the_status_evolve(
 
 
 async def test_zingle_a_repeated_uuid_is_delivered_once(
-    session: aiohttp.ClientSession, start: Any
+    session: aiohttp.ClientSession, start_simulator: Any
 ) -> None:
     """A send that timed out is retried with the same uuid; Zingle does not send it twice."""
-    sim = await start(settings(zingle=FamilySettings(timeouts=1.0, hang=30)))
+    sim = await start_simulator(settings(zingle=FamilySettings(timeouts=1.0, hang=30)))
     adapter = zingle(session, sim.url, timeout="300ms")
     (first,) = await adapter.send([msg(5, "+18585551005")])
     assert (first.outcome, first.error_code) == (Outcome.RETRY, "timeout")
@@ -133,9 +115,9 @@ async def test_zingle_a_repeated_uuid_is_delivered_once(
 
 
 async def test_zingle_rejections_in_zingle_codes(
-    session: aiohttp.ClientSession, start: Any
+    session: aiohttp.ClientSession, start_simulator: Any
 ) -> None:
-    sim = await start(settings())
+    sim = await start_simulator(settings())
     adapter = zingle(session, sim.url)
     (blocked,) = await adapter.send([msg(1, "+18585550000")])
     assert (blocked.outcome, blocked.error_code) == (Outcome.REJECTED, "3613")
@@ -147,9 +129,9 @@ async def test_zingle_rejections_in_zingle_codes(
 
 
 async def test_zingle_credentials_are_checked(
-    session: aiohttp.ClientSession, start: Any
+    session: aiohttp.ClientSession, start_simulator: Any
 ) -> None:
-    sim = await start(settings(zingle=FamilySettings(require_token="right")))
+    sim = await start_simulator(settings(zingle=FamilySettings(require_token="right")))
     (wrong,) = await zingle(session, sim.url).send([msg(1, "+18585551001")])
     assert (wrong.outcome, wrong.error_code) == (Outcome.REJECTED, "2601")
     (basic,) = await zingle(session, sim.url, password="right").send([msg(2, "+18585551002")])
@@ -162,8 +144,10 @@ async def test_zingle_credentials_are_checked(
     assert await zingle(session, sim.url).poll([jwt.provider_message_id or ""]) == []
 
 
-async def test_zingle_429_and_500_are_retry(session: aiohttp.ClientSession, start: Any) -> None:
-    sim = await start(settings(zingle=FamilySettings(rate_limited=1.0, retry_after=4)))
+async def test_zingle_429_and_500_are_retry(
+    session: aiohttp.ClientSession, start_simulator: Any,
+) -> None:
+    sim = await start_simulator(settings(zingle=FamilySettings(rate_limited=1.0, retry_after=4)))
     (limited,) = await zingle(session, sim.url).send([msg(1, "+18585551001")])
     assert (limited.outcome, limited.retry_after) == (Outcome.RETRY, 4)
     sim.app[FAMILIES]["zingle"].settings = FamilySettings(server_errors=1.0)
@@ -173,11 +157,11 @@ async def test_zingle_429_and_500_are_retry(session: aiohttp.ClientSession, star
 
 
 async def test_zingle_stop_and_start_post_the_opt_in_webhook(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/zingle",
                             webhook_secret="z-secret")
-    sim = await start(settings(zingle=family))
+    sim = await start_simulator(settings(zingle=family))
     adapter = zingle(session, sim.url)
     receiver.adapters["zingle"] = adapter
     (sent,) = await adapter.send([msg(1, "+18585551001")])
@@ -196,11 +180,11 @@ async def test_zingle_stop_and_start_post_the_opt_in_webhook(
 
 
 async def test_zingle_opt_in_webhook_with_a_wrong_secret_is_refused(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/zingle",
                             webhook_secret="not-it")
-    sim = await start(settings(zingle=family).model_copy(update={"post_attempts": 1}))
+    sim = await start_simulator(settings(zingle=family).model_copy(update={"post_attempts": 1}))
     receiver.adapters["zingle"] = zingle(session, sim.url)
     async with session.post(f"{sim.url}/sim/inbound/zingle",
                             json={"from": "+18585551001", "text": "STOP"}) as resp:
@@ -214,11 +198,11 @@ async def test_zingle_opt_in_webhook_with_a_wrong_secret_is_refused(
 
 
 async def test_sunshine_send_and_receipts_arrive_as_v2_envelopes(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sunco",
                             webhook_secret="s-secret", delivered=1.0)
-    sim = await start(settings(sunshine=family))
+    sim = await start_simulator(settings(sunshine=family))
     adapter = sunco(session, sim.url)
     receiver.adapters["sunco"] = adapter
     (one,) = await adapter.send([msg(1, "+15145550001")])
@@ -235,12 +219,12 @@ async def test_sunshine_send_and_receipts_arrive_as_v2_envelopes(
 
 
 async def test_sunshine_failure_receipt_carries_the_error(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sunco",
                             webhook_secret="s-secret", delivered=0.0, undelivered=1.0,
                             sent_receipts=False)
-    sim = await start(settings(sunshine=family))
+    sim = await start_simulator(settings(sunshine=family))
     adapter = sunco(session, sim.url)
     receiver.adapters["sunco"] = adapter
     (result,) = await adapter.send([msg(1, "+15145550001")])
@@ -251,11 +235,11 @@ async def test_sunshine_failure_receipt_carries_the_error(
 
 
 async def test_sunshine_a_wrong_api_key_is_refused(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sunco",
                             webhook_secret="other", sent_receipts=False)
-    sim = await start(settings(sunshine=family).model_copy(update={"post_attempts": 1}))
+    sim = await start_simulator(settings(sunshine=family).model_copy(update={"post_attempts": 1}))
     adapter = sunco(session, sim.url)
     receiver.adapters["sunco"] = adapter
     await adapter.send([msg(1, "+15145550001")])
@@ -265,9 +249,9 @@ async def test_sunshine_a_wrong_api_key_is_refused(
 
 
 async def test_sunshine_basic_and_jwt_auth_are_verified(
-    session: aiohttp.ClientSession, start: Any
+    session: aiohttp.ClientSession, start_simulator: Any
 ) -> None:
-    sim = await start(settings(sunshine=FamilySettings(require_token=SUNCO_SECRET)))
+    sim = await start_simulator(settings(sunshine=FamilySettings(require_token=SUNCO_SECRET)))
     for auth in ("basic", "jwt"):
         (ok,) = await sunco(session, sim.url, auth=auth).send([msg(1, "+15145550001")])
         assert ok.outcome is Outcome.ACCEPTED, auth
@@ -284,9 +268,9 @@ async def test_sunshine_basic_and_jwt_auth_are_verified(
 
 
 async def test_sunshine_rejections_and_validation(
-    session: aiohttp.ClientSession, start: Any
+    session: aiohttp.ClientSession, start_simulator: Any
 ) -> None:
-    sim = await start(settings())
+    sim = await start_simulator(settings())
     adapter = sunco(session, sim.url)
     (blocked,) = await adapter.send([msg(1, "+15145550000")])
     assert (blocked.outcome, blocked.error_code) == (Outcome.REJECTED, "bad_request")
@@ -304,28 +288,28 @@ async def test_sunshine_rejections_and_validation(
 
 
 async def test_sunshine_429_is_retry_with_retry_after(
-    session: aiohttp.ClientSession, start: Any
+    session: aiohttp.ClientSession, start_simulator: Any
 ) -> None:
-    sim = await start(settings(sunshine=FamilySettings(rate_limited=1.0, retry_after=2)))
+    sim = await start_simulator(settings(sunshine=FamilySettings(rate_limited=1.0, retry_after=2)))
     (result,) = await sunco(session, sim.url).send([msg(1, "+15145550001")])
     assert (result.outcome, result.retry_after, result.error_code) == (Outcome.RETRY, 2, "429")
     assert sim.stats.per_number == {}
 
 
 async def test_sunshine_server_error_is_unknown(
-    session: aiohttp.ClientSession, start: Any
+    session: aiohttp.ClientSession, start_simulator: Any
 ) -> None:
-    sim = await start(settings(sunshine=FamilySettings(server_errors=1.0)))
+    sim = await start_simulator(settings(sunshine=FamilySettings(server_errors=1.0)))
     (result,) = await sunco(session, sim.url).send([msg(1, "+15145550001")])
     assert (result.outcome, result.error_code) == (Outcome.UNKNOWN, "500")
 
 
 async def test_sunshine_stop_reply_is_an_opt_out(
-    session: aiohttp.ClientSession, start: Any, receiver: Receiver
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sunco",
                             webhook_secret="s-secret")
-    sim = await start(settings(sunshine=family))
+    sim = await start_simulator(settings(sunshine=family))
     receiver.adapters["sunco"] = sunco(session, sim.url)
     async with session.post(f"{sim.url}/sim/inbound/sunshine",
                             json={"from": "+15145550001", "text": "STOP"}) as resp:
