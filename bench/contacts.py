@@ -25,17 +25,16 @@ import resource
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import audience, db, migrate
+from common import fresh_database
+
+from engine import audience, db
 
 ZONES = ("Africa/Johannesburg", "America/New_York", "Europe/London", "America/Sao_Paulo")
 CITIES = ("Cape Town", "Durban", "New York", "London", "São Paulo", "Pretoria", "Leeds")
@@ -99,30 +98,6 @@ def write_csv(path: Path, n: int) -> None:
         writer.writerows(rows(n))
 
 
-@asynccontextmanager
-async def fresh_database(server_url: str | None) -> AsyncIterator[str]:
-    """A new, migrated database on ``server_url``, or on an embedded server; dropped after."""
-    with tempfile.TemporaryDirectory(prefix="bench-contacts-pg-") as tmp:
-        server = None
-        if server_url is None:
-            server = db._pgserver().get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
-            server_url = str(server.get_uri())
-        name = f"bench_contacts_{uuid.uuid4().hex[:8]}"
-        admin = await asyncpg.connect(server_url)
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        url = urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
-        try:
-            conn = await db.connect(url)
-            await migrate.migrate(conn)
-            await conn.close()
-            yield url
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.close()
-            if server is not None:
-                server.cleanup()
-
-
 def process_cpu() -> float:
     """CPU seconds (user + system) used by this process so far, all threads."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -160,7 +135,7 @@ async def run(args: argparse.Namespace) -> None:
         if args.profile:
             profile_prepare(path)
             return
-        async with fresh_database(args.database_url) as url:
+        async with fresh_database(args.database_url, "contacts") as url:
             conn = await db.connect(url)
             try:
                 await import_once(conn, path, args)
