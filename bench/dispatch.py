@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import multiprocessing
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -25,14 +24,13 @@ from pathlib import Path
 
 import aiohttp
 import orjson
-from common import fresh_database, peak_rss_mib
+from common import Simulator, fresh_database, peak_rss_mib
 
 from engine import campaigns, db, scheduler
 from engine.config import EngineConfig
 from engine.dispatcher import Dispatcher
 from engine.expander import Expander
 from engine.providers import adapter_for
-from engine.providers.simulator import FamilySettings, SimulatorSettings, serve
 from engine.spec import Campaign
 
 FILL = """
@@ -42,17 +40,6 @@ SELECT '+2782' || lpad((1000000 + i * 3 + 1)::text, 7, '0'), 'Name' || i
 INSERT INTO groups (name) VALUES ('all');
 INSERT INTO group_members (group_id, contact_id) SELECT 1, id FROM contacts;
 """
-
-
-def run_simulator(port: int, ready: multiprocessing.Event) -> None:  # type: ignore[valid-type]
-    """The simulator in a process of its own, until killed."""
-    async def main() -> None:
-        settings = SimulatorSettings(default=FamilySettings(webhook_url=None, reject_suffixes=()))
-        await serve(settings, "127.0.0.1", port)
-        ready.set()  # type: ignore[attr-defined]
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
 
 
 async def raw_limit(url: str, n: int, batch: int, concurrency: int) -> float:
@@ -127,17 +114,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18090)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()
-    ready = multiprocessing.Event()
-    sim = multiprocessing.Process(target=run_simulator, args=(args.port, ready), daemon=True)
-    sim.start()
+    sim = Simulator(None, args.port)
     try:
-        if not ready.wait(30):
-            raise SystemExit("the simulator did not start")
-        asyncio.run(measure(args, f"http://127.0.0.1:{args.port}"))
+        asyncio.run(measure(args, sim.url))
     finally:
-        sim.terminate()
-        sim.join()
-
+        sim.stop()
 
 if __name__ == "__main__":
     main()

@@ -24,12 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import multiprocessing
 import os
 import platform
 import random
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -38,67 +36,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import psutil
-from common import fresh_database
+from common import SECRET, Simulator, free_port, fresh_database
 from dispatch import raw_limit
 
 from engine import audience, campaigns, db
 from engine.config import EngineConfig
-from engine.providers.simulator import FamilySettings, SimulatorSettings, serve
 from engine.spec import Campaign
 
 REPO = Path(__file__).resolve().parent.parent
-SECRET = "bench-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def run_simulator(port: int, webhook_url: str | None, ready: Any) -> None:
-    """The simulator in a process of its own (receipts to ``webhook_url`` when given).
-
-    With receipts it also rejects numbers ending 0000, a realistic share of failures;
-    without (the limit and the peer), it accepts everything.
-    """
-    async def main() -> None:
-        family = FamilySettings(webhook_url=webhook_url, webhook_secret=SECRET, delivered=0.9,
-                                undelivered=0.05, receipt_delay=(0.0, 0.5), duplicates=0.05,
-                                out_of_order=0.05,
-                                reject_suffixes=("0000",) if webhook_url else ())
-        await serve(SimulatorSettings(seed=1, default=family, max_pending_receipts=50_000,
-                                      post_workers=16), "127.0.0.1", port)
-        ready.set()
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
-
-
-class Simulator:
-    """A simulator process, stopped on exit."""
-
-    def __init__(self, webhook_url: str | None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        ready = multiprocessing.Event()
-        self.proc = multiprocessing.Process(target=run_simulator,
-                                            args=(self.port, webhook_url, ready), daemon=True)
-        self.proc.start()
-        if not ready.wait(30):
-            raise SystemExit("the simulator did not start")
-
-    async def stats(self) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as session, session.get(
-                f"{self.url}/sim/stats") as resp:
-            stats: dict[str, Any] = await resp.json()
-            return stats
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.join()
 
 
 def write_contacts(path: Path, n: int) -> None:

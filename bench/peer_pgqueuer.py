@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import multiprocessing
 import os
 import time
 from collections.abc import Callable
@@ -45,8 +44,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import orjson
-from common import fresh_database, peak_rss_mib
-from dispatch import run_simulator
+from common import Simulator, fresh_database, peak_rss_mib
 from pgqueuer import PgQueuer
 from pgqueuer.models import Context, Job
 from pgqueuer.queries import Queries
@@ -238,17 +236,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=18095)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()
-    ready = multiprocessing.Event()
-    sim = multiprocessing.Process(target=run_simulator, args=(args.port, ready), daemon=True)
-    sim.start()
+    sim = Simulator(None, args.port)
     try:
-        if not ready.wait(30):
-            raise SystemExit("the simulator did not start")
-        asyncio.run(measure(args, f"http://127.0.0.1:{args.port}"))
+        asyncio.run(measure(args, sim.url))
     finally:
-        sim.terminate()
-        sim.join()
-
+        sim.stop()
 
 if __name__ == "__main__":
     main()
