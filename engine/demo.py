@@ -86,6 +86,9 @@ def demo_config(data_dir: Path, sim_url: str, port: int) -> EngineConfig:
 
 async def run_demo(data_dir: Path, campaigns_dir: Path | None, out: Any = sys.stdout) -> int:
     """The whole demo; returns the exit code."""
+    if campaigns_dir is None or not (campaigns_dir / f"{DEMO_CAMPAIGN}.yaml").exists():
+        # before anything is started or imported, so a wrong directory costs nothing
+        raise EngineError("engine demo runs from the repository root (it needs campaigns/)")
     started = time.monotonic()
     say = _printer(out)
     port, sim_port = free_port(), free_port()
@@ -157,8 +160,7 @@ async def _prepare(url: str, config: EngineConfig, campaigns_dir: Path | None,
 
 async def _apply_examples(conn: Any, config: EngineConfig, campaigns_dir: Path | None,
                           say: Callable[[str], None]) -> None:
-    if campaigns_dir is None or not (campaigns_dir / f"{DEMO_CAMPAIGN}.yaml").exists():
-        raise EngineError("engine demo runs from the repository root (it needs campaigns/)")
+    assert campaigns_dir is not None  # run_demo checked
     loaded, problems = spec.load_paths([campaigns_dir], accounts=set(config.providers),
                                        default_region=config.default_region)
     for problem in problems:

@@ -198,3 +198,17 @@ async def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "  queued " not in outcome
     assert "  sending " not in outcome
     assert "  delivered " in outcome
+
+
+async def test_demo_outside_the_repository_says_so_before_starting_anything(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "ENGINE_CONFIG")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "engine", "demo", "--campaigns", str(tmp_path / "nowhere"),
+        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode != 0
+    assert "needs campaigns/" in err.decode()
+    assert "imported" not in out.decode()
+    assert not (tmp_path / ".engine").exists()  # no database was started
