@@ -163,6 +163,10 @@ class Dispatcher:
         async with self.pool.acquire() as conn:
             runs = await conn.fetch(QUERIES["sending_runs"])
         for run in runs:
+            if self._stopping.is_set():
+                # stop() came while this pass read the runs: a lane started now would
+                # outlive stop() unsupervised, claiming and sending after it returned
+                break
             task = self._lanes.get(run["id"])
             if (task is None or task.done()) and run["account"] in self.accounts:
                 self._lanes[run["id"]] = asyncio.create_task(

@@ -390,3 +390,20 @@ async def test_results_are_recorded_while_the_rest_of_the_batch_is_sending(
         both = [s for s in seen if "sent" in s.values() and "sending" in s.values()]
         assert both, "every result waited for the whole batch"
         assert set((await statuses(conn, run_id)).values()) == {"sent"}
+
+
+async def test_a_pass_that_ends_after_stop_starts_no_lane(
+    conn: asyncpg.Connection, pool: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
+    """stop() can land while run() is reading the sending runs; the lane that pass would
+    start must not: nothing would stop it."""
+    async with await simulator() as sim:
+        config = config_for(sim)
+        run_id, _ = await setup_run(conn, pool, config, 3)
+        dispatcher = Dispatcher(pool, config, "d1", adapters(config, session))
+        await dispatcher.stop(timedelta(seconds=0.1))
+        await dispatcher.serve_once()  # the pass that was under way
+        await asyncio.sleep(0.2)
+        assert dispatcher._lanes == {}
+        assert set((await statuses(conn, run_id)).values()) == {"queued"}
+        assert sim.stats.requests == 0
