@@ -1,57 +1,50 @@
 """Zendesk Sunshine Conversations (SunCo, formerly Smooch) on the v2 API: account type ``sunshine``.
 
-Taken from the seed (001, the SunCo v2 reference) and providers.md §4:
+Events are read by sunshine_events.py; the simulator plays SunCo in sunshine_sim.py.
+From the seed (001, the SunCo v2 reference) and providers.md §4:
 
-* hosts: ``https://{subdomain}.zendesk.com/sc`` (``subdomain``), or ``base_url`` (default
-  ``https://api.smooch.io``; ``https://api.eu-1.smooch.io`` for EU apps)
-* auth: HTTP Basic key id : secret (default), or ``Authorization: Bearer <JWT>``
-  (``auth: jwt``): ``{alg: HS256, typ: JWT, kid}`` . ``{scope: app|account}`` signed with the
-  secret. The scope is ``jwt_scope``, else ``account`` for account (``act_…``) and service
-  account (``svc_…``) keys and ``app`` for the rest
-* reaching a phone number (the seed has no notification path in v2, so v1.1 is not used):
-  ``POST /v2/apps/{appId}/users {externalId: E.164}`` (409: it exists, ``GET
-  /v2/apps/{appId}/users/{externalId}``); its personal conversation (``GET
-  …/conversations?filter[userId]=`` for a user that existed, else or if none ``POST
-  …/conversations {type: personal, participants: [{userId}]}``, 409 → list again); a client
-  ``POST …/users/{userId}/clients {matchCriteria: {type, integrationId, phoneNumber},
-  confirmation: {type: immediate}, target: {conversationId}}`` (409: already linked); then
-  ``POST …/conversations/{conversationId}/messages {author: {type: business}, content: {type:
-  text, text}, destination: {integrationId}}`` → 201 ``{messages: [{id, …}]}``. The first id is
-  the message's provider id, and receipts match on it.
-* the lookups stay off the hot path: a bounded in-process LRU (``cache_size``) maps a number
-  to its conversation, so a number costs four requests the first time (per process) and one
-  after. Concurrent sends to one number share one lookup. A cached conversation answered 404
-  is looked up again once. The adapter keeps nothing in the database.
-* errors ``{errors: [{code, title}]}``. Message post: 429 ``retry`` after ``Retry-After``, 409
-  (concurrent update, not applied) ``retry``, other 4xx ``rejected`` with the first code, 5xx
-  and timeouts ``unknown`` (no idempotency key). Lookups: the message was not posted yet, so a
-  5xx, timeout or 429 there is ``retry``; a 4xx is ``rejected`` with SunCo's code.
-* webhooks: ``{app, webhook, events: [{id, type, createdAt, payload}]}``, the webhook's secret
-  in ``X-API-Key``. ``…:delivery:channel`` → ``sent``, ``…:user`` → ``delivered``,
-  ``…:failure`` → ``undelivered`` (accepted, then not delivered; ``error.code`` kept in
-  ``error_code``), matched on ``payload.message.id``; ``events[].id`` dedupes.
-  ``engine providers subscribe`` creates the webhook (``POST
-  …/integrations/{webhook_integration_id}/webhooks``, a custom integration: SunCo hangs
-  webhooks off custom or Connect integrations only) with those triggers, ``includeFullSource``
-  and ``includeFullUser``.
+* host ``https://{subdomain}.zendesk.com/sc`` (``subdomain``) or ``base_url`` (default
+  ``https://api.smooch.io``); Basic key id : secret, or (``auth: jwt``) a Bearer JWT
+  ``{alg: HS256, typ: JWT, kid}`` . ``{scope}`` signed with the secret, the scope being
+  ``jwt_scope``, else ``account`` for ``act_``/``svc_`` keys and ``app`` for the rest
+* a phone number is reached the v2 way (v2 has no notification path; v1.1 is not used):
+  ``POST /v2/apps/{appId}/users {externalId: E.164}`` (409: it exists, ``GET …/users/{number}``);
+  its personal conversation (listed with ``GET …/conversations?filter[userId]=`` when the user
+  existed; else, or if none, ``POST …/conversations {type: personal, participants:
+  [{userId}]}``, 409 → list); ``POST …/users/{userId}/clients {matchCriteria: {type,
+  integrationId, phoneNumber}, confirmation: {type: immediate}, target: {conversationId}}``
+  (409: linked already); ``POST …/conversations/{id}/messages {author: {type: business},
+  content: {type: text, text}, destination: {integrationId}}`` → 201 ``{messages: [{id}]}``,
+  whose first id receipts match on
+* lookups stay off the hot path: a bounded in-process LRU (``cache_size``) maps a number to
+  its conversation (four requests per new number per process, then one); concurrent sends to
+  one number share a lookup; a cached conversation answered 404 is looked up again once.
+  Nothing goes to the database.
+* errors ``{errors: [{code, title}]}``. The post: 429 ``retry`` (``Retry-After``), 409
+  (concurrent update) ``retry``, other 4xx ``rejected`` with the first code, 5xx/timeouts
+  ``unknown`` (no idempotency key). Lookups come before the post, so a 5xx, timeout or 429
+  there is ``retry``; a 4xx is ``rejected`` with SunCo's code.
+* webhooks: ``{app, webhook, events: [{id, type, createdAt, payload}]}``, secret in
+  ``X-API-Key``; ``…:delivery:channel`` → sent, ``…:user`` → delivered, ``…:failure`` →
+  undelivered (accepted, then not delivered; ``error.code`` kept), on ``payload.message.id``;
+  ``events[].id`` dedupes. ``subscribe`` creates the webhook on the custom integration
+  ``webhook_integration_id`` (SunCo hangs webhooks off custom integrations only) with those
+  triggers, ``includeFullSource`` and ``includeFullUser``.
 
-Where the seed is silent, the adapter takes every plausible variant:
+Where the seed is silent, every plausible variant is taken:
 
-* create user answers 200 or 201 (the seed shows both); any 2xx with ``user.id`` is taken
-* a reply's (``conversation:message`` authored by a user) number is the first E.164 value of:
-  ``source.client.externalId``, ``source.client.raw.from`` (``includeFullSource``), the
-  author's user ``externalId`` (``message.author.user`` or ``payload.user``,
-  ``includeFullUser``), or the number of ``author.userId`` when this process created or looked
-  that user up. ``parse_webhook`` is synchronous in the Adapter interface (the webhook handler
-  calls it before storing), so it cannot ``GET /users/{userId}``; ``includeFullUser`` makes the
-  user object arrive instead. A user message with no number (web, app users) is ignored.
+* create user answers 200 or 201 (the seed shows both): any 2xx with ``user.id``
+* a user's reply is from the first E.164 of ``source.client.externalId``,
+  ``source.client.raw.from``, the author's user ``externalId`` (``message.author.user`` or
+  ``payload.user``), or the number of ``author.userId`` if this process made or looked up that
+  user. ``parse_webhook`` is synchronous in the Adapter interface (called before storing), so
+  it cannot ``GET /users/{userId}``: ``includeFullUser`` brings the user object instead. A
+  user message with no number (web, app users) is ignored, as are our own echoed messages.
 * one unreadable event does not sink its envelope (SunCo does not retry a 400): it is kept as
-  a receipt with no status (``provider_status`` ``malformed:<type>``, the reason in
-  ``error_detail``, stored and settled ``unknown_status``) and the rest is applied; only an
-  unreadable envelope is ``MalformedWebhook``
-* other ``…:delivery:*`` types are kept unmapped; ``conversation:read`` (conversation-level,
-  no message id) and other event types are ignored; our own (business) messages echoed back
-  are ignored
+  a receipt with no status (``malformed:<type>``, stored and settled ``unknown_status``), the
+  rest applied; only an unreadable envelope is MalformedWebhook
+* other ``…:delivery:*`` types are kept unmapped; ``conversation:read`` (no message id) and
+  other event types are ignored
 """
 
 from __future__ import annotations
@@ -64,7 +57,6 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
@@ -80,7 +72,6 @@ from engine.providers.base import (
     MalformedWebhook,
     Outbound,
     Outcome,
-    Receipt,
     Response,
     SendResult,
     WebhookEvents,
@@ -88,22 +79,20 @@ from engine.providers.base import (
     decode_body,
     opt_change_for_reply,
 )
-from engine.status import MessageStatus
+from engine.providers.sunshine_events import (
+    DELIVERY,
+    MESSAGE,
+    PHONE,
+    TRIGGERS,
+    dig,
+    kind_of,
+    opt_str,
+    receipt,
+    unreadable,
+)
 
 log = logging.getLogger(__name__)
 
-#: v2 webhook event types that report on a message we sent, onto ours
-STATUSES: Mapping[str, MessageStatus] = {
-    "conversation:message:delivery:channel": MessageStatus.SENT,
-    "conversation:message:delivery:user": MessageStatus.DELIVERED,
-    "conversation:message:delivery:failure": MessageStatus.UNDELIVERED,
-}
-DELIVERY = "conversation:message:delivery:"
-MESSAGE = "conversation:message"
-#: what ``subscribe`` asks SunCo to post
-TRIGGERS = (MESSAGE, *STATUSES)
-
-PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
 _SUBDOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -274,7 +263,7 @@ class SunshineAdapter(Adapter[SunshineAccount]):
             made = await self._call("GET", f"{self._app}/users/{quote(number, safe='')}")
         if isinstance(made, SendResult):
             return made
-        user_id = _dig(made.json(), "user", "id")
+        user_id = dig(made.json(), "user", "id")
         if user_id is None:
             return SendResult.retry("bad_response", "no user.id")
         self.numbers.put(user_id, number)
@@ -291,7 +280,7 @@ class SunshineAdapter(Adapter[SunshineAccount]):
             return found if found is not None else SendResult.retry("409", "conversation")
         if isinstance(made, SendResult):
             return made
-        found = _dig(made.json(), "conversation", "id")
+        found = dig(made.json(), "conversation", "id")
         return found if found is not None else SendResult.retry("bad_response", "no id")
 
     async def _listed(self, user_id: str) -> str | None:
@@ -366,15 +355,15 @@ class SunshineAdapter(Adapter[SunshineAccount]):
         receipts, replies = [], []
         for event in events:
             try:
-                kind = _kind(event)
+                kind = kind_of(event)
                 if kind.startswith(DELIVERY):
-                    receipts.append(_receipt(kind, event))
+                    receipts.append(receipt(kind, event))
                 elif kind == MESSAGE and (reply := self._reply(event)) is not None:
                     replies.append(reply)
             except MalformedWebhook as exc:
                 log.warning("unreadable SunCo event kept unapplied: %s", exc,
                             extra={"provider": self.name})
-                receipts.append(_unreadable(event, str(exc)))
+                receipts.append(unreadable(event, str(exc)))
         opts = [opt_change_for_reply(r.from_, r.text, r.raw) for r in replies]
         return WebhookEvents(tuple(receipts), tuple(replies),
                              tuple(o for o in opts if o is not None))
@@ -394,15 +383,15 @@ class SunshineAdapter(Adapter[SunshineAccount]):
             log.info("SunCo user message without a phone number ignored",
                      extra={"provider": self.name})
             return None
-        return Inbound(phone, content["text"], _opt_str(message.get("id")), None, event)
+        return Inbound(phone, content["text"], opt_str(message.get("id")), None, event)
 
     def _phone(self, payload: dict[str, Any], message: dict[str, Any],
                author: dict[str, Any]) -> str | None:
         """The number from the client, else the author's user (object or known id)."""
-        client = _dig(message, "source", "client", raw=True)
-        candidates = [_dig(client, "externalId"), _dig(client, "raw", "from"),
-                      _dig(author, "user", "externalId"), _dig(payload, "user", "externalId")]
-        user_id = _dig(author, "userId") or _dig(author, "user", "id")
+        client = dig(message, "source", "client", raw=True)
+        candidates = [dig(client, "externalId"), dig(client, "raw", "from"),
+                      dig(author, "user", "externalId"), dig(payload, "user", "externalId")]
+        user_id = dig(author, "userId") or dig(author, "user", "id")
         if user_id is not None:
             candidates.append(self.numbers.get(user_id))
         for candidate in candidates:
@@ -419,9 +408,9 @@ def _posted(result: Response | SendResult) -> SendResult:
         return SendResult.retry("409", result.body[:200].decode(errors="replace"))
     if not result.ok:
         return _error(result)
-    messages = _dig(result.json(), "messages", raw=True)
+    messages = dig(result.json(), "messages", raw=True)
     first = messages[0] if isinstance(messages, list) and messages else None
-    found = _dig(first, "id")
+    found = dig(first, "id")
     if found is None:
         return SendResult.unknown("bad_response", "no messages[0].id")
     return SendResult.accepted(found)
@@ -440,68 +429,4 @@ def _error(response: Response) -> SendResult:
     return SendResult.unknown(code, detail)  # 1xx/3xx: not a documented answer
 
 
-def _dig(data: Any, *keys: str, raw: bool = False) -> Any:
-    """``data[k1][k2]…``; a non-empty string (or, with ``raw``, anything), else None."""
-    for key in keys:
-        data = data.get(key) if isinstance(data, dict) else None
-    if raw:
-        return data
-    return str(data) if isinstance(data, str | int) and data != "" else None
 
-
-def _kind(event: Any) -> str:
-    if not isinstance(event, dict):
-        raise MalformedWebhook("an event that is not an object")
-    kind = event.get("type")
-    if not isinstance(kind, str) or not isinstance(event.get("payload"), dict):
-        raise MalformedWebhook("event without a type and a payload")
-    return kind
-
-
-def _unreadable(event: Any, reason: str) -> Receipt:
-    """An event that could not be read, kept (with no status) so it is not lost."""
-    raw = event if isinstance(event, dict) else {"event": event}
-    kind = raw.get("type") if isinstance(raw.get("type"), str) else "?"
-    return Receipt(provider_message_id=_dig(raw, "payload", "message", "id"), message_id=None,
-                   status=None, provider_status=f"malformed:{kind}",
-                   error_code="malformed", error_detail=reason, event_id=_dig(raw, "id"),
-                   occurred_at=_timestamp(raw.get("createdAt")), raw=raw)
-
-
-def _receipt(kind: str, event: dict[str, Any]) -> Receipt:
-    payload = event["payload"]
-    provider_id = _dig(payload, "message", "id")
-    if provider_id is None:
-        raise MalformedWebhook(f"{kind} without payload.message.id")
-    status = STATUSES.get(kind)
-    if status is None:
-        log.warning("unknown SunCo delivery event %r kept unmapped", kind,
-                    extra={"provider": "sunshine"})
-    error = payload.get("error")
-    error = error if isinstance(error, dict) else {}
-    detail = _dig(error, "message") or _dig(error, "underlyingError", "message")
-    return Receipt(
-        provider_message_id=provider_id,
-        message_id=None,
-        status=status,
-        provider_status=kind,
-        error_code=_opt_str(error.get("code")),
-        error_detail=detail,
-        event_id=_opt_str(event.get("id")),
-        occurred_at=_timestamp(event.get("createdAt")),
-        raw=event,
-    )
-
-
-def _opt_str(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
-
-
-def _timestamp(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -46,7 +46,8 @@ from engine.providers.simulator import (
     SimMessage,
     json_response,
 )
-from engine.providers.sunshine import MESSAGE, PHONE, hs256
+from engine.providers.sunshine import hs256
+from engine.providers.sunshine_events import MESSAGE, PHONE
 
 _SIM_APP = "5e4af71a81966cfff3ef6550"
 _SIM_WEBHOOK = "612905a67821c3f206d6909f"
