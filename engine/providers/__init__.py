@@ -23,7 +23,8 @@ from engine.providers.simulator import (
     SimulatorAdapter,
     SimulatorRoutes,
 )
-from engine.providers.sunshine import SunshineAccount, SunshineAdapter, SunshineRoutes
+from engine.providers.sunshine import SunshineAccount, SunshineAdapter
+from engine.providers.sunshine_sim import SunshineRoutes
 from engine.providers.zenvia import ZenviaAccount, ZenviaAdapter, ZenviaRoutes
 from engine.providers.zingle import ZingleAccount, ZingleAdapter, ZingleRoutes
 from engine.providers.zoomconnect import (

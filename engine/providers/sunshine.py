@@ -1,75 +1,77 @@
-"""Zendesk Sunshine Conversations (SunCo, formerly Smooch): account type ``sunshine``.
+"""Zendesk Sunshine Conversations (SunCo, formerly Smooch) on the v2 API: account type ``sunshine``.
 
-Wire format (seed 001, the SunCo v2 OpenAPI spec and SDKs, providers.md §4 and its
-"engine choices" row):
+Events are read by sunshine_events.py; the simulator plays SunCo in sunshine_sim.py.
+From the seed (001, the SunCo v2 reference) and providers.md §4:
 
-* auth: HTTP Basic with the API key id as user and its secret as password (default), or
-  ``Authorization: Bearer <JWT>`` (``auth: jwt``): HS256 signed with the key secret, header
-  ``{alg: HS256, typ: JWT, kid: <key id>}``, payload ``{scope: app}``; made once with the
-  standard library (no expiry claim: SunCo app JWTs do not need one)
-* base URL ``https://api.smooch.io`` (US; ``https://api.eu-1.smooch.io`` for EU apps, or
-  ``https://{subdomain}.zendesk.com/sc`` for Zendesk-licensed apps: set ``base_url``)
-* send: the Notification API, the documented way to reach a phone number directly:
-  ``POST {base}{notifications_path}`` (default ``/v1.1/apps/{app_id}/notifications``)
-  ``{destination: {integrationId, destinationId: E.164}, author: {role: appMaker},
-  message: {type: text, text}}`` → 201 ``{notification: {_id}}``
-* errors ``{errors: [{code, title}]}``: 429 is ``retry`` after ``Retry-After``; 409
-  (concurrent update: the request was not applied) is ``retry``; 400, 401, 402, 403, 404,
-  413, 423 (``locked``: 30,000 messages in the conversation) and every other 4xx are
-  ``rejected`` with the first error's ``code``; 5xx and timeouts are ``unknown`` (SunCo has
-  no idempotency key)
-* webhooks (v2): ``{app, webhook, events: [{id, type, createdAt, payload}]}`` with the
-  webhook's secret in the ``X-API-Key`` header (no body signature exists).
-  ``conversation:message:delivery:channel`` → ``sent``, ``…:user`` → ``delivered``,
-  ``…:failure`` → ``failed`` (``payload.error.code`` / ``message``), matched on
-  ``payload.message.id``; ``events[].id`` is the dedupe key, ``createdAt`` the time.
-  ``conversation:message`` from a user is a reply (Inbound), and STOP/START ones an
-  OptChange.
+* host ``https://{subdomain}.zendesk.com/sc`` (``subdomain``) or ``base_url`` (default
+  ``https://api.smooch.io``); Basic key id : secret, or (``auth: jwt``) a Bearer JWT
+  ``{alg: HS256, typ: JWT, kid}`` . ``{scope}`` signed with the secret, the scope being
+  ``jwt_scope``, else ``account`` for ``act_``/``svc_`` keys and ``app`` for the rest
+* a phone number is reached the v2 way (v2 has no notification path; v1.1 is not used):
+  ``POST /v2/apps/{appId}/users {externalId: E.164}`` (409: it exists, ``GET …/users/{number}``);
+  its personal conversation (listed with ``GET …/conversations?filter[userId]=`` when the user
+  existed; else, or if none, ``POST …/conversations {type: personal, participants:
+  [{userId}]}``, 409 → list); ``POST …/users/{userId}/clients {matchCriteria: {type,
+  integrationId, phoneNumber}, confirmation: {type: immediate}, target: {conversationId}}``
+  (409: linked already); ``POST …/conversations/{id}/messages {author: {type: business},
+  content: {type: text, text}, destination: {integrationId}}`` → 201 ``{messages: [{id}]}``,
+  whose first id receipts match on
+* lookups stay off the hot path: a bounded in-process LRU (``cache_size``) maps a number to
+  its conversation (four requests per new number per process, then one); concurrent sends to
+  one number share a lookup; a cached conversation answered 404 is looked up again once.
+  Nothing goes to the database.
+* errors ``{errors: [{code, title}]}``. The post: 429 ``retry`` (``Retry-After``), 409
+  (concurrent update) ``retry``, other 4xx ``rejected`` with the first code, 5xx/timeouts
+  ``unknown`` (no idempotency key). Lookups come before the post, so a 5xx, timeout or 429
+  there is ``retry``; a 4xx is ``rejected`` with SunCo's code.
+* webhooks: ``{app, webhook, events: [{id, type, createdAt, payload}]}``, secret in
+  ``X-API-Key``; ``…:delivery:channel`` → sent, ``…:user`` → delivered, ``…:failure`` →
+  undelivered (accepted, then not delivered; ``error.code`` kept), on ``payload.message.id``;
+  ``events[].id`` dedupes. ``subscribe`` creates the webhook on the custom integration
+  ``webhook_integration_id`` (SunCo hangs webhooks off custom integrations only) with those
+  triggers, ``includeFullSource`` and ``includeFullUser``.
 
-What rests on a guess [G], so the adapter is tolerant there:
+Where the seed is silent, every plausible variant is taken:
 
-* the notification path: the v2 spec has none; the v1.x SDKs use ``/v1/…`` and
-  ``/v1.1/…``, so the prefix is the ``notifications_path`` setting
-* ``payload.message.id`` of a delivery event is the notification's ``_id``; the message
-  text is a v1 ``{type: text, text}`` object
-* a failure is always ``failed``: SunCo does not say whether the carrier or the channel
-  refused, and the adapter keeps no state to tell a failure after ``sent`` apart
-* ``delivery:channel`` stays ``sent`` even with ``isFinalEvent: true`` (no later event
-  will come; ``sent`` is the most SunCo will say); other ``conversation:message:delivery:*``
-  types are logged and kept unmapped; ``conversation:read`` is conversation-level with no
-  message id, so it and every other event type are ignored
-* a reply's phone number is the SMS client's ``externalId`` (for Twilio-type clients the
-  user's phone number), which SunCo includes only when the webhook has
-  ``includeFullSource: true``; ``source.client.raw.from`` is the fallback. A user message
-  with no phone number there (web, app, Messenger users) is ignored. Our own
-  (business-authored) messages echoed back are ignored.
-* our message id has no field in a notification, so receipts carry the provider id only
+* create user answers 200 or 201 (the seed shows both): any 2xx with ``user.id``
+* a user's reply is from the first E.164 of ``source.client.externalId``,
+  ``source.client.raw.from``, the author's user ``externalId`` (``message.author.user`` or
+  ``payload.user``), or the number of ``author.userId`` if this process made or looked up that
+  user. ``parse_webhook`` is synchronous in the Adapter interface (called before storing), so
+  it cannot ``GET /users/{userId}``: ``includeFullUser`` brings the user object instead. A
+  user message with no number (web, app users) is ignored, as are our own echoed messages.
+* one unreadable event does not sink its envelope (SunCo does not retry a 400): it is kept as
+  a receipt with no status (``malformed:<type>``, stored and settled ``unknown_status``), the
+  rest applied; only an unreadable envelope is MalformedWebhook
+* other ``…:delivery:*`` types are kept unmapped; ``conversation:read`` (no message id) and
+  other event types are ignored
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import binascii
 import hashlib
 import hmac
 import logging
 import re
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
+import aiohttp
 import orjson
-from aiohttp import web
-from pydantic import SecretStr, field_validator
+from pydantic import Field, SecretStr, model_validator
 
+from engine.errors import ConfigError, ProviderPermanentError, ProviderTemporaryError
 from engine.providers.base import (
     AccountBase,
     Adapter,
     Inbound,
     MalformedWebhook,
     Outbound,
-    Receipt,
+    Outcome,
     Response,
     SendResult,
     WebhookEvents,
@@ -77,32 +79,21 @@ from engine.providers.base import (
     decode_body,
     opt_change_for_reply,
 )
-from engine.providers.simulator import (
-    BadRequest,
-    Post,
-    ProviderRoutes,
-    Rejection,
-    SendItem,
-    SimEvent,
-    SimMessage,
-    json_response,
+from engine.providers.sunshine_events import (
+    DELIVERY,
+    MESSAGE,
+    PHONE,
+    TRIGGERS,
+    dig,
+    kind_of,
+    opt_str,
+    receipt,
+    unreadable,
 )
-from engine.status import MessageStatus
 
 log = logging.getLogger(__name__)
 
-#: v2 webhook event types that report on a message we sent, onto ours
-STATUSES: Mapping[str, MessageStatus] = {
-    "conversation:message:delivery:channel": MessageStatus.SENT,
-    "conversation:message:delivery:user": MessageStatus.DELIVERED,
-    "conversation:message:delivery:failure": MessageStatus.FAILED,
-}
-DELIVERY = "conversation:message:delivery:"
-MESSAGE = "conversation:message"
-#: HTTP statuses SunCo answers when it did not apply the request
-RETRYABLE = frozenset({429, 409})
-
-_PHONE = re.compile(r"^\+[1-9]\d{6,14}$")
+_SUBDOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 class SunshineAccount(AccountBase):
@@ -115,19 +106,35 @@ class SunshineAccount(AccountBase):
     key_id: str
     key_secret: SecretStr
     auth: Literal["basic", "jwt"] = "basic"
+    jwt_scope: Literal["app", "account"] | None = None  # None: from the key id's prefix
+    subdomain: str | None = None  # Zendesk-licensed apps: https://{subdomain}.zendesk.com/sc
     integration_id: str  # the SMS (e.g. Twilio, MessageBird) integration
-    notifications_path: str = "/v1.1/apps/{app_id}/notifications"
+    client_type: str = "twilio"  # matchCriteria.type of that integration
+    webhook_integration_id: str | None = None  # the custom integration webhooks hang off
+    cache_size: int = Field(default=50_000, ge=1, le=10_000_000)  # numbers → conversations
 
-    @field_validator("notifications_path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        try:
-            value.format(app_id="x")
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError("may contain no placeholder but {app_id}") from exc
-        if not value.startswith("/"):
-            raise ValueError("must start with /")
-        return value
+    @model_validator(mode="after")
+    def _host(self) -> SunshineAccount:
+        if self.subdomain is not None:
+            if self.base_url is not None:
+                raise ValueError("set subdomain or base_url, not both")
+            if not _SUBDOMAIN.match(self.subdomain):
+                raise ValueError(f"subdomain {self.subdomain!r} is not a host name label")
+        return self
+
+    @property
+    def url(self) -> str:
+        """The Zendesk host for ``subdomain``, else ``base_url`` or the US host."""
+        if self.subdomain is not None:
+            return f"https://{self.subdomain}.zendesk.com/sc"
+        return super().url
+
+    @property
+    def scope(self) -> Literal["app", "account"]:
+        """The JWT scope: ``jwt_scope``, else ``account`` for ``act_``/``svc_`` keys."""
+        if self.jwt_scope is not None:
+            return self.jwt_scope
+        return "account" if self.key_id.startswith(("act_", "svc_")) else "app"
 
 
 def _b64url(data: bytes) -> str:
@@ -139,52 +146,203 @@ def hs256(signing_input: str, key: bytes) -> str:
     return _b64url(hmac.new(key, signing_input.encode(), hashlib.sha256).digest())
 
 
-def app_jwt(key_id: str, secret: str) -> str:
-    """An app-scoped SunCo JWT: ``{alg: HS256, typ: JWT, kid}`` . ``{scope: app}``."""
+def app_jwt(key_id: str, secret: str, scope: str = "app") -> str:
+    """A SunCo JWT: ``{alg: HS256, typ: JWT, kid}`` . ``{scope}`` (app or account)."""
     header = _b64url(orjson.dumps({"alg": "HS256", "typ": "JWT", "kid": key_id}))
-    payload = _b64url(orjson.dumps({"scope": "app"}))
+    payload = _b64url(orjson.dumps({"scope": scope}))
     signing_input = f"{header}.{payload}"
     return f"{signing_input}.{hs256(signing_input, secret.encode())}"
 
 
+class Lru:
+    """A bounded mapping that forgets the least recently used key."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._data: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, key: str) -> str | None:
+        """The value, marked as just used; None if absent."""
+        value = self._data.get(key)
+        if value is not None:
+            self._data.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: str) -> None:
+        """Store, dropping the oldest key beyond ``size``."""
+        self._data[key] = value
+        self._data.move_to_end(key)
+        if len(self._data) > self.size:
+            self._data.popitem(last=False)
+
+    def pop(self, key: str) -> None:
+        """Forget a key."""
+        self._data.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
 class SunshineAdapter(Adapter[SunshineAccount]):
-    """Client of the SunCo Notification API and reader of its v2 webhooks."""
+    """Client of the SunCo v2 API (users, clients, conversations, messages) and reader of its
+    v2 webhooks."""
 
     account_model = SunshineAccount
     webhook_secret_name = "X-API-Key"
-    retryable_statuses = RETRYABLE
+    # 409 is "it exists" on the lookups; send_one makes it ``retry`` for the message post
+    retryable_statuses = frozenset({429})
+
+    def __init__(self, name: str, account: SunshineAccount,
+                 session: aiohttp.ClientSession) -> None:
+        super().__init__(name, account, session)
+        self.conversations = Lru(account.cache_size)  # E.164 → conversation id
+        self.numbers = Lru(account.cache_size)  # user id → E.164, for replies
+        self._resolving: dict[str, asyncio.Task[str | SendResult]] = {}
+        self._app = f"/v2/apps/{quote(account.app_id, safe='')}"
 
     def auth_headers(self) -> dict[str, str]:
-        """Basic key id:secret, or a Bearer app JWT."""
+        """Basic key id:secret, or a Bearer JWT of the account's scope."""
         key_id, secret = self.account.key_id, self.account.key_secret.get_secret_value()
         if self.account.auth == "jwt":
-            return {"Authorization": f"Bearer {app_jwt(key_id, secret)}"}
+            return {"Authorization": f"Bearer {app_jwt(key_id, secret, self.account.scope)}"}
         pair = base64.b64encode(f"{key_id}:{secret}".encode()).decode()
         return {"Authorization": f"Basic {pair}"}
 
-    @property
-    def _path(self) -> str:
-        return self.account.notifications_path.format(app_id=quote(self.account.app_id, safe=""))
+    # sending
 
     async def send_one(self, message: Outbound) -> SendResult:
-        """``POST {notifications_path}``."""
-        body = {
-            "destination": {"integrationId": self.account.integration_id,
-                            "destinationId": message.to},
-            "author": {"role": "appMaker"},
-            "message": {"type": "text", "text": message.body},
-        }
-        result = await self._request("POST", self._path, json=body)
+        """The number's conversation (cached, or looked up), then ``POST …/messages``."""
+        cached = self.conversations.get(message.to)
+        conversation = cached or await self.conversation_for(message.to)
+        if isinstance(conversation, SendResult):
+            return conversation
+        result = await self._post(conversation, message)
+        if cached and isinstance(result, Response) and result.status == 404:
+            self.conversations.pop(message.to)  # deleted since: not applied, look again
+            conversation = await self.conversation_for(message.to)
+            if isinstance(conversation, SendResult):
+                return conversation
+            result = await self._post(conversation, message)
+        return _posted(result)
+
+    async def _post(self, conversation: str, message: Outbound) -> Response | SendResult:
+        body = {"author": {"type": "business"},
+                "content": {"type": "text", "text": message.body},
+                "destination": {"integrationId": self.account.integration_id}}
+        path = f"{self._app}/conversations/{quote(conversation, safe='')}/messages"
+        return await self._request("POST", path, json=body)
+
+    async def conversation_for(self, number: str) -> str | SendResult:
+        """The conversation to post to ``number`` in; one lookup at a time per number."""
+        task = self._resolving.get(number)
+        if task is None:
+            task = asyncio.create_task(self._resolve(number))
+            self._resolving[number] = task
+            task.add_done_callback(lambda _: self._resolving.pop(number, None))
+        return await asyncio.shield(task)
+
+    async def _resolve(self, number: str) -> str | SendResult:
+        user = await self._user(number)
+        if isinstance(user, SendResult):
+            return user
+        user_id, existed = user
+        conversation = await self._conversation(user_id, existed)
+        if isinstance(conversation, SendResult):
+            return conversation
+        linked = await self._link(user_id, number, conversation)
+        if isinstance(linked, SendResult):
+            return linked
+        self.conversations.put(number, conversation)
+        return conversation
+
+    async def _user(self, number: str) -> tuple[str, bool] | SendResult:
+        """The user whose ``externalId`` is the number, and whether it existed."""
+        made = await self._call("POST", f"{self._app}/users", {"externalId": number})
+        existed = isinstance(made, Response) and made.status == 409
+        if existed:
+            made = await self._call("GET", f"{self._app}/users/{quote(number, safe='')}")
+        if isinstance(made, SendResult):
+            return made
+        user_id = dig(made.json(), "user", "id")
+        if user_id is None:
+            return SendResult.retry("bad_response", "no user.id")
+        self.numbers.put(user_id, number)
+        return user_id, existed
+
+    async def _conversation(self, user_id: str, existed: bool) -> str | SendResult:
+        """The user's personal conversation: listed if the user existed, else made."""
+        if existed and (found := await self._listed(user_id)) is not None:
+            return found
+        body = {"type": "personal", "participants": [{"userId": user_id}]}
+        made = await self._call("POST", f"{self._app}/conversations", body)
+        if isinstance(made, Response) and made.status == 409:
+            found = await self._listed(user_id)
+            return found if found is not None else SendResult.retry("409", "conversation")
+        if isinstance(made, SendResult):
+            return made
+        found = dig(made.json(), "conversation", "id")
+        return found if found is not None else SendResult.retry("bad_response", "no id")
+
+    async def _listed(self, user_id: str) -> str | None:
+        """The user's first personal conversation (any, if none says personal)."""
+        result = await self._request("GET", f"{self._app}/conversations",
+                                     params={"filter[userId]": user_id})
+        data = result.json() if isinstance(result, Response) and result.ok else None
+        found = data.get("conversations") if isinstance(data, dict) else None
+        found = [c for c in found if isinstance(c, dict) and c.get("id")] if isinstance(
+            found, list) else []
+        personal = [c for c in found if c.get("type") == "personal"] or found
+        return str(personal[0]["id"]) if personal else None
+
+    async def _link(self, user_id: str, number: str, conversation: str) -> SendResult | None:
+        """Link an SMS client for the number (409: it is linked already)."""
+        body = {"matchCriteria": {"type": self.account.client_type,
+                                  "integrationId": self.account.integration_id,
+                                  "phoneNumber": number},
+                "confirmation": {"type": "immediate"},
+                "target": {"conversationId": conversation}}
+        path = f"{self._app}/users/{quote(user_id, safe='')}/clients"
+        made = await self._call("POST", path, body)
+        return made if isinstance(made, SendResult) else None
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Response | SendResult:
+        """A lookup request: a 2xx or 409 Response, or why the message cannot go now."""
+        result = await self._request(method, path, json=body)
         if isinstance(result, SendResult):
+            if result.outcome is Outcome.UNKNOWN:  # nothing was posted yet: safe to redo
+                return SendResult.retry(result.error_code or "unknown", result.error_detail)
             return result
+        if result.ok or result.status == 409:
+            return result
+        return _error(result)
+
+    # webhooks
+
+    async def subscribe(self, public_url: str) -> dict[str, Any]:
+        """Create the v2 webhook (delivery and message triggers, full source and user).
+
+        Returns SunCo's answer, whose ``webhook.secret`` is the account's ``webhook_secret``.
+        Raises ConfigError without ``webhook_integration_id``, else ProviderTemporaryError
+        or ProviderPermanentError.
+        """
+        integration = self.account.webhook_integration_id
+        if integration is None:
+            raise ConfigError(
+                f"{self.name}: set webhook_integration_id to a custom integration's id (SunCo "
+                "webhooks belong to one; create it in the dashboard)")
+        body = {"target": self.webhook_url(public_url), "triggers": list(TRIGGERS),
+                "includeFullSource": True, "includeFullUser": True}
+        path = f"{self._app}/integrations/{quote(integration, safe='')}/webhooks"
+        result = await self._request("POST", path, json=body)
+        if isinstance(result, SendResult):
+            raise ProviderTemporaryError(f"{self.name}: webhook: {result.error_code} "
+                                         f"{result.error_detail or ''}".rstrip())
         if not result.ok:
-            return _error(result)
+            error = _error(result)
+            raise ProviderPermanentError(
+                f"{self.name}: webhook: {error.error_code}: {error.error_detail}")
         data = result.json()
-        notification = data.get("notification") if isinstance(data, dict) else None
-        found = notification.get("_id") if isinstance(notification, dict) else None
-        if isinstance(found, str) and found:
-            return SendResult.accepted(found)
-        return SendResult.unknown("bad_response", "no notification._id")
+        return data if isinstance(data, dict) else {}
 
     def parse_webhook(
         self, content_type: str, body: bytes, query: Mapping[str, str]
@@ -192,20 +350,70 @@ class SunshineAdapter(Adapter[SunshineAccount]):
         """A v2 envelope: delivery events become receipts, user messages replies."""
         data = decode_body(content_type or "application/json", body)
         events = data.get("events") if isinstance(data, dict) else None
-        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
-            raise MalformedWebhook("expected {app, webhook, events: [objects]}")
+        if not isinstance(events, list):
+            raise MalformedWebhook("expected {app, webhook, events: [...]}")
         receipts, replies = [], []
         for event in events:
-            kind = event.get("type")
-            if not isinstance(kind, str) or not isinstance(event.get("payload"), dict):
-                raise MalformedWebhook("event without a type and a payload")
-            if kind.startswith(DELIVERY):
-                receipts.append(_receipt(kind, event))
-            elif kind == MESSAGE and (reply := _reply(event)) is not None:
-                replies.append(reply)
+            try:
+                kind = kind_of(event)
+                if kind.startswith(DELIVERY):
+                    receipts.append(receipt(kind, event))
+                elif kind == MESSAGE and (reply := self._reply(event)) is not None:
+                    replies.append(reply)
+            except MalformedWebhook as exc:
+                log.warning("unreadable SunCo event kept unapplied: %s", exc,
+                            extra={"provider": self.name})
+                receipts.append(unreadable(event, str(exc)))
         opts = [opt_change_for_reply(r.from_, r.text, r.raw) for r in replies]
         return WebhookEvents(tuple(receipts), tuple(replies),
                              tuple(o for o in opts if o is not None))
+
+    def _reply(self, event: dict[str, Any]) -> Inbound | None:
+        """A text a user sent from a phone; None for anything else."""
+        message = event["payload"].get("message")
+        if not isinstance(message, dict):
+            raise MalformedWebhook("conversation:message without payload.message")
+        author, content = message.get("author"), message.get("content")
+        if not isinstance(author, dict) or author.get("type") != "user":
+            return None  # our own messages, echoed
+        if not isinstance(content, dict) or not isinstance(content.get("text"), str):
+            return None  # an image, a location, ...: no text to read
+        phone = self._phone(event["payload"], message, author)
+        if phone is None:
+            log.info("SunCo user message without a phone number ignored",
+                     extra={"provider": self.name})
+            return None
+        return Inbound(phone, content["text"], opt_str(message.get("id")), None, event)
+
+    def _phone(self, payload: dict[str, Any], message: dict[str, Any],
+               author: dict[str, Any]) -> str | None:
+        """The number from the client, else the author's user (object or known id)."""
+        client = dig(message, "source", "client", raw=True)
+        candidates = [dig(client, "externalId"), dig(client, "raw", "from"),
+                      dig(author, "user", "externalId"), dig(payload, "user", "externalId")]
+        user_id = dig(author, "userId") or dig(author, "user", "id")
+        if user_id is not None:
+            candidates.append(self.numbers.get(user_id))
+        for candidate in candidates:
+            if candidate is not None and PHONE.match(as_e164(candidate)):
+                return as_e164(candidate)
+        return None
+
+
+def _posted(result: Response | SendResult) -> SendResult:
+    """The message post's answer: the first message id, or what went wrong."""
+    if isinstance(result, SendResult):
+        return result
+    if result.status == 409:  # a concurrent update: SunCo applied nothing
+        return SendResult.retry("409", result.body[:200].decode(errors="replace"))
+    if not result.ok:
+        return _error(result)
+    messages = dig(result.json(), "messages", raw=True)
+    first = messages[0] if isinstance(messages, list) and messages else None
+    found = dig(first, "id")
+    if found is None:
+        return SendResult.unknown("bad_response", "no messages[0].id")
+    return SendResult.accepted(found)
 
 
 def _error(response: Response) -> SendResult:
@@ -221,224 +429,4 @@ def _error(response: Response) -> SendResult:
     return SendResult.unknown(code, detail)  # 1xx/3xx: not a documented answer
 
 
-def _receipt(kind: str, event: dict[str, Any]) -> Receipt:
-    payload = event["payload"]
-    message = payload.get("message")
-    provider_id = message.get("id") if isinstance(message, dict) else None
-    if not isinstance(provider_id, str) or not provider_id:
-        raise MalformedWebhook(f"{kind} without payload.message.id")
-    status = STATUSES.get(kind)
-    if status is None:
-        log.warning("unknown SunCo delivery event %r kept unmapped", kind,
-                    extra={"provider": "sunshine"})
-    error = payload.get("error")
-    error = error if isinstance(error, dict) else {}
-    underlying = error.get("underlyingError")
-    detail = error.get("message") or (
-        underlying.get("message") if isinstance(underlying, dict) else None)
-    return Receipt(
-        provider_message_id=provider_id,
-        message_id=None,
-        status=status,
-        provider_status=kind,
-        error_code=_opt_str(error.get("code")),
-        error_detail=_opt_str(detail),
-        event_id=_opt_str(event.get("id")),
-        occurred_at=_timestamp(event.get("createdAt")),
-        raw=event,
-    )
 
-
-def _reply(event: dict[str, Any]) -> Inbound | None:
-    """A text a user sent from a phone; None for anything else."""
-    message = event["payload"].get("message")
-    if not isinstance(message, dict):
-        raise MalformedWebhook("conversation:message without payload.message")
-    author, content = message.get("author"), message.get("content")
-    if not isinstance(author, dict) or author.get("type") != "user":
-        return None  # our own messages, echoed
-    if not isinstance(content, dict) or not isinstance(content.get("text"), str):
-        return None  # an image, a location, ...: no text to read
-    phone = _phone(message.get("source"))
-    if phone is None:
-        log.info("SunCo user message without a phone number ignored",
-                 extra={"provider": "sunshine"})
-        return None
-    return Inbound(phone, content["text"], _opt_str(message.get("id")), None, event)
-
-
-def _phone(source: Any) -> str | None:
-    """The user's number from ``source.client`` (``includeFullSource``)."""
-    client = source.get("client") if isinstance(source, dict) else None
-    if not isinstance(client, dict):
-        return None
-    raw = client.get("raw")
-    fallback = raw.get("from") if isinstance(raw, dict) else None
-    for candidate in (client.get("externalId"), fallback):
-        if isinstance(candidate, str) and _PHONE.match(as_e164(candidate)):
-            return as_e164(candidate)
-    return None
-
-
-def _opt_str(value: Any) -> str | None:
-    return None if value is None or value == "" else str(value)
-
-
-def _timestamp(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-# --- SunCo as the simulator plays it -------------------------------------------------------
-
-_SIM_APP = "5e4af71a81966cfff3ef6550"
-_SIM_WEBHOOK = "612905a67821c3f206d6909f"
-_SIM_KINDS = {"sent": "conversation:message:delivery:channel",
-              "delivered": "conversation:message:delivery:user",
-              "undelivered": "conversation:message:delivery:failure",
-              "failed": "conversation:message:delivery:failure"}
-_SIM_ERRORS = {"undelivered": ("undeliverable", "The handset could not be reached"),
-               "failed": ("bad_request", "The carrier rejected the message")}
-#: the simulator's own codes, as SunCo would say them
-_SIM_CODES = {"rate_limited": "too_many_requests", "internal_error": "internal_server_error"}
-
-
-class SunshineRoutes(ProviderRoutes):
-    """The Notification API (``/v1`` and ``/v1.1``) with Basic or JWT auth, and v2 webhooks
-    carrying several events per call."""
-
-    family = "sunshine"
-    receipts_per_post = 10
-
-    def routes(self) -> list[web.RouteDef]:
-        """Both notification paths the SDKs use."""
-        return [web.post(f"/{version}/apps/{{app_id}}/notifications", self.send_single)
-                for version in ("v1", "v1.1")]
-
-    def authorized(self, request: web.Request) -> bool:
-        """Basic key id:secret, or an HS256 JWT with a ``kid`` and an app or account scope
-        signed with the secret; ``require_token`` is the secret (None: any secret)."""
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "basic":
-            key_id, _, secret = _unbase64(value).partition(":")
-            wanted = self.settings.require_token
-            return bool(key_id and secret) and (
-                wanted is None or hmac.compare_digest(secret.encode(), wanted.encode()))
-        if scheme.lower() == "bearer":
-            return _jwt_valid(value.strip(), self.settings.require_token)
-        return False
-
-    def parse_send(self, body: bytes, bulk: bool) -> list[SendItem]:
-        """A notification: destination, author and a text message."""
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest("bad_request", "Request body is not valid JSON") from exc
-        destination = data.get("destination") if isinstance(data, dict) else None
-        if not isinstance(destination, dict) or not isinstance(
-                destination.get("integrationId"), str):
-            raise BadRequest("bad_request", "destination.integrationId is required")
-        author, message = data.get("author"), data.get("message")
-        if not isinstance(author, dict) or author.get("role") != "appMaker":
-            raise BadRequest("bad_request", "author.role must be appMaker")
-        if not isinstance(message, dict) or message.get("type") != "text":
-            raise BadRequest("bad_request", "message.type must be text")
-        text, number = message.get("text"), destination.get("destinationId")
-        if not isinstance(text, str) or not text.strip():
-            raise BadRequest("bad_request", "message.text is required")
-        if not isinstance(number, str) or not _PHONE.match(number):
-            return [SendItem(str(number), text, None, Rejection(
-                "bad_request", "destinationId must be a phone number in E.164 format"))]
-        return [SendItem(number, text)]
-
-    def blocked(self, item: SendItem) -> Rejection:
-        """``bad_request``: no client can be made for the number."""
-        return Rejection("bad_request", f"Could not create a client for {item.to}")
-
-    def error(self, status: int, code: str, detail: str) -> web.Response:
-        """``{errors: [{code, title}]}``."""
-        return json_response({"errors": [{"code": _SIM_CODES.get(code, code),
-                                          "title": detail}]}, status)
-
-    def send_response(
-        self, outcomes: Sequence[SimMessage | Rejection], bulk: bool
-    ) -> web.Response:
-        """201 ``{notification: {_id}}``, or a 400."""
-        outcome = outcomes[0]
-        if isinstance(outcome, Rejection):
-            return self.error(400, outcome.code, outcome.detail)
-        return json_response({"notification": {"_id": outcome.id}}, 201)
-
-    def new_id(self, serial: int) -> str:
-        """24 hex digits, as SunCo's ids are."""
-        return f"{serial:024x}"
-
-    def render(self, events: Sequence[SimEvent]) -> Post:
-        """A v2 envelope with every event, ``X-API-Key``."""
-        assert self.settings.webhook_url is not None
-        headers = {"Content-Type": "application/json"}
-        if self.settings.webhook_secret:
-            headers["X-API-Key"] = self.settings.webhook_secret
-        body = {"app": {"id": _SIM_APP}, "webhook": {"id": _SIM_WEBHOOK, "version": "v2"},
-                "events": [self._event(e) for e in events]}
-        return Post(self.settings.webhook_url, headers, orjson.dumps(body))
-
-    @staticmethod
-    def _event(event: SimEvent) -> dict[str, Any]:
-        at = event.at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        conversation = {"id": f"c{event.id}", "type": "personal"}
-        if event.kind == "inbound":
-            phone = event.extra.get("from", "")
-            client = {"id": f"cl{event.id}", "type": "twilio", "status": "active",
-                      "integrationId": "sim-sms", "externalId": phone, "displayName": phone,
-                      "raw": {"from": phone}}
-            payload: dict[str, Any] = {"conversation": conversation, "message": {
-                "id": event.id, "received": at,
-                "author": {"type": "user", "userId": f"u{phone}", "displayName": phone},
-                "content": {"type": "text", "text": event.extra.get("text", "")},
-                "source": {"type": "twilio", "integrationId": "sim-sms", "client": client}}}
-            return {"id": event.id, "type": MESSAGE, "createdAt": at, "payload": payload}
-        assert event.message is not None
-        payload = {"user": {"id": f"u{event.message.to}"}, "conversation": conversation,
-                   "message": {"id": event.message.id},
-                   "destination": {"type": "notification", "integrationId": "sim-sms"},
-                   "externalMessages": [{"id": f"SM{event.message.id}"}],
-                   "isFinalEvent": event.kind != "sent"}
-        if event.kind in _SIM_ERRORS:
-            code, detail = _SIM_ERRORS[event.kind]
-            payload["error"] = {"code": code, "message": detail}
-        return {"id": event.id, "type": _SIM_KINDS[event.kind], "createdAt": at,
-                "payload": payload}
-
-
-def _unbase64(value: str, urlsafe: bool = False) -> str:
-    try:
-        if urlsafe:
-            return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
-        return base64.b64decode(value, validate=True).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return ""
-
-
-def _jwt_valid(token: str, secret: str | None) -> bool:
-    """An HS256 JWT with a ``kid`` and an app/account scope, signed with ``secret``."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        return False
-    try:
-        header = orjson.loads(_unbase64(parts[0], urlsafe=True) or "null")
-        claims = orjson.loads(_unbase64(parts[1], urlsafe=True) or "null")
-    except orjson.JSONDecodeError:
-        return False
-    if not (isinstance(header, dict) and header.get("alg") == "HS256" and header.get("kid")
-            and isinstance(claims, dict) and claims.get("scope") in ("app", "account")):
-        return False
-    if secret is None:
-        return bool(parts[2])
-    expected = hs256(f"{parts[0]}.{parts[1]}", secret.encode())
-    return hmac.compare_digest(parts[2].encode(), expected.encode())

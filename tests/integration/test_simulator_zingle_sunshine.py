@@ -1,4 +1,4 @@
-"""The Zingle and Sunshine Conversations adapters against the simulator over real HTTP.
+"""The Zingle adapter (Sunshine: test_simulator_sunshine.py) against the simulator over real HTTP.
 
 Each test starts a simulator on a free port of 127.0.0.1 and, where webhooks matter, a small
 receiving app that does what the engine's webhook listener does: authenticate the call with
@@ -20,13 +20,11 @@ from engine.providers.simulator import (
     RunningSimulator,
     SimulatorSettings,
 )
-from engine.providers.sunshine import SunshineAccount, SunshineAdapter, app_jwt
 from engine.providers.zingle import ZingleAccount, ZingleAdapter
 from engine.status import MessageStatus
 from tests.integration.helpers import Receiver
 
 SERVICE = "1d06e84f-8152-4de7-983d-a2d88b73734a"
-SUNCO_SECRET = "2vErhBhv81FZ5YXbC5XElVcnoNSqz0XjhqSYII4AOT3GCA5UojDCT07Z9NG"
 
 # --- fixtures ----------------------------------------------------------------------------------
 
@@ -42,18 +40,6 @@ def zingle(session: aiohttp.ClientSession, url: str, **extra: Any) -> ZingleAdap
     account = ZingleAccount.model_validate({k: v for k, v in data.items() if v is not None})
     made = adapter_for("zingle", account, session)
     assert isinstance(made, ZingleAdapter)
-    return made
-
-
-def sunco(session: aiohttp.ClientSession, url: str, **extra: Any) -> SunshineAdapter:
-    account = SunshineAccount.model_validate(
-        {"type": "sunshine", "app_id": "5d8cff3cd55b040010928b5b",
-         "key_id": "app_67a0e949f0305f4a391e9d97", "key_secret": SUNCO_SECRET,
-         "integration_id": "5e4af71a81966cfff3ef6550", "base_url": url,
-         "webhook_secret": "s-secret", **extra}
-    )
-    made = adapter_for("sunco", account, session)
-    assert isinstance(made, SunshineAdapter)
     return made
 
 
@@ -192,129 +178,3 @@ async def test_zingle_opt_in_webhook_with_a_wrong_secret_is_refused(
     await receiver.wait_for(lambda: receiver.refused == 1)
     await settled(sim)
     assert (receiver.events, sim.stats.receipts_dropped) == ([], 1)
-
-
-# --- Sunshine Conversations --------------------------------------------------------------------
-
-
-async def test_sunshine_send_and_receipts_arrive_as_v2_envelopes(
-    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
-) -> None:
-    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sunco",
-                            webhook_secret="s-secret", delivered=1.0)
-    sim = await start_simulator(settings(sunshine=family))
-    adapter = sunco(session, sim.url)
-    receiver.adapters["sunco"] = adapter
-    (one,) = await adapter.send([msg(1, "+15145550001")])
-    (two,) = await adapter.send([msg(2, "+15145550002")])
-    assert {one.outcome, two.outcome} == {Outcome.ACCEPTED}
-    await receiver.wait_for(lambda: len(receiver.receipts()) == 4)
-    got = {(r.provider_message_id, r.status) for r in receiver.receipts()}
-    assert got == {(p, s) for p in (one.provider_message_id, two.provider_message_id)
-                   for s in (MessageStatus.SENT, MessageStatus.DELIVERED)}
-    assert all(r.event_id and r.occurred_at for r in receiver.receipts())
-    assert len({r.event_id for r in receiver.receipts()}) == 4
-    assert any(len(events.receipts) > 1 for _, events in receiver.events)  # several per call
-    assert receiver.refused == 0
-
-
-async def test_sunshine_failure_receipt_carries_the_error(
-    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
-) -> None:
-    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sunco",
-                            webhook_secret="s-secret", delivered=0.0, undelivered=1.0,
-                            sent_receipts=False)
-    sim = await start_simulator(settings(sunshine=family))
-    adapter = sunco(session, sim.url)
-    receiver.adapters["sunco"] = adapter
-    (result,) = await adapter.send([msg(1, "+15145550001")])
-    await receiver.wait_for(lambda: len(receiver.receipts()) == 1)
-    (receipt,) = receiver.receipts()
-    assert (receipt.provider_message_id, receipt.status, receipt.error_code) == (
-        result.provider_message_id, MessageStatus.FAILED, "undeliverable")
-
-
-async def test_sunshine_a_wrong_api_key_is_refused(
-    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
-) -> None:
-    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sunco",
-                            webhook_secret="other", sent_receipts=False)
-    sim = await start_simulator(settings(sunshine=family).model_copy(update={"post_attempts": 1}))
-    adapter = sunco(session, sim.url)
-    receiver.adapters["sunco"] = adapter
-    await adapter.send([msg(1, "+15145550001")])
-    await receiver.wait_for(lambda: receiver.refused == 1)
-    await settled(sim)
-    assert (receiver.events, sim.stats.receipts_dropped) == ([], 1)
-
-
-async def test_sunshine_basic_and_jwt_auth_are_verified(
-    session: aiohttp.ClientSession, start_simulator: Any
-) -> None:
-    sim = await start_simulator(settings(sunshine=FamilySettings(require_token=SUNCO_SECRET)))
-    for auth in ("basic", "jwt"):
-        (ok,) = await sunco(session, sim.url, auth=auth).send([msg(1, "+15145550001")])
-        assert ok.outcome is Outcome.ACCEPTED, auth
-        (wrong,) = await sunco(session, sim.url, auth=auth, key_secret="nope").send(
-            [msg(2, "+15145550002")])
-        assert (wrong.outcome, wrong.error_code) == (Outcome.REJECTED, "unauthorized"), auth
-    forged = app_jwt("app_x", SUNCO_SECRET).rsplit(".", 1)[0] + ".AAAA"
-    async with session.post(f"{sim.url}/v1.1/apps/a/notifications", json={},
-                            headers={"Authorization": f"Bearer {forged}"}) as resp:
-        assert resp.status == 401
-        assert (await resp.json()) == {"errors": [
-            {"code": "unauthorized", "title": "missing or wrong credentials"}]}
-    assert sim.stats.unauthorized == 3
-
-
-async def test_sunshine_rejections_and_validation(
-    session: aiohttp.ClientSession, start_simulator: Any
-) -> None:
-    sim = await start_simulator(settings())
-    adapter = sunco(session, sim.url)
-    (blocked,) = await adapter.send([msg(1, "+15145550000")])
-    assert (blocked.outcome, blocked.error_code) == (Outcome.REJECTED, "bad_request")
-    (local,) = await adapter.send([msg(2, "5145550002")])
-    assert (local.outcome, local.error_code) == (Outcome.REJECTED, "bad_request")
-    async with session.post(f"{sim.url}/v1/apps/a/notifications",
-                            json={"destination": {"integrationId": "i",
-                                                  "destinationId": "+15145550003"},
-                                  "author": {"role": "appUser"},
-                                  "message": {"type": "text", "text": "x"}},
-                            headers=adapter.auth_headers()) as resp:
-        assert resp.status == 400
-        assert (await resp.json())["errors"][0]["title"] == "author.role must be appMaker"
-    assert sim.stats.accepted == 0
-
-
-async def test_sunshine_429_is_retry_with_retry_after(
-    session: aiohttp.ClientSession, start_simulator: Any
-) -> None:
-    sim = await start_simulator(settings(sunshine=FamilySettings(rate_limited=1.0, retry_after=2)))
-    (result,) = await sunco(session, sim.url).send([msg(1, "+15145550001")])
-    assert (result.outcome, result.retry_after, result.error_code) == (Outcome.RETRY, 2, "429")
-    assert sim.stats.per_number == {}
-
-
-async def test_sunshine_server_error_is_unknown(
-    session: aiohttp.ClientSession, start_simulator: Any
-) -> None:
-    sim = await start_simulator(settings(sunshine=FamilySettings(server_errors=1.0)))
-    (result,) = await sunco(session, sim.url).send([msg(1, "+15145550001")])
-    assert (result.outcome, result.error_code) == (Outcome.UNKNOWN, "500")
-
-
-async def test_sunshine_stop_reply_is_an_opt_out(
-    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
-) -> None:
-    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sunco",
-                            webhook_secret="s-secret")
-    sim = await start_simulator(settings(sunshine=family))
-    receiver.adapters["sunco"] = sunco(session, sim.url)
-    async with session.post(f"{sim.url}/sim/inbound/sunshine",
-                            json={"from": "+15145550001", "text": "STOP"}) as resp:
-        assert resp.status == 202
-    await receiver.wait_for(lambda: len(receiver.events) == 1)
-    (_, events) = receiver.events[0]
-    assert [(i.from_, i.text) for i in events.inbound] == [("+15145550001", "STOP")]
-    assert [(o.phone, o.opted_out) for o in events.opt_changes] == [("+15145550001", True)]

@@ -1,13 +1,16 @@
-"""The Sunshine Conversations adapter against mocked HTTP: the Notification API, its errors,
-the app JWT, and the v2 webhook envelope."""
+"""The Sunshine Conversations adapter against mocked HTTP: the v2 flow (user, conversation,
+client, message) with the seed's own examples (tests/fixtures/sunshine, verbatim from seed
+001), its errors, the JWTs, the webhook subscription and the v2 webhook envelope."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,29 +20,46 @@ import pytest
 from pydantic import ValidationError
 from yarl import URL
 
+from engine.errors import ConfigError
 from engine.providers import ACCOUNT_TYPES, adapter_for
 from engine.providers.base import MalformedWebhook, Outbound, Outcome, SendResult
 from engine.providers.sunshine import SunshineAccount, SunshineAdapter, app_jwt, hs256
 from engine.status import MessageStatus
 from tests.aioresponses_compat import MockedHTTP
 
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sunshine"
 BASE = "https://sunco.test"
 APP = "5d8cff3cd55b040010928b5b"
 KEY_ID = "app_67a0e949f0305f4a391e9d97"
 SECRET = "2vErhBhv81FZ5YXbC5XElVcnoNSqz0XjhqSYII4AOT3GCA5UojDCT07Z9NG_4PVzcxv-Zdd7IpeBL-RcXvfOyw"
 INTEGRATION = "5e4af71a81966cfff3ef6550"
-SEND = f"{BASE}/v1.1/apps/{APP}/notifications"
+NUMBER = "+15145555555"
+V2 = f"{BASE}/v2/apps/{APP}"
+USERS = f"{V2}/users"
+CONVERSATIONS = f"{V2}/conversations"
+# the ids in the seed's examples
+USER_ID = "67a11490f0305f4a391e9f8a"
+CONVERSATION_ID = "67a0ecf8f0305f4a391e9db1"
+MESSAGE_ID = "5f748c1a2b5315fc007e7977"
+CLIENTS = f"{USERS}/{USER_ID}/clients"
+MESSAGES = f"{CONVERSATIONS}/{CONVERSATION_ID}/messages"
+GET_USER = f"{USERS}/%2B15145555555"
+LIST = f"{CONVERSATIONS}?filter%5BuserId%5D={USER_ID}"
+
+
+def seed(name: str) -> Any:
+    """One of the seed's examples, as the seed prints it."""
+    return json.loads((FIXTURES / f"{name}.json").read_text())
 
 
 def account(**extra: Any) -> SunshineAccount:
-    return SunshineAccount.model_validate(
-        {"type": "sunshine", "app_id": APP, "key_id": KEY_ID, "key_secret": SECRET,
-         "integration_id": INTEGRATION, "base_url": BASE,
-         "webhook_secret": "8564b3e6a8b20a4bdb68b05ce9bc5936", **extra}
-    )
+    data = {"type": "sunshine", "app_id": APP, "key_id": KEY_ID, "key_secret": SECRET,
+            "integration_id": INTEGRATION, "base_url": BASE,
+            "webhook_secret": "8564b3e6a8b20a4bdb68b05ce9bc5936", **extra}
+    return SunshineAccount.model_validate({k: v for k, v in data.items() if v is not None})
 
 
-def message(n: int = 1, to: str = "+15145555555", body: str = "Hello") -> Outbound:
+def message(n: int = 1, to: str = NUMBER, body: str = "Hello") -> Outbound:
     return Outbound(message_id=n, to=to, body=body, sender=None)
 
 
@@ -56,8 +76,22 @@ def adapter(session: aiohttp.ClientSession, **extra: Any) -> SunshineAdapter:
 
 
 def sent(http: Any, method: str, url: str) -> list[Any]:
-    calls: list[Any] = http.requests[(method, URL(url))]
+    calls: list[Any] = http.requests.get((method, URL(url, encoded=True)), [])
     return calls
+
+
+def body(call: Any) -> Any:
+    return orjson.loads(call.kwargs["data"])
+
+
+def cold_path(http: Any, base: str = BASE) -> None:
+    """The seed's answers to a first send: user, conversation, client, message."""
+    v2 = f"{base}/v2/apps/{APP}"
+    http.post(f"{v2}/users", status=201, payload=seed("create_user_response"))
+    http.post(f"{v2}/conversations", status=201, payload=seed("create_conversation_response"))
+    http.post(f"{v2}/users/{USER_ID}/clients", status=201, payload=seed("create_client_response"))
+    http.post(f"{v2}/conversations/{CONVERSATION_ID}/messages", status=201,
+              payload=seed("post_message_response"))
 
 
 # --- account and auth ------------------------------------------------------------------------
@@ -65,14 +99,20 @@ def sent(http: Any, method: str, url: str) -> list[Any]:
 
 def test_registered_under_its_type() -> None:
     assert ACCOUNT_TYPES["sunshine"] is SunshineAccount
-    assert SunshineAccount.default_base_url == "https://api.smooch.io"
-    assert account().notifications_path == "/v1.1/apps/{app_id}/notifications"
+    assert account(base_url=None).url == "https://api.smooch.io"
 
 
-@pytest.mark.parametrize("path", ["/v1/apps/{appId}/notifications", "v1/apps/{app_id}/x"])
-def test_notifications_path_is_checked(path: str) -> None:
+def test_the_zendesk_host_from_the_subdomain() -> None:
+    assert account(base_url=None, subdomain="acme").url == "https://acme.zendesk.com/sc"
+    with pytest.raises(ValidationError, match="not both"):
+        account(subdomain="acme")
+    with pytest.raises(ValidationError, match="host name"):
+        account(base_url=None, subdomain="acme.evil.com/x")
+
+
+def test_the_v1_notifications_path_is_gone() -> None:
     with pytest.raises(ValidationError, match="notifications_path"):
-        account(notifications_path=path)
+        account(notifications_path="/v1.1/apps/{app_id}/notifications")
 
 
 def test_auth_must_be_basic_or_jwt() -> None:
@@ -82,6 +122,10 @@ def test_auth_must_be_basic_or_jwt() -> None:
 
 def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(part: str) -> Any:
+    return json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
 
 
 def test_hs256_matches_the_rfc_7515_vector() -> None:
@@ -102,126 +146,225 @@ def test_app_jwt_against_an_independent_computation() -> None:
     signature = _b64url(hmac.new(SECRET.encode(), f"{header}.{payload}".encode(),
                                  hashlib.sha256).digest())
     assert app_jwt(KEY_ID, SECRET) == f"{header}.{payload}.{signature}"
-    assert app_jwt(KEY_ID, "k") == (
-        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCIsImtpZCI6ImFwcF82N2EwZTk0OWYwMzA1ZjRhMzkxZTlkOTcifQ"
-        ".eyJzY29wZSI6ImFwcCJ9.nGcoaoKu4qsCFzLu5SXyXFW3iwDC2hB0miU4cJ5W4_0"  # openssl dgst -hmac
-    )
 
 
-# --- sending ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(("key_id", "scope", "payload"), [
+    ("app_67a0e949f0305f4a391e9d97", None, "jwt_payload_app"),
+    ("act_5963ceb97cde542d000dbdb1", None, "jwt_payload_account"),
+    ("svc_5963ceb97cde542d000dbdb1", None, "jwt_payload_account"),
+    ("app_67a0e949f0305f4a391e9d97", "account", "jwt_payload_account"),
+])
+async def test_jwt_scope_follows_the_key(
+    session: aiohttp.ClientSession, http: Any, key_id: str, scope: str | None, payload: str
+) -> None:
+    cold_path(http)
+    await adapter(session, auth="jwt", key_id=key_id, jwt_scope=scope).send([message()])
+    (call,) = sent(http, "POST", f"{V2}/users")
+    token = call.kwargs["headers"]["Authorization"].removeprefix("Bearer ")
+    header, claims, _ = token.split(".")
+    expected_header = seed("jwt_header")  # the seed's example is an account key's
+    assert _unb64(header) == {**expected_header, "kid": key_id}
+    assert _unb64(claims) == seed(payload)
+    assert token == f"{header}.{claims}.{hs256(f'{header}.{claims}', SECRET.encode())}"
 
 
-async def test_notification_request_as_documented(
+# --- sending: the v2 flow --------------------------------------------------------------------
+
+
+async def test_first_send_creates_user_conversation_and_client(
     session: aiohttp.ClientSession, http: Any
 ) -> None:
-    http.post(SEND, status=201, payload={"notification": {"_id": "5f748c1a2b5315fc007e7977"}})
-    results = await adapter(session).send([message(42)])
-    assert results == [SendResult(Outcome.ACCEPTED, "5f748c1a2b5315fc007e7977")]
-    (call,) = sent(http, "POST", SEND)
-    assert orjson.loads(call.kwargs["data"]) == {
-        "destination": {"integrationId": INTEGRATION, "destinationId": "+15145555555"},
-        "author": {"role": "appMaker"},
-        "message": {"type": "text", "text": "Hello"},
-    }
-    headers = call.kwargs["headers"]
+    cold_path(http)
+    sunco = adapter(session)
+    assert await sunco.send([message(42)]) == [SendResult(Outcome.ACCEPTED, MESSAGE_ID)]
+    (user,) = sent(http, "POST", USERS)
+    assert body(user) == {"externalId": NUMBER}
+    (conversation,) = sent(http, "POST", CONVERSATIONS)
+    assert body(conversation) == {"type": "personal", "participants": [{"userId": USER_ID}]}
+    (client,) = sent(http, "POST", CLIENTS)
+    assert body(client) == {
+        "matchCriteria": {"type": "twilio", "integrationId": INTEGRATION, "phoneNumber": NUMBER},
+        "confirmation": {"type": "immediate"}, "target": {"conversationId": CONVERSATION_ID}}
+    (post,) = sent(http, "POST", MESSAGES)
+    assert body(post) == {"author": {"type": "business"},
+                          "content": {"type": "text", "text": "Hello"},
+                          "destination": {"integrationId": INTEGRATION}}
     expected = base64.b64encode(f"{KEY_ID}:{SECRET}".encode()).decode()
-    assert headers["Authorization"] == f"Basic {expected}"
-    assert headers["Content-Type"] == "application/json"
+    assert post.kwargs["headers"]["Authorization"] == f"Basic {expected}"
+    assert post.kwargs["headers"]["Content-Type"] == "application/json"
 
 
-async def test_jwt_auth_sends_the_app_jwt(session: aiohttp.ClientSession, http: Any) -> None:
-    http.post(SEND, status=201, payload={"notification": {"_id": "n1"}})
-    await adapter(session, auth="jwt").send([message()])
-    (call,) = sent(http, "POST", SEND)
-    assert call.kwargs["headers"]["Authorization"] == f"Bearer {app_jwt(KEY_ID, SECRET)}"
-
-
-async def test_the_notification_path_is_a_setting(
+async def test_later_sends_to_the_number_post_only_the_message(
     session: aiohttp.ClientSession, http: Any
 ) -> None:
-    v1 = f"{BASE}/v1/apps/{APP}/notifications"
-    http.post(v1, status=201, payload={"notification": {"_id": "n1"}})
-    (result,) = await adapter(session, notifications_path="/v1/apps/{app_id}/notifications").send(
-        [message()])
+    cold_path(http)
+    http.post(MESSAGES, status=201, payload={"messages": [{"id": "second"}]})
+    sunco = adapter(session)
+    await sunco.send([message(1)])
+    (second,) = await sunco.send([message(2, body="Again")])
+    assert second == SendResult(Outcome.ACCEPTED, "second")
+    assert [len(sent(http, "POST", u)) for u in (USERS, CONVERSATIONS, CLIENTS, MESSAGES)] == [
+        1, 1, 1, 2]
+
+
+async def test_an_existing_user_is_looked_up_and_its_conversation_reused(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    """409 on create: the user exists (a restart, another engine): GET it by externalId,
+    list its conversations, link the client (409: linked already), post."""
+    conflict = {"errors": [{"code": "conflict", "title": "User already exists"}]}
+    http.post(USERS, status=409, payload=conflict)
+    http.get(GET_USER, status=200, payload=seed("get_user_response"))
+    http.get(LIST, status=200, payload={"conversations": [
+        seed("create_conversation_response")["conversation"]], "meta": {"hasMore": False}})
+    http.post(CLIENTS, status=409, payload={"errors": [{"code": "conflict", "title": "x"}]})
+    http.post(MESSAGES, status=201, payload=seed("post_message_response"))
+    (result,) = await adapter(session).send([message()])
+    assert result == SendResult(Outcome.ACCEPTED, MESSAGE_ID)
+    assert len(sent(http, "GET", GET_USER)) == 1
+    assert sent(http, "POST", CONVERSATIONS) == []
+
+
+async def test_an_existing_user_without_a_conversation_gets_one(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(USERS, status=409, payload={"errors": [{"code": "conflict", "title": "x"}]})
+    http.get(GET_USER, status=200, payload=seed("get_user_response"))
+    http.get(LIST, status=200, payload={"conversations": [], "meta": {"hasMore": False}})
+    http.post(CONVERSATIONS, status=201, payload=seed("create_conversation_response"))
+    http.post(CLIENTS, status=201, payload=seed("create_client_response"))
+    http.post(MESSAGES, status=201, payload=seed("post_message_response"))
+    (result,) = await adapter(session).send([message()])
     assert result.outcome is Outcome.ACCEPTED
-    assert len(sent(http, "POST", v1)) == 1
+    assert len(sent(http, "POST", CONVERSATIONS)) == 1
+
+
+async def test_the_zendesk_host(session: aiohttp.ClientSession, http: Any) -> None:
+    cold_path(http, "https://acme.zendesk.com/sc")
+    (result,) = await adapter(session, base_url=None, subdomain="acme").send([message()])
+    assert result == SendResult(Outcome.ACCEPTED, MESSAGE_ID)
+
+
+async def test_concurrent_sends_to_one_number_share_one_lookup(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    cold_path(http)
+    http.post(MESSAGES, status=201, payload={"messages": [{"id": "m2"}]})
+    sunco = adapter(session)
+    results = await asyncio.gather(sunco.send([message(1)]), sunco.send([message(2)]))
+    assert {r.provider_message_id for (r,) in results} == {MESSAGE_ID, "m2"}
+    assert len(sent(http, "POST", USERS)) == 1
+
+
+async def test_the_cache_is_bounded(session: aiohttp.ClientSession, http: Any) -> None:
+    sunco = adapter(session, cache_size=1)
+    for number in ("+15145550001", "+15145550002"):
+        cold_path(http)
+        await sunco.send([message(to=number)])
+    assert len(sunco.conversations) == 1
+    assert sunco.conversations.get("+15145550001") is None
+    assert sunco.conversations.get("+15145550002") == CONVERSATION_ID
+
+
+async def test_a_cached_conversation_gone_is_looked_up_again(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    sunco = adapter(session)
+    sunco.conversations.put(NUMBER, "deleted")
+    http.post(f"{CONVERSATIONS}/deleted/messages", status=404,
+              payload={"errors": [{"code": "not_found", "title": "Conversation not found"}]})
+    cold_path(http)
+    (result,) = await sunco.send([message()])
+    assert result == SendResult(Outcome.ACCEPTED, MESSAGE_ID)
+    assert sunco.conversations.get(NUMBER) == CONVERSATION_ID
 
 
 @pytest.mark.parametrize(
-    "payload", [{"notification": {}}, {"messages": []}, None], ids=["no-id", "other", "not-json"]
-)
+    "payload", [{"messages": []}, {"notification": {"_id": "x"}}, None],
+    ids=["empty", "v1-shape", "not-json"])
 async def test_an_unreadable_2xx_is_unknown(
     session: aiohttp.ClientSession, http: Any, payload: Any
 ) -> None:
+    sunco = adapter(session)
+    sunco.conversations.put(NUMBER, CONVERSATION_ID)
     if payload is None:
-        http.post(SEND, status=201, body=b"created")
+        http.post(MESSAGES, status=201, body=b"created")
     else:
-        http.post(SEND, status=201, payload=payload)
-    (result,) = await adapter(session).send([message()])
+        http.post(MESSAGES, status=201, payload=payload)
+    (result,) = await sunco.send([message()])
     assert (result.outcome, result.error_code) == (Outcome.UNKNOWN, "bad_response")
 
 
 @pytest.mark.parametrize(
     ("status", "code", "title"),
     [
-        (400, "bad_request", "destinationId is invalid"),
+        (400, "bad_request", "content.text is required"),
         (401, "unauthorized", "Authorization is required"),
         (402, "payment_required", "Plan limit reached"),
         (403, "forbidden", "Forbidden"),
-        (404, "not_found", "App not found"),
         (413, "payload_too_large", "Request entity too large"),
         (423, "locked", "Message limit of 30000 per conversation reached."),
     ],
 )
-async def test_4xx_are_rejections_with_the_error_code(
+async def test_4xx_on_the_post_are_rejections_with_the_error_code(
     session: aiohttp.ClientSession, http: Any, status: int, code: str, title: str
 ) -> None:
-    http.post(SEND, status=status, payload={"errors": [{"code": code, "title": title}]})
-    (result,) = await adapter(session).send([message()])
+    sunco = adapter(session)
+    sunco.conversations.put(NUMBER, CONVERSATION_ID)
+    http.post(MESSAGES, status=status, payload={"errors": [{"code": code, "title": title}]})
+    (result,) = await sunco.send([message()])
     assert (result.outcome, result.error_code, result.error_detail) == (
         Outcome.REJECTED, code, title)
 
 
-async def test_several_400_errors_keep_every_title(
+async def test_the_seed_error_example_is_a_rejection(
     session: aiohttp.ClientSession, http: Any
 ) -> None:
-    http.post(SEND, status=400, payload={"errors": [
-        {"code": "bad_request", "title": "a is required"},
-        {"code": "bad_request", "title": "b is required"}]})
+    http.post(USERS, status=401, payload=seed("error_response"))
     (result,) = await adapter(session).send([message()])
-    assert result.error_detail == "a is required; b is required"
+    assert (result.outcome, result.error_code, result.error_detail) == (
+        Outcome.REJECTED, "unauthorized", "Authorization is required")
 
 
-async def test_a_4xx_without_a_body_uses_the_status(
-    session: aiohttp.ClientSession, http: Any
+@pytest.mark.parametrize(
+    ("status", "headers", "outcome", "after"),
+    [(429, {"Retry-After": "30"}, Outcome.RETRY, 30), (409, {}, Outcome.RETRY, None),
+     (500, {}, Outcome.UNKNOWN, None), (503, {}, Outcome.UNKNOWN, None)])
+async def test_the_post_retry_and_unknown(
+    session: aiohttp.ClientSession, http: Any, status: int, headers: dict[str, str],
+    outcome: Outcome, after: float | None
 ) -> None:
-    http.post(SEND, status=400, body=b"")
-    (result,) = await adapter(session).send([message()])
-    assert (result.outcome, result.error_code) == (Outcome.REJECTED, "400")
-
-
-async def test_429_is_retry_after_the_given_seconds(
-    session: aiohttp.ClientSession, http: Any
-) -> None:
-    http.post(SEND, status=429, headers={"Retry-After": "30"},
-              payload={"errors": [{"code": "too_many_requests", "title": "Slow down"}]})
-    (result,) = await adapter(session).send([message()])
-    assert (result.outcome, result.retry_after) == (Outcome.RETRY, 30)
-
-
-async def test_409_conflict_is_retry(session: aiohttp.ClientSession, http: Any) -> None:
-    http.post(SEND, status=409, payload={"errors": [{"code": "conflict", "title": "x"}]})
-    (result,) = await adapter(session).send([message()])
-    assert (result.outcome, result.error_code) == (Outcome.RETRY, "409")
-
-
-@pytest.mark.parametrize("status", [500, 502, 503])
-async def test_5xx_is_unknown(session: aiohttp.ClientSession, http: Any, status: int) -> None:
-    http.post(SEND, status=status, body=b"oops")
     sunco = adapter(session)
-    assert not sunco.idempotent_sends
+    sunco.conversations.put(NUMBER, CONVERSATION_ID)
+    http.post(MESSAGES, status=status, headers=headers,
+              payload={"errors": [{"code": "x", "title": "y"}]})
     (result,) = await sunco.send([message()])
-    assert (result.outcome, result.error_code) == (Outcome.UNKNOWN, str(status))
+    assert (result.outcome, result.retry_after) == (outcome, after)
+
+
+@pytest.mark.parametrize("failure", [{"status": 500, "body": b"oops"},
+                                     {"exception": TimeoutError()},
+                                     {"exception": aiohttp.ServerDisconnectedError()}],
+                         ids=["500", "timeout", "dropped"])
+async def test_a_lookup_that_fails_is_retry_not_unknown(
+    session: aiohttp.ClientSession, http: Any, failure: dict[str, Any]
+) -> None:
+    """Nothing was posted yet, so the message is provably not sent."""
+    http.post(USERS, **failure)
+    (result,) = await adapter(session).send([message()])
+    assert result.outcome is Outcome.RETRY
+    assert sent(http, "POST", MESSAGES) == []
+
+
+async def test_a_number_the_client_refuses_is_rejected(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(USERS, status=201, payload=seed("create_user_response"))
+    http.post(CONVERSATIONS, status=201, payload=seed("create_conversation_response"))
+    http.post(CLIENTS, status=400, payload={"errors": [
+        {"code": "bad_request", "title": "matchCriteria.phoneNumber must be E.164"}]})
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.REJECTED, "bad_request")
 
 
 def _refused() -> aiohttp.ClientConnectorError:
@@ -231,20 +374,42 @@ def _refused() -> aiohttp.ClientConnectorError:
 
 @pytest.mark.parametrize(
     ("exception", "outcome"),
-    [
-        (TimeoutError(), Outcome.UNKNOWN),
-        (aiohttp.ServerDisconnectedError(), Outcome.UNKNOWN),
-        (aiohttp.ConnectionTimeoutError("connect timeout"), Outcome.RETRY),
-        (_refused(), Outcome.RETRY),
-    ],
+    [(TimeoutError(), Outcome.UNKNOWN), (aiohttp.ServerDisconnectedError(), Outcome.UNKNOWN),
+     (aiohttp.ConnectionTimeoutError("connect timeout"), Outcome.RETRY),
+     (_refused(), Outcome.RETRY)],
     ids=["timeout", "dropped", "connect-timeout", "refused"],
 )
-async def test_transport_failures(
+async def test_transport_failures_on_the_post(
     session: aiohttp.ClientSession, http: Any, exception: Exception, outcome: Outcome
 ) -> None:
-    http.post(SEND, exception=exception)
-    (result,) = await adapter(session).send([message()])
+    sunco = adapter(session)
+    sunco.conversations.put(NUMBER, CONVERSATION_ID)
+    http.post(MESSAGES, exception=exception)
+    (result,) = await sunco.send([message()])
     assert result.outcome is outcome
+
+
+# --- the webhook subscription ----------------------------------------------------------------
+
+
+async def test_subscribe_creates_the_webhook(session: aiohttp.ClientSession, http: Any) -> None:
+    hooks = f"{V2}/integrations/5e554d2cac66fb73a3c01871/webhooks"
+    http.post(hooks, status=201, payload=seed("webhook_response"))
+    sunco = adapter(session, webhook_integration_id="5e554d2cac66fb73a3c01871")
+    made = await sunco.subscribe("https://engine.example.com")
+    assert made == seed("webhook_response")
+    (call,) = sent(http, "POST", hooks)
+    assert body(call) == {
+        "target": "https://engine.example.com/webhooks/sunco",
+        "triggers": ["conversation:message", "conversation:message:delivery:channel",
+                     "conversation:message:delivery:user",
+                     "conversation:message:delivery:failure"],
+        "includeFullSource": True, "includeFullUser": True}
+
+
+async def test_subscribe_needs_the_custom_integration(session: aiohttp.ClientSession) -> None:
+    with pytest.raises(ConfigError, match="webhook_integration_id"):
+        await adapter(session).subscribe("https://engine.example.com")
 
 
 # --- webhooks --------------------------------------------------------------------------------
@@ -271,7 +436,7 @@ def delivery(kind: str, event_id: str = "61290a62c64b3af1ff868714",
 
 
 def user_message(text: str, client: dict[str, Any] | None = None,
-                 author: str = "user") -> dict[str, Any]:
+                 author: str = "user", **by: Any) -> dict[str, Any]:
     source: dict[str, Any] = {"type": "twilio", "integrationId": INTEGRATION}
     if client is not None:
         source["client"] = client
@@ -279,7 +444,7 @@ def user_message(text: str, client: dict[str, Any] | None = None,
             "type": "conversation:message", "payload": {
                 "conversation": {"id": "c2c8710dedf8f26ee6e9a68f", "type": "personal"},
                 "message": {"id": "5f40256af057d0000dda9bd7", "received": "2021-08-27T15:53:06Z",
-                            "author": {"type": author, "userId": "u1"},
+                            "author": {"type": author, "userId": "u1", **by},
                             "content": {"type": "text", "text": text}, "source": source}}}
 
 
@@ -291,7 +456,7 @@ TWILIO_CLIENT = {"id": "61290a4f7821c3f206d690a3", "type": "twilio", "status": "
 @pytest.mark.parametrize(
     ("kind", "status"),
     [("channel", MessageStatus.SENT), ("user", MessageStatus.DELIVERED),
-     ("failure", MessageStatus.FAILED)],
+     ("failure", MessageStatus.UNDELIVERED)],
 )
 def test_delivery_events(session: aiohttp.ClientSession, kind: str, status: MessageStatus) -> None:
     events = adapter(session).parse_webhook(JSON, envelope(delivery(kind)), {})
@@ -374,7 +539,7 @@ def test_the_phone_may_come_from_the_raw_client(session: aiohttp.ClientSession) 
 @pytest.mark.parametrize(
     "event",
     [
-        user_message("STOP"),  # no includeFullSource: no client, no phone
+        user_message("STOP"),  # no client, no user object, a user id never seen
         user_message("STOP", {**TWILIO_CLIENT, "externalId": "psid-123", "type": "messenger"}),
         user_message("STOP", TWILIO_CLIENT, author="business"),  # our own message echoed
     ],
@@ -399,20 +564,37 @@ def test_a_non_text_user_message_is_ignored(session: aiohttp.ClientSession) -> N
         (JSON, b"{not json", "JSON"),
         (JSON, b"[]", "events"),
         (JSON, orjson.dumps({"app": {"id": APP}}), "events"),
-        (JSON, orjson.dumps({"events": [1]}), "events"),
-        (JSON, envelope({"id": "e", "payload": {}}), "type"),
-        (JSON, envelope({"id": "e", "type": "conversation:message:delivery:user"}), "payload"),
-        (JSON, envelope(delivery("user", message_id="")), "message.id"),
-        (JSON, envelope({"id": "e", "type": "conversation:message", "payload": {}}),
-         "payload.message"),
         ("text/plain", b"events", "content type"),
     ],
 )
-def test_malformed_webhooks(
+def test_malformed_envelopes(
     session: aiohttp.ClientSession, content_type: str, body: bytes, reason: str
 ) -> None:
     with pytest.raises(MalformedWebhook, match=reason):
         adapter(session).parse_webhook(content_type, body, {})
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (1, "not an object"),
+        ({"id": "e", "payload": {}}, "type"),
+        ({"id": "e", "type": "conversation:message:delivery:user"}, "payload"),
+        (delivery("user", event_id="e", message_id=""), "message.id"),
+        ({"id": "e", "type": "conversation:message", "payload": {}}, "payload.message"),
+    ],
+)
+def test_one_bad_event_is_kept_and_the_rest_applied(
+    session: aiohttp.ClientSession, bad: Any, reason: str
+) -> None:
+    """SunCo does not retry a 400: the envelope is read, the bad event kept with no status."""
+    body = envelope(delivery("user", "e1", "m1"), bad, user_message("STOP", TWILIO_CLIENT))
+    events = adapter(session).parse_webhook(JSON, body, {})
+    good, kept = events.receipts
+    assert (good.provider_message_id, good.status) == ("m1", MessageStatus.DELIVERED)
+    assert kept.status is None and kept.provider_status.startswith("malformed:")
+    assert kept.error_code == "malformed" and reason in (kept.error_detail or "")
+    assert [o.phone for o in events.opt_changes] == ["+15145555555"]
 
 
 def test_webhook_secret_in_the_x_api_key_header(session: aiohttp.ClientSession) -> None:
@@ -425,3 +607,39 @@ def test_webhook_secret_in_the_x_api_key_header(session: aiohttp.ClientSession) 
     assert not sunco.webhook_authentic({}, {})
     assert sunco.webhook_url("https://engine.example.com/") == (
         "https://engine.example.com/webhooks/sunco")
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        user_message("STOP", user={"id": "u1", "externalId": "+15145555555"}),
+        {**user_message("STOP"), "payload": {**user_message("STOP")["payload"],
+                                             "user": {"id": "u1", "externalId": "15145555555"}}},
+    ],
+    ids=["author.user", "payload.user"],
+)
+def test_a_reply_without_a_client_is_resolved_through_the_user(
+    session: aiohttp.ClientSession, event: dict[str, Any]
+) -> None:
+    events = adapter(session).parse_webhook(JSON, envelope(event), {})
+    assert [(i.from_, i.text) for i in events.inbound] == [("+15145555555", "STOP")]
+    assert [(o.phone, o.opted_out) for o in events.opt_changes] == [("+15145555555", True)]
+
+
+async def test_a_reply_with_only_a_user_id_is_resolved_from_our_own_send(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    """parse_webhook cannot do I/O; the user this adapter created carries the number."""
+    cold_path(http)
+    sunco = adapter(session)
+    await sunco.send([message()])
+    event = user_message("STOP")
+    event["payload"]["message"]["author"]["userId"] = USER_ID
+    (reply,) = sunco.parse_webhook(JSON, envelope(event), {}).inbound
+    assert reply.from_ == NUMBER
+
+
+def test_the_seed_client_add_event_is_ignored(session: aiohttp.ClientSession) -> None:
+    body = (FIXTURES / "client_add_event.json").read_bytes()
+    events = adapter(session).parse_webhook(JSON, body, {})
+    assert (events.receipts, events.inbound, events.opt_changes) == ((), (), ())
