@@ -25,7 +25,8 @@ from engine.providers.simulator import (
 )
 from engine.providers.sunshine import SunshineAccount, SunshineAdapter, SunshineRoutes
 from engine.providers.zenvia import ZenviaAccount, ZenviaAdapter, ZenviaRoutes
-from engine.providers.zingle import ZingleAccount, ZingleAdapter, ZingleRoutes
+from engine.providers.zingle import ZingleAccount, ZingleAdapter
+from engine.providers.zingle_sim import ZingleRoutes
 from engine.providers.zoomconnect import (
     ZoomConnectAccount,
     ZoomConnectAdapter,

@@ -7,10 +7,22 @@ Wire format (seed 002, providers.md §2 and its "engine choices" row):
   text}], externalId}`` → 200 ``{id, externalId, from, to, direction, channel, contents,
   timestamp}``. Our message id travels in ``externalId``; Zenvia keeps it for tracking only
   and does not deduplicate on it, so sends are not idempotent.
+* base URL ``https://api.zenvia.com``; a ``base_url`` written with the version
+  (``https://api.zenvia.com/v2``, as providers.md gives it) is read the same
 * errors ``{code, message, details: [{code, path, message}]}`` (the seed's table): 400
   VALIDATION_ERROR, 401 AUTHENTICATION_ERROR, 404 NOT_FOUND, 409 DUPLICATED, and any other
-  4xx, are ``rejected`` with Zenvia's code and message. 500 INTERNAL_ERROR is the one error
-  the seed marks "retry: yes", so it is ``retry``; other 5xx and timeouts are ``unknown``.
+  4xx, are ``rejected`` with Zenvia's code and message. 500 with ``code:
+  INTERNAL_ERROR`` is the one error the seed marks "retry: yes", so it is ``retry``. A
+  send is not idempotent (``externalId`` is for tracking only), so everything else that
+  may have been taken is ``unknown`` and never resent: 502, 503, 504, any other 5xx, a
+  500 without Zenvia's body (a proxy's page), a timeout or a connection dropped after
+  the request was written. Only a connection that failed before the request was written
+  (refused, DNS, connect timeout) and a 429 are ``retry``.
+* failure vocabulary: every MESSAGE_STATUS arrives after Zenvia answered 200, so every
+  failure code it carries (NOT_DELIVERED, REJECTED, HANG_UP) is ``undelivered`` with the
+  channel's error code (``causes[0].channelErrorCode``, else ``cause``, else the status
+  code) in ``error_code``. Zenvia documents no opt-out failure code, so no receipt adds a
+  suppression; STOP replies (MESSAGE events) do.
 * one message per request: the batch API (``POST /v2/message-batches``, not in the seed)
   takes a CSV file and answers with one batch id, with no per-message id or externalId, so
   it cannot tell the engine which message was taken
@@ -23,14 +35,14 @@ Wire format (seed 002, providers.md §2 and its "engine choices" row):
 
 What rests on a guess [G], so the adapter is tolerant there:
 
-* 429, 502, 503 and 504 are ``retry`` (``Retry-After`` honoured); Zenvia documents no
-  rate limit for messaging
+* 429 is ``retry`` (``Retry-After`` honoured); Zenvia documents no rate limit for
+  messaging, and a 429 proves the message was not taken
 * ``to`` is sent as digits without the ``+`` (Zenvia's examples never carry one); for
   Facebook it is the page-scoped id, sent as given
 * status codes outside the seed-era enum: CLICKED → read, VERIFIED → delivered, REJECTED
-  (refused by the channel after the 200) → failed; the voice codes TERMINATED → delivered
-  and HANG_UP → failed. DELETED, ACCEPTED and RECORDED change nothing (status None, not
-  logged); any other code is logged and kept with status None
+  (refused by the channel after the 200) → undelivered; the voice codes TERMINATED →
+  delivered and HANG_UP → undelivered. DELETED, ACCEPTED and RECORDED change nothing
+  (status None, not logged); any other code is logged and kept with status None
 * ``occurred_at`` is ``messageStatus.timestamp`` (when the channel reported it), else the
   event's ``timestamp``
 * events of other types, and MESSAGE events of direction OUT, carry nothing for the engine
@@ -86,11 +98,11 @@ STATUSES: Mapping[str, MessageStatus] = {
     "DELIVERED": MessageStatus.DELIVERED,
     "READ": MessageStatus.READ,
     "NOT_DELIVERED": MessageStatus.UNDELIVERED,
-    "REJECTED": MessageStatus.FAILED,
+    "REJECTED": MessageStatus.UNDELIVERED,
     "CLICKED": MessageStatus.READ,
     "VERIFIED": MessageStatus.DELIVERED,
     "TERMINATED": MessageStatus.DELIVERED,
-    "HANG_UP": MessageStatus.FAILED,
+    "HANG_UP": MessageStatus.UNDELIVERED,
 }
 #: known codes that say nothing about an outbound message's fate
 NO_CHANGE = frozenset({"DELETED", "ACCEPTED", "RECORDED"})
@@ -111,16 +123,32 @@ class ZenviaAccount(AccountBase):
     # the SMS alias / sender ID, the WhatsApp number, or the Facebook page id
     sender: str = Field(min_length=1, max_length=64)
 
+    @property
+    def url(self) -> str:
+        """The API base URL without the ``/v2`` our paths carry (written with or without)."""
+        base = (self.base_url or self.default_base_url).rstrip("/")
+        return base.removesuffix("/v2").removesuffix("/V2")
+
 
 class ZenviaAdapter(Adapter[ZenviaAccount]):
     """Client of the Zenvia API v2."""
 
     account_model = ZenviaAccount
-    retryable_statuses = frozenset({429, 500, 502, 503, 504})
+    # 500 is retryable only with Zenvia's own INTERNAL_ERROR body: see ``_screen``
+    retryable_statuses = frozenset({429})
 
     def auth_headers(self) -> dict[str, str]:
         """``X-API-TOKEN``."""
         return {"X-API-TOKEN": self.account.token.get_secret_value()}
+
+    def _screen(self, response: Response) -> Response | SendResult:
+        """500 INTERNAL_ERROR (the seed's one "retry: yes") is ``retry``; other 5xx
+        ``unknown``."""
+        if response.status == 500:
+            data = response.json()
+            if isinstance(data, dict) and data.get("code") == "INTERNAL_ERROR":
+                return SendResult.retry("INTERNAL_ERROR", _error_message(data) or None)
+        return super()._screen(response)
 
     def _payload(self, message: Outbound) -> dict[str, Any]:
         to = message.to.lstrip("+") if self.account.channel in PHONE_CHANNELS else message.to
@@ -303,6 +331,11 @@ _SIM_CAUSES = {
 #: the shared machinery's error codes, as Zenvia spells them (429's code is a guess)
 _ERROR_CODES = {400: "VALIDATION_ERROR", 401: "AUTHENTICATION_ERROR", 404: "NOT_FOUND",
                 409: "DUPLICATED", 429: "TOO_MANY_REQUESTS", 500: "INTERNAL_ERROR"}
+#: the messages of the seed's error table
+_SEED_MESSAGES = {"VALIDATION_ERROR": "Validation error",
+                  "AUTHENTICATION_ERROR": "No authorization token was found",
+                  "NOT_FOUND": "Not found", "DUPLICATED": "Entity already exists",
+                  "INTERNAL_ERROR": "Internal error"}
 _SUBSCRIPTION_EVENTS = frozenset({"MESSAGE", "MESSAGE_STATUS", "CONVERSATION_MESSAGE",
                                   "CONVERSATION_STATUS", "SUPPORT_EXPERT_AGENT", "CONTACT"})
 
@@ -315,7 +348,12 @@ class ZenviaRoutes(ProviderRoutes):
     def routes(self) -> list[web.RouteDef]:
         """The documented paths under ``https://api.zenvia.com``."""
         return [web.post("/v2/channels/{channel}/messages", self._send),
-                web.post("/v2/subscriptions", self._subscribe)]
+                web.post("/v2/subscriptions", self._subscribe),
+                web.route("*", "/v2/channels/{tail:.*}", self._not_found),
+                web.route("*", "/v2/subscriptions{tail:.*}", self._not_found)]
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        return self.error(404, "NOT_FOUND", "Not found")
 
     def authorized(self, request: web.Request) -> bool:
         """``X-API-TOKEN`` (any, or the required one)."""
@@ -343,9 +381,11 @@ class ZenviaRoutes(ProviderRoutes):
         return Rejection("VALIDATION_ERROR", "to: the number does not accept messages")
 
     def error(self, status: int, code: str, detail: str) -> web.Response:
-        """``{code, message, details}``."""
+        """``{code, message, details}``, with the seed's message for its documented codes."""
         zenvia_code = code if code.isupper() else _ERROR_CODES.get(status, "INTERNAL_ERROR")
-        return json_response({"code": zenvia_code, "message": detail, "details": []}, status)
+        message = _SEED_MESSAGES.get(zenvia_code) if not code.isupper() else None
+        return json_response({"code": zenvia_code, "message": message or detail,
+                              "details": []}, status)
 
     def send_response(
         self, outcomes: Sequence[SimMessage | Rejection], bulk: bool
@@ -371,7 +411,11 @@ class ZenviaRoutes(ProviderRoutes):
         headers = {"Content-Type": "application/json"}
         if self.settings.webhook_secret:
             headers["X-Webhook-Secret"] = self.settings.webhook_secret
-        body = _inbound_event(event) if event.kind == "inbound" else _status_event(event)
+        if event.kind == "inbound":
+            body = _inbound_event(event)
+        else:  # the seed leaves open which shape of the cause Zenvia sends: either, at random
+            body = _status_event(event, singular_cause=self.sim.rng.random() < 0.5,
+                                 deprecated_ids=self.sim.rng.random() < 0.5)
         return Post(self.settings.webhook_url, headers, orjson.dumps(body))
 
     async def _send(self, request: web.Request) -> web.Response:
@@ -406,21 +450,32 @@ class ZenviaRoutes(ProviderRoutes):
                               "createdAt": now, "updatedAt": now})
 
 
-def _status_event(event: SimEvent) -> dict[str, Any]:
+def _status_event(event: SimEvent, *, singular_cause: bool = False,
+                  deprecated_ids: bool = True) -> dict[str, Any]:
+    """A MESSAGE_STATUS event: the failure's cause as the spec's ``causes[]`` or the Node
+    SDK's older singular ``cause``; the deprecated top-level ``messageId`` and
+    ``contentIndex`` present or not."""
     msg = event.message
     assert msg is not None
     at = _zulu(event.at)
     status: dict[str, Any] = {"timestamp": at, "code": _SIM_STATUS[event.kind],
                               "description": event.kind, "channel": "sms", "direction": "OUT"}
     if event.kind in _SIM_CAUSES:
-        status["causes"] = [_SIM_CAUSES[event.kind]]
-    return {
+        cause = _SIM_CAUSES[event.kind]
+        if singular_cause:
+            status["cause"] = cause["channelErrorCode"]
+        else:
+            status["causes"] = [cause]
+    body: dict[str, Any] = {
         "id": event.id, "timestamp": at, "type": "MESSAGE_STATUS", "subscriptionId": "sim",
-        "channel": "sms", "messageId": msg.id, "contentIndex": 0,
+        "channel": "sms",
         "message": {"id": msg.id, "externalId": msg.reference, "contentIndex": 0,
                     "direction": "OUT", "to": msg.to},
         "messageStatus": status,
     }
+    if deprecated_ids:
+        body.update(messageId=msg.id, contentIndex=0)
+    return body
 
 
 def _inbound_event(event: SimEvent) -> dict[str, Any]:

@@ -151,16 +151,29 @@ async def test_500_is_retry_as_the_seed_documents(
 ) -> None:
     http.post(SEND, status=500, payload={"code": "INTERNAL_ERROR", "message": "Internal error"})
     (result,) = await adapter(session).send([message()])
-    assert (result.outcome, result.error_code) == (Outcome.RETRY, "500")
+    assert (result.outcome, result.error_code) == (Outcome.RETRY, "INTERNAL_ERROR")
+    assert result.error_detail == "Internal error"
+
+
+async def test_a_500_without_zenvias_body_is_unknown(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    """Only Zenvia's own INTERNAL_ERROR is documented as safe to resend; a proxy's 500 is
+    not."""
+    http.post(SEND, status=500, body=b"<html>Internal Server Error</html>")
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.UNKNOWN, "500")
 
 
 @pytest.mark.parametrize("status", [502, 503, 504])
-async def test_gateway_errors_are_retry(
+async def test_gateway_errors_after_the_request_are_unknown(
     session: aiohttp.ClientSession, http: Any, status: int
 ) -> None:
+    """A send is not idempotent: a gateway error after the request was written may hide an
+    accepted message, so it is never resent."""
     http.post(SEND, status=status, body=b"bad gateway")
     (result,) = await adapter(session).send([message()])
-    assert result.outcome is Outcome.RETRY
+    assert (result.outcome, result.error_code) == (Outcome.UNKNOWN, str(status))
 
 
 async def test_other_5xx_is_unknown(session: aiohttp.ClientSession, http: Any) -> None:
@@ -236,9 +249,9 @@ def test_message_status_is_a_receipt(session: aiohttp.ClientSession) -> None:
     ("code", "status"),
     [("SENT", MessageStatus.SENT), ("DELIVERED", MessageStatus.DELIVERED),
      ("READ", MessageStatus.READ), ("NOT_DELIVERED", MessageStatus.UNDELIVERED),
-     ("REJECTED", MessageStatus.FAILED), ("CLICKED", MessageStatus.READ),
+     ("REJECTED", MessageStatus.UNDELIVERED), ("CLICKED", MessageStatus.READ),
      ("VERIFIED", MessageStatus.DELIVERED), ("TERMINATED", MessageStatus.DELIVERED),
-     ("HANG_UP", MessageStatus.FAILED), ("DELETED", None), ("ACCEPTED", None)],
+     ("HANG_UP", MessageStatus.UNDELIVERED), ("DELETED", None), ("ACCEPTED", None)],
 )
 def test_status_table(
     session: aiohttp.ClientSession, code: str, status: MessageStatus | None

@@ -79,16 +79,33 @@ def test_registered_under_its_type() -> None:
 @pytest.mark.parametrize(
     ("credentials", "error"),
     [
-        ({"username": None, "password": None}, "either"),
-        ({"jwt": "eyJ.x.y"}, "either"),
+        ({"username": None, "password": None}, "username and password .* or jwt"),
         ({"password": None}, "together"),
         ({"username": None}, "together"),
+        ({"username": None, "password": None, "jwt": "eyJ.x.y", "auth": "basic"},
+         "auth: basic needs"),
     ],
-    ids=["neither", "both", "no-password", "no-username"],
+    ids=["neither", "no-password", "no-username", "basic-without-password"],
 )
-def test_exactly_one_kind_of_credentials(credentials: dict[str, Any], error: str) -> None:
+def test_credentials_must_be_usable(credentials: dict[str, Any], error: str) -> None:
     with pytest.raises(ValidationError, match=error):
         account(**credentials)
+
+
+@pytest.mark.parametrize(
+    ("credentials", "bearer", "renewable"),
+    [
+        ({}, False, False),
+        ({"auth": "jwt"}, True, True),
+        ({"jwt": "eyJ.x.y"}, True, True),
+        ({"username": None, "password": None, "jwt": "eyJ.x.y"}, True, False),
+        ({"jwt": "eyJ.x.y", "auth": "basic"}, False, False),
+    ],
+    ids=["basic", "jwt-from-the-api", "jwt-renewed", "jwt-static", "basic-chosen"],
+)
+def test_auth_modes(credentials: dict[str, Any], bearer: bool, renewable: bool) -> None:
+    made = account(**credentials)
+    assert (made.bearer, made.renewable) == (bearer, renewable)
 
 
 def test_service_and_channel_type_are_required() -> None:
@@ -295,7 +312,7 @@ async def test_poll_maps_statuses(session: aiohttp.ClientSession, http: Any) -> 
     assert (ok.status, ok.provider_status) == (MessageStatus.SENT, "executed")
     assert ok.occurred_at == datetime.fromtimestamp(1442249020, UTC)
     assert (failed.status, failed.error_code, failed.error_detail) == (
-        MessageStatus.FAILED, "failed", "Carrier rejected")
+        MessageStatus.UNDELIVERED, "failed", "Carrier rejected")
     assert failed.occurred_at == datetime.fromtimestamp(1442249030, UTC)
     assert (by_id["m-queued"].status, by_id["m-queued"].provider_status) == (
         MessageStatus.SENT, "queued")
