@@ -24,7 +24,8 @@ from engine.providers.simulator import (
     SimulatorRoutes,
 )
 from engine.providers.sunshine import SunshineAccount, SunshineAdapter, SunshineRoutes
-from engine.providers.zenvia import ZenviaAccount, ZenviaAdapter, ZenviaRoutes
+from engine.providers.zenvia import ZenviaAccount, ZenviaAdapter
+from engine.providers.zenvia_sim import ZenviaRoutes
 from engine.providers.zingle import ZingleAccount, ZingleAdapter
 from engine.providers.zingle_sim import ZingleRoutes
 from engine.providers.zoomconnect import (
