@@ -670,18 +670,25 @@ class Poller:
 
     Accounts in ``webhookless`` (by default those whose adapter says
     ``delivery_webhooks = False``) have every sent message looked up: first ``interval``
-    after sending, then at doubling intervals up to ``max_interval``. Any other account
+    after sending, then after each gap of ``schedule`` in turn (by default at 1, 5, 15 and
+    60 minutes after sending), then every ``max_interval`` (6 hours). Any other account
     that ``supports_polling`` has a message looked up only once its receipt is overdue:
-    ``poll_after`` after sending, then doubling likewise. Nothing is looked up past the
-    receipt ``window``. Lookups go ``batch`` ids at a time through the adapter (which holds
-    the account's concurrency); ``limit``, if given, is awaited with the account and the
-    number of ids before each batch (the account's rate limiter).
+    ``poll_after`` after sending, then on the same gaps. Looks stop at the message's
+    deadline, the end of the receipt ``window`` or of the campaign's validity, whichever
+    comes first, with one last look at the deadline: a message that never reaches a final
+    status costs at most ``looks_at_most(deadline)`` lookups, so a 100k campaign on a
+    day's validity costs under a million, and its run completes when polling ends.
+    Lookups go ``batch`` ids at a time through the adapter (which holds the account's
+    concurrency); ``limit``, if given, is awaited with the account and the number of ids
+    before each batch (the account's rate limiter).
     """
 
     def __init__(self, pool: asyncpg.Pool, adapters: Mapping[str, Adapter[Any]], *,
                  poll_after: timedelta = timedelta(minutes=10),
                  window: timedelta = timedelta(hours=72), batch: int = 100,
                  interval: timedelta = timedelta(minutes=1),
+                 schedule: Sequence[timedelta] = (timedelta(minutes=4), timedelta(minutes=10),
+                                                  timedelta(minutes=45)),
                  max_interval: timedelta = timedelta(hours=6),
                  webhookless: Collection[str] | None = None,
                  limit: Callable[[str, int], Awaitable[None]] | None = None) -> None:
@@ -691,12 +698,22 @@ class Poller:
         self.window = window
         self.batch = batch
         self.interval = interval
+        self.schedule = list(schedule)
         self.max_interval = max_interval
         self.webhookless = frozenset(
             webhookless if webhookless is not None else
             (name for name, a in self.adapters.items()
              if not getattr(a, "delivery_webhooks", True)))
         self.limit = limit
+
+    def looks_at_most(self, deadline: timedelta, first: timedelta | None = None) -> int:
+        """The most lookups of a message whose deadline is ``deadline`` after sending."""
+        at, looks = first if first is not None else self.interval, 1
+        gaps = iter(self.schedule)
+        while at < deadline:
+            at += next(gaps, self.max_interval)
+            looks += 1  # the look at ``at``, or the last one, at the deadline
+        return looks
 
     async def poll_once(self) -> int:
         """Look up every message due; return how many receipts the answers added."""
@@ -721,7 +738,8 @@ class Poller:
         while True:
             async with self.pool.acquire() as conn:
                 claimed = await conn.fetch(QUERIES["claim_polls"], name, first, self.window,
-                                           self.batch, self.max_interval, started)
+                                           self.batch, self.max_interval, started,
+                                           self.schedule)
             ids = [row["provider_message_id"] for row in claimed if row["poll"]]
             if ids:
                 total += await self._look_up(name, ids)

@@ -25,8 +25,10 @@ from engine.providers.simulator import (
 )
 from engine.providers.sunshine import SunshineAccount, SunshineAdapter
 from engine.providers.sunshine_sim import SunshineRoutes
-from engine.providers.zenvia import ZenviaAccount, ZenviaAdapter, ZenviaRoutes
-from engine.providers.zingle import ZingleAccount, ZingleAdapter, ZingleRoutes
+from engine.providers.zenvia import ZenviaAccount, ZenviaAdapter
+from engine.providers.zenvia_sim import ZenviaRoutes
+from engine.providers.zingle import ZingleAccount, ZingleAdapter
+from engine.providers.zingle_sim import ZingleRoutes
 from engine.providers.zoomconnect import (
     ZoomConnectAccount,
     ZoomConnectAdapter,

@@ -7,10 +7,22 @@ Wire format (seed 002, providers.md §2 and its "engine choices" row):
   text}], externalId}`` → 200 ``{id, externalId, from, to, direction, channel, contents,
   timestamp}``. Our message id travels in ``externalId``; Zenvia keeps it for tracking only
   and does not deduplicate on it, so sends are not idempotent.
+* base URL ``https://api.zenvia.com``; a ``base_url`` written with the version
+  (``https://api.zenvia.com/v2``, as providers.md gives it) is read the same
 * errors ``{code, message, details: [{code, path, message}]}`` (the seed's table): 400
   VALIDATION_ERROR, 401 AUTHENTICATION_ERROR, 404 NOT_FOUND, 409 DUPLICATED, and any other
-  4xx, are ``rejected`` with Zenvia's code and message. 500 INTERNAL_ERROR is the one error
-  the seed marks "retry: yes", so it is ``retry``; other 5xx and timeouts are ``unknown``.
+  4xx, are ``rejected`` with Zenvia's code and message. 500 with ``code:
+  INTERNAL_ERROR`` is the one error the seed marks "retry: yes", so it is ``retry``. A
+  send is not idempotent (``externalId`` is for tracking only), so everything else that
+  may have been taken is ``unknown`` and never resent: 502, 503, 504, any other 5xx, a
+  500 without Zenvia's body (a proxy's page), a timeout or a connection dropped after
+  the request was written. Only a connection that failed before the request was written
+  (refused, DNS, connect timeout) and a 429 are ``retry``.
+* failure vocabulary: every MESSAGE_STATUS arrives after Zenvia answered 200, so every
+  failure code it carries (NOT_DELIVERED, REJECTED, HANG_UP) is ``undelivered`` with the
+  channel's error code (``causes[0].channelErrorCode``, else ``cause``, else the status
+  code) in ``error_code``. Zenvia documents no opt-out failure code, so no receipt adds a
+  suppression; STOP replies (MESSAGE events) do.
 * one message per request: the batch API (``POST /v2/message-batches``, not in the seed)
   takes a CSV file and answers with one batch id, with no per-message id or externalId, so
   it cannot tell the engine which message was taken
@@ -23,14 +35,14 @@ Wire format (seed 002, providers.md §2 and its "engine choices" row):
 
 What rests on a guess [G], so the adapter is tolerant there:
 
-* 429, 502, 503 and 504 are ``retry`` (``Retry-After`` honoured); Zenvia documents no
-  rate limit for messaging
+* 429 is ``retry`` (``Retry-After`` honoured); Zenvia documents no rate limit for
+  messaging, and a 429 proves the message was not taken
 * ``to`` is sent as digits without the ``+`` (Zenvia's examples never carry one); for
   Facebook it is the page-scoped id, sent as given
 * status codes outside the seed-era enum: CLICKED → read, VERIFIED → delivered, REJECTED
-  (refused by the channel after the 200) → failed; the voice codes TERMINATED → delivered
-  and HANG_UP → failed. DELETED, ACCEPTED and RECORDED change nothing (status None, not
-  logged); any other code is logged and kept with status None
+  (refused by the channel after the 200) → undelivered; the voice codes TERMINATED →
+  delivered and HANG_UP → undelivered. DELETED, ACCEPTED and RECORDED change nothing
+  (status None, not logged); any other code is logged and kept with status None
 * ``occurred_at`` is ``messageStatus.timestamp`` (when the channel reported it), else the
   event's ``timestamp``
 * events of other types, and MESSAGE events of direction OUT, carry nothing for the engine
@@ -40,15 +52,11 @@ What rests on a guess [G], so the adapter is tolerant there:
 from __future__ import annotations
 
 import logging
-import re
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-import orjson
-from aiohttp import web
 from pydantic import Field, SecretStr
 
 from engine.errors import ProviderPermanentError, ProviderTemporaryError
@@ -66,16 +74,6 @@ from engine.providers.base import (
     decode_body,
     opt_change_for_reply,
 )
-from engine.providers.simulator import (
-    BadRequest,
-    Post,
-    ProviderRoutes,
-    Rejection,
-    SendItem,
-    SimEvent,
-    SimMessage,
-    json_response,
-)
 from engine.status import MessageStatus
 
 log = logging.getLogger(__name__)
@@ -86,11 +84,11 @@ STATUSES: Mapping[str, MessageStatus] = {
     "DELIVERED": MessageStatus.DELIVERED,
     "READ": MessageStatus.READ,
     "NOT_DELIVERED": MessageStatus.UNDELIVERED,
-    "REJECTED": MessageStatus.FAILED,
+    "REJECTED": MessageStatus.UNDELIVERED,
     "CLICKED": MessageStatus.READ,
     "VERIFIED": MessageStatus.DELIVERED,
     "TERMINATED": MessageStatus.DELIVERED,
-    "HANG_UP": MessageStatus.FAILED,
+    "HANG_UP": MessageStatus.UNDELIVERED,
 }
 #: known codes that say nothing about an outbound message's fate
 NO_CHANGE = frozenset({"DELETED", "ACCEPTED", "RECORDED"})
@@ -111,16 +109,32 @@ class ZenviaAccount(AccountBase):
     # the SMS alias / sender ID, the WhatsApp number, or the Facebook page id
     sender: str = Field(min_length=1, max_length=64)
 
+    @property
+    def url(self) -> str:
+        """The API base URL without the ``/v2`` our paths carry (written with or without)."""
+        base = (self.base_url or self.default_base_url).rstrip("/")
+        return base.removesuffix("/v2").removesuffix("/V2")
+
 
 class ZenviaAdapter(Adapter[ZenviaAccount]):
     """Client of the Zenvia API v2."""
 
     account_model = ZenviaAccount
-    retryable_statuses = frozenset({429, 500, 502, 503, 504})
+    # 500 is retryable only with Zenvia's own INTERNAL_ERROR body: see ``_screen``
+    retryable_statuses = frozenset({429})
 
     def auth_headers(self) -> dict[str, str]:
         """``X-API-TOKEN``."""
         return {"X-API-TOKEN": self.account.token.get_secret_value()}
+
+    def _screen(self, response: Response) -> Response | SendResult:
+        """500 INTERNAL_ERROR (the seed's one "retry: yes") is ``retry``; other 5xx
+        ``unknown``."""
+        if response.status == 500:
+            data = response.json()
+            if isinstance(data, dict) and data.get("code") == "INTERNAL_ERROR":
+                return SendResult.retry("INTERNAL_ERROR", _error_message(data) or None)
+        return super()._screen(response)
 
     def _payload(self, message: Outbound) -> dict[str, Any]:
         to = message.to.lstrip("+") if self.account.channel in PHONE_CHANNELS else message.to
@@ -284,171 +298,3 @@ def _timestamp(value: Any) -> datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-# --- Zenvia as the simulator plays it ------------------------------------------------------
-
-#: the channels with a send path (providers.md §2)
-CHANNELS = frozenset({"sms", "whatsapp", "facebook", "instagram", "telegram", "gbm", "rcs",
-                      "email", "voice"})
-_DIGITS = re.compile(r"^[1-9]\d{7,14}$")
-_SIM_STATUS = {"sent": "SENT", "delivered": "DELIVERED", "undelivered": "NOT_DELIVERED",
-               "failed": "REJECTED"}
-_SIM_CAUSES = {
-    "undelivered": {"channelErrorCode": "005", "reason": "ABSENT_SUBSCRIBER",
-                    "details": "The handset was unreachable"},
-    "failed": {"channelErrorCode": "011", "reason": "REJECTED_BY_CARRIER",
-               "details": "The carrier refused the message"},
-}
-#: the shared machinery's error codes, as Zenvia spells them (429's code is a guess)
-_ERROR_CODES = {400: "VALIDATION_ERROR", 401: "AUTHENTICATION_ERROR", 404: "NOT_FOUND",
-                409: "DUPLICATED", 429: "TOO_MANY_REQUESTS", 500: "INTERNAL_ERROR"}
-_SUBSCRIPTION_EVENTS = frozenset({"MESSAGE", "MESSAGE_STATUS", "CONVERSATION_MESSAGE",
-                                  "CONVERSATION_STATUS", "SUPPORT_EXPERT_AGENT", "CONTACT"})
-
-
-class ZenviaRoutes(ProviderRoutes):
-    """Zenvia's send and subscription endpoints, with MESSAGE_STATUS and MESSAGE events."""
-
-    family = "zenvia"
-
-    def routes(self) -> list[web.RouteDef]:
-        """The documented paths under ``https://api.zenvia.com``."""
-        return [web.post("/v2/channels/{channel}/messages", self._send),
-                web.post("/v2/subscriptions", self._subscribe)]
-
-    def authorized(self, request: web.Request) -> bool:
-        """``X-API-TOKEN`` (any, or the required one)."""
-        token, wanted = request.headers.get("X-API-TOKEN"), self.settings.require_token
-        return bool(token) and (wanted is None or token == wanted)
-
-    def parse_send(self, body: bytes, bulk: bool) -> list[SendItem]:
-        """``{from, to, contents: [{type: text, text}], externalId}``."""
-        data = _json_object(body)
-        for name in ("from", "to"):
-            value = data.get(name)
-            if not isinstance(value, str) or not 1 <= len(value) <= 64:
-                raise BadRequest("VALIDATION_ERROR", f"{name}: must be 1 to 64 characters")
-        contents = data.get("contents")
-        if not isinstance(contents, list) or not contents or not all(map(_is_text, contents)):
-            raise BadRequest("VALIDATION_ERROR", "contents: expected [{type: text, text}]")
-        ref = None if data.get("externalId") is None else str(data["externalId"])
-        if not _DIGITS.match(data["to"]):
-            return [SendItem(data["to"], "", ref, Rejection(
-                "VALIDATION_ERROR", "to: the number with its country code, digits only"))]
-        return [SendItem(data["to"], "\n".join(c["text"] for c in contents), ref)]
-
-    def blocked(self, item: SendItem) -> Rejection:
-        """A validation error, as for a number Zenvia will not send to [G]."""
-        return Rejection("VALIDATION_ERROR", "to: the number does not accept messages")
-
-    def error(self, status: int, code: str, detail: str) -> web.Response:
-        """``{code, message, details}``."""
-        zenvia_code = code if code.isupper() else _ERROR_CODES.get(status, "INTERNAL_ERROR")
-        return json_response({"code": zenvia_code, "message": detail, "details": []}, status)
-
-    def send_response(
-        self, outcomes: Sequence[SimMessage | Rejection], bulk: bool
-    ) -> web.Response:
-        """200 with the message echoed; a refused message is a 400."""
-        (outcome,) = outcomes
-        if isinstance(outcome, Rejection):
-            return self.error(400, outcome.code, outcome.detail)
-        return json_response({
-            "id": outcome.id, "externalId": outcome.reference, "to": outcome.to,
-            "direction": "OUT", "contents": [{"type": "text", "text": outcome.body}],
-            "timestamp": _zulu(datetime.now(UTC)),
-        })
-
-    def new_id(self, serial: int) -> str:
-        """A UUID, as Zenvia's ids are."""
-        return str(uuid.UUID(int=serial))
-
-    def render(self, events: Sequence[SimEvent]) -> Post:
-        """One JSON event per call to ``webhook_url``, with ``X-Webhook-Secret``."""
-        (event,) = events
-        assert self.settings.webhook_url is not None
-        headers = {"Content-Type": "application/json"}
-        if self.settings.webhook_secret:
-            headers["X-Webhook-Secret"] = self.settings.webhook_secret
-        body = _inbound_event(event) if event.kind == "inbound" else _status_event(event)
-        return Post(self.settings.webhook_url, headers, orjson.dumps(body))
-
-    async def _send(self, request: web.Request) -> web.Response:
-        channel = request.match_info["channel"]
-        if channel not in CHANNELS:
-            return self.error(404, "NOT_FOUND", f"channel {channel!r} not found")
-        response = await self.send_single(request)
-        if response.status != 200 or not isinstance(response.body, bytes):
-            return response
-        sent = orjson.loads(await request.read())  # valid: it was accepted
-        return json_response({**orjson.loads(response.body), "from": sent["from"],
-                              "channel": channel})
-
-    async def _subscribe(self, request: web.Request) -> web.Response:
-        """Checks the subscription's shape and echoes it with an id (events go to the
-        family's ``webhook_url``, whatever URL the subscription names)."""
-        if not self.authorized(request):
-            return self.error(401, "AUTHENTICATION_ERROR", "No authorization token was found")
-        try:
-            data = _json_object(await request.read())
-        except BadRequest as exc:
-            return self.error(400, exc.code, exc.detail)
-        webhook, criteria = data.get("webhook"), data.get("criteria")
-        if data.get("eventType") not in _SUBSCRIPTION_EVENTS:
-            return self.error(400, "VALIDATION_ERROR", "eventType: unknown event type")
-        if not isinstance(webhook, dict) or not isinstance(webhook.get("url"), str):
-            return self.error(400, "VALIDATION_ERROR", "webhook.url: required")
-        if not isinstance(criteria, dict) or not isinstance(criteria.get("channel"), str):
-            return self.error(400, "VALIDATION_ERROR", "criteria.channel: required")
-        now = _zulu(datetime.now(UTC))
-        return json_response({"id": str(uuid.uuid4()), "status": "ACTIVE", **data,
-                              "createdAt": now, "updatedAt": now})
-
-
-def _status_event(event: SimEvent) -> dict[str, Any]:
-    msg = event.message
-    assert msg is not None
-    at = _zulu(event.at)
-    status: dict[str, Any] = {"timestamp": at, "code": _SIM_STATUS[event.kind],
-                              "description": event.kind, "channel": "sms", "direction": "OUT"}
-    if event.kind in _SIM_CAUSES:
-        status["causes"] = [_SIM_CAUSES[event.kind]]
-    return {
-        "id": event.id, "timestamp": at, "type": "MESSAGE_STATUS", "subscriptionId": "sim",
-        "channel": "sms", "messageId": msg.id, "contentIndex": 0,
-        "message": {"id": msg.id, "externalId": msg.reference, "contentIndex": 0,
-                    "direction": "OUT", "to": msg.to},
-        "messageStatus": status,
-    }
-
-
-def _inbound_event(event: SimEvent) -> dict[str, Any]:
-    at = _zulu(event.at)
-    return {
-        "id": event.id, "timestamp": at, "type": "MESSAGE", "subscriptionId": "sim",
-        "channel": "sms", "direction": "IN",
-        "message": {"id": event.id, "from": event.extra.get("from", "").lstrip("+"),
-                    "to": "simulator", "direction": "IN", "channel": "sms",
-                    "contents": [{"type": "text", "text": event.extra.get("text", "")}],
-                    "timestamp": at},
-    }
-
-
-def _is_text(content: Any) -> bool:
-    return (isinstance(content, dict) and content.get("type") == "text"
-            and isinstance(content.get("text"), str) and bool(content["text"]))
-
-
-def _zulu(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest("VALIDATION_ERROR", "body: not valid JSON") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("VALIDATION_ERROR", "body: expected a JSON object")
-    return data

@@ -1,10 +1,28 @@
 """Zingle (Medallia Concierge) REST API: account type ``zingle``.
 
-Wire format (seed 000, the Zingle REST API docs, providers.md §3 and its "engine choices"
-row):
+What the seed (000) says, and the engine follows:
 
 * auth: HTTP Basic with the Zingle username and password, or ``Authorization: Bearer
-  <JWT>`` (a JWT from Zingle's JWT API or the "My Settings" window); exactly one of the two
+  <JWT>``, a JWT obtained from Zingle's JWT API (with Zingle's built-in authentication) or
+  copied from "My Settings" (with SSO). ``auth: basic`` (the default when only a username
+  and password are set) sends Basic on every request. ``auth: jwt`` sends the Bearer JWT:
+  the configured ``jwt`` if any, and, when a username and password are set too, a JWT
+  obtained from the JWT API (``GET {base}{jwt_path}`` with Basic credentials) and renewed
+  before it expires (once 80% of its lifetime has passed) and again, once, when a request
+  is answered 401. A ``jwt`` without a username and password cannot be renewed: once it
+  expires, Zingle's 401 reaches the engine as an authentication failure.
+* JSON bodies with ``Content-Type: application/json``; phone numbers in E.164
+* dates: "any valid ISO-8601 date format" (the seed) or Unix seconds (the v1 docs): both
+  are read, wherever a date appears
+* the "Contact Opt-In Status" webhook, ``{action: block|unblock, direction:
+  inbound|outbound, contact_phone, service_phone, is_auto_blocked, ...}``, authenticated
+  by a custom header the admin adds in Zingle (``X-Webhook-Secret``; Zingle signs nothing).
+  An outbound block is an opt-out of the number; an unblock lifts only the suppression a
+  Zingle block created (the suppression's source is ``webhook:{account}``), never one from
+  a STOP reply through another provider or an operator's.
+
+Taken from the v1 REST docs (providers.md §3; the seed does not document sending):
+
 * base URL ``https://api.zingle.me`` (the docs' ``https://api.zingle.me/v1/`` with the
   version kept in our paths)
 * send: ``POST {base}/v1/services/{service_id}/messages`` ``{sender_type: service, sender:
@@ -18,27 +36,36 @@ row):
 * errors: ``{status: {status_code, text, description, error_code}}`` (the table below);
   2600 (server error) is retryable, every other documented code is permanent
 * no delivery webhook: ``poll`` reads ``GET {base}/v1/services/{service_id}/messages/{id}``
-* the one webhook, "Contact Opt-In Status" (``{action: block|unblock, direction:
-  inbound|outbound, contact_phone, ...}``), authenticated by a custom header the admin adds
-  in Zingle (``X-Webhook-Secret``; Zingle signs nothing)
+  (the engine's poller looks at 1, 5, 15 and 60 minutes after sending, then every 6 hours,
+  until the message's validity or the receipt window ends)
 
-What rests on a guess [G], so the adapter is tolerant there:
+Where neither says, the adapter takes every plausible variant [G]:
 
-* statuses: the only documented ``statuses[].type`` is ``failed`` (Zingle's iOS SDK). A
-  failure maps to ``failed`` with its ``description`` as the reason; otherwise a message
-  with ``executed_at`` set is ``sent``. Zingle has **no delivered signal**, so a Zingle
-  message never becomes ``delivered``. A message not yet executed (``is_delayed``, or
-  still queued at Zingle) is also reported ``sent`` (our ``queued`` means "not yet handed
-  over", which it is not), with ``provider_status`` ``delayed`` or ``queued``. Other
-  ``statuses[].type`` values are logged and kept as ``provider_status``, never an error.
-  ``read_at`` is not read as ``read``: the engine's choices do not include it, and on an
-  outbound message its meaning is not documented.
+* the JWT API's path and answer are not documented: ``jwt_path`` (default
+  ``/v1/auth/jwt``) is configurable; the token is read from ``result`` or the top level,
+  under ``jwt``, ``token`` or ``access_token``; its expiry from ``expires_at`` (a date),
+  ``expires_in`` (seconds), else the JWT's own ``exp`` claim, else it is renewed after
+  ``jwt_lifetime``
+* statuses: the only documented ``statuses[].type`` is ``failed`` (Zingle's iOS SDK). The
+  message was accepted when it failed, so a failure is ``undelivered`` (the engine's one
+  failure vocabulary), with ``failed`` as ``error_code`` and its ``description`` as the
+  reason; ``undelivered`` and ``delivered`` types, should Zingle send them, map to
+  themselves. Otherwise a message with ``executed_at`` set is ``sent``: Zingle has **no
+  delivered signal**, so a Zingle message normally never becomes ``delivered``. A message
+  not yet executed (``is_delayed``, or still queued at Zingle) is also ``sent`` (our
+  ``queued`` means "not yet handed over", which it is not), with ``provider_status``
+  ``delayed`` or ``queued``. Other types are logged and kept as ``provider_status``.
+  ``read_at`` is not read as ``read``: its meaning on an outbound message is not documented.
+  No opt-out failure is documented, so no polled status adds a suppression (the block
+  webhook does).
 * ``uuid`` is deduplicated per service for as long as Zingle remembers it. Our ids restart
   if the database is recreated, so an operator who does that against the same Zingle
   service must set a new ``uuid_namespace``, or Zingle may drop new messages as repeats.
 * opt-in webhook: only ``direction: outbound`` changes whether we may send (STOP, or a
   user blocking outbound messages); ``direction: inbound`` blocks (the business muting a
-  contact's messages to it) are ignored. ``contact_phone`` is made E.164 when it is digits.
+  contact's messages to it) are ignored. ``contact_phone`` may come in E.164 (the seed's
+  sample) or formatted ("406-555-1212"): a number without its country code is read in the
+  country of ``service_phone``.
 * Zingle echoes neither our id nor the ``uuid`` in the message object, so polled receipts
   carry the provider id only.
 """
@@ -48,18 +75,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import hmac
 import logging
-import re
+import time
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
-from http import HTTPStatus
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
+import aiohttp
 import orjson
-from aiohttp import web
+import phonenumbers
 from pydantic import SecretStr, model_validator
 
 from engine.providers.base import (
@@ -75,18 +101,8 @@ from engine.providers.base import (
     as_e164,
     decode_body,
 )
-from engine.providers.simulator import (
-    BadRequest,
-    Post,
-    ProviderRoutes,
-    Rejection,
-    SendItem,
-    SimEvent,
-    SimMessage,
-    Simulator,
-    json_response,
-)
 from engine.status import MessageStatus
+from engine.values import Duration
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +139,16 @@ ERROR_CODES: Mapping[int, str] = {
 }
 RETRYABLE_CODES = frozenset({2600})
 
-#: ``statuses[].type`` values, onto ours (the only documented one)
-STATUSES: Mapping[str, MessageStatus] = {"failed": MessageStatus.FAILED}
+#: ``statuses[].type`` values, onto ours: ``failed`` is the only documented one and, as the
+#: message had been accepted, it is ``undelivered``; the others are guesses [G]
+STATUSES: Mapping[str, MessageStatus] = {
+    "failed": MessageStatus.UNDELIVERED,
+    "undelivered": MessageStatus.UNDELIVERED,
+    "delivered": MessageStatus.DELIVERED,
+    "sent": MessageStatus.SENT,
+}
+#: where the JWT API's answer may keep the token [G]
+TOKEN_KEYS = ("jwt", "token", "access_token")
 
 API = "/v1/services"
 #: uuid5 namespace of our message ids, unless the account sets ``uuid_namespace``
@@ -132,7 +156,7 @@ DEFAULT_NAMESPACE = uuid.UUID("6d0f3a52-5c1e-4a53-9b0e-3f1c2a7d9e41")
 
 
 class ZingleAccount(AccountBase):
-    """A Zingle service: Basic (``username``/``password``) or Bearer (``jwt``) credentials."""
+    """A Zingle service: Basic (``username``/``password``) or Bearer JWT credentials."""
 
     default_base_url: ClassVar[str] = "https://api.zingle.me"
 
@@ -140,18 +164,41 @@ class ZingleAccount(AccountBase):
     username: str | None = None
     password: SecretStr | None = None
     jwt: SecretStr | None = None
+    #: basic: Basic on every request; jwt: a Bearer JWT (renewed when a username and
+    #: password are set). Default: jwt when a ``jwt`` is set, else basic.
+    auth: Literal["basic", "jwt"] | None = None
+    jwt_path: str = "/v1/auth/jwt"  # the JWT API [G]
+    jwt_lifetime: Duration = timedelta(minutes=5)  # when the answer does not say [G]
     service_id: str
     channel_type_id: str  # the service's "Phone Number" channel type
     uuid_namespace: uuid.UUID = DEFAULT_NAMESPACE  # change it if message ids restart
 
     @model_validator(mode="after")
-    def _one_credential(self) -> ZingleAccount:
+    def _credentials(self) -> ZingleAccount:
         basic = (self.username, self.password) != (None, None)
         if basic and (not self.username or self.password is None):
             raise ValueError("username and password go together")
-        if basic == (self.jwt is not None):
-            raise ValueError("set either username and password (Basic) or jwt (Bearer)")
+        if not basic and self.jwt is None:
+            raise ValueError("set username and password (Basic, or to obtain JWTs) or jwt")
+        if self.auth == "basic" and not basic:
+            raise ValueError("auth: basic needs username and password")
         return self
+
+    @property
+    def bearer(self) -> bool:
+        """Whether requests carry a Bearer JWT (else Basic)."""
+        return self.auth == "jwt" or (self.auth is None and self.jwt is not None)
+
+    @property
+    def renewable(self) -> bool:
+        """Whether the adapter obtains and renews JWTs through the JWT API."""
+        return self.bearer and self.username is not None
+
+    def basic_header(self) -> dict[str, str]:
+        """``Authorization: Basic`` from the username and password."""
+        assert self.username is not None and self.password is not None
+        pair = f"{self.username}:{self.password.get_secret_value()}"
+        return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
 
 
 def message_uuid(namespace: uuid.UUID, message_id: int) -> str:
@@ -168,13 +215,77 @@ class ZingleAdapter(Adapter[ZingleAccount]):
     supports_polling = True
     idempotent_sends = True
 
+    def __init__(self, name: str, account: ZingleAccount,
+                 session: aiohttp.ClientSession) -> None:
+        super().__init__(name, account, session)
+        self._jwt = account.jwt.get_secret_value() if account.bearer and account.jwt else None
+        #: wall-clock time after which the JWT is renewed before use
+        self._renew_at = _renew_at(self._jwt, account.jwt_lifetime) if self._jwt else 0.0
+        self._renewing = asyncio.Lock()
+        #: JWTs obtained from the JWT API (for metrics and tests)
+        self.jwts_obtained = 0
+
     def auth_headers(self) -> dict[str, str]:
         """Bearer JWT, or Basic username:password."""
-        if self.account.jwt is not None:
-            return {"Authorization": f"Bearer {self.account.jwt.get_secret_value()}"}
-        assert self.account.username is not None and self.account.password is not None
-        pair = f"{self.account.username}:{self.account.password.get_secret_value()}"
-        return {"Authorization": "Basic " + base64.b64encode(pair.encode()).decode()}
+        if not self.account.bearer:
+            return self.account.basic_header()
+        jwt = self.account.jwt
+        return {"Authorization": f"Bearer {jwt.get_secret_value()}"} if jwt else {}
+
+    async def _request(
+        self, method: str, path: str, *, json: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Response | SendResult:
+        """Any call, with a JWT renewed before it expires and once more on a 401."""
+        if not self.account.renewable:
+            return await super()._request(method, path, json=json, params=params)
+        if self._jwt is None or time.time() >= self._renew_at:
+            failed = await self._renew(self._jwt)
+            if failed is not None:
+                return failed
+        used = self._jwt
+        result = await super()._request(method, path, json=json, params=params)
+        if isinstance(result, Response) and result.status == 401:
+            failed = await self._renew(used)
+            if failed is not None:
+                return failed
+            result = await super()._request(method, path, json=json, params=params)
+        return result
+
+    async def _renew(self, stale: str | None) -> Response | SendResult | None:
+        """Obtain a new JWT unless another call already replaced ``stale``; None when one is
+        in place, else why not (the JWT API's error answer, or ``retry``: nothing was
+        sent)."""
+        async with self._renewing:
+            if self._jwt is not None and self._jwt != stale:
+                return None
+            answer = await self._obtain()
+            if isinstance(answer, SendResult | Response):
+                return answer
+            self._jwt, self._renew_at = answer
+            self.jwts_obtained += 1
+            for headers in (self._headers, self._json_headers):
+                headers["Authorization"] = f"Bearer {self._jwt}"
+            return None
+
+    async def _obtain(self) -> tuple[str, float] | Response | SendResult:
+        """``GET {jwt_path}`` with Basic credentials: the JWT and when to renew it."""
+        url = self.account.url + self.account.jwt_path
+        headers = {"Accept": "application/json", **self.account.basic_header()}
+        try:
+            async with self.session.get(url, headers=headers, timeout=self._timeout) as resp:
+                response = Response(resp.status, resp.headers, await resp.read())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            return SendResult.retry("jwt_unavailable", str(exc) or type(exc).__name__)
+        if not response.ok:
+            log.warning("%s: the JWT API answered %d", self.name, response.status,
+                        extra={"provider": self.name})
+            return response if response.status < 500 else SendResult.retry(
+                "jwt_unavailable", f"the JWT API answered {response.status}")
+        found = _token(response.json(), self.account.jwt_lifetime)
+        if found is None:
+            return SendResult.retry("jwt_unavailable", "the JWT API answered without a token")
+        return found
 
     @property
     def _messages(self) -> str:
@@ -239,8 +350,8 @@ class ZingleAdapter(Adapter[ZingleAccount]):
             raise MalformedWebhook("opt-in webhook without contact_phone")
         if direction == "inbound":  # the business muting the contact, not an opt-out
             return WebhookEvents()
-        return WebhookEvents(opt_changes=(OptChange(as_e164(phone), action == "block", "sms",
-                                                    data),))
+        number = contact_number(phone, data.get("service_phone"))
+        return WebhookEvents(opt_changes=(OptChange(number, action == "block", "sms", data),))
 
     async def poll(self, provider_message_ids: Sequence[str]) -> list[Receipt]:
         """``GET /v1/services/{service_id}/messages/{id}`` for each id, ``concurrency`` at a
@@ -269,13 +380,16 @@ def _polled(provider_id: str, data: Any) -> Receipt | None:
         if entry.get("type") not in STATUSES:
             log.warning("unknown Zingle status %r kept unmapped", entry.get("type"),
                         extra={"provider": "zingle"})
-    failure = next((s for s in statuses if s.get("type") == "failed"), None)
+    final = [s for s in statuses if STATUSES.get(str(s.get("type"))) in _FINAL]
+    failure = next((s for s in final if STATUSES[str(s["type"])] in _FAILED), None)
     pid = str(message.get("id") or provider_id)
-    if failure is not None:
-        return Receipt(pid, None, MessageStatus.FAILED, "failed", "failed",
-                       _opt_str(failure.get("description")),
-                       occurred_at=_unix(failure.get("created_at")), raw=message)
-    executed = _unix(message.get("executed_at"))
+    if failure is not None or final:
+        entry = failure or final[-1]
+        word = str(entry["type"])
+        return Receipt(pid, None, STATUSES[word], word, word if failure else None,
+                       _opt_str(entry.get("description")) if failure else None,
+                       occurred_at=_when(entry.get("created_at")), raw=message)
+    executed = _when(message.get("executed_at"))
     latest = str(statuses[-1].get("type")) if statuses else None
     word = latest or ("executed" if executed else
                       "delayed" if message.get("is_delayed") else "queued")
@@ -288,207 +402,90 @@ def _error_code(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def _unix(value: Any) -> datetime | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+_FINAL = frozenset({MessageStatus.UNDELIVERED, MessageStatus.DELIVERED})
+_FAILED = frozenset({MessageStatus.UNDELIVERED})
+
+
+def _when(value: Any) -> datetime | None:
+    """A Zingle date: Unix seconds (the v1 docs) or any ISO-8601 text (the seed)."""
+    if isinstance(value, bool):
         return None
-    return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    if isinstance(value, str) and value.strip():
+        try:
+            when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return None
+
+
+def contact_number(phone: str, service_phone: Any) -> str:
+    """``contact_phone`` in E.164: as given when it is, else read in the service's country
+    (the seed allows "406-555-1212"); as given (digits made ``+``) when it cannot be read."""
+    text = phone.strip()
+    region = None
+    if isinstance(service_phone, str) and service_phone.strip().startswith("+"):
+        try:
+            region = phonenumbers.region_code_for_number(phonenumbers.parse(service_phone))
+        except phonenumbers.NumberParseException:
+            region = None
+    try:
+        number = phonenumbers.parse(text, None if text.startswith("+") else region)
+    except phonenumbers.NumberParseException:
+        return as_e164(text)
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _token(data: Any, lifetime: timedelta) -> tuple[str, float] | None:
+    """The JWT API's answer as (JWT, when to renew it) [G: the shape is not documented]."""
+    holder = data.get("result") if isinstance(data, dict) else None
+    for place in (holder, data):
+        if not isinstance(place, dict):
+            continue
+        token = next((place[k] for k in TOKEN_KEYS if isinstance(place.get(k), str)
+                      and place[k]), None)
+        if token is None:
+            continue
+        expires = _when(place.get("expires_at"))
+        seconds = place.get("expires_in")
+        if expires is None and isinstance(seconds, int | float) and not isinstance(seconds,
+                                                                                  bool):
+            return token, _renew_time(time.time() + seconds)
+        if expires is not None:
+            return token, _renew_time(expires.timestamp())
+        return token, _renew_at(token, lifetime)
+    return None
+
+
+def _renew_at(jwt: str, lifetime: timedelta) -> float:
+    """When to renew a JWT: by its ``exp`` claim, else ``lifetime`` from now."""
+    expires = jwt_expiry(jwt)
+    return _renew_time(expires if expires is not None else time.time()
+                       + lifetime.total_seconds())
+
+
+def _renew_time(expires: float) -> float:
+    """Renew once 80% of the remaining lifetime has passed."""
+    now = time.time()
+    return now + max(0.0, expires - now) * 0.8
+
+
+def jwt_expiry(jwt: str) -> float | None:
+    """The ``exp`` claim of a JWT (not verified: only to know when to renew it)."""
+    parts = jwt.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (binascii.Error, ValueError):
+        return None
+    exp = claims.get("exp") if isinstance(claims, dict) else None
+    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
 def _opt_str(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
 
-# --- Zingle as the simulator plays it ------------------------------------------------------
-
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-_SIM_NAMESPACE = uuid.UUID("0b7c9a4e-2d1f-4e8a-9c3b-5a6d7e8f9012")
-_SIM_SERVICE = "1d06e84f-8152-4de7-983d-a2d88b73734a"
-_SIM_FAILURE = {"undelivered": "Carrier reported the handset unreachable",
-                "failed": "Carrier rejected the message"}
-#: the simulator's own codes, as Zingle would say them
-_SIM_CODES = {"unauthorized": 2601, "internal_error": 2600}
-_BLOCK_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
-_UNBLOCK_WORDS = frozenset({"START", "UNSTOP", "OPTIN"})
-
-
-class ZingleRoutes(ProviderRoutes):
-    """Zingle's send (deduplicated on ``uuid``), message lookup and opt-in webhook.
-
-    Zingle posts no delivery receipts: a message's fate shows in its lookup once
-    ``receipt_delay`` has passed (``executed_at``; a ``failed`` status for undelivered or
-    failed ones). ``POST /sim/inbound/zingle`` ``{from, text}`` with an opt-out (STOP, ...)
-    or opt-in (START, ...) keyword posts the block or unblock webhook; other texts post
-    nothing, as Zingle has no reply webhook.
-    """
-
-    family = "zingle"
-    keeps_messages = True
-    dedupes_references = True
-
-    def __init__(self, sim: Simulator) -> None:
-        super().__init__(sim)
-        self._created: dict[str, float] = {}
-
-    def routes(self) -> list[web.RouteDef]:
-        """The documented paths."""
-        return [
-            web.post(f"{API}/{{service_id}}/messages", self.send_single),
-            web.get(f"{API}/{{service_id}}/messages/{{message_id}}", self._message),
-        ]
-
-    def authorized(self, request: web.Request) -> bool:
-        """Basic username:password or a Bearer JWT; ``require_token`` is the password or
-        the JWT."""
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer":
-            secret = value.strip()
-        elif scheme.lower() == "basic":
-            user, secret = _basic(value)
-            if not user:
-                return False
-        else:
-            return False
-        wanted = self.settings.require_token
-        if wanted is None:
-            return bool(secret)
-        return hmac.compare_digest(secret.encode(), wanted.encode())
-
-    def parse_send(self, body: bytes, bulk: bool) -> list[SendItem]:
-        """The v1 send body, validated with Zingle's error codes."""
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest("2604", "Invalid body content. Check that your request is valid "
-                             "JSON") from exc
-        if not isinstance(data, dict):
-            raise BadRequest("2604", "Invalid body content. Check that your request is valid "
-                             "JSON")
-        _check_shape(data)
-        key = data.get("uuid")
-        if key is not None and not isinstance(key, str):
-            raise BadRequest("2604", "uuid must be a string")
-        text = data.get("body")
-        items = []
-        for n, recipient in enumerate(data["recipients"]):
-            value = recipient.get("channel_value") if isinstance(recipient, dict) else None
-            if not isinstance(value, str) or not value:
-                raise BadRequest("3609", "Every recipient must have a channel_value specified")
-            ref = f"{key}/{n}" if key else None
-            if not _E164.match(value):
-                items.append(SendItem(value, "", ref, Rejection(
-                    "3613", f"'{value}' is not a valid Phone Number")))
-            else:
-                items.append(SendItem(value, str(text), ref))
-        return items
-
-    def blocked(self, item: SendItem) -> Rejection:
-        """3613, as for a number Zingle will not take."""
-        return Rejection("3613", f"'{item.to}' is not a valid Phone Number")
-
-    def error(self, status: int, code: str, detail: str) -> web.Response:
-        """Zingle's ``status`` object."""
-        number = int(code) if code.isdigit() else _SIM_CODES.get(code)
-        return json_response({"status": {
-            "text": HTTPStatus(status).phrase, "status_code": status, "description": detail,
-            "error_code": number,
-        }}, status)
-
-    def send_response(
-        self, outcomes: Sequence[SimMessage | Rejection], bulk: bool
-    ) -> web.Response:
-        """``result.message_ids``; any refused recipient makes the request a 400."""
-        refused = next((o for o in outcomes if isinstance(o, Rejection)), None)
-        if refused is not None:
-            return self.error(400, refused.code, refused.detail)
-        now = datetime.now(UTC).timestamp()
-        ids = [o.id for o in outcomes if isinstance(o, SimMessage)]
-        for message_id in ids:
-            self._created.setdefault(message_id, now)
-        return json_response({"status": {"text": "OK", "status_code": 200, "description": None},
-                              "result": {"message_ids": ids}})
-
-    def new_id(self, serial: int) -> str:
-        """A UUID, as Zingle's ids are."""
-        return str(uuid.uuid5(_SIM_NAMESPACE, str(serial)))
-
-    def render(self, events: Sequence[SimEvent]) -> Post | None:
-        """The opt-in webhook for a STOP/START reply; nothing for receipts or other texts."""
-        (event,) = events
-        if event.kind != "inbound" or self.settings.webhook_url is None:
-            return None
-        word = event.extra.get("text", "").strip().strip(".!").upper()
-        action = "block" if word in _BLOCK_WORDS else "unblock" if word in _UNBLOCK_WORDS else None
-        if action is None:
-            return None
-        phone = event.extra.get("from", "")
-        headers = {"Content-Type": "application/json"}
-        if self.settings.webhook_secret:
-            headers["X-Webhook-Secret"] = self.settings.webhook_secret
-        body = {"action": action, "direction": "outbound",
-                "service_id": event.extra.get("service_id", _SIM_SERVICE),
-                "service_name": "Simulated Service",
-                "contact_id": str(uuid.uuid5(_SIM_NAMESPACE, phone)),
-                "contact_external_id": None, "contact_phone": phone,
-                "service_phone": event.extra.get("service_phone"), "is_auto_blocked": True}
-        return Post(self.settings.webhook_url, headers, orjson.dumps(body))
-
-    async def _message(self, request: web.Request) -> web.Response:
-        if not self.authorized(request):
-            return self.error(401, "2601", "Authentication failed")
-        message = self.sim.messages.get((self.family, request.match_info["message_id"]))
-        if message is None:
-            return self.error(404, "3600", "Message not found")
-        return json_response({"status": {"text": "OK", "status_code": 200, "description": None},
-                              "result": self._message_object(message)})
-
-    def _message_object(self, message: SimMessage) -> dict[str, Any]:
-        now_loop, now = asyncio.get_running_loop().time(), datetime.now(UTC).timestamp()
-        settled_at = int(now - (now_loop - message.settles_at))
-        status = message.status_at(now_loop)
-        executed = status != "sent"
-        statuses = [] if status in ("sent", "delivered") else [
-            {"type": "failed", "description": _SIM_FAILURE[status], "created_at": settled_at}]
-        return {
-            "id": message.id, "body": message.body,
-            "created_at": int(self._created.get(message.id, now)),
-            "communication_direction": "outbound", "sender_type": "service",
-            "recipient_type": "contact",
-            "recipient": {"channel": {"type_class": "PhoneNumber", "value": message.to}},
-            "is_delayed": False, "execute_at": None,
-            "executed_at": settled_at if executed else None, "read_at": None,
-            "statuses": statuses,
-        }
-
-
-def _check_shape(data: dict[str, Any]) -> None:
-    """The request-level checks, in the order Zingle documents its codes."""
-    if data.get("sender_type") not in ("service", "contact"):
-        raise BadRequest("3605", "sender_type is required and must be one of 'service' or "
-                         "'contact'")
-    if data.get("recipient_type") != "contact":
-        raise BadRequest("3606", "recipient_type must be 'contact' (the simulator sends to "
-                         "contacts only)")
-    if not isinstance(data.get("sender"), dict):
-        raise BadRequest("3608", "sender is required and must be an object")
-    recipients = data.get("recipients")
-    if not isinstance(recipients, list) or not recipients:
-        raise BadRequest("3607", "recipients is required and must be an array with at least "
-                         "one object")
-    types = data.get("channel_type_ids")
-    if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
-        raise BadRequest("3603", "channel_type_ids is required and should be an array of "
-                         "strings")
-    if len(types) > 1:
-        raise BadRequest("3604", "Multiple channel_type_ids can only be specified when the "
-                         "recipient_type is 'label'")
-    if not isinstance(data.get("body"), str) or not data["body"].strip():
-        raise BadRequest("3602", "Sending a message requires a body or attachments to be "
-                         "specified")
-
-
-def _basic(value: str) -> tuple[str, str]:
-    try:
-        user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return "", ""
-    return user, password

@@ -24,9 +24,11 @@ SELECT count(*) FROM new;
 
 -- name: insert_inbound
 -- Replies and opt-in/out notices (body NULL), then what they do to suppressions: an
--- opt-out suppresses the number on its channel; an opt-in lifts the opt-outs the
+-- opt-out suppresses the number on its channel; an opt-in reply lifts the opt-outs the
 -- recipient made themselves on that channel or all ('sms-reply:*' and 'webhook:*'
--- sources), never an operator's suppression. Only events stored for the first time act,
+-- sources), never an operator's suppression; an opt-in notice (a provider's unblock)
+-- lifts only the suppression that provider account's own block notice created
+-- ('webhook:<account>'), not a STOP reply's nor another account's. Only events stored for the first time act,
 -- so a retried webhook cannot undo a later change; of several changes to one number in a
 -- batch the last one wins (ids follow the input order).
 WITH new AS (
@@ -55,7 +57,8 @@ WITH new AS (
     DELETE FROM suppressions s
      USING last l
      WHERE l.action = 'opt_in' AND s.phone = l.phone AND s.channel IN (l.channel, '*')
-       AND (s.source LIKE 'sms-reply:%' OR s.source LIKE 'webhook:%')
+       AND CASE WHEN l.body IS NULL THEN s.source = 'webhook:' || l.account
+                ELSE s.source LIKE 'sms-reply:%' OR s.source LIKE 'webhook:%' END
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM new) AS stored,
@@ -168,10 +171,14 @@ UPDATE receipts r
 
 -- name: claim_polls
 -- Up to $4 sent messages of account $1 due for a status lookup by $6 (the start of this
--- pass): first looks $2 after sending, oldest first; then again after $2 doubling per
--- look, at most $5. Claiming moves the next look on (SKIP LOCKED: concurrent pollers
--- take others). A message sent longer ago than the receipt window $3, or without a
--- provider id, is never looked at again (``poll`` false).
+-- pass): the first look $2 after sending, oldest first; each later look the next gap of
+-- $7 after the one before (1, 5, 15, 60 minutes after sending by default), then every $5.
+-- Looks stop at the message's deadline: the end of the receipt window $3 after sending,
+-- or the campaign's validity (``expires_at``) if that comes first. The last look falls
+-- on the deadline itself; after it ``next_poll_at`` is 'infinity'. A message never
+-- looked at gets one look within the window whatever its validity; one sent longer ago
+-- than the window, or without a provider id, is never looked at (``poll`` false).
+-- Claiming moves the next look on (SKIP LOCKED: concurrent pollers take others).
 WITH due AS (
     (SELECT id FROM messages
       WHERE account = $1 AND status = 'sent' AND next_poll_at IS NULL
@@ -185,7 +192,9 @@ WITH due AS (
       LIMIT $4)
 ), claimed AS (
     SELECT m.id, m.polls,
-           m.sent_at > now() - $3::interval AND m.provider_message_id IS NOT NULL AS poll
+           m.provider_message_id IS NOT NULL
+             AND (m.next_poll_at IS NOT NULL OR m.sent_at > now() - $3::interval) AS poll,
+           least(m.sent_at + $3::interval, coalesce(m.expires_at, 'infinity')) AS deadline
       FROM messages m JOIN due USING (id)
      WHERE m.status = 'sent'
      ORDER BY m.id
@@ -193,9 +202,10 @@ WITH due AS (
        FOR UPDATE OF m SKIP LOCKED
 )
 UPDATE messages m
-   SET next_poll_at = CASE WHEN c.poll
-                           THEN now() + least($2::interval * power(2, least(c.polls, 20)),
-                                              $5::interval)
+   SET next_poll_at = CASE WHEN c.poll AND now() < c.deadline
+                           THEN least(c.deadline,
+                                      now() + coalesce(($7::interval[])[c.polls + 1],
+                                                       $5::interval))
                            ELSE 'infinity' END,
        polls = m.polls + c.poll::int
   FROM claimed c
@@ -204,7 +214,9 @@ RETURNING m.id, m.provider_message_id, c.poll;
 
 -- name: complete_runs
 -- Runs in 'sending' with nothing left to learn: every message final, or sent (or
--- unknown) longer ago than the receipt window $1. Their per-status counts replace the
+-- unknown) longer ago than the receipt window $1, or sent and past its last status
+-- lookup (``next_poll_at`` 'infinity': a provider without delivery receipts, polled until
+-- the campaign's validity ended). Their per-status counts replace the
 -- expansion-time ones; tallies with no message row (duplicates) are kept.
 -- Two NOT EXISTS, each naming the statuses it looks for, so that each is a range of the
 -- (run_id, status) index: with the OR inside one, the planner read every index entry of
@@ -216,7 +228,8 @@ WITH done AS (
                         WHERE m.run_id = r.id AND m.status IN ('queued', 'sending'))
        AND NOT EXISTS (SELECT 1 FROM messages m
                         WHERE m.run_id = r.id AND m.status IN ('sent', 'unknown')
-                          AND coalesce(m.sent_at, m.updated_at) > now() - $1::interval)
+                          AND coalesce(m.sent_at, m.updated_at) > now() - $1::interval
+                          AND m.next_poll_at IS DISTINCT FROM 'infinity')
        FOR UPDATE SKIP LOCKED
 ), tally AS (
     SELECT t.run_id, jsonb_object_agg(t.status, t.n) AS counts

@@ -71,7 +71,7 @@ async def test_zingle_send_then_poll_sees_the_status_evolve(
     await asyncio.sleep(0.4)
     late = await adapter.poll([*ids, "no-such-id"])
     assert [(r.provider_message_id, r.status, r.provider_status) for r in late] == [
-        (ids[0], MessageStatus.SENT, "executed"), (ids[1], MessageStatus.FAILED, "failed")]
+        (ids[0], MessageStatus.SENT, "executed"), (ids[1], MessageStatus.UNDELIVERED, "failed")]
     assert late[0].occurred_at is not None
     assert late[1].error_detail == "Carrier rejected the message"
     assert sim.stats.accepted == 2
@@ -122,7 +122,7 @@ async def test_zingle_credentials_are_checked(
     assert (wrong.outcome, wrong.error_code) == (Outcome.REJECTED, "2601")
     (basic,) = await zingle(session, sim.url, password="right").send([msg(2, "+18585551002")])
     assert basic.outcome is Outcome.ACCEPTED
-    bearer = zingle(session, sim.url, username=None, password=None, jwt="right")
+    bearer = zingle(session, sim.url, password="right", auth="jwt")  # a JWT from the JWT API
     (jwt,) = await bearer.send([msg(3, "+18585551003")])
     assert jwt.outcome is Outcome.ACCEPTED
     assert [r.provider_status for r in await bearer.poll([jwt.provider_message_id or ""])] == [

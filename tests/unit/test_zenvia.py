@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -151,16 +152,29 @@ async def test_500_is_retry_as_the_seed_documents(
 ) -> None:
     http.post(SEND, status=500, payload={"code": "INTERNAL_ERROR", "message": "Internal error"})
     (result,) = await adapter(session).send([message()])
-    assert (result.outcome, result.error_code) == (Outcome.RETRY, "500")
+    assert (result.outcome, result.error_code) == (Outcome.RETRY, "INTERNAL_ERROR")
+    assert result.error_detail == "Internal error"
+
+
+async def test_a_500_without_zenvias_body_is_unknown(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    """Only Zenvia's own INTERNAL_ERROR is documented as safe to resend; a proxy's 500 is
+    not."""
+    http.post(SEND, status=500, body=b"<html>Internal Server Error</html>")
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.UNKNOWN, "500")
 
 
 @pytest.mark.parametrize("status", [502, 503, 504])
-async def test_gateway_errors_are_retry(
+async def test_gateway_errors_after_the_request_are_unknown(
     session: aiohttp.ClientSession, http: Any, status: int
 ) -> None:
+    """A send is not idempotent: a gateway error after the request was written may hide an
+    accepted message, so it is never resent."""
     http.post(SEND, status=status, body=b"bad gateway")
     (result,) = await adapter(session).send([message()])
-    assert result.outcome is Outcome.RETRY
+    assert (result.outcome, result.error_code) == (Outcome.UNKNOWN, str(status))
 
 
 async def test_other_5xx_is_unknown(session: aiohttp.ClientSession, http: Any) -> None:
@@ -236,9 +250,9 @@ def test_message_status_is_a_receipt(session: aiohttp.ClientSession) -> None:
     ("code", "status"),
     [("SENT", MessageStatus.SENT), ("DELIVERED", MessageStatus.DELIVERED),
      ("READ", MessageStatus.READ), ("NOT_DELIVERED", MessageStatus.UNDELIVERED),
-     ("REJECTED", MessageStatus.FAILED), ("CLICKED", MessageStatus.READ),
+     ("REJECTED", MessageStatus.UNDELIVERED), ("CLICKED", MessageStatus.READ),
      ("VERIFIED", MessageStatus.DELIVERED), ("TERMINATED", MessageStatus.DELIVERED),
-     ("HANG_UP", MessageStatus.FAILED), ("DELETED", None), ("ACCEPTED", None)],
+     ("HANG_UP", MessageStatus.UNDELIVERED), ("DELETED", None), ("ACCEPTED", None)],
 )
 def test_status_table(
     session: aiohttp.ClientSession, code: str, status: MessageStatus | None
@@ -411,3 +425,72 @@ async def test_subscribe_errors(session: aiohttp.ClientSession, http: Any) -> No
     http.post(SUBSCRIPTIONS, status=500, payload={"code": "INTERNAL_ERROR"})
     with pytest.raises(ProviderTemporaryError, match="MESSAGE_STATUS subscription"):
         await adapter(session).subscribe("https://e.test")
+
+
+# --- the seed's own examples, verbatim -------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "zenvia"
+
+
+def seed_error_table() -> list[tuple[int, str, str, bool]]:
+    """The rows of the seed's "Error Handling" table: (status, code, message, retry)."""
+    rows = []
+    for line in (FIXTURES / "error_table.md").read_text().splitlines()[2:]:
+        status, code, text, retry = (cell.strip() for cell in line.strip("|").split("|"))
+        rows.append((int(status), code, text, retry == "Yes"))
+    return rows
+
+
+@pytest.mark.parametrize(("status", "code", "text", "retry"), seed_error_table(),
+                         ids=[row[1] for row in seed_error_table()])
+async def test_every_row_of_the_seeds_error_table(
+    session: aiohttp.ClientSession, http: Any, status: int, code: str, text: str, retry: bool
+) -> None:
+    """Retry exactly what the seed marks "Retry request: Yes"; refuse the rest for good."""
+    http.post(SEND, status=status, payload={"code": code, "message": text})
+    (result,) = await adapter(session).send([message()])
+    assert result.outcome is (Outcome.RETRY if retry else Outcome.REJECTED)
+    assert (result.error_code, result.error_detail) == (code, text)
+
+
+def test_the_seeds_error_table_is_complete() -> None:
+    assert [row[0] for row in seed_error_table()] == [400, 401, 404, 409, 500]
+
+
+async def test_the_token_travels_as_the_seeds_example_shows(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    name, _, token = (FIXTURES / "token_header.txt").read_text().strip().partition(": ")
+    http.post(SEND, payload={"id": "m-1"})
+    await adapter(session, token=token).send([message()])
+    (call,) = sent(http, "POST", SEND)
+    assert call.kwargs["headers"][name] == token
+
+
+@pytest.mark.parametrize(
+    "base_url",
+    ["https://zenvia.test", "https://zenvia.test/", "https://zenvia.test/v2",
+     "https://zenvia.test/v2/"],
+)
+async def test_base_url_with_or_without_v2(
+    session: aiohttp.ClientSession, http: Any, base_url: str
+) -> None:
+    http.post(SEND, payload={"id": "m-1"})
+    (result,) = await adapter(session, base_url=base_url).send([message()])
+    assert result.provider_message_id == "m-1"
+    assert len(sent(http, "POST", SEND)) == 1
+
+
+@pytest.mark.parametrize(
+    ("code", "cause", "error_code"),
+    [("NOT_DELIVERED", {"causes": [{"channelErrorCode": "005", "reason": "ABSENT"}]}, "005"),
+     ("NOT_DELIVERED", {"cause": "EXPIRED"}, "EXPIRED"),
+     ("REJECTED", {}, "REJECTED"),
+     ("HANG_UP", {}, "HANG_UP")],
+    ids=["not-delivered-causes", "not-delivered-cause", "rejected", "hang-up"],
+)
+def test_every_failure_after_acceptance_is_undelivered_with_its_code(
+    session: aiohttp.ClientSession, code: str, cause: dict[str, Any], error_code: str
+) -> None:
+    (receipt,) = parse(session, status_event(code, **cause)).receipts
+    assert (receipt.status, receipt.error_code) == (MessageStatus.UNDELIVERED, error_code)

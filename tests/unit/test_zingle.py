@@ -6,6 +6,7 @@ import asyncio
 import base64
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -59,7 +60,7 @@ def adapter(session: aiohttp.ClientSession, **extra: Any) -> ZingleAdapter:
 
 
 def sent(http: Any, method: str, url: str) -> list[Any]:
-    calls: list[Any] = http.requests[(method, URL(url))]
+    calls: list[Any] = http.requests.get((method, URL(url)), [])
     return calls
 
 
@@ -79,16 +80,33 @@ def test_registered_under_its_type() -> None:
 @pytest.mark.parametrize(
     ("credentials", "error"),
     [
-        ({"username": None, "password": None}, "either"),
-        ({"jwt": "eyJ.x.y"}, "either"),
+        ({"username": None, "password": None}, "username and password .* or jwt"),
         ({"password": None}, "together"),
         ({"username": None}, "together"),
+        ({"username": None, "password": None, "jwt": "eyJ.x.y", "auth": "basic"},
+         "auth: basic needs"),
     ],
-    ids=["neither", "both", "no-password", "no-username"],
+    ids=["neither", "no-password", "no-username", "basic-without-password"],
 )
-def test_exactly_one_kind_of_credentials(credentials: dict[str, Any], error: str) -> None:
+def test_credentials_must_be_usable(credentials: dict[str, Any], error: str) -> None:
     with pytest.raises(ValidationError, match=error):
         account(**credentials)
+
+
+@pytest.mark.parametrize(
+    ("credentials", "bearer", "renewable"),
+    [
+        ({}, False, False),
+        ({"auth": "jwt"}, True, True),
+        ({"jwt": "eyJ.x.y"}, True, True),
+        ({"username": None, "password": None, "jwt": "eyJ.x.y"}, True, False),
+        ({"jwt": "eyJ.x.y", "auth": "basic"}, False, False),
+    ],
+    ids=["basic", "jwt-from-the-api", "jwt-renewed", "jwt-static", "basic-chosen"],
+)
+def test_auth_modes(credentials: dict[str, Any], bearer: bool, renewable: bool) -> None:
+    made = account(**credentials)
+    assert (made.bearer, made.renewable) == (bearer, renewable)
 
 
 def test_service_and_channel_type_are_required() -> None:
@@ -295,7 +313,7 @@ async def test_poll_maps_statuses(session: aiohttp.ClientSession, http: Any) -> 
     assert (ok.status, ok.provider_status) == (MessageStatus.SENT, "executed")
     assert ok.occurred_at == datetime.fromtimestamp(1442249020, UTC)
     assert (failed.status, failed.error_code, failed.error_detail) == (
-        MessageStatus.FAILED, "failed", "Carrier rejected")
+        MessageStatus.UNDELIVERED, "failed", "Carrier rejected")
     assert failed.occurred_at == datetime.fromtimestamp(1442249030, UTC)
     assert (by_id["m-queued"].status, by_id["m-queued"].provider_status) == (
         MessageStatus.SENT, "queued")
@@ -409,3 +427,206 @@ def test_webhook_secret_in_a_header(session: aiohttp.ClientSession) -> None:
     assert not zingle.webhook_authentic({}, {"X-Webhook-Secret": "s3cret"})
     assert zingle.webhook_url("https://engine.example.com") == (
         "https://engine.example.com/webhooks/zingle-main")
+
+
+# --- the seed's own examples, verbatim -------------------------------------------------------
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "zingle"
+
+
+def test_the_seeds_sample_payload_is_an_opt_out(session: aiohttp.ClientSession) -> None:
+    body = (FIXTURES / "opt_in_sample_payload.json").read_bytes()
+    (change,) = adapter(session).parse_webhook(JSON, body, {}).opt_changes
+    assert (change.phone, change.opted_out, change.channel) == ("+14065551212", True, "sms")
+    assert change.raw == orjson.loads(body)
+
+
+def test_the_seeds_schema_names_every_field_the_sample_has() -> None:
+    schema = orjson.loads((FIXTURES / "opt_in_schema.json").read_bytes())
+    sample = orjson.loads((FIXTURES / "opt_in_sample_payload.json").read_bytes())
+    assert set(sample) <= set(schema["properties"])
+    assert schema["properties"]["action"]["enum"] == ["block", "unblock"]
+    assert schema["properties"]["direction"]["enum"] == ["inbound", "outbound"]
+
+
+@pytest.mark.parametrize(
+    ("contact_phone", "service_phone", "e164"),
+    [("406-555-1212", "+17605558585", "+14065551212"),
+     ("(406) 555-1212", "+17605558585", "+14065551212"),
+     ("+1 406 555 1212", None, "+14065551212"),
+     ("082 555 1234", "+27215551234", "+27825551234")],
+)
+def test_a_formatted_contact_phone_is_read_in_the_services_country(
+    session: aiohttp.ClientSession, contact_phone: str, service_phone: str | None, e164: str
+) -> None:
+    body = orjson.dumps({**SAMPLE, "contact_phone": contact_phone,
+                         "service_phone": service_phone})
+    (change,) = adapter(session).parse_webhook(JSON, body, {}).opt_changes
+    assert change.phone == e164
+
+
+# --- the failure vocabulary: one row each ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "status", "word", "code"),
+    [
+        ({"executed_at": 1442249020, "statuses": []}, MessageStatus.SENT, "executed", None),
+        ({"executed_at": None}, MessageStatus.SENT, "queued", None),
+        ({"executed_at": 1, "statuses": [{"type": "failed", "description": "Carrier rejected",
+                                          "created_at": 2}]},
+         MessageStatus.UNDELIVERED, "failed", "failed"),
+        ({"executed_at": 1, "statuses": [{"type": "undelivered", "description": "absent",
+                                          "created_at": 2}]},
+         MessageStatus.UNDELIVERED, "undelivered", "undelivered"),
+        ({"executed_at": 1, "statuses": [{"type": "delivered", "created_at": 2}]},
+         MessageStatus.DELIVERED, "delivered", None),
+    ],
+    ids=["executed-sent", "queued-sent", "failed-undelivered", "undelivered", "delivered"],
+)
+async def test_polled_status_rows(
+    session: aiohttp.ClientSession, http: Any, fields: dict[str, Any], status: MessageStatus,
+    word: str, code: str | None,
+) -> None:
+    http.get(f"{SEND}/m-1", payload=lookup("m-1", **fields))
+    (receipt,) = await adapter(session).poll(["m-1"])
+    assert (receipt.status, receipt.provider_status, receipt.error_code) == (status, word, code)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "outcome"),
+    [(400, 3613, Outcome.REJECTED), (400, 2606, Outcome.REJECTED),
+     (400, 2600, Outcome.RETRY), (401, 2601, Outcome.REJECTED)],
+    ids=["refused-3613", "refused-2606", "server-error-retry", "auth-2601"],
+)
+async def test_send_refusals_are_failed_not_undelivered(
+    session: aiohttp.ClientSession, http: Any, status: int, code: int, outcome: Outcome
+) -> None:
+    """A refusal at send is the dispatcher's ``failed`` (or a retry), never ``undelivered``."""
+    http.post(SEND, status=status, payload=error_body(status, code, "no"))
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code) == (outcome, str(code))
+
+
+async def test_iso_8601_dates_are_read_as_the_seed_says(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.get(f"{SEND}/m-1", payload=lookup("m-1", executed_at="2015-09-14T16:43:40Z",
+                                           statuses=[]))
+    http.get(f"{SEND}/m-2", payload=lookup("m-2", executed_at=1, statuses=[
+        {"type": "failed", "description": "x", "created_at": "2015-09-14T16:43:50+00:00"}]))
+    found = {r.provider_message_id: r for r in await adapter(session).poll(["m-1", "m-2"])}
+    assert found["m-1"].occurred_at == datetime(2015, 9, 14, 16, 43, 40, tzinfo=UTC)
+    assert found["m-2"].occurred_at == datetime(2015, 9, 14, 16, 43, 50, tzinfo=UTC)
+
+
+# --- JWTs from the JWT API ----------------------------------------------------------------------
+
+JWT_API = f"{BASE}/v1/auth/jwt"
+
+
+def a_jwt(expires_in: float, subject: str = "ops") -> str:
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
+
+    exp = datetime.now(UTC).timestamp() + expires_in
+    return f"{part({'alg': 'HS256'})}.{part({'sub': subject, 'exp': exp})}.sig"
+
+
+def accepted(http: Any, times: int = 1) -> None:
+    for _ in range(times):
+        http.post(SEND, payload={"status": OK, "result": {"message_ids": ["m-1"]}})
+
+
+def bearers(http: Any) -> list[str]:
+    return [c.kwargs["headers"]["Authorization"] for c in sent(http, "POST", SEND)]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [lambda t: {"status": OK, "result": {"jwt": t, "expires_in": 3600}},
+     lambda t: {"status": OK, "result": {"token": t,
+                                         "expires_at": "2999-01-01T00:00:00Z"}},
+     lambda t: {"jwt": t},
+     lambda t: {"access_token": t, "expires_in": 3600}],
+    ids=["result-jwt-expires_in", "result-token-expires_at", "top-level-claim", "access_token"],
+)
+async def test_a_jwt_is_obtained_with_basic_credentials_then_used(
+    session: aiohttp.ClientSession, http: Any, answer: Any
+) -> None:
+    token = a_jwt(3600)
+    http.get(JWT_API, payload=answer(token))
+    accepted(http, 2)
+    zingle = adapter(session, auth="jwt")
+    await zingle.send([message(1)])
+    await zingle.send([message(2)])
+    (obtain,) = sent(http, "GET", JWT_API)
+    expected = base64.b64encode(b"ops@example.com:pw-123").decode()
+    assert obtain.kwargs["headers"]["Authorization"] == f"Basic {expected}"
+    assert bearers(http) == [f"Bearer {token}"] * 2  # obtained once, used twice
+    assert zingle.jwts_obtained == 1
+
+
+async def test_a_jwt_is_renewed_before_it_expires(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    """Once 80% of its lifetime has passed, the next request renews it first."""
+    old, new = a_jwt(0.05), a_jwt(3600)
+    http.get(JWT_API, payload={"result": {"jwt": new}})
+    accepted(http)
+    zingle = adapter(session, jwt=old)  # the configured JWT, with credentials to renew it
+    await asyncio.sleep(0.05)
+    await zingle.send([message()])
+    assert bearers(http) == [f"Bearer {new}"]
+
+
+async def test_a_401_renews_the_jwt_and_retries_once(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    revoked, new = a_jwt(3600), a_jwt(3600, "again")
+    http.post(SEND, status=401, payload=error_body(401, 2601, "Authentication failed"))
+    http.get(JWT_API, payload={"result": {"jwt": new}})
+    accepted(http)
+    zingle = adapter(session, jwt=revoked)
+    (result,) = await zingle.send([message()])
+    assert result.outcome is Outcome.ACCEPTED
+    assert bearers(http) == [f"Bearer {revoked}", f"Bearer {new}"]
+
+
+async def test_wrong_credentials_at_the_jwt_api_are_zingles_401(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.get(JWT_API, status=401, payload=error_body(401, 2601, "Authentication failed"))
+    (result,) = await adapter(session, auth="jwt").send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.REJECTED, "2601")
+    assert sent(http, "POST", SEND) == []  # nothing was sent
+
+
+@pytest.mark.parametrize(
+    "failure", [{"exception": aiohttp.ServerDisconnectedError()}, {"status": 503},
+                {"payload": {"result": {}}}],
+    ids=["unreachable", "503", "no-token"],
+)
+async def test_a_jwt_api_failure_is_retry(
+    session: aiohttp.ClientSession, http: Any, failure: dict[str, Any]
+) -> None:
+    http.get(JWT_API, **failure)
+    (result,) = await adapter(session, auth="jwt").send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.RETRY, "jwt_unavailable")
+
+
+async def test_a_static_jwt_is_never_renewed(session: aiohttp.ClientSession, http: Any) -> None:
+    http.post(SEND, status=401, payload=error_body(401, 2601, "Authentication failed"))
+    zingle = adapter(session, username=None, password=None, jwt=a_jwt(-10))
+    (result,) = await zingle.send([message()])
+    assert (result.outcome, result.error_code) == (Outcome.REJECTED, "2601")
+    assert sent(http, "GET", JWT_API) == []
+
+
+async def test_concurrent_requests_renew_once(session: aiohttp.ClientSession, http: Any) -> None:
+    http.get(JWT_API, payload={"result": {"jwt": a_jwt(3600)}})
+    accepted(http, 5)
+    zingle = adapter(session, auth="jwt")
+    await asyncio.gather(*(zingle.send([message(n)]) for n in range(5)))
+    assert zingle.jwts_obtained == 1
+    assert len(sent(http, "GET", JWT_API)) == 1
