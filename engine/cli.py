@@ -530,8 +530,8 @@ async def demo(ctx: Context, args: argparse.Namespace) -> int:
     """A whole campaign on the simulator, with live progress and the outcome."""
     from engine.demo import run_demo
 
-    campaigns_dir = Path(args.campaigns)
-    return await run_demo(ctx.config.data_dir, campaigns_dir if campaigns_dir.is_dir() else None)
+    return await run_demo(Path(args.dir) if args.dir else None,
+                          Path(args.campaigns) if args.campaigns else None)
 
 
 # --- providers ---------------------------------------------------------------------------
@@ -679,7 +679,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--out", required=True, metavar="FILE.csv")
     exp.add_argument("--masked", action="store_true", help="masked phone numbers only")
     demo_cmd = _command(sub, "demo", demo, "run a whole campaign on the simulator")
-    demo_cmd.add_argument("--campaigns", default="campaigns", help="example campaigns folder")
+    demo_cmd.add_argument("--dir", metavar="PATH", help="keep the demo's database and files"
+                          " in PATH (default: a temporary directory, removed at the end)")
+    demo_cmd.add_argument("--campaigns", metavar="DIR",
+                          help="campaign files to apply (default: the examples it ships)")
     providers = _group(sub, "providers", "provider accounts")
     _command(providers, "subscribe", providers_subscribe,
              "create the provider-side webhook subscription").add_argument("account")

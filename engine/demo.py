@@ -1,31 +1,39 @@
 """``engine demo``: a whole campaign out and back on the simulator, in under a minute.
 
-It needs no configuration and touches nothing of yours: it starts its own embedded
-PostgreSQL under ``<data_dir>/demo`` (a fresh database each time), the provider simulator
-and a daemon on free local ports; imports a generated contact list (several countries,
-locales and time zones, some invalid numbers, some opted out); applies the example
-campaigns in ``campaigns/`` (when run from the repository) and sends ``welcome-now``;
-shows live progress while receipts come back (deliveries, failures, duplicates, receipts
-out of order, and one STOP reply); and ends with the outcome report.
+It needs no configuration and touches nothing of yours: it works in a directory of its
+own, a temporary one removed at the end (``--dir PATH`` keeps it instead), where it starts
+an embedded PostgreSQL, and runs the provider simulator and a daemon on free local ports;
+imports a generated contact list (several countries, locales and time zones, some invalid
+numbers, some opted out); applies the example campaigns shipped inside the package
+(``engine/demo_data/campaigns``, a copy of the repository's ``campaigns/``) and sends
+``welcome-now``; shows live progress while receipts come back (deliveries, failures,
+duplicates, receipts out of order, and one STOP reply); and ends with the outcome report.
+
+A kept directory is laid out like a project (``engine.yaml``, ``.engine/pgdata``,
+``contacts.csv``), so ``engine report welcome-now`` run there reads the demo's data. The
+demo starts afresh in a directory it made before, and refuses one holding anything else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import random
+import shutil
 import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
+import yaml
 
-from engine import audience, campaigns, db, migrate, spec
+from engine import audience, campaigns, db, migrate, receipts, spec
 from engine.config import EngineConfig
 from engine.daemon import Daemon
 from engine.errors import EngineError
@@ -33,6 +41,12 @@ from engine.providers.simulator import FamilySettings, RunningSimulator, Simulat
 from engine.status import FINAL_STATUSES
 
 DEMO_CAMPAIGN = "welcome-now"
+#: the example campaigns shipped as package data; a plain path because an installed
+#: package is a directory (importlib.resources.as_file takes directories only from 3.12)
+PACKAGED_CAMPAIGNS = Path(__file__).parent / "demo_data" / "campaigns"
+#: first line of the engine.yaml a demo writes: how it recognises a directory of its own
+MARKER = "# written by 'engine demo': the demo's own settings, safe to delete"
+DATA_DIR = ".engine"
 CONTACTS = 3000
 FIRST = ("Ann", "Bongani", "Carla", "Diego", "Esi", "Farah", "João", "Lerato", "Marie", "Zoë")
 #: (share, region, number maker, locale, time zone)
@@ -71,35 +85,107 @@ def write_contacts(path: Path, count: int, rng: random.Random) -> None:
                              rng.choice(["free", "pro", "team"])])
 
 
-def demo_config(data_dir: Path, sim_url: str, port: int) -> EngineConfig:
+def demo_settings(sim_url: str, port: int) -> dict[str, Any]:
     """Simulator account, local listener, prices for the demo's countries."""
-    return EngineConfig.model_validate({
-        "data_dir": str(data_dir),
+    return {
+        "data_dir": DATA_DIR,
         "default_region": "ZA",
         "webhooks": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"},
         "providers": {"simulator": {"type": "simulator", "base_url": sim_url, "rate": 400,
                                     "concurrency": 16, "webhook_secret": "demo-secret"}},
         "pricing": {"default": "1.0", "prefixes": {"27": "0.25", "52": "0.45", "55": "0.40",
                                                    "1": "0.30", "34": "0.60", "33": "0.70"}},
-    })
+    }
 
 
-async def run_demo(data_dir: Path, campaigns_dir: Path | None, out: Any = sys.stdout) -> int:
-    """The whole demo; returns the exit code."""
-    if campaigns_dir is None or not (campaigns_dir / f"{DEMO_CAMPAIGN}.yaml").exists():
+def demo_config(workdir: Path, sim_url: str, port: int) -> EngineConfig:
+    """The demo's configuration, written to ``workdir/engine.yaml`` for later commands."""
+    settings = demo_settings(sim_url, port)
+    (workdir / "engine.yaml").write_text(
+        f"{MARKER}\n{yaml.safe_dump(settings, sort_keys=False)}", encoding="utf-8")
+    return EngineConfig.model_validate({**settings, "data_dir": str(workdir / DATA_DIR)})
+
+
+async def run_demo(workdir: Path | None, campaigns_dir: Path | None = None,
+                   out: Any = sys.stdout) -> int:
+    """The whole demo in ``workdir`` (kept) or a temporary directory (removed); exit code."""
+    campaigns_dir = PACKAGED_CAMPAIGNS if campaigns_dir is None else campaigns_dir
+    if not (campaigns_dir / f"{DEMO_CAMPAIGN}.yaml").is_file():
         # before anything is started or imported, so a wrong directory costs nothing
-        raise EngineError("engine demo runs from the repository root (it needs campaigns/)")
-    started = time.monotonic()
+        raise EngineError(f"{campaigns_dir} has no {DEMO_CAMPAIGN}.yaml: engine demo needs"
+                          " campaigns/ with the example campaigns (or no --campaigns)")
     say = _printer(out)
+    with _workspace(workdir) as where:
+        await _run(where, campaigns_dir, say)
+    say(f"The demo's database and files stay in {where}: 'cd {where}' and try 'engine report"
+        f" {DEMO_CAMPAIGN}' or 'engine campaign list'." if workdir is not None else
+        "Nothing was left behind: the demo's database and files are removed"
+        " ('engine demo --dir PATH' keeps them).")
+    return 0
+
+
+@contextmanager
+def _workspace(keep: Path | None) -> Iterator[Path]:
+    """``keep`` (checked to be new, empty or the demo's) or a temporary directory."""
+    if keep is not None:
+        yield _claim(keep)
+        return
+    where = Path(tempfile.mkdtemp(prefix="engine-demo-"))
+    try:
+        yield where
+    finally:
+        _remove(where)
+
+
+def _remove(where: Path) -> None:
+    """Stop the demo's server, then delete its directory and any socket directory outside."""
+    socket_dir = _socket_dir(where / DATA_DIR)
+    try:
+        # the server must stop before its files go, or it keeps running on deleted files
+        db.stop_embedded(where / DATA_DIR)
+    finally:
+        shutil.rmtree(where, ignore_errors=True)
+    # where the data path is too long for a Unix socket, the server listened in a directory
+    # of the system's run or temp directory: remove it too once the server has left it empty
+    if socket_dir is not None and not socket_dir.is_relative_to(where):
+        with contextlib.suppress(OSError):  # not empty or already gone: not ours to force
+            socket_dir.rmdir()
+
+
+def _socket_dir(data_dir: Path) -> Path | None:
+    """The running server's socket directory: line 5 of PostgreSQL's postmaster.pid."""
+    try:
+        lines = (data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return None
+    return Path(lines[4]) if len(lines) > 4 and lines[4] else None
+
+
+def _claim(where: Path) -> Path:
+    """Make sure ``where`` is ours to use: new, empty, or made by an earlier demo."""
+    where = where.resolve()
+    if where.exists() and not where.is_dir():
+        raise EngineError(f"--dir {where} is a file, not a directory")
+    if where.is_dir() and any(where.iterdir()):
+        config = where / "engine.yaml"
+        if not (config.is_file() and config.read_text(encoding="utf-8").startswith(MARKER)):
+            raise EngineError(f"--dir {where} is not empty and not an earlier demo's: give"
+                              " engine demo a new or empty directory")
+    where.mkdir(parents=True, exist_ok=True)
+    return where
+
+
+async def _run(workdir: Path, campaigns_dir: Path, say: Callable[[str], None]) -> None:
+    started = time.monotonic()
     port, sim_port = free_port(), free_port()
     sim_settings = SimulatorSettings(seed=42, default=FamilySettings(
         webhook_url=f"http://127.0.0.1:{port}/webhooks/simulator", webhook_secret="demo-secret",
         latency=(0.002, 0.02), delivered=0.88, undelivered=0.06, receipt_delay=(0.2, 3.0),
         duplicates=0.05, out_of_order=0.05, early_receipts=0.02))
-    url = await _demo_database(data_dir)
+    url = await _demo_database(workdir / DATA_DIR)
     async with await serve(sim_settings, "127.0.0.1", sim_port) as sim:
-        config = demo_config(data_dir, sim.url, port)
-        await _prepare(url, config, campaigns_dir, say)
+        config = demo_config(workdir, sim.url, port)
+        await _prepare(url, config, workdir, campaigns_dir, say)
         stop = asyncio.Event()
         daemon = Daemon(config, url, poll_interval=0.2)
         running = asyncio.create_task(daemon.run(stop))
@@ -107,6 +193,7 @@ async def run_demo(data_dir: Path, campaigns_dir: Path | None, out: Any = sys.st
             run_id = await _await_run(url, running)
             await _stop_reply(url, sim, run_id, say)
             await _progress(url, run_id, running, say)
+            await _complete(url, config)
         finally:
             stop.set()
             await asyncio.gather(running, return_exceptions=True)
@@ -114,9 +201,7 @@ async def run_demo(data_dir: Path, campaigns_dir: Path | None, out: Any = sys.st
         say(f"the simulator received {sim.stats.accepted} messages for "
             f"{len(sim.stats.per_number)} numbers; most to one number: {most}")
     await _outcome(url, run_id, say)
-    say(f"\ndone in {time.monotonic() - started:.0f}s. The demo's database stays in "
-        f"{data_dir / 'demo'}; 'engine demo' starts it afresh each time.")
-    return 0
+    say(f"\ndone in {time.monotonic() - started:.0f}s.")
 
 
 def _printer(out: Any) -> Callable[[str], None]:
@@ -127,26 +212,25 @@ def _printer(out: Any) -> Callable[[str], None]:
 
 
 async def _demo_database(data_dir: Path) -> str:
-    """A fresh database ``engine_demo`` on an embedded server of the demo's own."""
-    server = db.embedded_url(data_dir / "demo")
-    admin = await db.connect(server)
+    """The embedded server under ``data_dir``, its database emptied for a fresh start."""
+    url = db.embedded_url(data_dir)
+    conn = await db.connect(url)
     try:
-        await admin.execute("DROP DATABASE IF EXISTS engine_demo WITH (FORCE)")
-        await admin.execute("CREATE DATABASE engine_demo")
+        # a directory of an earlier demo (checked by _claim): start again from nothing
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
     finally:
-        await admin.close()
-    return urlunsplit(urlsplit(server)._replace(path="/engine_demo"))
+        await conn.close()
+    return url
 
 
-async def _prepare(url: str, config: EngineConfig, campaigns_dir: Path | None,
+async def _prepare(url: str, config: EngineConfig, workdir: Path, campaigns_dir: Path,
                    say: Callable[[str], None]) -> None:
     conn = await db.connect(url)
     try:
         await migrate.migrate(conn)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "contacts.csv"
-            write_contacts(path, CONTACTS, random.Random(7))
-            report = await audience.import_contacts(conn, path, group="demo", region="ZA")
+        path = workdir / "contacts.csv"
+        write_contacts(path, CONTACTS, random.Random(7))
+        report = await audience.import_contacts(conn, path, group="demo", region="ZA")
         say(f"imported {report.imported} contacts into group 'demo' "
             f"({report.invalid_total} invalid rows reported and skipped)")
         opted_out = await conn.fetch("SELECT phone FROM contacts ORDER BY id LIMIT 30")
@@ -158,9 +242,8 @@ async def _prepare(url: str, config: EngineConfig, campaigns_dir: Path | None,
         await conn.close()
 
 
-async def _apply_examples(conn: Any, config: EngineConfig, campaigns_dir: Path | None,
+async def _apply_examples(conn: Any, config: EngineConfig, campaigns_dir: Path,
                           say: Callable[[str], None]) -> None:
-    assert campaigns_dir is not None  # run_demo checked
     loaded, problems = spec.load_paths([campaigns_dir], accounts=set(config.providers),
                                        default_region=config.default_region)
     for problem in problems:
@@ -237,6 +320,15 @@ async def _progress(url: str, run_id: int, running: asyncio.Task[None],
         await conn.close()
         if tty:
             sys.stdout.write("\n")
+
+
+async def _complete(url: str, config: EngineConfig) -> None:
+    """Close the run now its messages are final, as the daemon would within 10 seconds."""
+    conn = await db.connect(url)
+    try:
+        await receipts.complete_runs(conn, config.receipt_window)
+    finally:
+        await conn.close()
 
 
 OUTCOME = """

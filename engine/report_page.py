@@ -5,8 +5,9 @@ Pure: :func:`render_page` turns a :class:`PageData` (gathered by
 a few lines of inline JavaScript for tooltips. The charts are:
 
 - the delivery funnel: recipients → queued → sent → delivered → read, with what was lost
-  at each step and why;
-- sends and receipts over time (messages accepted, delivered, read and failed per bucket);
+  at each step and why; the read step only on channels with read receipts (not SMS);
+- sends and receipts over time (messages accepted, delivered, read and failed per bucket,
+  of seconds for a run of a minute, up to days for a long one);
 - the time-to-delivery distribution (a histogram on a roughly logarithmic scale);
 - failures by reason (status, provider code and account).
 
@@ -276,16 +277,19 @@ def _x_axis(timeline: Timeline, buckets: int, step: float) -> list[str]:
 def _when(timeline: Timeline, index: int) -> str:
     at = timeline.start + timeline.bucket * index
     span = timeline.bucket * len(timeline.series[0].counts)
+    if timeline.bucket < timedelta(minutes=1):  # buckets of seconds: say which second
+        return at.strftime("%H:%M:%S")
     return at.strftime("%m-%d %H:%M" if span > timedelta(hours=20) else "%H:%M")
 
 
 def _duration(delta: timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    if minutes % 1440 == 0:
-        return "day" if minutes == 1440 else f"{minutes // 1440} days"
-    if minutes % 60 == 0:
-        return "hour" if minutes == 60 else f"{minutes // 60} hours"
-    return "minute" if minutes == 1 else f"{minutes} minutes"
+    """``second``, ``5 seconds``, ``minute``, ``2 hours``...: a bucket's size in words."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60), ("second", 1)):
+        if seconds % size == 0:
+            count = seconds // size
+            return unit if count == 1 else f"{count} {unit}s"
+    return f"{seconds} seconds"
 
 
 # histogram: delivered messages per latency bin

@@ -64,9 +64,13 @@ LATENCY_LABELS = (
     "6–24h",
     "≥1d",
 )
-#: timeline bucket sizes in minutes; the smallest that gives at most TIMELINE_BUCKETS
-TIMELINE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 360, 720, 1440, 2880, 10080)
+#: timeline bucket sizes in seconds; the smallest that gives at most TIMELINE_BUCKETS, so a
+#: one-minute run is drawn per second and a three-day one per half hour
+TIMELINE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600,
+                  43200, 86400, 172800, 604800)  # fmt: skip
 TIMELINE_BUCKETS = 180
+#: channels whose providers send no read receipts: their funnel ends at "delivered"
+NO_READ_RECEIPTS = frozenset({"sms"})
 
 Format = Literal["table", "csv", "json"]
 
@@ -427,12 +431,15 @@ async def _page_data(
     conn: asyncpg.Connection, campaign: asyncpg.Record, run_id: int, now: datetime
 ) -> PageData:
     outcome = await conn.fetchrow(QUERIES["report_run_outcome"], run_id)
-    accepted = await conn.fetch(QUERIES["report_accepted"], run_id)
+    accepted: dict[str, int] = {}
+    channels = set()
+    for row in await conn.fetch(QUERIES["report_accepted"], run_id):
+        accepted[row["status"]] = accepted.get(row["status"], 0) + row["messages"]
+        channels.add(row["channel"])
     failures = await conn.fetch(QUERIES["report_failures"], run_id, PAGE_FAILURES)
     bins = await conn.fetch(
         QUERIES["report_latency_histogram"], run_id, [float(e) for e in LATENCY_EDGES]
     )
-    events = await conn.fetch(QUERIES["report_timeline"], run_id)
     return PageData(
         campaign=campaign["name"],
         run_id=run_id,
@@ -440,8 +447,8 @@ async def _page_data(
         generated_at=now,
         summary=summary_figures(outcome),
         statuses=tuple(status_counts(outcome)),
-        funnel=funnel(outcome, {r["status"]: r["messages"] for r in accepted}),
-        timeline=timeline(events),
+        funnel=funnel(outcome, accepted, read_receipts=has_read_receipts(channels, accepted)),
+        timeline=await _timeline(conn, run_id),
         histogram=histogram({r["bin"]: r["messages"] for r in bins}),
         failures=tuple(
             Reason(
@@ -455,6 +462,12 @@ async def _page_data(
             for r in failures
         ),
     )
+
+
+def has_read_receipts(channels: set[str], accepted: Mapping[str, int]) -> bool:
+    """Whether the funnel has a read step: a channel with read receipts, or a message read."""
+    # a provider that reports an SMS as read after all is shown, not hidden
+    return bool(channels - NO_READ_RECEIPTS) or accepted.get(MessageStatus.READ.value, 0) > 0
 
 
 def summary_figures(outcome: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
@@ -500,13 +513,16 @@ _Pick = Callable[[str, bool], bool]
 _REACHED = frozenset({MessageStatus.DELIVERED.value, MessageStatus.READ.value})
 
 
-def funnel(outcome: Mapping[str, Any], accepted: Mapping[str, int]) -> tuple[Step, ...]:
+def funnel(
+    outcome: Mapping[str, Any], accepted: Mapping[str, int], *, read_receipts: bool = True
+) -> tuple[Step, ...]:
     """recipients → queued → sent → delivered → read, from a campaign_outcomes row and the
     run's accepted messages per status.
 
     queued: recipients not skipped at expansion; sent: accepted by the provider (as the
     views count it); delivered: delivered or read. Each step lists what the previous one
-    lost, by status.
+    lost, by status. Without ``read_receipts`` (SMS) the funnel ends at delivered: no
+    message of such a channel is ever read, so none is lost before it.
     """
     split: _Split = {}
     for status, n in status_counts(outcome):
@@ -517,11 +533,16 @@ def funnel(outcome: Mapping[str, Any], accepted: Mapping[str, int]) -> tuple[Ste
     def step(label: str, pick: _Pick, lost: _Pick | None = None) -> Step:
         return Step(label, _total(split, pick), _losses(split, lost) if lost else ())
 
-    return (
+    steps = (
         step("recipients", lambda s, a: True),
         step("queued", lambda s, a: s not in _SKIPS, lambda s, a: s in _SKIPS),
         step("sent", lambda s, a: a, lambda s, a: not a and s not in _SKIPS),
         step("delivered", lambda s, a: a and s in _REACHED, lambda s, a: a and s not in _REACHED),
+    )
+    if not read_receipts:
+        return steps
+    return (
+        *steps,
         step("read", lambda s, a: a and s == "read", lambda s, a: a and s == "delivered"),
     )
 
@@ -540,22 +561,44 @@ def _losses(split: _Split, pick: _Pick) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(merged.items(), key=lambda item: -item[1]))
 
 
-def timeline(rows: Sequence[Mapping[str, Any]]) -> Timeline | None:
-    """Per-minute (kind, minute, messages) rows merged into at most TIMELINE_BUCKETS."""
+async def _timeline(conn: asyncpg.Connection, run_id: int) -> Timeline | None:
+    """The run's timeline: per minute, or per few seconds when the run is that short."""
+    rows = await conn.fetch(QUERIES["report_timeline"], run_id)
+    step = timeline_step(rows)
+    if step < 60:  # minutes are too coarse: count again in buckets of step seconds
+        start = min(r["at"] for r in rows)
+        rows = await conn.fetch(
+            QUERIES["report_timeline_fine"], run_id, timedelta(seconds=step), start
+        )
+    return timeline(rows, step)
+
+
+def timeline_step(rows: Sequence[Mapping[str, Any]]) -> int:
+    """Bucket seconds for per-minute (kind, at, messages) rows: at most TIMELINE_BUCKETS."""
+    if not rows:
+        return 60
+    first, last = min(r["at"] for r in rows), max(r["at"] for r in rows)
+    span = (last - first).total_seconds() + 60  # the last minute counts whole
+    return next((s for s in TIMELINE_STEPS if span / s <= TIMELINE_BUCKETS), TIMELINE_STEPS[-1])
+
+
+def timeline(rows: Sequence[Mapping[str, Any]], step: int | None = None) -> Timeline | None:
+    """(kind, at, messages) rows, each ``at`` a bucket start, merged into ``step``-second
+    buckets; by default the rows are per minute, merged as :func:`timeline_step` says."""
     if not rows:
         return None
-    start = min(r["minute"] for r in rows)
-    span = int((max(r["minute"] for r in rows) - start).total_seconds() // 60) + 1
-    size = next((m for m in TIMELINE_STEPS if span / m <= TIMELINE_BUCKETS), TIMELINE_STEPS[-1])
-    buckets = -(-span // size)
+    size = max(timeline_step(rows), 60) if step is None else step
+    start = min(r["at"] for r in rows)
+    span = int((max(r["at"] for r in rows) - start).total_seconds())
+    buckets = span // size + 1
     series: dict[str, list[int]] = {}
     for row in rows:
         counts = series.setdefault(row["kind"], [0] * buckets)
-        counts[int((row["minute"] - start).total_seconds() // 60) // size] += row["messages"]
+        counts[int((row["at"] - start).total_seconds()) // size] += row["messages"]
     order = ("sent", "delivered", "read", "failed")
     return Timeline(
         start.astimezone(UTC),
-        timedelta(minutes=size),
+        timedelta(seconds=size),
         tuple(Series(k, tuple(series[k])) for k in order if k in series),
     )
 

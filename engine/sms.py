@@ -9,6 +9,10 @@ part (the rest of the 140 octets is the concatenation header).
 Like Twilio's segment calculator and Android, a part boundary never splits an escape pair,
 a surrogate pair or a grapheme cluster; the part ends early instead. A single cluster too
 big for a whole part is split between code points, the only way to send it at all.
+Clusters are those of UAX #29 with the two differences the reference counters have, so
+that the engine bills the part counts they show: CR LF may be split (it is two GSM
+characters, and Twilio counts it as two), and a virama ends a cluster (the counters
+predate the Unicode 15.1 rule GB9c that joins an Indic conjunct such as क्ष into one).
 
 This runs once per recipient, so the common cases avoid per-character Python loops:
 ASCII text is classified with one ``bytes.translate``, other text with one regex scan,
@@ -77,6 +81,13 @@ _NOT_EXTENSION_UTF8: Final = bytes(
 _NOT_ASTRAL_UTF8: Final = bytes(b for b in range(256) if not 0xF0 <= b <= 0xF4)
 
 _GRAPHEME: Final = regex.compile(r"\X")
+# Where a part may end inside a UAX #29 cluster, as the reference counters allow: between
+# CR and LF, and before a consonant that GB9c joins to a virama (InCB=Linker) or to the
+# marks after one. Within a \X cluster an InCB=Consonant (GCB Other) after such a mark is
+# joined by GB9c alone, so these are exactly the breaks GB9c removed. (?r): the last one.
+_INNER_BREAK: Final = regex.compile(
+    r"(?r)(?<=\r)(?=\n)|(?<=[\p{InCB=Linker}\p{InCB=Extend}])(?=\p{InCB=Consonant})"
+)
 # A position between two characters that UAX #29 always breaks: both are plain (GCB Other)
 # or control characters, and the pair is not CR LF. Finding one near a cut lets grapheme
 # walking start close to the cut instead of at the start of the part. (?r) searches
@@ -360,15 +371,16 @@ def _fit(
 
 
 def _gsm7_boundary(text: str, start: int, end: int) -> int:
-    """Move a GSM-7 cut off the middle of CR LF, the one GSM grapheme of two characters."""
-    return end - 1 if text[end - 1] == "\r" and text[end] == "\n" else end
+    """Any GSM-7 cut that ``_fit`` found is legal: it never splits an escape pair."""
+    # GSM text has no multi-character cluster but CR LF, which the counters split too.
+    return end
 
 
 def _grapheme_boundary(text: str, start: int, end: int) -> int:
-    """Return the last grapheme boundary in (start, end], or end if there is none."""
+    """Return the last cluster boundary in (start, end], or end if there is none."""
     before, after = text[end - 1], text[end]
-    # Any two ASCII characters other than CR LF are separate clusters (UAX #29).
-    if before.isascii() and after.isascii() and before + after != "\r\n":
+    # Any two ASCII characters are separate clusters (UAX #29, CR LF aside: see above).
+    if before.isascii() and after.isascii():
         return end
     safe = _SAFE_BOUNDARY.search(text, start + 1, end + 1)
     cut = start if safe is None else safe.start()
@@ -376,6 +388,8 @@ def _grapheme_boundary(text: str, start: int, end: int) -> int:
         return end
     for cluster in _GRAPHEME.finditer(text, cut):
         if cluster.end() > end:
+            inner = _INNER_BREAK.search(text, cluster.start() + 1, end + 1)
+            cut = cut if inner is None else inner.start()
             break
         cut = cluster.end()
     # One cluster longer than a part (e.g. a huge ZWJ chain): split between code points.

@@ -85,8 +85,8 @@ SELECT width_bucket(date_part('epoch', m.delivered_at - m.sent_at), $2::float8[]
 -- Sends and receipts of run $1 per minute: when messages were accepted (sent), delivered,
 -- read and failed (undelivered, failed or expired). One scan per kind, each through an
 -- index that holds only the messages it counts. The page merges minutes into coarser
--- buckets when the run is long.
-SELECT 'sent' AS kind, date_trunc('minute', m.sent_at) AS minute, count(*) AS messages
+-- buckets when the run is long, and asks report_timeline_fine when it is short.
+SELECT 'sent' AS kind, date_trunc('minute', m.sent_at) AS at, count(*) AS messages
   FROM messages m
  WHERE m.run_id = $1 AND m.sent_at IS NOT NULL
    AND (m.sent_at IS NOT NULL OR m.status IN ('sent', 'delivered', 'read', 'undelivered'))
@@ -109,14 +109,41 @@ SELECT 'failed', date_trunc('minute', m.failed_at), count(*)
    AND m.failed_at IS NOT NULL
  GROUP BY 2;
 
+-- name: report_timeline_fine
+-- report_timeline in buckets of $2 (a few seconds) counted from $3, for a run whose
+-- events span too few minutes to draw per minute.
+SELECT 'sent' AS kind, date_bin($2::interval, m.sent_at, $3) AS at, count(*) AS messages
+  FROM messages m
+ WHERE m.run_id = $1 AND m.sent_at IS NOT NULL
+   AND (m.sent_at IS NOT NULL OR m.status IN ('sent', 'delivered', 'read', 'undelivered'))
+ GROUP BY 2
+UNION ALL
+SELECT 'delivered', date_bin($2::interval, m.delivered_at, $3), count(*)
+  FROM messages m
+ WHERE m.run_id = $1 AND m.delivered_at IS NOT NULL
+   AND (m.sent_at IS NOT NULL OR m.status IN ('sent', 'delivered', 'read', 'undelivered'))
+ GROUP BY 2
+UNION ALL
+SELECT 'read', date_bin($2::interval, m.read_at, $3), count(*)
+  FROM messages m
+ WHERE m.run_id = $1 AND m.status = 'read' AND m.read_at IS NOT NULL
+ GROUP BY 2
+UNION ALL
+SELECT 'failed', date_bin($2::interval, m.failed_at, $3), count(*)
+  FROM messages m
+ WHERE m.run_id = $1 AND m.status IN ('undelivered', 'failed', 'expired')
+   AND m.failed_at IS NOT NULL
+ GROUP BY 2;
+
 -- name: report_accepted
--- Run $1's accepted messages (as the views count them) by status; with the view's counts
--- per status, the funnel's steps and what each one lost.
-SELECT m.status::text AS status, count(*) AS messages
+-- Run $1's accepted messages (as the views count them) by status and channel; with the
+-- view's counts per status, the funnel's steps and what each one lost (the channel says
+-- whether a read step exists).
+SELECT m.status::text AS status, m.channel, count(*) AS messages
   FROM messages m
  WHERE m.run_id = $1
    AND (m.sent_at IS NOT NULL OR m.status IN ('sent', 'delivered', 'read', 'undelivered'))
- GROUP BY 1;
+ GROUP BY 1, 2;
 
 -- name: report_campaign_run_ids
 -- Every run of campaign $1, oldest first (what `engine export` writes without --run).

@@ -13,13 +13,17 @@ import shutil
 import struct
 import subprocess
 import zlib
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
 
 from engine import reports
-from tests.integration.test_reports import build_world
+from engine.queries import QUERIES
+from engine.report_page import Series, Timeline, timeline_svg
+from tests.integration.test_reports import T0, add_campaign, add_run, build_world
 
 CHROMIUM = next(
     (
@@ -29,7 +33,7 @@ CHROMIUM = next(
     ),
     None,
 )
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="no chromium on PATH (Debian: apt-get install -y chromium)"
 )
 
@@ -81,7 +85,12 @@ def console_errors(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
+@needs_chromium
 def test_page_loads_without_errors_and_every_chart_draws(page: Path) -> None:
+    assert_every_chart_draws(page)
+
+
+def assert_every_chart_draws(page: Path) -> None:
     result = chromium(page, "--dump-dom")
     assert result.returncode == 0, result.stderr[-2000:]
     body = body_attributes(result.stdout)
@@ -100,6 +109,7 @@ def test_page_loads_without_errors_and_every_chart_draws(page: Path) -> None:
     assert console_errors(result.stderr) == []
 
 
+@needs_chromium
 def test_a_script_error_would_be_seen(page: Path) -> None:
     """The checks above can fail: a page with a broken script is caught both ways."""
     broken = page.with_name("broken.html")
@@ -109,6 +119,7 @@ def test_a_script_error_would_be_seen(page: Path) -> None:
     assert any("nope is not defined" in line for line in console_errors(result.stderr))
 
 
+@needs_chromium
 def test_screenshot_shows_the_charts(page: Path) -> None:
     shot = page.with_name("page.png")
     result = chromium(page, f"--screenshot={shot}", "--hide-scrollbars")
@@ -174,3 +185,143 @@ def paeth(a: int, b: int, c: int) -> int:
 
 def _rgba(line: bytearray) -> bytes:
     return b"".join(bytes(line[i : i + 3]) + b"\xff" for i in range(0, len(line), 3))
+
+
+# --- a one-minute SMS run: no read step, a timeline in seconds -----------------------------
+
+
+async def one_minute_run(conn: asyncpg.Connection, channel: str = "sms", read: int = 0) -> int:
+    """60 messages sent one a second from T0, each delivered 2 s later; ``read`` of them read."""
+    run_id = await add_run(conn, await add_campaign(conn, "flash"), T0, recipients=60)
+    rows = []
+    for i in range(60):
+        sent = T0 + timedelta(seconds=i)
+        is_read = i < read
+        rows.append(
+            (
+                run_id,
+                f"+2782{1000000 + i:07d}",
+                channel,
+                "zc-main",
+                "read" if is_read else "delivered",
+                1,
+                sent,
+                sent + timedelta(seconds=2),
+                sent + timedelta(seconds=30) if is_read else None,
+                f"pm-{i}",
+                "GSM-7",
+                "Hi",
+            )
+        )
+    await conn.copy_records_to_table(
+        "messages",
+        records=rows,
+        columns=(
+            "run_id",
+            "phone",
+            "channel",
+            "account",
+            "status",
+            "segments",
+            "sent_at",
+            "delivered_at",
+            "read_at",
+            "provider_message_id",
+            "encoding",
+            "body",
+        ),
+    )
+    return run_id
+
+
+def funnel_labels(html: str) -> list[str]:
+    """The step labels drawn in the funnel chart, top to bottom."""
+    chart = html.split('id="funnel-chart"', 1)[1].split("</svg>", 1)[0]
+    return re.findall(r'class="label"[^>]*>([^<]+)<', chart)
+
+
+async def test_sms_funnel_ends_at_delivered(conn: asyncpg.Connection) -> None:
+    await one_minute_run(conn)
+    html = await reports.report_html(conn, "flash")
+    assert funnel_labels(html) == ["recipients", "queued", "sent", "delivered"]
+    assert "lost before read" not in html and "no read receipt" not in html
+
+
+async def test_a_channel_with_read_receipts_keeps_the_read_step(conn: asyncpg.Connection) -> None:
+    await one_minute_run(conn, channel="whatsapp", read=15)
+    html = await reports.report_html(conn, "flash")
+    assert funnel_labels(html) == ["recipients", "queued", "sent", "delivered", "read"]
+    assert "45 lost before read: 45 no read receipt" in html
+
+
+def test_the_read_step_follows_the_channel_or_a_read_message() -> None:
+    assert not reports.has_read_receipts({"sms"}, {"delivered": 5})
+    assert not reports.has_read_receipts(set(), {})
+    assert reports.has_read_receipts({"sms", "whatsapp"}, {"delivered": 5})
+    assert reports.has_read_receipts({"sms"}, {"read": 1})  # reported read: shown, not hidden
+
+
+async def test_one_minute_run_is_drawn_per_second(conn: asyncpg.Connection) -> None:
+    run_id = await one_minute_run(conn)
+    minutes = await conn.fetch(QUERIES["report_timeline"], run_id)
+    assert reports.timeline_step(minutes) == 1
+    rows = await conn.fetch(
+        QUERIES["report_timeline_fine"], run_id, timedelta(seconds=1), min(r["at"] for r in minutes)
+    )
+    line = reports.timeline(rows, 1)
+    assert line is not None
+    assert (line.start, line.bucket) == (T0, timedelta(seconds=1))
+    # sends at 0..59 s, deliveries at 2..61 s: 62 one-second buckets
+    assert {s.name: s.counts for s in line.series} == {
+        "sent": (1,) * 60 + (0, 0),
+        "delivered": (0, 0) + (1,) * 60,
+    }
+    html = await reports.report_html(conn, "flash")
+    timeline = html.split('id="timeline-chart"', 1)[1].split("</svg>", 1)[0]
+    assert "messages per second" in timeline
+    assert ">09:00:00<" in timeline and ">09:01:01<" in timeline
+    lines = re.findall(r'<polyline[^>]*points="([^"]*)"', timeline)
+    assert [len(points.split()) for points in lines] == [62, 62]
+
+
+def minute_rows(minutes: int) -> list[dict[str, Any]]:
+    return [{"kind": "sent", "at": T0 + timedelta(minutes=m), "messages": 1}
+            for m in range(minutes)]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("minutes", "seconds"),
+    [(1, 1), (2, 1), (3, 1), (5, 2), (10, 5), (60, 30), (90, 30), (91, 60), (600, 300),
+     (3 * 1440, 1800)],
+)  # fmt: skip
+def test_bucket_size_follows_the_duration(minutes: int, seconds: int) -> None:
+    assert reports.timeline_step(minute_rows(minutes)) == seconds
+    line = reports.timeline(minute_rows(minutes))
+    assert line is not None and line.bucket == timedelta(seconds=max(seconds, 60))
+    assert len(line.series[0].counts) <= reports.TIMELINE_BUCKETS
+
+
+@pytest.mark.parametrize(
+    ("bucket", "caption", "tick"),
+    [
+        (timedelta(seconds=1), "messages per second", ">09:00:02<"),
+        (timedelta(seconds=5), "messages per 5 seconds", ">09:00:10<"),
+        (timedelta(minutes=1), "messages per minute", ">09:02<"),
+        (timedelta(minutes=30), "messages per 30 minutes", ">10:00<"),
+        (timedelta(hours=2), "messages per 2 hours", ">13:00<"),
+    ],
+)
+def test_timeline_says_its_bucket_size(bucket: timedelta, caption: str, tick: str) -> None:
+    svg = timeline_svg(Timeline(T0, bucket, (Series("sent", (1, 2, 3, 4, 5, 6)),)))
+    assert caption in svg
+    assert tick in svg
+
+
+@needs_chromium
+async def test_one_minute_page_loads_and_every_chart_draws(
+    conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    await one_minute_run(conn)
+    path = tmp_path / "flash.html"
+    path.write_text(await reports.report_html(conn, "flash"), encoding="utf-8")
+    assert_every_chart_draws(path)

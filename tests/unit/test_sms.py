@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import unicodedata
+from pathlib import Path
 
 import pytest
 
+from engine.cli import main
 from engine.sms import (
     GSM7,
     SMART_LETTERS,
@@ -185,10 +188,11 @@ def test_every_ascii_extension_char_ends_a_part_early(extension: str) -> None:
     assert [len(p) for p in result.parts] == [152, 41]
 
 
-def test_crlf_is_not_split_in_gsm() -> None:
-    result = analyze("a" * 152 + "\r\n" + "b" * 40)
-    assert result.parts[0] == "a" * 152
-    assert result.parts[1].startswith("\r\n")
+def test_crlf_may_be_split_in_gsm_as_the_reference_counters_do() -> None:
+    # Twilio's calculator counts CR LF as two characters: 306 septets are two full parts.
+    result = analyze("a" * 152 + "\r\n" + "a" * 152)
+    assert result.segments == 2
+    assert result.parts == ("a" * 152 + "\r", "\n" + "a" * 152)
 
 
 @pytest.mark.parametrize(
@@ -242,9 +246,50 @@ def test_flags_are_cut_between_flags() -> None:
     assert all(p == "🇿🇦" * (len(p) // 2) for p in result.parts)
 
 
-def test_crlf_is_not_split_in_ucs2() -> None:
+def test_crlf_may_be_split_in_ucs2() -> None:
     text = "ç" * 66 + "\r\n" + "ç" * 10
-    assert analyze(text).parts[0] == "ç" * 66
+    assert analyze(text).parts[0] == "ç" * 66 + "\r"
+
+
+def test_indic_conjunct_may_be_split_after_its_virama() -> None:
+    # क्ष is one cluster under Unicode 15.1 (GB9c); the counters end a cluster at the virama.
+    result = analyze("a" * 65 + "क्ष" + "a" * 66)
+    assert result.encoding is UCS2
+    assert result.segments == 2
+    assert result.parts == ("a" * 65 + "क्", "ष" + "a" * 66)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("a" * 152 + "\r\n" + "a" * 152, id="CR LF at the cut"),
+        pytest.param("a" * 65 + "क्ष" + "a" * 66, id="conjunct at the cut"),
+    ],
+)
+def test_sms_analyze_prices_two_parts_not_three(
+    text: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The estimate a user sees with ``engine sms analyze --to`` follows the part count."""
+    config = tmp_path / "engine.yaml"
+    config.write_text("pricing:\n  default: '0.25'\n")
+    code = main(["--config", str(config), "sms", "analyze", text, "--to", "+27821234567",
+                 "--json"])  # fmt: skip
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert (report["segments"], len(report["parts"]), report["cost"]) == (2, 2, "0.50")
+
+
+def test_virama_stays_with_its_consonant() -> None:
+    # The virama is a mark: the cut falls before the consonant it follows, not between.
+    result = analyze("a" * 66 + "क्ष" + "a" * 10)
+    assert result.parts[0] == "a" * 66
+    assert result.parts[1].startswith("क्ष")
+
+
+def test_prepended_mark_still_joins_a_consonant() -> None:
+    # U+0600 (Prepend) + क is a cluster by GB9b, which the counters apply as well.
+    result = analyze("ç" * 66 + "\u0600क" + "ç" * 10)
+    assert result.parts[0] == "ç" * 66
 
 
 def test_cluster_larger_than_a_part_is_split_between_code_points() -> None:

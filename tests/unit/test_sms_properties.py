@@ -21,6 +21,7 @@ TRICKY = [
     "\r\n", "€", "{", "\\", "\f", "ç", "á", "“", "…", "\u00a0", "\t", "\u200b", "Ж", "中",
     "😀", "🇿🇦", "🇿", "👍🏽", "🏽", "👨\u200d👩\u200d👧", "\u200d", "❤\ufe0f", "e\u0301",
     "\u0301", "\u1100\u1161\u11a8", "\u0915\u094d\u0937", "\u0600", "\u0903", "\U0001f9d1",
+    "\u0915\u094d\u200d\u0937", "\u0938\u094d\u0924\u094d\u0930", "\u0915\u0301\u094d",
 ]  # fmt: skip
 
 GSM_PIECES = ["\r\n", "\r", "\n", "€", "{", "\\", "\f", "~", "a", "é"]
@@ -58,8 +59,38 @@ def ref_units(text: str, encoding: str) -> int:
 
 
 def clusters(text: str) -> list[tuple[int, int]]:
-    """(start, end) of every grapheme cluster of ``text``."""
-    return [m.span() for m in regex.finditer(r"\X", text)]
+    """(start, end) of every cluster as the reference counters see them.
+
+    UAX #29 clusters, each split again between CR and LF and before a consonant that
+    follows a virama or the marks after one (the counters predate rule GB9c).
+    """
+    spans = []
+    for match in regex.finditer(r"\X", text):
+        start, end = match.span()
+        for i in range(start + 1, end):
+            if text[i - 1 : i + 1] == "\r\n" or (
+                is_conjunct_link(text[i - 1]) and is_consonant(text[i])
+            ):
+                spans.append((start, i))
+                start = i
+        spans.append((start, end))
+    return spans
+
+
+def is_conjunct_link(char: str) -> bool:
+    """A virama, or a mark or joiner that may sit between it and the next consonant."""
+    return regex.fullmatch(r"\p{InCB=Linker}|\p{InCB=Extend}", char) is not None
+
+
+def is_consonant(char: str) -> bool:
+    return regex.fullmatch(r"\p{InCB=Consonant}", char) is not None
+
+
+def test_reference_clusters_split_crlf_and_conjuncts() -> None:
+    text = "a\r\nक्ष🇿🇦e\u0301"
+    assert [text[s:e] for s, e in clusters(text)] == [
+        "a", "\r", "\n", "क्", "ष", "🇿🇦", "e\u0301"
+    ]  # fmt: skip
 
 
 def check(result: Analysis) -> None:
