@@ -15,7 +15,9 @@ error code ``over_budget``. ``engine campaign resume NAME`` re-checks the gate f
 campaign's latest run against the budget of the campaign as applied now (and the account's
 balance, where the provider reports one): within it, those messages are queued again and
 the run sends; still over, nothing changes and the reason is the error. Older over-budget
-runs stay cancelled: sending a stale firing late is rarely what anyone wants.
+runs stay cancelled: sending a stale firing late is rarely what anyone wants. Applying a
+``now`` campaign again makes it fire anew; when that firing is due, it is the run that
+sends (with the new budget) and the over-budget one stays cancelled, so nobody gets both.
 """
 
 from __future__ import annotations
@@ -288,10 +290,11 @@ def _sample(preview: Preview, row: Row, limit: int) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Requeued:
-    """An over-budget run that the gate now lets through."""
+    """An over-budget run that the gate now lets through (or that a newer firing replaces)."""
 
     run_id: int
     messages: int
+    newer_firing: datetime | None = None
 
 
 async def resume_over_budget(
@@ -308,6 +311,8 @@ async def resume_over_budget(
         run = await conn.fetchrow(QUERIES["latest_real_run_for_update"], row["id"])
         if run is None or run["status"] != "over_budget":
             return None
+        if run["newer_firing"] is not None:
+            return Requeued(run["id"], 0, run["newer_firing"])
         held = await conn.fetchrow(QUERIES["over_budget_messages"], run["id"])
         funds = await balance(run["account"] or campaign.provider) if balance else None
         status, reason = budget_gate(campaign, {MessageStatus.QUEUED.value: held["n"]},

@@ -467,7 +467,10 @@ async def campaign_resume(ctx: Context, args: argparse.Namespace) -> int:
     async with ctx.connection() as conn, aiohttp.ClientSession() as session:
         requeued = await campaigns.resume_over_budget(
             conn, args.name, lambda account: _balance_of(ctx, session, account))
-    if requeued is not None:
+    if requeued is not None and requeued.newer_firing is not None:
+        print(f"run {requeued.run_id} stays over budget: the campaign fires anew at "
+              f"{_cell(requeued.newer_firing)} with the budget as applied")
+    elif requeued is not None:
         print(f"run {requeued.run_id}: within budget now, {requeued.messages} messages queued")
     return 0
 

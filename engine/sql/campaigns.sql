@@ -98,13 +98,17 @@ SELECT id, phone, first_name, last_name, locale, timezone, attributes,
 SELECT EXISTS (SELECT 1 FROM suppressions WHERE phone = $1 AND channel IN ('*', $2));
 
 -- name: latest_real_run_for_update
--- The campaign's latest run other than test sends, locked so two resumes take turns.
-SELECT r.id, r.status::text, r.reason, r.spec->>'provider' AS account
-  FROM campaign_runs r
+-- The campaign's latest run other than test sends, locked so two resumes take turns;
+-- with the campaign's next firing when it is due and later than that run (a 'now'
+-- campaign applied again fires anew: that run will send, so this one must not).
+SELECT r.id, r.status::text, r.reason, r.spec->>'provider' AS account,
+       CASE WHEN c.status = 'active' AND c.next_run_at <= now()
+                 AND c.next_run_at > r.scheduled_for THEN c.next_run_at END AS newer_firing
+  FROM campaign_runs r JOIN campaigns c ON c.id = r.campaign_id
  WHERE r.campaign_id = $1 AND r.kind <> 'test'
  ORDER BY r.scheduled_for DESC, r.id DESC
  LIMIT 1
-   FOR UPDATE;
+   FOR UPDATE OF r;
 
 -- name: over_budget_messages
 -- What the budget gate cancelled in run $1: how many messages, at what estimated cost.

@@ -78,8 +78,8 @@ SELECT status::text, count(*) AS n,
 -- `engine campaign resume` re-queues them once the budget allows.
 WITH run AS (
     UPDATE campaign_runs
-       SET status = $2, reason = $3, recipients = $4, estimated_cost = $5,
-           counts = CASE WHEN $2 = 'over_budget'
+       SET status = $2::run_status, reason = $3, recipients = $4, estimated_cost = $5,
+           counts = CASE WHEN $2::run_status = 'over_budget'
                          THEN ($6::jsonb - 'queued') || jsonb_build_object('cancelled',
                               coalesce(($6::jsonb ->> 'queued')::bigint, 0)
                               + coalesce(($6::jsonb ->> 'cancelled')::bigint, 0))
