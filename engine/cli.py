@@ -463,10 +463,11 @@ async def campaign_pause(ctx: Context, args: argparse.Namespace) -> int:
 async def campaign_resume(ctx: Context, args: argparse.Namespace) -> int:
     """Resume a paused campaign and its runs; re-check the budget of an over-budget run."""
     rows = await _control(ctx, "resume_campaign", args.name, who=False)
-    print(f"{args.name}: resumed ({len(rows)} run(s) continue)")
     async with ctx.connection() as conn, aiohttp.ClientSession() as session:
         requeued = await campaigns.resume_over_budget(
             conn, args.name, lambda account: _balance_of(ctx, session, account))
+    if rows or requeued is None:
+        print(f"{args.name}: resumed ({len(rows)} run(s) continue)")
     if requeued is not None and requeued.newer_firing is not None:
         print(f"run {requeued.run_id} stays over budget: the campaign fires anew at "
               f"{_cell(requeued.newer_firing)} with the budget as applied")

@@ -162,7 +162,7 @@ async def test_over_budget_run_cancels_its_messages_and_resume_sends_after_raisi
     assert "over_budget" in out and "cancelled=5" in out
 
     code, out, err = await engine(capsys, "campaign", "resume", "promo")
-    assert code == 1
+    assert (code, out) == (1, "")
     assert err == (f"engine: run {run_id} of 'promo' is still over budget: {reason}; raise "
                    "limits.budget in the campaign file, apply it, then resume\n")
 
@@ -170,7 +170,7 @@ async def test_over_budget_run_cancels_its_messages_and_resume_sends_after_raisi
     assert (await engine(capsys, "campaign", "apply", str(path)))[0] == 0
     code, out, err = await engine(capsys, "campaign", "resume", "promo")
     assert (code, err) == (0, "")
-    assert out.endswith(f"run {run_id}: within budget now, 5 messages queued\n")
+    assert out == f"run {run_id}: within budget now, 5 messages queued\n"
     run = await conn.fetchrow("SELECT status::text, reason, counts FROM campaign_runs"
                               " WHERE id = $1", run_id)
     assert (run["status"], run["reason"], run["counts"]) == ("sending", None, {"queued": 5})
