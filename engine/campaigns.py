@@ -9,6 +9,15 @@ are kept, so every run records them as ``invalid_number``.
 The first firing is set on apply: ``now`` campaigns fire at once, ``at`` campaigns at
 their instant (a past instant is handled by the scheduler's misfire rule), ``cron``
 campaigns at their next firing.
+
+A run stopped by the budget gate (``over_budget``) has its messages ``cancelled`` with the
+error code ``over_budget``. ``engine campaign resume NAME`` re-checks the gate for the
+campaign's latest run against the budget of the campaign as applied now (and the account's
+balance, where the provider reports one): within it, those messages are queued again and
+the run sends; still over, nothing changes and the reason is the error. Older over-budget
+runs stay cancelled: sending a stale firing late is rarely what anyone wants. Applying a
+``now`` campaign again makes it fire anew; when that firing is due, it is the run that
+sends (with the new budget) and the over-budget one stays cancelled, so nobody gets both.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -28,7 +38,15 @@ from engine import sms
 from engine.audience import ImportReport, import_contacts, mask
 from engine.config import EngineConfig
 from engine.errors import EngineError
-from engine.expander import Row, SendTiming, Sources, file_group, plan_run, utcnow
+from engine.expander import (
+    Row,
+    SendTiming,
+    Sources,
+    budget_gate,
+    file_group,
+    plan_run,
+    utcnow,
+)
 from engine.queries import QUERIES
 from engine.spec import Campaign
 from engine.status import MessageStatus, RunStatus
@@ -268,3 +286,41 @@ def _sample(preview: Preview, row: Row, limit: int) -> None:
     if len(preview.samples) < limit:
         preview.samples.append(Sample(mask(row[2]), row[7], row[11], row[6], row[8], row[9],
                                       row[10], row[15]))
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """An over-budget run that the gate now lets through (or that a newer firing replaces)."""
+
+    run_id: int
+    messages: int
+    newer_firing: datetime | None = None
+
+
+async def resume_over_budget(
+    conn: asyncpg.Connection, name: str,
+    balance: Callable[[str], Awaitable[Decimal | None]] | None = None,
+) -> Requeued | None:
+    """Re-check the budget gate for the campaign's latest run if it is ``over_budget``.
+
+    None when that run is not over budget; CampaignError with the reason when it still is.
+    """
+    row = await campaign_row(conn, name)
+    campaign = Campaign.from_spec(row["spec"])
+    async with conn.transaction():
+        run = await conn.fetchrow(QUERIES["latest_real_run_for_update"], row["id"])
+        if run is None or run["status"] != "over_budget":
+            return None
+        if run["newer_firing"] is not None:
+            return Requeued(run["id"], 0, run["newer_firing"])
+        held = await conn.fetchrow(QUERIES["over_budget_messages"], run["id"])
+        funds = await balance(run["account"] or campaign.provider) if balance else None
+        status, reason = budget_gate(campaign, {MessageStatus.QUEUED.value: held["n"]},
+                                     held["cost"], funds)
+        if status is RunStatus.OVER_BUDGET:
+            raise CampaignError(
+                f"run {run['id']} of {name!r} is still over budget: {reason}; raise "
+                "limits.budget in the campaign file, apply it, then resume")
+        requeued = await conn.fetchval(QUERIES["requeue_over_budget"], run["id"])
+        await conn.execute(QUERIES["notify_work"], f"run:{run['id']}")
+    return Requeued(run["id"], int(requeued or 0))

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequen
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -62,18 +63,31 @@ class Context:
 
     def database_url(self, *, keep_running: bool = False) -> str:
         """The database URL in use (starting the embedded server if needed)."""
-        return db.database_url(self.config, keep_running=keep_running)
+        return db.database_url(self.config, keep_running=keep_running, on_create=_created)
+
+    def where(self, url: str) -> str:
+        """The database as a user knows it: the embedded one's folder, else the URL."""
+        if db.uses_embedded(self.config):
+            return str((self.config.data_dir / "pgdata").resolve())
+        return db.redact(url)
 
     @asynccontextmanager
     async def connection(self, *, migrated: bool = True) -> AsyncIterator[asyncpg.Connection]:
         """One database connection for a short command (on a migrated database)."""
-        conn = await db.connect(self.database_url())
+        url = self.database_url()
+        conn = await db.connect(url)
         try:
             if migrated:
-                await migrate.require_current(conn)
+                await migrate.require_current(conn, where=self.where(url))
             yield conn
         finally:
             await conn.close()
+
+
+def _created(pgdata: Path) -> None:
+    # a command run outside the project's folder creates an empty database: say so
+    print(f"engine: created a new embedded PostgreSQL database in {pgdata} (no database_url"
+          " in engine.yaml, no $DATABASE_URL)", file=sys.stderr, flush=True)
 
 
 # --- db -------------------------------------------------------------------------------
@@ -193,8 +207,8 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
-    if isinstance(value, datetime):
-        return value.astimezone().strftime("%Y-%m-%d %H:%M")
+    if isinstance(value, datetime):  # in the local zone, which the cell names
+        return value.astimezone().strftime("%Y-%m-%d %H:%M %Z")
     if isinstance(value, dict):
         return " ".join(f"{k}={v}" for k, v in sorted(value.items()))
     return str(value)
@@ -346,9 +360,11 @@ async def campaign_list(ctx: Context, args: argparse.Namespace) -> int:
     """Campaigns with their next run and last run's outcome."""
     async with ctx.connection() as conn:
         rows = await conn.fetch(QUERIES["list_campaigns"])
-    print_table(["campaign", "status", "next run", "last run", "run status", "counts"],
+    print_table(["campaign", "status", "next run", "last run", "run status", "estimated cost",
+                 "cost of accepted messages", "counts"],
                 [(r["name"], r["status"], r["next_run_at"], r["scheduled_for"],
-                  r["run_status"], r["counts"] or None) for r in rows])
+                  r["run_status"], r["estimated_cost"], r["cost"], r["counts"] or None)
+                 for r in rows])
     return 0
 
 
@@ -366,9 +382,10 @@ async def campaign_runs(ctx: Context, args: argparse.Namespace) -> int:
     async with ctx.connection() as conn:
         row = await campaigns.campaign_row(conn, args.name)
         runs = await conn.fetch(QUERIES["runs_of_campaign"], row["id"], args.limit)
-    print_table(["run", "kind", "scheduled for", "status", "cost", "counts", "reason"],
+    print_table(["run", "kind", "scheduled for", "status", "estimated cost",
+                 "cost of accepted messages", "counts", "reason"],
                 [(r["id"], r["kind"], r["scheduled_for"], r["status"], r["estimated_cost"],
-                  r["live_counts"] or None, r["reason"]) for r in runs])
+                  r["cost"], r["live_counts"] or None, r["reason"]) for r in runs])
     return 0
 
 
@@ -416,6 +433,8 @@ async def run_daemon(ctx: Context, args: argparse.Namespace) -> int:
     roles = frozenset(r.strip() for r in args.only.split(",")) if args.only else ROLES
     if not roles <= ROLES:
         raise EngineError(f"--only takes {', '.join(sorted(ROLES))}")
+    async with ctx.connection(migrated=False) as conn:  # the daemon starts on a fresh database
+        await migrate.migrate(conn)
     daemon = Daemon(ctx.config, ctx.database_url(), roles)
     stop = asyncio.Event()
     with stop_on_signals(stop):
@@ -423,11 +442,13 @@ async def run_daemon(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _control(ctx: Context, query: str, name: str) -> list[asyncpg.Record]:
+async def _control(ctx: Context, query: str, name: str,
+                   *, who: bool = True) -> list[asyncpg.Record]:
     async with ctx.connection() as conn:
         await campaigns.campaign_row(conn, name)
-        rows: list[asyncpg.Record] = await conn.fetch(QUERIES[query], name,
-                                                      f"{getpass.getuser()} (cli)")
+        # pause and cancel record who did it in the run's reason; resume clears it
+        args = (name, f"{getpass.getuser()} (cli)") if who else (name,)
+        rows: list[asyncpg.Record] = await conn.fetch(QUERIES[query], *args)
         await conn.execute(QUERIES["notify_work"], "control")
     return rows
 
@@ -440,10 +461,32 @@ async def campaign_pause(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def campaign_resume(ctx: Context, args: argparse.Namespace) -> int:
-    """Resume a paused campaign and its runs."""
-    rows = await _control(ctx, "resume_campaign", args.name)
-    print(f"{args.name}: resumed ({len(rows)} run(s) continue)")
+    """Resume a paused campaign and its runs; re-check the budget of an over-budget run."""
+    rows = await _control(ctx, "resume_campaign", args.name, who=False)
+    async with ctx.connection() as conn, aiohttp.ClientSession() as session:
+        requeued = await campaigns.resume_over_budget(
+            conn, args.name, lambda account: _balance_of(ctx, session, account))
+    if rows or requeued is None:
+        print(f"{args.name}: resumed ({len(rows)} run(s) continue)")
+    if requeued is not None and requeued.newer_firing is not None:
+        print(f"run {requeued.run_id} stays over budget: the campaign fires anew at "
+              f"{_cell(requeued.newer_firing)} with the budget as applied")
+    elif requeued is not None:
+        print(f"run {requeued.run_id}: within budget now, {requeued.messages} messages queued")
     return 0
+
+
+async def _balance_of(ctx: Context, session: aiohttp.ClientSession,
+                      account: str) -> Decimal | None:
+    """The account's credit balance, or None when unknown or unreadable (as the expander)."""
+    if account not in ctx.config.providers:
+        return None
+    adapter = adapter_for(account, ctx.config.providers[account], session)
+    try:
+        async with asyncio.timeout(5):
+            return await adapter.balance()
+    except (EngineError, TimeoutError, aiohttp.ClientError):
+        return None
 
 
 async def campaign_cancel(ctx: Context, args: argparse.Namespace) -> int:
@@ -704,7 +747,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = Context(args)
     try:
         handler: Handler = args.handler
-        return asyncio.run(handler(ctx, args))
+        code = asyncio.run(handler(ctx, args))
+        sys.stdout.flush()  # here, so a reader gone away is a BrokenPipeError caught below
+        return code
     except CampaignFileError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -721,3 +766,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _broken_pipe()
+    except OSError as exc:  # a port already in use, a file that cannot be written, ...
+        if args.debug:
+            raise
+        print(f"engine: {exc}", file=sys.stderr)
+        return 1
+
+
+def _broken_pipe() -> int:
+    """The reader of stdout went away (``engine ... | head``): exit quietly, as Unix tools do.
+
+    stdout is pointed at /dev/null so the interpreter's last flush does not fail again;
+    the exit code is the shell's for a process ended by SIGPIPE.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + signal.SIGPIPE

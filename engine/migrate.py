@@ -131,8 +131,16 @@ async def status(conn: asyncpg.Connection, directory: Path | None = None) -> lis
     return states
 
 
-async def require_current(conn: asyncpg.Connection, directory: Path | None = None) -> None:
-    """Raise MigrationError naming the command to run when migrations are pending."""
+async def require_current(conn: asyncpg.Connection, directory: Path | None = None,
+                          *, where: str | None = None) -> None:
+    """Raise MigrationError naming the command to run when migrations are pending.
+
+    ``where`` names the database (a redacted URL or a data folder) when it has no tables at
+    all: the usual sign of a command run outside the project's folder.
+    """
+    if where is not None and not await conn.fetchval(
+            "SELECT to_regclass('schema_migrations') IS NOT NULL"):
+        raise MigrationError(f"the database at {where} has no tables; run `engine db migrate`")
     pending = [s.migration for s in await status(conn, directory) if s.applied_at is None]
     if pending:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending)

@@ -88,6 +88,7 @@ RUN_COLUMNS = (
     "undelivered",
     "failed",
     "delivery_rate",
+    "estimated_cost",
     "cost",
     "cost_per_delivered",
     "median_delivery_seconds",
@@ -121,6 +122,7 @@ LABELS = {
     "median_delivery_seconds": "median s",
     "p95_delivery_seconds": "p95 s",
     "estimated_cost": "estimated cost",
+    "cost": "cost of accepted messages",
     "started_at": "started",
     "finished_at": "finished",
     "error_code": "code",
@@ -330,7 +332,7 @@ def _cell(column: str, value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.2f}"
     if isinstance(value, datetime):
-        return value.astimezone().strftime("%Y-%m-%d %H:%M")
+        return value.astimezone().strftime("%Y-%m-%d %H:%M %Z")  # the zone named
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int | Decimal) and not column.endswith("_id"):
@@ -480,7 +482,8 @@ def summary_figures(outcome: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
         ("sent", f"{outcome['accepted']:,}"),
         ("delivered", f"{delivered:,}"),
         ("delivery rate", _cell("delivery_rate", outcome["delivery_rate"])),
-        ("cost", _cell("cost", outcome["cost"])),
+        ("estimated cost", _cell("cost", outcome["estimated_cost"])),
+        ("cost of accepted messages", _cell("cost", outcome["cost"])),
         ("cost per delivered", _cell("cost", outcome["cost_per_delivered"])),
         ("median to delivery", _seconds(outcome["median_delivery_seconds"])),
         ("95% delivered within", _seconds(outcome["p95_delivery_seconds"])),

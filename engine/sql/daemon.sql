@@ -39,7 +39,8 @@ RETURNING r.id;
 
 -- name: resume_campaign
 -- Paused runs continue where they were: expansion resumes from its checkpoint, sending
--- from the queue.
+-- from the queue. (Runs stopped by the budget gate are re-checked separately, in
+-- campaigns.resume_over_budget.)
 WITH c AS (
     UPDATE campaigns SET status = 'active', updated_at = now()
      WHERE name = $1 AND status = 'paused' RETURNING id

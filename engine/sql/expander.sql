@@ -73,11 +73,28 @@ SELECT status::text, count(*) AS n,
  GROUP BY status;
 
 -- name: finish_expansion
-UPDATE campaign_runs
-   SET status = $2, reason = $3, recipients = $4, estimated_cost = $5, counts = $6,
-       expanded_at = now(), claimed_by = NULL, updated_at = now()
- WHERE id = $1 AND status = 'expanding'
-RETURNING id;
+-- A run over budget sends nothing: its queued messages end 'cancelled' with the error
+-- code 'over_budget' and the reason (no queue shows them due), and its counts say so.
+-- `engine campaign resume` re-queues them once the budget allows.
+WITH run AS (
+    UPDATE campaign_runs
+       SET status = $2::run_status, reason = $3, recipients = $4, estimated_cost = $5,
+           counts = CASE WHEN $2::run_status = 'over_budget'
+                         THEN ($6::jsonb - 'queued') || jsonb_build_object('cancelled',
+                              coalesce(($6::jsonb ->> 'queued')::bigint, 0)
+                              + coalesce(($6::jsonb ->> 'cancelled')::bigint, 0))
+                         ELSE $6::jsonb END,
+           expanded_at = now(), claimed_by = NULL, updated_at = now()
+     WHERE id = $1 AND status = 'expanding'
+    RETURNING id, status
+), cancelled AS (
+    UPDATE messages m
+       SET status = 'cancelled', error_code = 'over_budget', error_detail = $3,
+           updated_at = now()
+      FROM run
+     WHERE run.status = 'over_budget' AND m.run_id = run.id AND m.status = 'queued'
+)
+SELECT id FROM run;
 
 -- name: fail_run
 UPDATE campaign_runs SET status = 'failed', reason = $2, claimed_by = NULL, updated_at = now()
