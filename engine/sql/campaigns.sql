@@ -1,6 +1,6 @@
 -- name: campaign_for_apply
 -- The stored campaign, locked so that two applies of the same name take turns.
-SELECT id, spec_hash, status::text FROM campaigns WHERE name = $1 FOR UPDATE;
+SELECT id, spec_hash, status::text, archived_at FROM campaigns WHERE name = $1 FOR UPDATE;
 
 -- name: active_run
 -- A run of the campaign that is still in progress (the campaign cannot change then).
@@ -16,8 +16,10 @@ VALUES ($1, $2, $3, $4,
 RETURNING id;
 
 -- name: update_campaign
+-- A changed file also brings an archived campaign back.
 UPDATE campaigns
    SET spec = $2, spec_hash = $3, source_path = $4, next_run_at = $5, updated_at = now(),
+       archived_at = NULL,
        status = CASE WHEN $5::timestamptz IS NULL THEN 'finished' ELSE 'active' END::campaign_status
  WHERE id = $1;
 
@@ -35,13 +37,17 @@ DELETE FROM group_members
  WHERE group_id = (SELECT id FROM groups WHERE name = $1);
 
 -- name: list_campaigns
--- Each campaign with its latest run (if any).
-SELECT c.name, c.status::text, c.next_run_at, c.spec->'schedule' AS schedule,
+-- Each campaign with its latest run (if any); archived ones only when $1 (--all).
+SELECT c.name,
+       CASE WHEN c.archived_at IS NULL THEN c.status::text
+            ELSE 'archived (' || c.status::text || ')' END AS status,
+       c.next_run_at, c.spec->'schedule' AS schedule,
        r.id AS run_id, r.status::text AS run_status, r.scheduled_for, r.recipients, r.counts
   FROM campaigns c
   LEFT JOIN LATERAL (SELECT * FROM campaign_runs
                       WHERE campaign_id = c.id ORDER BY scheduled_for DESC, id DESC LIMIT 1) r
     ON true
+ WHERE $1 OR c.archived_at IS NULL
  ORDER BY c.name;
 
 -- name: campaign_by_name
