@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine import campaigns, contacts
-from engine.audience import mask
+from engine.audience import mask, normalise
 from engine.cli import Context, _cell, print_table
 from engine.errors import EngineError
 
@@ -127,6 +127,8 @@ def _numbers(ctx: Context, args: argparse.Namespace) -> list[str]:
     for item in args.items:
         path = Path(item)
         if not path.is_file():
+            if normalise(item, region) is None and any(ch.isalpha() for ch in item):
+                raise EngineError(f"{item}: no such file, and not a phone number")
             phones += contacts.numbers_from_args([item], region)
             continue
         read = contacts.numbers_from_file(path, region)

@@ -40,7 +40,8 @@ DELETE FROM group_members
 -- Each campaign with its latest run (if any); archived ones only when $1 (--all).
 SELECT c.name,
        CASE WHEN c.archived_at IS NULL THEN c.status::text
-            ELSE 'archived (' || c.status::text || ')' END AS status,
+            WHEN c.status IN ('finished', 'cancelled') THEN 'archived (' || c.status::text || ')'
+            ELSE 'archived' END AS status,
        c.next_run_at, c.spec->'schedule' AS schedule,
        r.id AS run_id, r.status::text AS run_status, r.scheduled_for, r.recipients, r.counts
   FROM campaigns c

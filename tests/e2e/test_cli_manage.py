@@ -208,6 +208,9 @@ def test_remove_members_from_a_file_and_numbers(people: Run, tmp_path: Path,
     assert "removed 3 of 3 number(s) from group 'all'" in result.out
     assert people("contacts", "list", "--group", "all", "--unmasked").out.count("+") == 1
     assert sql(database_url, "SELECT count(*) FROM contacts") == 4  # contacts stay
+    typo = people("groups", "remove-members", "all", "leave.cvs", "--yes")
+    assert typo.code == 1
+    assert typo.err == "engine: leave.cvs: no such file, and not a phone number\n"
     unknown = people("groups", "remove-members", "nope", ANN, "--yes")
     assert unknown.code == 1 and "no group named 'nope'" in unknown.err
 
@@ -249,11 +252,14 @@ def test_archive_hides_stops_firings_and_apply_brings_it_back(
     people("campaign", "apply", str(path))
     refused = people("campaign", "archive", "daily")
     assert refused.code == 1 and "--yes" in refused.err
-    archived = people("campaign", "archive", "daily", "--yes")
+    declined = people("campaign", "archive", "daily", stdin="\n", tty=True)
+    assert declined.code == 1 and "daily" in people("campaign", "list").out
+    archived = people("campaign", "archive", "daily", stdin="yes\n", tty=True)
     assert archived.code == 0, archived.err
-    assert archived.out.startswith("daily: archived; hidden from 'engine campaign list'")
+    assert "? [y/N] daily: archived; hidden from 'engine campaign list'" in archived.out
     assert "daily" not in people("campaign", "list").out
-    assert "archived (active)" in people("campaign", "list", "--all").out
+    listed = people("campaign", "list", "--all").out.splitlines()[1].split()
+    assert listed[:2] == ["daily", "archived"] and listed[2] == "-"  # no next run
     assert fire_due(database_url, datetime.now(UTC) + timedelta(days=3)) == []
     again = people("campaign", "archive", "daily", "--yes")
     assert again.out == "daily: already archived\n"
@@ -262,6 +268,20 @@ def test_archive_hides_stops_firings_and_apply_brings_it_back(
     assert "daily" in people("campaign", "list").out
     [firing] = fire_due(database_url, datetime.now(UTC) + timedelta(days=1, minutes=1))
     assert firing.campaign == "daily"
+
+
+def test_an_unchanged_one_off_that_already_ran_does_not_fire_again(
+    people: Run, tmp_path: Path, database_url: str
+) -> None:
+    path = write_campaign(tmp_path, name="once")
+    people("campaign", "apply", str(path))
+    assert len(fire_due(database_url, datetime.now(UTC))) == 1
+    sql(database_url, "UPDATE campaign_runs SET status = 'completed' RETURNING id")
+    assert people("campaign", "archive", "once", "--yes").code == 0
+    assert "archived (finished)" in people("campaign", "list", "--all").out
+    assert people("campaign", "apply", str(path)).out == "once: unarchived\n"
+    assert fire_due(database_url, datetime.now(UTC) + timedelta(days=1)) == []
+    assert people("campaign", "list").out.splitlines()[1].split()[:3] == ["once", "finished", "-"]
 
 
 def test_a_changed_file_unarchives_too(people: Run, tmp_path: Path) -> None:
