@@ -323,10 +323,10 @@ async def campaign_preview(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _print_preview(preview: campaigns.Preview) -> None:
+    from engine.cli_manage import print_notable, print_sample  # it imports this module
+
     for sample in preview.samples:
-        print(f"{sample.phone}  [{sample.locale or 'default'}]  {sample.status}  "
-              f"{sample.encoding or '-'}  {sample.segments or 0} seg  {sample.cost or 0} credits")
-        print(f"    {sample.text if sample.text is not None else sample.detail}")
+        print_sample(sample)
     queued = preview.statuses.get("queued", 0)
     print(f"recipients: {preview.recipients}   to send: {queued}")
     for status, count in sorted(preview.statuses.items()):
@@ -341,8 +341,6 @@ def _print_preview(preview: campaigns.Preview) -> None:
         print(f"UCS-2 messages: {preview.ucs2_messages}, because of {chars}")
         if preview.smart_saves:
             print(f"  encoding: smart would save {preview.smart_saves} segments")
-    from engine.cli_manage import print_notable
-
     print_notable(preview)
 
 

@@ -6,6 +6,9 @@ What removal keeps, and why:
   rows, number and status (``contact_id`` becomes NULL), so reports and exports of past
   runs do not change. Its opt-outs stay too: they belong to the number, and a contact
   imported again later must not become reachable by accident.
+- Contacts are not removed while a run is expanding (reading its audience): the batch
+  it is writing would name a contact that no longer exists. That takes seconds to
+  minutes; the command says so and changes nothing.
 - Removing members from a group, or deleting a group, never deletes contacts.
 - Deleting a group that a campaign still names changes who that campaign reaches (a
   missing group matches nobody; a missing *excluded* group excludes nobody), so
@@ -118,6 +121,7 @@ async def group_size(conn: asyncpg.Connection, group: str) -> int:
 
 async def remove_contacts(conn: asyncpg.Connection, phones: Sequence[str]) -> list[str]:
     """Delete the contacts with these numbers; the numbers that were found."""
+    await _refuse_while_expanding(conn)
     rows = await conn.fetch(QUERIES["delete_contacts_by_phone"], list(phones))
     return [r["phone"] for r in rows]
 
@@ -125,7 +129,15 @@ async def remove_contacts(conn: asyncpg.Connection, phones: Sequence[str]) -> li
 async def remove_contacts_of_group(conn: asyncpg.Connection, group: str) -> int:
     """Delete every contact in the group (the group itself stays, empty)."""
     await require_group(conn, group)
+    await _refuse_while_expanding(conn)
     return len(await conn.fetch(QUERIES["delete_contacts_of_group"], group))
+
+
+async def _refuse_while_expanding(conn: asyncpg.Connection) -> None:
+    run = await conn.fetchrow(QUERIES["expanding_run"])
+    if run is not None:
+        raise ContactsError(f"run {run['id']} of campaign {run['name']!r} is reading its "
+                            "audience; remove contacts once it is sending (see engine status)")
 
 
 async def remove_members(conn: asyncpg.Connection, group: str,

@@ -74,3 +74,9 @@ SELECT name, coalesce(spec->'audience'->'exclude_groups' ? $1, false) AS exclude
    AND (spec->'audience'->'groups' ? $1 OR spec->'audience'->'exclude_groups' ? $1
         OR 'campaign:' || name = $1)
  ORDER BY name;
+
+-- name: expanding_run
+-- A run reading the audience right now: a contact deleted under it would break the
+-- foreign key of the batch being written, so removals wait for it.
+SELECT r.id, c.name FROM campaign_runs r JOIN campaigns c ON c.id = r.campaign_id
+ WHERE r.status = 'expanding' ORDER BY r.id LIMIT 1;

@@ -148,6 +148,16 @@ def test_removing_a_contact_keeps_its_messages_and_optout(people: Run, tmp_path:
     assert people("contacts", "list", "--group", "vip").out.endswith("1 contacts\n")
 
 
+def test_contacts_are_not_removed_under_an_expanding_run(people: Run, tmp_path: Path,
+                                                        database_url: str) -> None:
+    people("campaign", "apply", str(write_campaign(tmp_path)))
+    people("campaign", "send", "promo")
+    sql(database_url, "UPDATE campaign_runs SET status = 'expanding' RETURNING id")
+    result = people("contacts", "remove", ANN, "--yes")
+    assert result.code == 1 and "is reading its audience" in result.err
+    assert sql(database_url, "SELECT count(*) FROM contacts") == 4
+
+
 def test_removing_the_contacts_of_a_group(people: Run, database_url: str) -> None:
     result = people("contacts", "remove", "--group", "vip", "--yes")
     assert result.code == 0 and result.out == "removed 2 contacts; group 'vip' is now empty\n"
