@@ -18,6 +18,12 @@ the run sends; still over, nothing changes and the reason is the error. Older ov
 runs stay cancelled: sending a stale firing late is rarely what anyone wants. Applying a
 ``now`` campaign again makes it fire anew; when that firing is due, it is the run that
 sends (with the new budget) and the over-budget one stays cancelled, so nobody gets both.
+
+Archiving (``archive_campaign``) hides a campaign from ``engine campaign list`` and takes
+away its next firing; its runs and messages stay. A run in progress must end (or be
+paused and cancelled) first. Applying the campaign's file again brings it back: a changed
+file is an ordinary update; an unchanged one gets back the firing it would have had (a
+campaign that had finished or was cancelled stays so, and nothing fires twice).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -35,7 +41,7 @@ from typing import Any
 import asyncpg
 
 from engine import sms
-from engine.audience import ImportReport, import_contacts, mask
+from engine.audience import ImportReport, RowProblem, import_contacts, mask
 from engine.config import EngineConfig
 from engine.errors import EngineError
 from engine.expander import (
@@ -63,7 +69,7 @@ class Applied:
     """What applying one campaign file did."""
 
     name: str
-    action: str  # created, updated or unchanged
+    action: str  # created, updated, unchanged, unarchived or "updated, unarchived"
     next_run_at: datetime | None
     file_report: ImportReport | None = None
 
@@ -94,6 +100,8 @@ async def apply_campaign(conn: asyncpg.Connection, campaign: Campaign, source: P
     async with conn.transaction():
         row = await conn.fetchrow(QUERIES["campaign_for_apply"], campaign.name)
         if row is not None and row["spec_hash"] == digest:
+            if row["archived_at"] is not None:
+                return await _unarchive(conn, row["id"], campaign, now)
             return Applied(campaign.name, "unchanged", None)
         if row is not None:
             await _refuse_if_running(conn, row["id"], campaign.name)
@@ -107,7 +115,10 @@ async def apply_campaign(conn: asyncpg.Connection, campaign: Campaign, source: P
             await conn.execute(QUERIES["update_campaign"], campaign_id, spec, digest,
                                str(source), next_run)
     report = await _load_file(conn, campaign_id, campaign, config)
-    return Applied(campaign.name, "created" if row is None else "updated", next_run, report)
+    action = "created" if row is None else "updated"
+    if row is not None and row["archived_at"] is not None:
+        action += ", unarchived"
+    return Applied(campaign.name, action, next_run, report)
 
 
 async def _refuse_if_running(conn: asyncpg.Connection, campaign_id: int, name: str) -> None:
@@ -132,6 +143,25 @@ async def _load_file(conn: asyncpg.Connection, campaign_id: int, campaign: Campa
         await conn.execute(QUERIES["insert_invalid_recipients_of_file"], campaign_id,
                            [p.line for p in bad], [p.raw for p in bad], [p.reason for p in bad])
     return report
+
+
+async def _unarchive(conn: asyncpg.Connection, campaign_id: int, campaign: Campaign,
+                     now: datetime) -> Applied:
+    next_run = await conn.fetchval(QUERIES["unarchive_campaign"], campaign_id,
+                                   first_firing(campaign, now))
+    return Applied(campaign.name, "unarchived", next_run)
+
+
+async def archive_campaign(conn: asyncpg.Connection, name: str) -> bool:
+    """Hide a campaign and stop its firings; False when it was archived already."""
+    async with conn.transaction():
+        # locked, as apply does, so that a scheduler tick cannot fire it meanwhile
+        row = await conn.fetchrow(QUERIES["campaign_for_apply"], name)
+        if row is None:
+            raise CampaignError(f"no campaign named {name!r} (apply its file first)")
+        await _refuse_if_running(conn, row["id"], name)
+        archived = await conn.fetchval(QUERIES["archive_campaign"], row["id"])
+    return archived is not None
 
 
 async def campaign_row(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
@@ -209,12 +239,54 @@ class Sample:
     cost: Decimal | None
     detail: str | None
 
+    @classmethod
+    def of(cls, row: Row) -> Sample:
+        """The sample of one decided row (the number masked)."""
+        return cls(mask(row[2]), row[7], row[11], row[6], row[8], row[9], row[10], row[15])
+
+
+@dataclass(slots=True)
+class Notable:
+    """Samples a marketer should see whatever the audience's order: the first message
+    of each locale and each encoding, the longest message (most segments, then most
+    characters) and the first ``skipped_limit`` recipients that would not be sent to."""
+
+    skipped_limit: int = 10
+    by_locale: dict[str, Sample] = field(default_factory=dict)
+    by_encoding: dict[str, Sample] = field(default_factory=dict)
+    longest: Sample | None = None
+    skipped: list[Sample] = field(default_factory=list)
+
+    def note(self, row: Row) -> None:
+        """Keep the row's sample where it is the first or longest of its kind."""
+        if row[11] != MessageStatus.QUEUED.value:
+            if len(self.skipped) < self.skipped_limit:
+                self.skipped.append(Sample.of(row))
+            return
+        if (row[7] or "body") not in self.by_locale:
+            self.by_locale[row[7] or "body"] = Sample.of(row)
+        if row[8] not in self.by_encoding:
+            self.by_encoding[row[8]] = Sample.of(row)
+        longest = self.longest
+        size = (row[9], len(row[6]))
+        if longest is None or size > (longest.segments or 0, len(longest.text or "")):
+            self.longest = Sample.of(row)
+
+    def invalid(self, problems: Iterable[RowProblem]) -> None:
+        """Skipped rows of the audience file (its line, raw cell masked, and reason)."""
+        for problem in problems:
+            if len(self.skipped) >= self.skipped_limit:
+                return
+            self.skipped.append(Sample(mask(problem.raw), None, "invalid_number", None, None,
+                                       None, None, f"file line {problem.line}: {problem.reason}"))
+
 
 @dataclass(slots=True)
 class Preview:
     """What a campaign would send now, to whom, and at what cost."""
 
     samples: list[Sample] = field(default_factory=list)
+    notable: Notable = field(default_factory=Notable)
     recipients: int = 0
     statuses: Counter[str] = field(default_factory=Counter)
     segments: int = 0
@@ -244,15 +316,16 @@ class Preview:
 
 
 async def preview_campaign(conn: asyncpg.Connection, campaign: Campaign, config: EngineConfig,
-                           *, limit: int = 5, batch_size: int = 5000) -> Preview:
+                           *, limit: int = 5, batch_size: int = 5000,
+                           skipped: int = 10) -> Preview:
     """Decide every recipient exactly as a run would, inside a transaction rolled back after."""
-    preview = Preview(budget=campaign.limits.budget)
+    preview = Preview(budget=campaign.limits.budget, notable=Notable(skipped))
     plan = plan_run(0, campaign, config)
     smart = campaign.message.encoding == "smart"
     transaction = conn.transaction()
     await transaction.start()
     try:
-        invalid = await _preview_file(conn, campaign, config)
+        invalid = await _preview_file(conn, campaign, config, preview.notable)
         preview.recipients += invalid
         preview.statuses.update({MessageStatus.INVALID_NUMBER.value: invalid} if invalid else {})
         sources = await Sources.resolve(conn, campaign, campaign.name)
@@ -262,6 +335,7 @@ async def preview_campaign(conn: asyncpg.Connection, campaign: Campaign, config:
                 row = plan.decide(rec, timing, sources.cap_count)
                 if row is not None:
                     preview.add(row, smart)
+                    preview.notable.note(row)
                     _sample(preview, row, limit)
         duplicates = await sources.duplicates(conn)
         if duplicates:
@@ -272,20 +346,20 @@ async def preview_campaign(conn: asyncpg.Connection, campaign: Campaign, config:
 
 
 async def _preview_file(conn: asyncpg.Connection, campaign: Campaign,
-                        config: EngineConfig) -> int:
+                        config: EngineConfig, notable: Notable) -> int:
     if campaign.audience.file is None:
         return 0
     group = file_group(campaign.name)
     await conn.execute(QUERIES["clear_group_members"], group)
     report = await import_contacts(conn, Path(campaign.audience.file), group=group,
                                    region=config.default_region)
+    notable.invalid(report.invalid)
     return report.invalid_total
 
 
 def _sample(preview: Preview, row: Row, limit: int) -> None:
     if len(preview.samples) < limit:
-        preview.samples.append(Sample(mask(row[2]), row[7], row[11], row[6], row[8], row[9],
-                                      row[10], row[15]))
+        preview.samples.append(Sample.of(row))
 
 
 @dataclass(frozen=True, slots=True)

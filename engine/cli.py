@@ -330,16 +330,17 @@ async def campaign_preview(ctx: Context, args: argparse.Namespace) -> int:
     """Render samples and totals for a campaign file against the database."""
     [(_, campaign)] = _load(ctx, [args.file])
     async with ctx.connection() as conn:
-        preview = await campaigns.preview_campaign(conn, campaign, ctx.config, limit=args.limit)
+        preview = await campaigns.preview_campaign(conn, campaign, ctx.config, limit=args.limit,
+                                                   skipped=args.skipped)
     _print_preview(preview)
     return 0
 
 
 def _print_preview(preview: campaigns.Preview) -> None:
+    from engine.cli_manage import print_notable, print_sample  # it imports this module
+
     for sample in preview.samples:
-        print(f"{sample.phone}  [{sample.locale or 'default'}]  {sample.status}  "
-              f"{sample.encoding or '-'}  {sample.segments or 0} seg  {sample.cost or 0} credits")
-        print(f"    {sample.text if sample.text is not None else sample.detail}")
+        print_sample(sample)
     queued = preview.statuses.get("queued", 0)
     print(f"recipients: {preview.recipients}   to send: {queued}")
     for status, count in sorted(preview.statuses.items()):
@@ -354,12 +355,13 @@ def _print_preview(preview: campaigns.Preview) -> None:
         print(f"UCS-2 messages: {preview.ucs2_messages}, because of {chars}")
         if preview.smart_saves:
             print(f"  encoding: smart would save {preview.smart_saves} segments")
+    print_notable(preview)
 
 
 async def campaign_list(ctx: Context, args: argparse.Namespace) -> int:
     """Campaigns with their next run and last run's outcome."""
     async with ctx.connection() as conn:
-        rows = await conn.fetch(QUERIES["list_campaigns"])
+        rows = await conn.fetch(QUERIES["list_campaigns"], args.all)
     print_table(["campaign", "status", "next run", "last run", "run status", "estimated cost",
                  "cost of accepted messages", "counts"],
                 [(r["name"], r["status"], r["next_run_at"], r["scheduled_for"],
@@ -639,6 +641,11 @@ def _command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str
     return parser
 
 
+def _yes(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--yes", "-y", action="store_true",
+                        help="do not ask for confirmation (needed when stdin is not a terminal)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command tree."""
     parser = argparse.ArgumentParser(
@@ -658,7 +665,11 @@ def build_parser() -> argparse.ArgumentParser:
     _command(dbs, "url", db_url, "print the connection URL in use (for psql)")
     _command(dbs, "stop", db_stop, "stop the embedded PostgreSQL server")
 
-    contacts = _group(sub, "contacts", "contacts: import, suppress, unsuppress")
+    # handlers of the commands that look at and remove data; imported here because they
+    # use this module's Context and tables
+    from engine import cli_manage as manage
+
+    contacts = _group(sub, "contacts", "contacts: import, list, show, remove, suppress, ...")
     imp = _command(contacts, "import", contacts_import, "import contacts from a CSV file")
     imp.add_argument("file")
     imp.add_argument("--group", help="add the imported contacts to this group")
@@ -671,8 +682,36 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--channel", default="*", help="one channel only (default: all)")
         if name == "suppress":
             cmd.add_argument("--reason")
+    lst = _command(contacts, "list", manage.contacts_list, "list contacts (numbers masked)")
+    lst.add_argument("--group", metavar="NAME", help="members of this group only")
+    lst.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE",
+                     help="attribute or field value to match (repeatable)")
+    lst.add_argument("--limit", type=int, default=50, help="contacts to show (default 50)")
+    lst.add_argument("--unmasked", action="store_true", help="show whole phone numbers")
+    show = _command(contacts, "show", manage.contacts_show,
+                    "one contact: fields, groups, opt-outs, latest messages")
+    show.add_argument("number")
+    show.add_argument("--region", metavar="CC")
+    show.add_argument("--unmasked", action="store_true", help="show the whole phone number")
+    rm = _command(contacts, "remove", manage.contacts_remove,
+                  "delete contacts (their messages and opt-outs are kept)")
+    rm.add_argument("numbers", nargs="*", metavar="NUMBER")
+    rm.add_argument("--group", metavar="NAME", help="every contact of this group")
+    rm.add_argument("--region", metavar="CC")
+    _yes(rm)
     groups = _group(sub, "groups", "contact groups")
     _command(groups, "list", groups_list, "list groups and their sizes")
+    rmm = _command(groups, "remove-members", manage.groups_remove_members,
+                   "take numbers out of a group (contacts are kept)")
+    rmm.add_argument("name")
+    rmm.add_argument("items", nargs="+", metavar="FILE|NUMBER",
+                     help="numbers, or CSV files with a phone column")
+    rmm.add_argument("--region", metavar="CC")
+    _yes(rmm)
+    delete = _command(groups, "delete", manage.groups_delete,
+                      "delete a group (its contacts are kept)")
+    delete.add_argument("name")
+    _yes(delete)
 
     campaign = _group(sub, "campaign", "campaigns: validate, preview, apply, list, ...")
     for name, handler, text in (
@@ -683,7 +722,14 @@ def build_parser() -> argparse.ArgumentParser:
     preview = _command(campaign, "preview", campaign_preview, "rendered samples, totals, cost")
     preview.add_argument("file")
     preview.add_argument("--limit", type=int, default=5, help="samples to show (default 5)")
-    _command(campaign, "list", campaign_list, "campaigns, next run and last outcome")
+    preview.add_argument("--skipped", type=int, default=10, metavar="N",
+                         help="skipped recipients to show (default 10)")
+    _command(campaign, "list", campaign_list, "campaigns, next run and last outcome") \
+        .add_argument("--all", action="store_true", help="archived campaigns too")
+    archive = _command(campaign, "archive", manage.campaign_archive,
+                       "stop a campaign's firings and hide it (history is kept)")
+    archive.add_argument("name")
+    _yes(archive)
     _command(campaign, "send", campaign_send, "create a run now").add_argument("name")
     runs = _command(campaign, "runs", campaign_runs, "a campaign's runs and their counts")
     runs.add_argument("name")

@@ -1,6 +1,6 @@
 -- name: campaign_for_apply
 -- The stored campaign, locked so that two applies of the same name take turns.
-SELECT id, spec_hash, status::text FROM campaigns WHERE name = $1 FOR UPDATE;
+SELECT id, spec_hash, status::text, archived_at FROM campaigns WHERE name = $1 FOR UPDATE;
 
 -- name: active_run
 -- A run of the campaign that is still in progress (the campaign cannot change then).
@@ -16,8 +16,10 @@ VALUES ($1, $2, $3, $4,
 RETURNING id;
 
 -- name: update_campaign
+-- A changed file also brings an archived campaign back.
 UPDATE campaigns
    SET spec = $2, spec_hash = $3, source_path = $4, next_run_at = $5, updated_at = now(),
+       archived_at = NULL,
        status = CASE WHEN $5::timestamptz IS NULL THEN 'finished' ELSE 'active' END::campaign_status
  WHERE id = $1;
 
@@ -38,7 +40,12 @@ DELETE FROM group_members
 -- Each campaign with its latest real run (if any): a test send is not the campaign's
 -- outcome, as in the reports. The cost of accepted messages counts what the view
 -- campaign_outcomes counts as accepted (without its latency percentiles, which sort).
-SELECT c.name, c.status::text, c.next_run_at, c.spec->'schedule' AS schedule,
+-- Archived campaigns only when $1 (--all).
+SELECT c.name,
+       CASE WHEN c.archived_at IS NULL THEN c.status::text
+            WHEN c.status IN ('finished', 'cancelled') THEN 'archived (' || c.status::text || ')'
+            ELSE 'archived' END AS status,
+       c.next_run_at, c.spec->'schedule' AS schedule,
        r.id AS run_id, r.status::text AS run_status, r.scheduled_for, r.recipients, r.counts,
        r.estimated_cost, CASE WHEN r.id IS NOT NULL THEN a.cost END AS cost
   FROM campaigns c
@@ -52,6 +59,7 @@ SELECT c.name, c.status::text, c.next_run_at, c.spec->'schedule' AS schedule,
                         AND (m.sent_at IS NOT NULL
                              OR m.status IN ('sent', 'delivered', 'read', 'undelivered'))) a
     ON true
+ WHERE $1 OR c.archived_at IS NULL
  ORDER BY c.name;
 
 -- name: campaign_by_name
