@@ -40,6 +40,7 @@ from engine.providers import adapter_for
 from engine.providers.simulator import SimulatorSettings, serve
 from engine.queries import QUERIES
 from engine.spec import Campaign
+from engine.untrusted import printable, printable_lines
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,8 @@ async def sms_analyze(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A plain aligned text table."""
-    cells = [[_cell(v) for v in row] for row in rows]
+    """A plain aligned text table (control characters shown as escapes)."""
+    cells = [[printable(_cell(v)) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in cells:
@@ -511,7 +512,8 @@ async def report(ctx: Context, args: argparse.Namespace) -> int:
             print(f"wrote {args.html}")
             return 0
         result = await reports.runs_report(conn, args.name, args.run)
-    print(reports.render(result, args.format))
+    text = reports.render(result, args.format, raw=args.raw)
+    print(printable_lines(text) if sys.stdout.isatty() else text)
     return 0
 
 
@@ -521,7 +523,7 @@ async def export(ctx: Context, args: argparse.Namespace) -> int:
 
     async with ctx.connection() as conn:
         rows = await reports.export_csv(conn, args.name, args.run, Path(args.out),
-                                        masked=args.masked)
+                                        masked=args.masked, raw=args.raw)
     print(f"wrote {rows} rows to {args.out}")
     return 0
 
@@ -594,6 +596,10 @@ def _command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str
     parser = sub.add_parser(name, help=help_text, description=help_text)
     parser.set_defaults(handler=handler)
     return parser
+
+
+#: --raw of report and export: engine.untrusted explains the neutralising it turns off
+RAW = "CSV cells exactly as stored (no ' before cells a spreadsheet would run as formulas)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -673,11 +679,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--run", type=int, metavar="ID", help="one run in detail")
     rep.add_argument("--format", choices=("table", "csv", "json"), default="table")
     rep.add_argument("--html", metavar="FILE", help="write the chart page to FILE")
+    rep.add_argument("--raw", action="store_true", help=RAW)
     exp = _command(sub, "export", export, "export one row per recipient to CSV")
     exp.add_argument("name")
     exp.add_argument("--run", type=int, metavar="ID", help="one run only")
     exp.add_argument("--out", required=True, metavar="FILE.csv")
     exp.add_argument("--masked", action="store_true", help="masked phone numbers only")
+    exp.add_argument("--raw", action="store_true", help=RAW)
     demo_cmd = _command(sub, "demo", demo, "run a whole campaign on the simulator")
     demo_cmd.add_argument("--campaigns", default="campaigns", help="example campaigns folder")
     providers = _group(sub, "providers", "provider accounts")
