@@ -597,9 +597,9 @@ def _dumps(value: dict[str, str]) -> str:
 
 
 @contextmanager
-def _opened(source: Path | TextIO) -> Iterator[tuple[TextIO, str]]:
+def _opened(source: Path | TextIO, name: str | None) -> Iterator[tuple[TextIO, str]]:
     if not isinstance(source, Path):
-        yield source, getattr(source, "name", "CSV")
+        yield source, name or str(getattr(source, "name", "CSV"))
         return
     try:
         stream = source.open(encoding="utf-8-sig", newline="")
@@ -723,11 +723,13 @@ async def import_contacts(
     region: str | None,
     progress: Callable[[int], None] | None = None,
     batch_size: int = BATCH_SIZE,
+    name: str | None = None,
 ) -> ImportReport:
-    """Import contacts from a CSV file (see the module docstring for the rules)."""
+    """Import contacts from a CSV file (see the module docstring for the rules); ``name``
+    is the file's name in messages when ``source`` is a stream."""
     region = check_region(region)
     group = _group_name(group)
-    with _opened(source) as (stream, name):
+    with _opened(source, name) as (stream, name):
         reader = _reader(stream, name)
         where = _header(reader, name)
         tally = _Tally(group)
