@@ -79,3 +79,23 @@ async def test_the_validated_file_is_imported(conn: asyncpg.Connection, tmp_path
     assert applied.file_report is not None and applied.file_report.imported == 1
     preview = await campaigns.preview_campaign(conn, spec.load_campaign(path), CONFIG)
     assert preview.recipients == 1
+
+
+async def test_nul_rows_of_an_audience_file_are_recorded_and_the_rest_applies(
+    conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    path = write_campaign(tmp_path / "campaigns")
+    (tmp_path / "campaigns" / "list.csv").write_text(
+        "phone,first_name\n+27825550001,Ann\n+2782555\x000002,Bob\n+27825550003,C\x00y\n"
+    )
+    applied = await campaigns.apply_campaign(conn, spec.load_campaign(path), path, CONFIG)
+
+    assert applied.file_report is not None
+    assert (applied.file_report.imported, applied.file_report.invalid_total) == (1, 2)
+    stored = await conn.fetch(
+        "SELECT line, raw, reason FROM campaign_invalid_recipients ORDER BY line"
+    )
+    assert [tuple(r) for r in stored] == [
+        (3, "+2782555\ufffd0002", "unstorable character '\\x00' in column phone"),
+        (4, "+27825550003", "unstorable character '\\x00' in column first_name"),
+    ]
