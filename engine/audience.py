@@ -8,14 +8,14 @@ Importing a CSV (``import_contacts``)
 -------------------------------------
 - The header row must name a ``phone`` column. Header names are case-insensitive; a
   BOM, surrounding whitespace and inner runs of whitespace (``First Name`` ->
-  ``first_name``) are normalised. Errors name a column only when it is the offending
-  one (``column named twice: phone``); they never quote other cells, because a file
-  that is not a contacts list at all may hold secrets.
+  ``first_name``) are normalised. The delimiter is the one of ``,`` ``;`` or tab that
+  the header line uses most (spreadsheets in many locales write ``;``). Errors name a
+  column only when it is the offending one (``column named twice: phone``); they never
+  quote other cells, because a file that is not a contacts list at all may hold secrets.
 - Limits, each an error naming the line: at most ``MAX_COLUMNS`` (1,000) header
   columns, ``MAX_LINE`` (1 Mi) characters a line and ``MAX_CELL`` (csv's 128 Ki) a
   cell. Nothing is written when the header is refused; a later error keeps the batches
-  before it (below). The delimiter is the one of ``,`` ``;`` or tab that
-  the header line uses most (spreadsheets in many locales write ``;``).
+  before it (below).
 - ``first_name``, ``last_name``, ``locale`` and ``timezone`` are columns of their own;
   every other named column becomes a key in ``attributes`` (empty cells are left out,
   values stay strings). Columns with an empty header are ignored.
@@ -620,7 +620,7 @@ def _storable(text: str) -> str:
 
 def _unstorable(cells: list[str], where: Layout) -> str:
     """Why a row is refused: the first unstorable character and its column's name."""
-    for index, cell in enumerate(cells):  # pragma: no branch - the caller found one
+    for index, cell in enumerate(cells):
         if found := _UNSTORABLE.search(cell):
             column = where.names[index] if index < len(where.names) else ""
             return f"unstorable character {found[0]!r} in column {column or index + 1}"
