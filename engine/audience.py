@@ -9,13 +9,21 @@ Importing a CSV (``import_contacts``)
 - The header row must name a ``phone`` column. Header names are case-insensitive; a
   BOM, surrounding whitespace and inner runs of whitespace (``First Name`` ->
   ``first_name``) are normalised. The delimiter is the one of ``,`` ``;`` or tab that
-  the header line uses most (spreadsheets in many locales write ``;``).
+  the header line uses most (spreadsheets in many locales write ``;``). Errors name a
+  column only when it is the offending one (``column named twice: phone``); they never
+  quote other cells, because a file that is not a contacts list at all may hold secrets.
+- Limits, each an error naming the line: at most ``MAX_COLUMNS`` (1,000) header
+  columns, ``MAX_LINE`` (1 Mi) characters a line and ``MAX_CELL`` (csv's 128 Ki) a
+  cell. Nothing is written when the header is refused; a later error keeps the batches
+  before it (below).
 - ``first_name``, ``last_name``, ``locale`` and ``timezone`` are columns of their own;
   every other named column becomes a key in ``attributes`` (empty cells are left out,
   values stay strings). Columns with an empty header are ignored.
 - A row is *invalid* (skipped, reported with its 1-based line number in the file and a
-  reason) when its number does not normalise, or when it has non-empty cells beyond the
-  header's columns (a sign of an unquoted delimiter shifting the cells). Blank lines are
+  reason) when its number does not normalise, when it has non-empty cells beyond the
+  header's columns (a sign of an unquoted delimiter shifting the cells), or when a cell
+  holds a character PostgreSQL text cannot store (NUL, or a lone surrogate in a stream).
+  The reported number has such characters replaced by U+FFFD. Blank lines are
   ignored and not counted.
 - An unknown ``timezone`` (not an IANA name; ``africa/johannesburg`` is accepted as
   ``Africa/Johannesburg``) does not cost the contact: the row is imported without the
@@ -54,6 +62,7 @@ import csv
 import itertools
 import logging
 import re
+from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass, field
@@ -75,6 +84,11 @@ log = logging.getLogger(__name__)
 BATCH_SIZE = 10_000
 #: invalid rows (and warnings) kept in an ImportReport; the rest are only counted
 MAX_PROBLEMS = 1000
+#: columns a header may have; more is an error (a contacts file needs a handful)
+MAX_COLUMNS = 1000
+#: characters in one line of the file, and (csv's own limit) in one cell
+MAX_LINE = 1 << 20
+MAX_CELL = csv.field_size_limit()
 CONTACT_FIELDS = ("first_name", "last_name", "locale", "timezone")
 
 # --- SQL ------------------------------------------------------------------------------
@@ -470,18 +484,22 @@ class Layout:
     fields: tuple[int, ...]  # positions of CONTACT_FIELDS
     attributes: tuple[tuple[str, int], ...]
     width: int
+    names: tuple[str, ...] = ()  # normalised header names, "" for a column without one
 
 
 def layout(header: list[str], source: str = "CSV") -> Layout:
-    """The layout of a header row, or ContactsError naming what is wrong with it."""
+    """The layout of a header row, or ContactsError naming what is wrong with it
+    (never quoting a cell: the file may not be a contacts list at all)."""
+    _check_header(header, source)
     names = [_column_name(cell) for cell in header]
-    named = [name for name in names if name]
-    repeated = sorted({name for name in named if named.count(name) > 1})
+    repeated = sorted(name for name, n in Counter(filter(None, names)).items() if n > 1)
     if repeated:
         raise ContactsError(f"{source}: column named twice: {', '.join(repeated)}")
     if "phone" not in names:
-        found = ", ".join(named) or "none"
-        raise ContactsError(f"{source}: the header needs a 'phone' column (found: {found})")
+        raise ContactsError(
+            f"{source}: the header needs a 'phone' column; none of its {len(names):,} columns is "
+            "named phone (names ignore case, and spaces become _)"
+        )
     position = {name: i for i, name in enumerate(names) if name}
     reserved = {"phone", *CONTACT_FIELDS}
     return Layout(
@@ -489,7 +507,21 @@ def layout(header: list[str], source: str = "CSV") -> Layout:
         fields=tuple(position.get(name, len(names)) for name in CONTACT_FIELDS),
         attributes=tuple((n, i) for n, i in position.items() if n not in reserved),
         width=len(names),
+        names=tuple(names),
     )
+
+
+def _check_header(header: list[str], source: str) -> None:
+    if len(header) > MAX_COLUMNS:
+        raise ContactsError(
+            f"{source}: the header has {len(header):,} columns; at most {MAX_COLUMNS:,} are allowed"
+        )
+    for number, cell in enumerate(header, 1):
+        if found := _UNSTORABLE.search(cell):
+            raise ContactsError(
+                f"{source}: column {number} of the header holds {found[0]!r}, which "
+                "cannot be stored"
+            )
 
 
 def _column_name(cell: str) -> str:
@@ -555,7 +587,10 @@ def _row_number(
     raw = cells[where.phone].strip()
     if any(cell.strip() for cell in cells[where.width :]):
         extra = f"{len(cells)} cells but the header has {where.width} columns"
-        batch.invalid.append(RowProblem(line, raw, extra))
+        batch.invalid.append(RowProblem(line, _storable(raw), extra))
+        return None
+    if _UNSTORABLE.search("".join(cells)):
+        batch.invalid.append(RowProblem(line, _storable(raw), _unstorable(cells, where)))
         return None
     e164, reason = normalise_reason(raw, region)
     if reason is not None:
@@ -572,6 +607,24 @@ def _row_contact(line: int, cells: list[str], where: Layout, batch: Prepared) ->
         zone = known
     attributes = {name: value for name, i in where.attributes if (value := cells[i].strip())}
     return Contact(first, last, locale, zone, attributes)
+
+
+# what a PostgreSQL text (or jsonb) value cannot hold: NUL, and surrogates, which a
+# decoded file never has but a caller's stream may
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(text: str) -> str:
+    return _UNSTORABLE.sub("\ufffd", text)
+
+
+def _unstorable(cells: list[str], where: Layout) -> str:
+    """Why a row is refused: the first unstorable character and its column's name."""
+    for index, cell in enumerate(cells):
+        if found := _UNSTORABLE.search(cell):
+            column = where.names[index] if index < len(where.names) else ""
+            return f"unstorable character {found[0]!r} in column {column or index + 1}"
+    raise AssertionError("no unstorable character in the row")
 
 
 @lru_cache(maxsize=4096)
@@ -597,9 +650,9 @@ def _dumps(value: dict[str, str]) -> str:
 
 
 @contextmanager
-def _opened(source: Path | TextIO) -> Iterator[tuple[TextIO, str]]:
+def _opened(source: Path | TextIO, name: str | None) -> Iterator[tuple[TextIO, str]]:
     if not isinstance(source, Path):
-        yield source, getattr(source, "name", "CSV")
+        yield source, name or str(getattr(source, "name", "CSV"))
         return
     try:
         stream = source.open(encoding="utf-8-sig", newline="")
@@ -611,12 +664,26 @@ def _opened(source: Path | TextIO) -> Iterator[tuple[TextIO, str]]:
 
 def _reader(stream: TextIO, source: str) -> Iterator[list[str]]:
     """A csv reader, its delimiter taken from the header line."""
+    lines = _capped_lines(stream, source)
     try:
-        first = stream.readline()
+        first = next(lines, "")
     except UnicodeDecodeError as exc:
         raise ContactsError(f"{source}:1: not UTF-8 text; save it as 'CSV UTF-8'") from exc
     delimiter = max(",;\t", key=first.count) if first.strip() else ","
-    return csv.reader(itertools.chain([first], stream), delimiter=delimiter)
+    return csv.reader(itertools.chain([first], lines), delimiter=delimiter)
+
+
+def _capped_lines(stream: TextIO, source: str) -> Iterator[str]:
+    """The stream's lines, an error naming the first longer than MAX_LINE characters
+    (read no further than that, so one endless line never fills the memory)."""
+    readline = stream.readline
+    for number in itertools.count(1):
+        line = readline(MAX_LINE + 1)
+        if not line:
+            return
+        if len(line) > MAX_LINE:
+            raise ContactsError(f"{source}:{number}: line longer than {MAX_LINE:,} characters")
+        yield line
 
 
 def _batches(
@@ -646,9 +713,15 @@ def _guarded(
     reader: Iterator[list[str]], source: str, line_num: Callable[[], int]
 ) -> Iterator[list[str]]:
     """The reader's rows, its errors turned into ContactsError with the line."""
+    start = line_num() + 1  # the first line of the row being read
     try:
-        yield from reader
+        for cells in reader:
+            yield cells
+            start = line_num() + 1
     except csv.Error as exc:
+        if str(exc).startswith("field larger than field limit"):
+            too_long = f"a cell longer than {MAX_CELL:,} characters"
+            raise ContactsError(f"{source}:{start}: {too_long}") from exc
         raise ContactsError(f"{source}:{line_num() + 1}: unreadable CSV: {exc}") from exc
     except UnicodeDecodeError as exc:
         raise ContactsError(
@@ -657,9 +730,10 @@ def _guarded(
 
 
 def _header(reader: Iterator[list[str]], source: str) -> Layout:
-    for cells in _guarded(reader, source, _line_counter(reader)):
+    line_num = _line_counter(reader)
+    for cells in _guarded(reader, source, line_num):
         if any(cell.strip() for cell in cells):
-            return layout(cells, source)
+            return layout(cells, f"{source}:{line_num()}")
     raise ContactsError(f"{source}: empty file; expected a header row with a 'phone' column")
 
 
@@ -723,11 +797,13 @@ async def import_contacts(
     region: str | None,
     progress: Callable[[int], None] | None = None,
     batch_size: int = BATCH_SIZE,
+    name: str | None = None,
 ) -> ImportReport:
-    """Import contacts from a CSV file (see the module docstring for the rules)."""
+    """Import contacts from a CSV file (see the module docstring for the rules); ``name``
+    is the file's name in messages when ``source`` is a stream."""
     region = check_region(region)
     group = _group_name(group)
-    with _opened(source) as (stream, name):
+    with _opened(source, name) as (stream, name):
         reader = _reader(stream, name)
         where = _header(reader, name)
         tally = _Tally(group)

@@ -29,6 +29,7 @@ campaign that had finished or was cancelled stays so, and nothing fires twice).
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -40,7 +41,7 @@ from typing import Any
 
 import asyncpg
 
-from engine import sms
+from engine import audiencefile, sms
 from engine.audience import ImportReport, RowProblem, import_contacts, mask
 from engine.config import EngineConfig
 from engine.errors import EngineError
@@ -88,7 +89,8 @@ def content_hash(campaign: Campaign) -> str:
     """Hash of the spec and of the audience file's bytes: unchanged means unchanged."""
     digest = hashlib.sha256(campaign.spec_hash().encode())
     if campaign.audience.file is not None:
-        digest.update(Path(campaign.audience.file).read_bytes())
+        with audiencefile.opened(Path(campaign.audience.file)) as stream:
+            hashlib.file_digest(stream, lambda: digest)
     return digest.hexdigest()
 
 
@@ -136,8 +138,7 @@ async def _load_file(conn: asyncpg.Connection, campaign_id: int, campaign: Campa
     await conn.execute(QUERIES["clear_group_members"], group)
     if campaign.audience.file is None:
         return None
-    report = await import_contacts(conn, Path(campaign.audience.file), group=group,
-                                   region=config.default_region)
+    report = await _import_file(conn, Path(campaign.audience.file), group, config)
     if report.invalid:
         bad = report.invalid
         await conn.execute(QUERIES["insert_invalid_recipients_of_file"], campaign_id,
@@ -351,10 +352,18 @@ async def _preview_file(conn: asyncpg.Connection, campaign: Campaign,
         return 0
     group = file_group(campaign.name)
     await conn.execute(QUERIES["clear_group_members"], group)
-    report = await import_contacts(conn, Path(campaign.audience.file), group=group,
-                                   region=config.default_region)
+    report = await _import_file(conn, Path(campaign.audience.file), group, config)
     notable.invalid(report.invalid)
     return report.invalid_total
+
+
+async def _import_file(conn: asyncpg.Connection, path: Path, group: str,
+                       config: EngineConfig) -> ImportReport:
+    """Import the validated audience file, opened so that only that file is read."""
+    with audiencefile.opened(path) as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        return await import_contacts(conn, text, group=group, region=config.default_region,
+                                     name=str(path))
 
 
 def _sample(preview: Preview, row: Row, limit: int) -> None:

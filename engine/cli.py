@@ -41,6 +41,7 @@ from engine.providers import adapter_for
 from engine.providers.simulator import SimulatorSettings, serve
 from engine.queries import QUERIES
 from engine.spec import Campaign
+from engine.untrusted import printable, printable_lines
 
 log = logging.getLogger(__name__)
 
@@ -196,8 +197,8 @@ async def sms_analyze(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    """A plain aligned text table."""
-    cells = [[_cell(v) for v in row] for row in rows]
+    """A plain aligned text table (control characters shown as escapes)."""
+    cells = [[printable(_cell(v)) for v in row] for row in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for row in cells:
@@ -397,7 +398,8 @@ async def campaign_test(ctx: Context, args: argparse.Namespace) -> int:
     async with ctx.connection() as conn:
         sent = await campaigns.create_test_send(conn, args.name, phone, ctx.config)
     print(f"message {sent.message_id} (run {sent.run_id}): {sent.status}")
-    print(f"    {sent.body if sent.body is not None else sent.detail}")
+    shown = sent.body if sent.body is not None else sent.detail
+    print(f"    {printable_lines(shown or '')}")
     return 0 if sent.status == "queued" else 1
 
 
@@ -556,7 +558,8 @@ async def report(ctx: Context, args: argparse.Namespace) -> int:
             print(f"wrote {args.html}")
             return 0
         result = await reports.runs_report(conn, args.name, args.run)
-    print(reports.render(result, args.format))
+    text = reports.render(result, args.format, raw=args.raw)
+    print(printable_lines(text) if sys.stdout.isatty() else text)
     return 0
 
 
@@ -566,7 +569,7 @@ async def export(ctx: Context, args: argparse.Namespace) -> int:
 
     async with ctx.connection() as conn:
         rows = await reports.export_csv(conn, args.name, args.run, Path(args.out),
-                                        masked=args.masked)
+                                        masked=args.masked, raw=args.raw)
     print(f"wrote {rows} rows to {args.out}")
     return 0
 
@@ -644,6 +647,10 @@ def _command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str
 def _yes(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--yes", "-y", action="store_true",
                         help="do not ask for confirmation (needed when stdin is not a terminal)")
+
+
+#: --raw of report and export: engine.untrusted explains the neutralising it turns off
+RAW = "CSV cells exactly as stored (no ' before cells a spreadsheet would run as formulas)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -762,11 +769,13 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--run", type=int, metavar="ID", help="one run in detail")
     rep.add_argument("--format", choices=("table", "csv", "json"), default="table")
     rep.add_argument("--html", metavar="FILE", help="write the chart page to FILE")
+    rep.add_argument("--raw", action="store_true", help=RAW)
     exp = _command(sub, "export", export, "export one row per recipient to CSV")
     exp.add_argument("name")
     exp.add_argument("--run", type=int, metavar="ID", help="one run only")
     exp.add_argument("--out", required=True, metavar="FILE.csv")
     exp.add_argument("--masked", action="store_true", help="masked phone numbers only")
+    exp.add_argument("--raw", action="store_true", help=RAW)
     demo_cmd = _command(sub, "demo", demo, "run a whole campaign on the simulator")
     demo_cmd.add_argument("--dir", metavar="PATH", help="keep the demo's database and files"
                           " in PATH (default: a temporary directory, removed at the end)")

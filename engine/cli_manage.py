@@ -18,6 +18,7 @@ from engine import campaigns, contacts
 from engine.audience import mask, normalise
 from engine.cli import Context, _cell, print_table
 from engine.errors import EngineError
+from engine.untrusted import printable_lines
 
 
 class NotConfirmed(EngineError):
@@ -209,4 +210,5 @@ def print_sample(sample: campaigns.Sample) -> None:
     """One rendered sample: who, locale, status, encoding, size and cost, then the text."""
     print(f"{sample.phone}  [{sample.locale or 'default'}]  {sample.status}  "
           f"{sample.encoding or '-'}  {sample.segments or 0} seg  {sample.cost or 0} credits")
-    print(f"    {sample.text if sample.text is not None else sample.detail}")
+    shown = sample.text if sample.text is not None else sample.detail
+    print(f"    {printable_lines(shown or '')}")

@@ -8,6 +8,10 @@ and the daemon:
   detail (statuses, top failure reasons, latency figures), as a :class:`Report`;
 - :func:`render`: a report as an aligned text table, CSV or one JSON document;
 - :func:`export_csv`: one CSV row per message, streamed by ``COPY ... TO STDOUT``;
+
+Text from outside the engine is made safe where it is shown (:mod:`engine.untrusted`):
+text tables write control characters as visible escapes, and CSV cells that a
+spreadsheet would run as a formula get a leading ``'`` unless ``raw`` is asked for.
 - :func:`report_html`: the self-contained chart page of one run
   (:mod:`engine.report_page` draws it).
 
@@ -32,7 +36,7 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
-from engine import report_page
+from engine import report_page, untrusted
 from engine.errors import EngineError
 from engine.queries import QUERIES
 from engine.report_page import PageData, Reason, Series, Step, Timeline
@@ -293,12 +297,14 @@ def _ratio(part: int, whole: int) -> Decimal | None:
 # --- rendering ----------------------------------------------------------------------------
 
 
-def render(report: Report, fmt: Format) -> str:
-    """The report as an aligned text table, CSV (a blank line between tables) or JSON."""
+def render(report: Report, fmt: Format, *, raw: bool = False) -> str:
+    """The report as an aligned text table, CSV (a blank line between tables) or JSON.
+
+    CSV cells that would run as a spreadsheet formula are neutralised unless ``raw``."""
     if fmt == "table":
         return "\n\n".join([report.title, *(_text_table(t) for t in report.tables)])
     if fmt == "csv":
-        return "\n".join(_csv_table(t) for t in report.tables).rstrip("\n")
+        return "\n".join(_csv_table(t, raw) for t in report.tables).rstrip("\n")
     if fmt == "json":
         return _json(report)
     raise ValueError(f"unknown report format {fmt!r}")
@@ -337,22 +343,24 @@ def _cell(column: str, value: Any) -> str:
         return "yes" if value else "no"
     if isinstance(value, int | Decimal) and not column.endswith("_id"):
         return f"{value:,}"
-    return str(value)
+    return untrusted.printable(str(value))
 
 
-def _csv_table(table: Table) -> str:
+def _csv_table(table: Table, raw: bool) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(table.columns)
-    writer.writerows([_csv_value(v) for v in row] for row in table.rows)
+    writer.writerows([_csv_value(v, raw) for v in row] for row in table.rows)
     return buffer.getvalue()
 
 
-def _csv_value(value: Any) -> Any:
+def _csv_value(value: Any, raw: bool) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, datetime):
         return value.isoformat()
+    if isinstance(value, str) and not raw:
+        return untrusted.csv_cell(value)  # numbers are never text here: they stay numbers
     return "" if value is None else value
 
 
@@ -378,11 +386,13 @@ async def export_csv(
     out: Path,
     *,
     masked: bool = False,
+    raw: bool = False,
 ) -> int:
     """Write one CSV row per message of a campaign (every run, or ``run_id``) to ``out``.
 
     Streamed by ``COPY ... TO STDOUT`` into ``out``.part, which replaces ``out`` once
-    complete; returns the number of rows. ``masked`` writes masked numbers only.
+    complete; returns the number of rows. ``masked`` writes masked numbers only; cells
+    that would run as a spreadsheet formula are neutralised unless ``raw``.
     """
     found = await _campaign(conn, campaign)
     if run_id is None:
@@ -396,7 +406,13 @@ async def export_csv(
     query = QUERIES["export_messages_masked" if masked else "export_messages"].rstrip(";")
     try:
         status = await conn.copy_from_query(
-            query, run_ids, output=partial, format="csv", header=True
+            query,
+            run_ids,
+            untrusted.FORMULA_START,
+            "" if raw else untrusted.PREFIX,
+            output=partial,
+            format="csv",
+            header=True,
         )
         await asyncio.to_thread(partial.replace, out)
     except OSError as exc:

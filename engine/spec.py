@@ -52,7 +52,7 @@ from pydantic import (
     model_validator,
 )
 
-from engine import templates, yamldoc
+from engine import audiencefile, templates, yamldoc
 from engine.errors import CampaignFileError
 from engine.providers.base import Strict
 from engine.sms import Mode
@@ -386,10 +386,7 @@ def _audience_file(value: Path | None, info: ValidationInfo) -> Path | None:
     base = _checks(info).base_dir
     if value is None or base is None:
         return value
-    path = (base / value.expanduser()).resolve()
-    if not path.is_file():
-        raise ValueError(f"audience file not found: {path}")
-    return path
+    return audiencefile.resolve_inside(base, value)  # the rule is in its docstring
 
 
 LocalDateTime = Annotated[

@@ -151,9 +151,16 @@ SELECT id FROM campaign_runs WHERE campaign_id = $1 ORDER BY scheduled_for, id;
 
 -- name: export_messages
 -- One CSV row per message of runs $1, by run then number (the order of an index, so
--- nothing is sorted). Columns are message_outcomes' in a reading order.
+-- nothing is sorted). Columns are message_outcomes' in a reading order. The columns that
+-- carry text from outside the engine (a provider's codes, details and ids, a contact's
+-- locale) go through regexp_replace($2, $3): engine.untrusted's formula rule and prefix,
+-- or an empty prefix for --raw.
 SELECT campaign, run_id, run_kind, scheduled_for, message_id, contact_id, phone, phone_masked,
-       channel, account, status, error_code, error_detail, provider_message_id, locale,
+       channel, account, status,
+       regexp_replace(error_code, $2, $3) AS error_code,
+       regexp_replace(error_detail, $2, $3) AS error_detail,
+       regexp_replace(provider_message_id, $2, $3) AS provider_message_id,
+       regexp_replace(locale, $2, $3) AS locale,
        encoding, segments, cost, attempts, created_at, sent_at, delivered_at, read_at,
        failed_at, delivery_seconds
   FROM message_outcomes
@@ -163,7 +170,11 @@ SELECT campaign, run_id, run_kind, scheduled_for, message_id, contact_id, phone,
 -- name: export_messages_masked
 -- export_messages with the numbers masked (no phone column).
 SELECT campaign, run_id, run_kind, scheduled_for, message_id, contact_id, phone_masked,
-       channel, account, status, error_code, error_detail, provider_message_id, locale,
+       channel, account, status,
+       regexp_replace(error_code, $2, $3) AS error_code,
+       regexp_replace(error_detail, $2, $3) AS error_detail,
+       regexp_replace(provider_message_id, $2, $3) AS provider_message_id,
+       regexp_replace(locale, $2, $3) AS locale,
        encoding, segments, cost, attempts, created_at, sent_at, delivered_at, read_at,
        failed_at, delivery_seconds
   FROM message_outcomes

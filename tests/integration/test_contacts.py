@@ -9,6 +9,8 @@ import asyncpg
 import pytest
 
 from engine.audience import (
+    MAX_COLUMNS,
+    MAX_LINE,
     MAX_PROBLEMS,
     ContactsError,
     GroupInfo,
@@ -173,8 +175,9 @@ async def test_semicolons_and_a_text_stream(conn: asyncpg.Connection) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("mobile,name\n0821234567,Ann\n", r"needs a 'phone' column \(found: mobile, name\)"),
-        ("phone,Phone\n1,2\n", "column named twice: phone"),
+        ("mobile,name\n0821234567,Ann\n", r"contacts.csv:1: the header needs a 'phone' column"),
+        ("phone,Phone\n1,2\n", "contacts.csv:1: column named twice: phone"),
+        ("\n\nname,phone\x00x\n", r"contacts.csv:3: column 2 of the header holds '\\x00'"),
         ("", "empty file"),
         ("\n\n", "empty file"),
     ],
@@ -259,6 +262,114 @@ async def test_only_the_first_invalid_rows_are_kept(conn: asyncpg.Connection) ->
     assert len(report.invalid) == MAX_PROBLEMS
     assert report.invalid_total == MAX_PROBLEMS + 500
     assert report.invalid[-1].line == MAX_PROBLEMS + 1
+    assert report.imported == 1
+
+
+# --- hostile files (issue 18, breaks 2, 9 and 10) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [  # what /proc/self/environ looks like to the reader: one line, secrets in its cells
+        ("AWS_KEY=wJalrXUtnFEMI\x00HOME=/root\x00TOKEN=hunter2,hunter3", "column 1 of the"),
+        ("AWS_KEY=wJalrXUtnFEMI;HOME=/root;TOKEN=hunter2,hunter3", "needs a 'phone' column"),
+    ],
+)
+async def test_a_header_without_phone_echoes_none_of_its_cells(
+    conn: asyncpg.Connection, tmp_path: Path, header: str, message: str
+) -> None:
+    with pytest.raises(ContactsError) as caught:
+        await import_contacts(conn, write(tmp_path, header), group=None, region=None)
+    text = str(caught.value)
+    assert message in text
+    assert "hunter" not in text and "wJalr" not in text and "HOME" not in text
+
+
+async def test_a_header_of_many_columns_is_capped_with_a_clear_error(
+    conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    most = ",".join(["phone"] + [f"c{i}" for i in range(MAX_COLUMNS - 1)])
+    report = await import_contacts(
+        conn, io.StringIO(f"{most}\n+27821234567,x\n"), group=None, region=None
+    )
+    assert report.imported == 1
+
+    header = ",".join(["phone"] + [f"c{i}" for i in range(40_000)])  # 23 s before the cap
+    with pytest.raises(ContactsError) as caught:
+        await import_contacts(conn, write(tmp_path, header + "\n1\n"), group="g", region=None)
+    assert str(caught.value) == (
+        f"{tmp_path / 'contacts.csv'}:1: the header has 40,001 columns; at most 1,000 are allowed"
+    )
+    assert await conn.fetchval("SELECT count(*) FROM groups") == 0
+
+
+async def test_a_header_of_many_repeated_columns_is_refused_the_same_way(
+    conn: asyncpg.Connection,
+) -> None:
+    header = "phone" + ",a" * 500_000  # a million ran away before the cap
+    with pytest.raises(ContactsError, match="the header has 500,001 columns"):
+        await import_contacts(conn, io.StringIO(header + "\n"), group=None, region=None)
+
+
+async def test_an_overlong_line_or_cell_is_an_error_naming_its_line(
+    conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    good = "+27821234567,a\n"
+    long_line = "+27831112222" + ",x" * (MAX_LINE // 2) + "\n"
+    with pytest.raises(ContactsError) as caught:
+        await import_contacts(
+            conn, write(tmp_path, "phone,n\n" + good + long_line), group=None, region=None
+        )
+    assert str(caught.value) == (
+        f"{tmp_path / 'contacts.csv'}:3: line longer than {MAX_LINE:,} characters"
+    )
+
+    long_cell = '+27831112222,"' + "x\n" * 70_000 + '"\n'
+    with pytest.raises(ContactsError, match=r"^<long>:3: a cell longer than [0-9,]+ characters$"):
+        await import_contacts(
+            conn,
+            io.StringIO("phone,n\n" + good + long_cell),
+            group=None,
+            region=None,
+            name="<long>",
+        )
+
+    with pytest.raises(ContactsError, match=r"contacts\.csv:1: line longer than"):
+        await import_contacts(
+            conn, write(tmp_path, "phone" + "x" * MAX_LINE), group=None, region=None
+        )
+    assert await conn.fetchval("SELECT count(*) FROM contacts") == 0
+
+
+async def test_a_row_with_a_nul_is_reported_and_the_rest_imports(
+    conn: asyncpg.Connection, tmp_path: Path
+) -> None:
+    text = (
+        "phone,first_name,city,\n"
+        "+27821234567,A\x00nn,Cape Town,\n"  # 2: in a name
+        "+27821234568,Bob,Dur\x00ban,\n"  # 3: in an attribute
+        "+2782123\x004569,Cy,,\n"  # 4: in the number
+        "+27821234570,Dee,,ignored\x00\n"  # 5: in a column without a name
+        "+27821234571,Eve,Paarl,\n"  # 6: fine
+    )
+    report = await import_contacts(conn, write(tmp_path, text), group="g", region=None)
+
+    assert report.invalid == (
+        RowProblem(2, "+27821234567", "unstorable character '\\x00' in column first_name"),
+        RowProblem(3, "+27821234568", "unstorable character '\\x00' in column city"),
+        RowProblem(4, "+2782123\ufffd4569", "unstorable character '\\x00' in column phone"),
+        RowProblem(5, "+27821234570", "unstorable character '\\x00' in column 4"),
+    )
+    assert sorted(await contacts(conn)) == ["+27821234571"]
+    assert [(g.name, g.members) for g in await list_groups(conn)] == [("g", 1)]
+
+
+async def test_a_stream_with_a_lone_surrogate_is_reported_too(conn: asyncpg.Connection) -> None:
+    text = "phone,first_name\n+27821234567,\ud800\n+27821234571,Eve\n"
+    report = await import_contacts(conn, io.StringIO(text), group=None, region=None)
+    assert report.invalid == (
+        RowProblem(2, "+27821234567", "unstorable character '\\ud800' in column first_name"),
+    )
     assert report.imported == 1
 
 

