@@ -43,8 +43,9 @@ Where the seed is silent [G], the adapter accepts every plausible variant:
 * a 201 whose ``status`` is already ``failed`` or ``undelivered`` is a rejection
 * ``last-modified-at`` is the time of the status; callbacks carry no event id, so
   receipts carry none (the receipts layer dedupes on message id plus status)
-* the webhook secret travels in the URLs we build and is never part of a receipt's raw
-  payload
+* the webhook secret travels in the URLs we build; courier echoes them (``callback-status-url``,
+  ``callback-url``), so the secret is replaced by ``[secret]`` in every payload the adapter
+  returns (callbacks and lookups)
 """
 
 from __future__ import annotations
@@ -183,7 +184,7 @@ class CourierAdapter(Adapter[CourierAccount]):
     ) -> WebhookEvents:
         """A status callback or a reply, as a JSON:API document or Twilio-style form."""
         extra = self._query_without_secret(query)
-        data = decode_body(content_type, body)
+        data = self._scrubbed(decode_body(content_type, body))
         if not isinstance(data, dict):
             raise MalformedWebhook("expected a JSON:API document or form fields")
         if isinstance(data.get("data"), dict):
@@ -194,6 +195,19 @@ class CourierAdapter(Adapter[CourierAccount]):
             return _reply(data["From"], data["Body"], data.get("MessageSid") or
                           data.get("SmsSid"), {**data, **extra})
         raise MalformedWebhook("neither a texts document nor Twilio-style status or reply")
+
+    def _scrubbed(self, value: Any) -> Any:
+        """``value`` without our secret: courier echoes the callback URLs that carry it."""
+        secret = self.account.webhook_secret
+        if secret is None:
+            return value
+        if isinstance(value, str):
+            return value.replace(secret.get_secret_value(), "[secret]")
+        if isinstance(value, dict):
+            return {k: self._scrubbed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._scrubbed(v) for v in value]
+        return value
 
     # lookups
 
@@ -222,7 +236,7 @@ class CourierAdapter(Adapter[CourierAccount]):
                 result = await self._request("GET", f"{TEXTS}{quote(text_id, safe='')}/")
             if isinstance(result, SendResult) or not result.ok:
                 return None
-            return _polled(result.json())
+            return _polled(self._scrubbed(result.json()))
 
         groups = await asyncio.gather(*(listed(t, ids) for t, ids in by_target.items()))
         singles = await asyncio.gather(*(one(i) for i in single))
@@ -235,7 +249,7 @@ class CourierAdapter(Adapter[CourierAccount]):
         result = await self._request("GET", TEXTS, params=params)
         if isinstance(result, SendResult) or not result.ok:
             return {}
-        data = result.json()
+        data = self._scrubbed(result.json())
         items = data.get("data") if isinstance(data, dict) else None
         found = (_polled({"data": item}) for item in items) if isinstance(items, list) else ()
         return {r.provider_message_id: r for r in found

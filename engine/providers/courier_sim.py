@@ -155,8 +155,8 @@ class CourierRoutes(ProviderRoutes):
         echo = self.sim.rng.random() < 0.5
         if self.sim.rng.random() < 0.5:
             resource = self._resource(message, event.kind, event.at)
-            if not echo:
-                del resource["attributes"]["callback-json"]
+            if echo and message.reference is not None:
+                resource["attributes"]["callback-json"] = orjson.loads(message.reference)
             return Post(url, {"Content-Type": "application/json"},
                         orjson.dumps({"data": resource, "meta": {}}))
         text = self.texts.get(message.id)
@@ -214,8 +214,6 @@ class CourierRoutes(ProviderRoutes):
             "error": _SIM_ERRORS.get(status, (None, None))[1],
             "callback-status-url": message.callback,
             "callback-url": text.callback_url if text else None,
-            "callback-json": None if message.reference is None else orjson.loads(
-                message.reference),
             "twilio-sid": text.twilio_sid if text else None,
             "created-at": created.isoformat(), "created-by": str(uuid.UUID(int=1)),
             "last-modified-at": stamp,

@@ -267,7 +267,10 @@ def test_status_callback_is_a_receipt(session: aiohttp.ClientSession) -> None:
     assert (receipt.error_code, receipt.error_detail) == (None, None)
     assert receipt.occurred_at == datetime(2024, 5, 1, 10, 0, 5, tzinfo=UTC)
     assert receipt.event_id is None
-    assert receipt.raw == body
+    assert receipt.raw["data"]["id"] == body["data"]["id"]
+    assert receipt.raw["data"]["attributes"]["callback-status-url"] == (
+        "https://engine.example.com/webhooks/courier-us?secret=[secret]")  # echoed, scrubbed
+    assert "s3cret" not in orjson.dumps(receipt.raw).decode()
     assert not events.inbound
 
 
