@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 from aiohttp import web
@@ -28,7 +29,9 @@ from engine.providers import adapter_for
 from engine.providers.base import Outbound, Outcome
 from engine.providers.simulator import FamilySettings, RunningSimulator, SimulatorSettings
 from engine.providers.zoomconnect import ZoomConnectAccount, ZoomConnectAdapter
+from engine.receipts import ReceiptWriter
 from engine.status import MessageStatus
+from engine.webhooks import WebhookHandler
 from tests.integration.helpers import Receiver, numbers
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "zoomconnect"
@@ -226,3 +229,35 @@ async def test_subscribe_prints_the_path_secret_url(
     out = capsys.readouterr().out
     assert f"https://engine.example.com/webhooks/zc/{SECRET}" in out
     assert "?secret=" not in out
+
+
+async def test_an_opt_out_failure_lands_in_suppressions_through_the_webhook_listener(
+    session: aiohttp.ClientSession, start_simulator: Any, pool: asyncpg.Pool,
+    conn: asyncpg.Connection
+) -> None:
+    """The engine's own listener and writer: FAILED_OPTOUT is stored ``undelivered`` with its
+    word, and the number the adapter sent to is suppressed on the SMS channel."""
+    writer = ReceiptWriter(pool)
+    await writer.start()
+    handler = WebhookHandler({}, writer)
+    app = web.Application()
+    app.add_routes(handler.routes())
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    host, port = runner.addresses[0][:2]
+    try:
+        sim = await start_simulator(settings(
+            webhook_url=f"http://{host}:{port}/webhooks/zc", webhook_secret=SECRET,
+            delivered=0.0, undelivered=0.0, sent_receipts=False))
+        handler.adapters["zc"] = adapter = zc(session, sim.url)
+        phones = numbers(3, prefix="+2786")
+        await send_all(adapter, phones)
+        await settled(sim)
+    finally:
+        await runner.cleanup()
+        await writer.stop()
+    rows = await conn.fetch("SELECT status::text, error_code FROM receipts")
+    assert [tuple(r) for r in rows] == [("undelivered", "FAILED_OPTOUT")] * 3
+    suppressed = await conn.fetch("SELECT phone, channel FROM suppressions ORDER BY phone")
+    assert [tuple(r) for r in suppressed] == [(p, "sms") for p in sorted(phones)]
