@@ -16,7 +16,8 @@ import aiohttp
 from pydantic import Field
 
 from engine.providers.base import AccountBase, Adapter
-from engine.providers.courier import CourierAccount, CourierAdapter, CourierRoutes
+from engine.providers.courier import CourierAccount, CourierAdapter
+from engine.providers.courier_sim import CourierRoutes
 from engine.providers.simulator import (
     ProviderRoutes,
     SimulatorAccount,
@@ -29,11 +30,8 @@ from engine.providers.zenvia import ZenviaAccount, ZenviaAdapter
 from engine.providers.zenvia_sim import ZenviaRoutes
 from engine.providers.zingle import ZingleAccount, ZingleAdapter
 from engine.providers.zingle_sim import ZingleRoutes
-from engine.providers.zoomconnect import (
-    ZoomConnectAccount,
-    ZoomConnectAdapter,
-    ZoomConnectRoutes,
-)
+from engine.providers.zoomconnect import ZoomConnectAccount, ZoomConnectAdapter
+from engine.providers.zoomconnect_sim import ZoomConnectRoutes
 
 _ADAPTER_CLASSES: tuple[type[Adapter[Any]], ...] = (
     SimulatorAdapter,

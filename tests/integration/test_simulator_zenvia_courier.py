@@ -1,4 +1,5 @@
-"""The zenvia and courier adapters against the simulator over real HTTP on 127.0.0.1.
+"""The zenvia adapter against the simulator over real HTTP on 127.0.0.1 (courier's tests are
+in test_simulator_courier.py).
 
 A small receiving app does what the engine's webhook listener will do: authenticate each
 call with the adapter's ``webhook_authentic`` and read it with ``parse_webhook``.
@@ -14,7 +15,6 @@ import pytest
 
 from engine.providers import adapter_for
 from engine.providers.base import Outbound, Outcome
-from engine.providers.courier import CourierAccount, CourierAdapter
 from engine.providers.simulator import (
     FamilySettings,
     RunningSimulator,
@@ -46,17 +46,6 @@ def zenvia(session: aiohttp.ClientSession, url: str, **extra: Any) -> ZenviaAdap
          "webhook_secret": "zen-secret", **extra})
     made = adapter_for("zen", account, session)
     assert isinstance(made, ZenviaAdapter)
-    return made
-
-
-def courier(
-    session: aiohttp.ClientSession, url: str, public_url: str | None, **extra: Any
-) -> CourierAdapter:
-    account = CourierAccount.model_validate(
-        {"type": "courier", "token": "jwt", "account_id": "acc-1", "number_id": "num-1",
-         "base_url": url, "webhook_secret": "cour-secret", **extra})
-    made = adapter_for("cour", account, session, public_url=public_url)
-    assert isinstance(made, CourierAdapter)
     return made
 
 
@@ -189,96 +178,3 @@ async def test_zenvia_subscribe_against_the_simulator(
     assert made["MESSAGE"]["criteria"] == {"channel": "sms", "direction": "IN"}
     assert made["MESSAGE_STATUS"]["webhook"]["headers"] == {"X-Webhook-Secret": "zen-secret"}
     assert all(m["id"] for m in made.values())
-
-
-# --- courier -------------------------------------------------------------------------------------
-
-
-async def test_courier_receipts_go_to_each_texts_callback_url(
-    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
-) -> None:
-    sim = await start_simulator(settings(courier=FamilySettings(delivered=1.0)))  # no webhook_url
-    adapter = courier(session, sim.url, public_url=receiver.url)
-    receiver.adapters["cour"] = adapter
-    (result,) = await adapter.send([msg(42, "+14155550101")])
-    assert result.outcome is Outcome.ACCEPTED
-    await receiver.wait_for(lambda: len(receiver.receipts()) == 2)
-    assert {(r.message_id, r.provider_message_id, r.status) for r in receiver.receipts()} == {
-        (42, result.provider_message_id, MessageStatus.SENT),
-        (42, result.provider_message_id, MessageStatus.DELIVERED)}
-    assert receiver.queries == [{"secret": "cour-secret"}] * 2
-    assert receiver.refused == 0
-
-
-async def test_courier_failure_and_a_wrong_secret(
-    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
-) -> None:
-    family = FamilySettings(delivered=0.0, undelivered=0.0, sent_receipts=False)
-    sim = await start_simulator(settings(courier=family).model_copy(update={"post_attempts": 1}))
-    receiver.adapters["cour"] = courier(session, sim.url, public_url=receiver.url)
-    sender = courier(session, sim.url, public_url=receiver.url)
-    await sender.send([msg(1, "+14155550101")])
-    await receiver.wait_for(lambda: len(receiver.receipts()) == 1)
-    (receipt,) = receiver.receipts()
-    assert (receipt.status, receipt.error_code) == (MessageStatus.FAILED, "failed")
-    assert receipt.error_detail
-    wrong = courier(session, sim.url, public_url=receiver.url, webhook_secret="wrong")
-    await wrong.send([msg(2, "+14155550102")])
-    await settled(sim)
-    assert (receiver.refused, sim.stats.receipts_dropped) == (1, 1)
-
-
-async def test_courier_without_a_callback_url_posts_nothing(
-    session: aiohttp.ClientSession, start_simulator: Any
-) -> None:
-    sim = await start_simulator(settings())
-    (result,) = await courier(session, sim.url, public_url=None).send([msg(1, "+14155550101")])
-    assert result.outcome is Outcome.ACCEPTED
-    await settled(sim)
-    assert (sim.stats.receipts_posted, sim.stats.receipts_dropped) == (0, 0)
-
-
-async def test_courier_rejections(session: aiohttp.ClientSession, start_simulator: Any) -> None:
-    sim = await start_simulator(settings(courier=FamilySettings(require_token="jwt")))
-    adapter = courier(session, sim.url, public_url=None)
-    (blocked,) = await adapter.send([msg(1, "+14155550000")])
-    assert (blocked.outcome, blocked.error_code) == (Outcome.REJECTED, "BlockedTarget")
-    (bad,) = await adapter.send([msg(2, "0415 555 0101")])
-    assert (bad.outcome, bad.error_code) == (Outcome.REJECTED, "InvalidPhoneNumber")
-    (denied,) = await courier(session, sim.url, None, token="other").send(
-        [msg(3, "+14155550101")])
-    assert (denied.outcome, denied.error_code) == (Outcome.REJECTED, "Unauthorized")
-    assert sim.stats.per_number == {}
-
-
-async def test_courier_validates_the_document(
-    session: aiohttp.ClientSession, start_simulator: Any
-) -> None:
-    sim = await start_simulator(settings())
-    doc = {"data": {"type": "texts", "attributes": {
-        "account-id": "a", "number-id": "n", "target": "+14155550101"}}}
-    async with session.post(f"{sim.url}/v1/texts/", json=doc,
-                            headers={"Authorization": "Bearer x"}) as resp:
-        assert resp.status == 400
-        (error,) = (await resp.json())["errors"]
-    assert (error["status"], error["code"]) == (400, "ValidationError")
-    assert "message" in error["detail"]
-
-
-@pytest.mark.parametrize(
-    ("fault", "outcome", "code"),
-    [({"rate_limited": 1.0, "retry_after": 2}, Outcome.RETRY, "429"),
-     ({"server_errors": 1.0}, Outcome.UNKNOWN, "500"),
-     ({"timeouts": 1.0, "hang": 30}, Outcome.UNKNOWN, "timeout")],
-    ids=["429", "500", "timeout"],
-)
-async def test_courier_faults(
-    session: aiohttp.ClientSession, start_simulator: Any, fault: dict[str, Any], outcome: Outcome,
-    code: str,
-) -> None:
-    sim = await start_simulator(settings(courier=FamilySettings(**fault)))
-    adapter = courier(session, sim.url, public_url=None, timeout="300ms")
-    (result,) = await adapter.send([msg(1, "+14155550101")])
-    assert (result.outcome, result.error_code) == (outcome, code)
-    if "retry_after" in fault:
-        assert result.retry_after == 2

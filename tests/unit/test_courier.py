@@ -4,9 +4,12 @@ it, its errors mapped, its status callbacks read."""
 from __future__ import annotations
 
 import logging
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import orjson
@@ -15,7 +18,7 @@ from yarl import URL
 
 from engine.providers import ACCOUNT_TYPES, adapter_for
 from engine.providers.base import MalformedWebhook, Outbound, Outcome, SendResult
-from engine.providers.courier import CourierAccount, CourierAdapter
+from engine.providers.courier import CourierAccount, CourierAdapter, _created
 from engine.status import MessageStatus
 from tests.aioresponses_compat import MockedHTTP
 
@@ -92,8 +95,14 @@ async def test_send_request_and_result(session: aiohttp.ClientSession, http: Any
     assert orjson.loads(call.kwargs["data"]) == {"data": {"type": "texts", "attributes": {
         "account-id": ACCOUNT_ID, "number-id": NUMBER_ID, "target": "+14155550100",
         "message": "Hello",
-        "callback-status-url": "https://engine.example.com/webhooks/courier-us?secret=s3cret",
+        "callback-status-url":
+            "https://engine.example.com/webhooks/courier-us?secret=s3cret&message_id=42",
         "callback-json": {"message_id": 42},
+        "callback-url": "https://engine.example.com/webhooks/courier-us?secret=s3cret"
+                        "&message_id=42&event=reply",
+        "expected-responses": ["CANCEL", "END", "OPTIN", "QUIT", "START", "STOP", "STOPALL",
+                               "UNSTOP", "UNSUBSCRIBE"],
+        "callback-one-off": False,
     }}, "meta": {}}
     headers = call.kwargs["headers"]
     assert headers["Authorization"] == "Bearer jwt-abc"
@@ -120,6 +129,7 @@ async def test_without_a_public_url_no_callback_is_asked_for(
     attributes = orjson.loads(sent(http)[0].kwargs["data"])["data"]["attributes"]
     assert "callback-status-url" not in attributes
     assert "callback-json" not in attributes
+    assert "callback-url" not in attributes
     assert caplog.text.count("public_url") == 1  # warned once, not per message
 
 
@@ -129,7 +139,8 @@ async def test_without_a_secret_the_callback_url_has_none(
     http.post(TEXTS, status=201, payload=created())
     await adapter(session, webhook_secret=None).send([message()])
     attributes = orjson.loads(sent(http)[0].kwargs["data"])["data"]["attributes"]
-    assert attributes["callback-status-url"] == "https://engine.example.com/webhooks/courier-us"
+    assert attributes["callback-status-url"] == (
+        "https://engine.example.com/webhooks/courier-us?message_id=1")
 
 
 @pytest.mark.parametrize(
@@ -256,19 +267,11 @@ def test_status_callback_is_a_receipt(session: aiohttp.ClientSession) -> None:
     assert (receipt.error_code, receipt.error_detail) == (None, None)
     assert receipt.occurred_at == datetime(2024, 5, 1, 10, 0, 5, tzinfo=UTC)
     assert receipt.event_id is None
-    assert receipt.raw == body
+    assert receipt.raw["data"]["id"] == body["data"]["id"]
+    assert receipt.raw["data"]["attributes"]["callback-status-url"] == (
+        "https://engine.example.com/webhooks/courier-us?secret=[secret]")  # echoed, scrubbed
+    assert "s3cret" not in orjson.dumps(receipt.raw).decode()
     assert not events.inbound
-
-
-@pytest.mark.parametrize(
-    ("word", "status"),
-    [("accepted", MessageStatus.SENT), ("queued", MessageStatus.SENT),
-     ("sending", MessageStatus.SENT), ("sent", MessageStatus.SENT),
-     ("delivered", MessageStatus.DELIVERED), ("undelivered", MessageStatus.UNDELIVERED),
-     ("failed", MessageStatus.FAILED), ("Delivered", MessageStatus.DELIVERED)],
-)
-def test_status_table(session: aiohttp.ClientSession, word: str, status: MessageStatus) -> None:
-    assert parse(session, callback(word)).receipts[0].status is status
 
 
 def test_failure_carries_its_error(session: aiohttp.ClientSession) -> None:
@@ -322,12 +325,12 @@ def test_our_id_alone_is_enough(session: aiohttp.ClientSession) -> None:
     [
         (b"{not json", "JSON"),
         (b"[]", "JSON:API document"),
-        (b'{"errors": []}', "JSON:API document"),
+        (b'{"errors": []}', "neither a texts document nor Twilio"),
         (b'{"data": {"type": "multicasts", "id": "x", "attributes": {"status": "sent"}}}',
-         "texts resource"),
-        (b'{"data": {"type": "texts", "id": "x"}}', "attributes.status"),
+         "neither attributes.status nor a reply"),
+        (b'{"data": {"type": "texts", "id": "x"}}', "without data.attributes"),
         (b'{"data": {"type": "texts", "id": "x", "attributes": {"status": 3}}}',
-         "attributes.status"),
+         "neither attributes.status nor a reply"),
         (b'{"data": {"type": "texts", "attributes": {"status": "sent"}}}', "without an id"),
         (b'{"data": {"type": "texts", "attributes": {"status": "received", "from": "+1"}}}',
          "without an id"),
@@ -345,3 +348,153 @@ def test_webhook_secret_in_the_query(session: aiohttp.ClientSession) -> None:
     assert not courier.webhook_authentic({}, {})
     assert not courier.webhook_authentic({"X-Webhook-Secret": "s3cret"}, {})
     assert courier.webhook_url(PUBLIC) == f"{PUBLIC}/webhooks/courier-us?secret=s3cret"
+
+
+# --- issue 17: the seed's examples, the vocabulary, both callback shapes, replies, polling --------
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "courier"
+FORM = "application/x-www-form-urlencoded"
+
+
+def seed(name: str) -> Any:
+    """A sample exactly as the seed prints it (ReDoc's ``- `` list marks) read as JSON."""
+    text = (FIXTURES / name).read_text()
+    return orjson.loads(re.sub(r"(^|[\[{,]\s*)- ", r"\1", text, flags=re.M))
+
+
+async def test_our_request_has_the_seed_samples_shape(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    sample = seed("create_text_request.txt")
+    http.post(TEXTS, status=201, payload=seed("create_text_response.txt"))
+    (result,) = await adapter(session, organization_id=ORG_ID).send([message(42)])
+    assert result == SendResult(Outcome.ACCEPTED, "11111111-1111-1111-1111-111111111111")
+    ours = orjson.loads(sent(http)[0].kwargs["data"])
+    assert set(ours) == set(sample)
+    assert set(ours["data"]) == set(sample["data"])
+    assert set(ours["data"]["attributes"]) == set(sample["data"]["attributes"])
+    for name, value in sample["data"]["attributes"].items():
+        assert type(ours["data"]["attributes"][name]) is type(value), name
+
+
+async def test_the_seed_error_sample_is_a_rejection(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(TEXTS, status=400, payload=seed("error_response.txt"))
+    (result,) = await adapter(session).send([message()])
+    assert (result.outcome, result.error_code, result.error_detail) == (
+        Outcome.REJECTED, "string", "string")
+
+
+@pytest.mark.parametrize(
+    ("word", "status", "code"),
+    [("accepted", MessageStatus.SENT, None), ("scheduled", MessageStatus.SENT, None),
+     ("queued", MessageStatus.SENT, None), ("sending", MessageStatus.SENT, None),
+     ("sent", MessageStatus.SENT, None), ("delivered", MessageStatus.DELIVERED, None),
+     ("Delivered", MessageStatus.DELIVERED, None), ("read", MessageStatus.READ, None),
+     ("undelivered", MessageStatus.UNDELIVERED, "undelivered"),
+     ("failed", MessageStatus.UNDELIVERED, "failed")],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+@pytest.mark.parametrize("shape", ["texts", "twilio"])
+def test_failure_vocabulary(
+    session: aiohttp.ClientSession, shape: str, word: str, status: MessageStatus,
+    code: str | None
+) -> None:
+    """After acceptance nothing is ``failed``: a failure is ``undelivered``, code kept."""
+    if shape == "texts":
+        events = parse(session, callback(word))
+    else:
+        body = urlencode({"MessageSid": "SM1", "MessageStatus": word}).encode()
+        events = adapter(session).parse_webhook(FORM, body, {"message_id": "42"})
+    (receipt,) = events.receipts
+    assert (receipt.status, receipt.error_code, receipt.message_id) == (status, code, 42)
+
+
+def test_a_201_failure_is_still_refused_at_send() -> None:
+    refused = _created(created("failed", error="Blocked"))
+    assert (refused.outcome, refused.error_code) == (Outcome.REJECTED, "failed")
+
+
+@pytest.mark.parametrize("echo", [True, False])
+def test_twilio_style_status_fields(session: aiohttp.ClientSession, echo: bool) -> None:
+    fields = {"MessageSid": "SMabc", "SmsSid": "SMabc", "AccountSid": "AC1",
+              "MessageStatus": "undelivered", "SmsStatus": "undelivered",
+              "ErrorCode": "30003", "ErrorMessage": "Unreachable destination handset",
+              "From": "+15550100000", "To": "+14155550100"}
+    query = {"secret": "s3cret", "message_id": "42"}
+    if echo:
+        fields["callback-json"] = '{"message_id": 42}'
+        del query["message_id"]
+    body = urlencode(fields).encode()
+    (receipt,) = adapter(session).parse_webhook(FORM, body, query).receipts
+    assert (receipt.provider_message_id, receipt.message_id) == ("SMabc", 42)
+    assert (receipt.status, receipt.error_code, receipt.error_detail) == (
+        MessageStatus.UNDELIVERED, "30003", "Unreachable destination handset")
+    assert "s3cret" not in orjson.dumps(receipt.raw).decode()
+
+
+def test_the_callback_urls_message_id_wins(session: aiohttp.ClientSession) -> None:
+    body = created("delivered")  # no callback-json at all
+    (receipt,) = parse(session, body, {"secret": "s3cret", "message_id": "9"}).receipts
+    assert (receipt.provider_message_id, receipt.message_id) == (TEXT_ID, 9)
+    assert receipt.raw["message_id"] == "9" and "secret" not in receipt.raw
+
+
+@pytest.mark.parametrize("shape", ["text-receive-logs", "twilio"])
+@pytest.mark.parametrize(("text", "opted_out"), [("STOP", True), ("start", False),
+                                                 ("thanks", None)])
+def test_replies_in_either_shape(
+    session: aiohttp.ClientSession, shape: str, text: str, opted_out: bool | None
+) -> None:
+    query = {"secret": "s3cret", "message_id": "42", "event": "reply"}
+    if shape == "twilio":
+        body = urlencode({"MessageSid": "SMr", "From": "+14155550100", "To": "+15550100000",
+                          "Body": text}).encode()
+        events = adapter(session).parse_webhook(FORM, body, query)
+    else:
+        doc = {"data": {"id": "r-1", "type": "text-receive-logs", "attributes": {
+            "created-at": "2024-05-01T10:00:00Z", "message": text, "sender": "+14155550100",
+            "sid": "SMr", "to": "+15550100000"}}, "meta": {}}
+        events = parse(session, doc, query)
+    (reply,) = events.inbound
+    assert (reply.from_, reply.text, reply.provider_message_id) == ("+14155550100", text, "SMr")
+    assert not events.receipts
+    assert "secret" not in reply.raw
+    assert [o.opted_out for o in events.opt_changes] == ([] if opted_out is None
+                                                         else [opted_out])
+
+
+async def test_poll_one_text_with_the_seed_response(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    text_id = "11111111-1111-1111-1111-111111111111"
+    http.get(f"{TEXTS}{text_id}/", payload=seed("get_text_response.txt"))
+    http.get(f"{TEXTS}missing/", status=404, payload=seed("error_response.txt"))
+    courier = adapter(session)
+    assert courier.supports_polling
+    (receipt,) = await courier.poll([text_id, "missing"])
+    assert (receipt.provider_message_id, receipt.status) == (text_id, MessageStatus.SENT)
+
+
+async def test_poll_several_texts_to_one_number_with_one_list(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    for text_id in ("t1", "t2"):
+        http.post(TEXTS, status=201, payload={"data": {"id": text_id, "type": "texts",
+                                                       "attributes": {"status": "accepted"}}})
+    courier = adapter(session)
+    await courier.send([message(1)])
+    await courier.send([message(2)])
+    listed = seed("list_texts_response.txt")
+    first = listed["data"][0]
+    listed["data"] = [{**first, "id": "t1", "attributes": {**first["attributes"],
+                                                           "status": "delivered"}},
+                      {**first, "id": "t2", "attributes": {**first["attributes"],
+                                                           "status": "failed"}}]
+    query = {"account-id": ACCOUNT_ID, "filter[target]": "+14155550100", "page[limit]": "1000"}
+    http.get(URL(TEXTS).with_query(query), payload=listed)
+    receipts = await courier.poll(["t1", "t2"])
+    assert {(r.provider_message_id, r.status) for r in receipts} == {
+        ("t1", MessageStatus.DELIVERED), ("t2", MessageStatus.UNDELIVERED)}
+    assert len(http.requests[("GET", URL(TEXTS).with_query(query))]) == 1

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.utils import format_datetime
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import parse_qsl
 
 import aiohttp
 import orjson
@@ -136,7 +138,7 @@ async def test_bulk_400_resends_each_message_singly(
 
 
 async def test_a_single_send_adapter_refuses_a_batch(session: aiohttp.ClientSession) -> None:
-    zc = adapter(session)
+    zc = adapter(session, bulk=False)
     assert zc.max_batch == 1
     with pytest.raises(ValueError, match="exceeds"):
         await zc.send([message(1), message(2)])
@@ -243,7 +245,7 @@ def test_delivery_report_as_form_with_our_id(session: aiohttp.ClientSession) -> 
     body = b"messageId=40124213&status=FAILED_OPTOUT&dataField=42"
     (receipt,) = adapter(session).parse_webhook(FORM, body, {"secret": "s3cret"}).receipts
     assert receipt.message_id == 42
-    assert receipt.status is MessageStatus.FAILED
+    assert receipt.status is MessageStatus.UNDELIVERED
     assert receipt.error_code == "FAILED_OPTOUT"
 
 
@@ -252,18 +254,6 @@ def test_delivery_report_as_json(session: aiohttp.ClientSession) -> None:
     (receipt,) = adapter(session).parse_webhook("application/json", body, {}).receipts
     assert (receipt.provider_message_id, receipt.message_id) == ("99", 7)
     assert receipt.status is MessageStatus.SENT
-
-
-@pytest.mark.parametrize(
-    ("word", "status"),
-    [("SCHEDULED", MessageStatus.SENT), ("UNKNOWN", MessageStatus.SENT),
-     ("SENT", MessageStatus.SENT), ("DELIVERED", MessageStatus.DELIVERED),
-     ("FAILED", MessageStatus.FAILED), ("FAILED_REFUNDED", MessageStatus.UNDELIVERED),
-     ("FAILED_OPTOUT", MessageStatus.FAILED)],
-)
-def test_status_table(session: aiohttp.ClientSession, word: str, status: MessageStatus) -> None:
-    query = {"messageId": "1", "status": word}
-    assert adapter(session).parse_webhook("", b"", query).receipts[0].status is status
 
 
 def test_unknown_status_is_kept_not_mapped(session: aiohttp.ClientSession) -> None:
@@ -296,7 +286,8 @@ def test_stop_reply_is_also_an_opt_out(session: aiohttp.ClientSession) -> None:
 @pytest.mark.parametrize(
     ("content_type", "body", "reason"),
     [
-        (FORM, b"just some text", "form"),
+        (FORM, b"just some text", "neither"),
+        (FORM, b"\xff\xfe", "form"),
         ("application/json", b"{not json", "JSON"),
         ("application/json", b"[1, 2]", "parameters or a JSON object"),
         (FORM, b"campaign=x", "neither"),
@@ -318,7 +309,7 @@ def test_webhook_secret_in_the_query(session: aiohttp.ClientSession) -> None:
     assert not zc.webhook_authentic({}, {})
     assert not zc.webhook_authentic({"X-Webhook-Secret": "s3cret"}, {})
     assert zc.webhook_url("https://engine.example.com/") == (
-        "https://engine.example.com/webhooks/zc-main?secret=s3cret"
+        "https://engine.example.com/webhooks/zc-main/s3cret"
     )
 
 
@@ -349,3 +340,153 @@ async def test_poll(session: aiohttp.ClientSession, http: Any) -> None:
 async def test_balance(session: aiohttp.ClientSession, http: Any) -> None:
     http.get(f"{BASE}/api/rest/v1/account/balance", payload={"creditBalance": 1234.5})
     assert await adapter(session).balance() == Decimal("1234.5")
+
+
+# --- issue 17: bulk by default, the failure vocabulary, every joining form, the seed -----------
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "zoomconnect"
+
+
+def seed_json(name: str) -> Any:
+    """A request body exactly as the seed prints it (typographic quotes) read as JSON."""
+    text = (FIXTURES / name).read_text()
+    return orjson.loads(text.replace("“", '"').replace("”", '"'))
+
+
+def listener_view(url: str) -> tuple[str | None, dict[str, str]]:
+    """What the webhook listener hands over for a call to ``url`` (the path-secret contract):
+    the secret segment cut at its first ``&``, whose tail joins the query parameters."""
+    parsed = URL(url)
+    *_, account, segment = parsed.path.split("/")
+    if account != "zc-main":  # no secret in the path
+        return None, dict(parsed.query)
+    secret, _, tail = segment.partition("&")
+    return secret, {**dict(parse_qsl(tail, keep_blank_values=True)), **parsed.query}
+
+
+async def test_send_bulk_is_the_default(session: aiohttp.ClientSession, http: Any) -> None:
+    http.post(BULK, payload={"sendSmsResponses": [{"messageId": "a"}, {"messageId": "b"}]})
+    zc = adapter(session)
+    assert zc.max_batch == 100
+    results = await zc.send([message(1), message(2)])
+    assert [r.provider_message_id for r in results] == ["a", "b"]
+
+
+async def test_an_account_refused_send_bulk_sends_singly_from_then_on(
+    session: aiohttp.ClientSession, http: Any
+) -> None:
+    http.post(BULK, status=403, payload={"code": 403, "message": "Forbidden"})
+    http.post(SEND, payload={"messageId": "s"}, repeat=True)
+    zc = adapter(session, concurrency=1)
+    first = await zc.send([message(1), message(2)])
+    again = await zc.send([message(3), message(4)])
+    assert [r.outcome for r in first + again] == [Outcome.ACCEPTED] * 4
+    assert len(sent(http, "POST", BULK)) == 1
+    assert len(sent(http, "POST", SEND)) == 4
+
+
+def test_the_seed_request_bodies_name_every_field_we_send(
+    session: aiohttp.ClientSession
+) -> None:
+    single, bulk = seed_json("send_request.txt"), seed_json("send_bulk_request.txt")
+    ours = adapter(session, campaign="spring")._request_body(message(42))
+    assert set(ours) <= set(single)
+    assert set(single) == set(bulk["sendSmsRequests"][0])
+    assert {"sendSmsRequests"} <= set(bulk)
+
+
+@pytest.mark.parametrize(
+    ("word", "status", "code"),
+    [("SCHEDULED", MessageStatus.SENT, None), ("UNKNOWN", MessageStatus.SENT, None),
+     ("SENT", MessageStatus.SENT, None), ("DELIVERED", MessageStatus.DELIVERED, None),
+     ("FAILED", MessageStatus.UNDELIVERED, "FAILED"),
+     ("FAILED_REFUNDED", MessageStatus.UNDELIVERED, "FAILED_REFUNDED"),
+     ("FAILED_OPTOUT", MessageStatus.UNDELIVERED, "FAILED_OPTOUT")],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_failure_vocabulary(
+    session: aiohttp.ClientSession, word: str, status: MessageStatus, code: str | None
+) -> None:
+    """After acceptance nothing is ``failed``: a failure is ``undelivered`` with its word."""
+    query = {"messageId": "1", "status": word, "recipientNumber": "27821234567"}
+    events = adapter(session).parse_webhook("", b"", query)
+    (receipt,) = events.receipts
+    assert (receipt.status, receipt.error_code) == (status, code)
+    assert [(o.phone, o.opted_out) for o in events.opt_changes] == (
+        [("+27821234567", True)] if word == "FAILED_OPTOUT" else [])
+
+
+async def test_failed_optout_suppresses_the_number_this_process_sent_to(
+    session: aiohttp.ClientSession, http: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    http.post(SEND, payload={"messageId": "zc-77", "error": None})
+    zc = adapter(session, bulk=False)
+    await zc.send([message(42, to="+27820000077")])
+    events = zc.parse_webhook(FORM, b"&status=FAILED_OPTOUT&messageId=zc-77", {})
+    (change,) = events.opt_changes
+    assert (change.phone, change.opted_out, change.channel) == ("+27820000077", True, "sms")
+    assert events.receipts[0].status is MessageStatus.UNDELIVERED
+    with caplog.at_level("WARNING", "engine.providers.zoomconnect"):
+        unknown = zc.parse_webhook(FORM, b"status=FAILED_OPTOUT&messageId=elsewhere", {})
+    assert unknown.opt_changes == () and len(unknown.receipts) == 1
+    assert "nothing suppressed" in caplog.text
+
+
+@pytest.mark.parametrize("join", ["?", "&", "?&", "? &"])
+@pytest.mark.parametrize("secret_in", ["path", "query"])
+def test_a_delivery_report_in_every_joining_form(
+    session: aiohttp.ClientSession, join: str, secret_in: str
+) -> None:
+    zc = adapter(session)
+    base = ("https://e.example/webhooks/zc-main/s3cret" if secret_in == "path"
+            else "https://e.example/webhooks/zc-main?secret=s3cret")
+    secret, query = listener_view(f"{base}{join}status=DELIVERED&messageId=40124213"
+                                  "&dataField=42")
+    if secret_in == "path":
+        assert secret == "s3cret"
+    else:
+        assert zc.webhook_authentic({}, query)
+    (receipt,) = zc.parse_webhook("", b"", query).receipts
+    assert (receipt.provider_message_id, receipt.message_id, receipt.status) == (
+        "40124213", 42, MessageStatus.DELIVERED)
+    assert "s3cret" not in orjson.dumps(receipt.raw).decode()
+
+
+@pytest.mark.parametrize("body", [b"status=SENT&messageId=9", b"&status=SENT&messageId=9",
+                                  b"?&status=SENT&messageId=9"])
+def test_a_delivery_report_as_form_fields(session: aiohttp.ClientSession, body: bytes) -> None:
+    zc = adapter(session)
+    assert zc.webhook_authentic({}, {"secret": "s3cret"})
+    (receipt,) = zc.parse_webhook(FORM, body, {"secret": "s3cret"}).receipts
+    assert (receipt.provider_message_id, receipt.status) == ("9", MessageStatus.SENT)
+    assert "secret" not in receipt.raw
+
+
+def test_a_glued_secret_is_still_only_the_secret(session: aiohttp.ClientSession) -> None:
+    zc = adapter(session)
+    assert not zc.webhook_authentic({}, {"secret": "s3cretX?status=SENT"})
+    assert not zc.webhook_authentic({}, {"secret": "?s3cret"})
+
+
+def test_the_seed_delivery_report_example(session: aiohttp.ClientSession) -> None:
+    url = (FIXTURES / "delivery_report_url.txt").read_text().strip()
+    query = url.partition("report.php")[2]  # what ZoomConnect appends: "? &status=… &…"
+    for given in (listener_view(f"https://e.example/webhooks/zc-main/s3cret{query}")[1],
+                  dict(parse_qsl(query.lstrip("?"), keep_blank_values=True))):
+        (receipt,) = adapter(session).parse_webhook("", b"", given).receipts
+        assert (receipt.provider_message_id, receipt.status) == ("40124213",
+                                                                 MessageStatus.DELIVERED)
+    body = query.encode()
+    (receipt,) = adapter(session).parse_webhook(FORM, body, {}).receipts
+    assert receipt.provider_message_id == "40124213"
+
+
+def test_the_seed_reply_example(session: aiohttp.ClientSession) -> None:
+    url = (FIXTURES / "reply_url.txt").read_text().strip()
+    query = url.partition("receive-sms.php")[2]
+    given = listener_view(f"https://e.example/webhooks/zc-main/s3cret{query}")[1]
+    (reply,) = adapter(session).parse_webhook("", b"", given).inbound
+    assert (reply.from_, reply.text, reply.provider_message_id, reply.in_reply_to) == (
+        "+27725551234", "REPLY", "124567", "121212")
+    assert reply.raw["dataField"] == "custom"  # the link to the message replied to
+    assert reply.raw["campaign"] == "shoe campaign"
