@@ -51,7 +51,7 @@ from engine.providers.base import Adapter
 from engine.queries import QUERIES
 from engine.receipts import Poller, ReceiptWriter, Reconciler, complete_runs
 from engine.redact import Redactor
-from engine.webhooks import WebhookHandler, same_secret
+from engine.webhooks import WebhookHandler, require_secrets, same_secret
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,8 @@ class Daemon:
             raise self._failed.result()
 
     async def _open(self, stack: AsyncExitStack) -> None:
+        if "webhooks" in self.roles:  # a listener that would be open to anyone: say so first
+            require_secrets(self.config.providers)
         pool: asyncpg.Pool = await stack.enter_async_context(
             db.pool(self.url, min_size=2, max_size=12))
         self._pool = pool

@@ -47,7 +47,7 @@ import orjson
 from aiohttp import web
 
 from engine.errors import ConfigError
-from engine.providers.base import Adapter, MalformedWebhook, WebhookEvents
+from engine.providers.base import AccountBase, Adapter, MalformedWebhook, WebhookEvents
 from engine.providers.simulator import SimulatorAccount
 from engine.receipts import ReceiptWriter, Unstorable
 
@@ -62,6 +62,18 @@ _UNREADABLE = (MalformedWebhook, ValueError, TypeError, KeyError, IndexError, At
 #: constraints (23xxx), limits such as an index entry too large (54xxx)
 _REFUSED = (Unstorable, asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
             asyncpg.ProgramLimitExceededError)
+
+
+def require_secrets(accounts: Mapping[str, AccountBase], open_accounts: Collection[str] = ()
+                    ) -> None:
+    """Raise ConfigError for a simulator account with no ``webhook_secret`` (not opened)."""
+    for name, account in accounts.items():
+        if (account.webhook_secret is None and name not in open_accounts
+                and isinstance(account, SimulatorAccount)):
+            raise ConfigError(
+                f"providers.{name}.webhook_secret: a simulator account needs one to serve"
+                " webhooks (anyone could post its receipts and opt-outs): set it in"
+                " engine.yaml, or try `engine demo`")
 
 
 def same_secret(given: str, wanted: str) -> bool:
@@ -127,16 +139,11 @@ class WebhookHandler:
         self._open = frozenset(name for name, adapter in self.adapters.items()
                                if adapter.account.webhook_secret is None
                                and name in open_accounts)
+        require_secrets({name: a.account for name, a in self.adapters.items()}, self._open)
         for name, adapter in self.adapters.items():
-            if adapter.account.webhook_secret is not None or name in self._open:
-                continue
-            if isinstance(adapter.account, SimulatorAccount):
-                raise ConfigError(
-                    f"providers.{name}.webhook_secret: a simulator account needs one to serve"
-                    " webhooks (anyone could post its receipts and opt-outs): set it in"
-                    " engine.yaml, or try `engine demo`")
-            log.warning("%s has no webhook_secret: its webhook refuses every call (401)", name,
-                        extra={"account": name})
+            if adapter.account.webhook_secret is None and name not in self._open:
+                log.warning("%s has no webhook_secret: its webhook refuses every call (401)",
+                            name, extra={"account": name})
 
     def routes(self) -> list[web.RouteDef]:
         """The routes to mount on the daemon's app."""
