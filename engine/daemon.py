@@ -51,7 +51,7 @@ from engine.providers.base import Adapter
 from engine.queries import QUERIES
 from engine.receipts import Poller, ReceiptWriter, Reconciler, complete_runs
 from engine.redact import Redactor
-from engine.webhooks import WebhookHandler, require_secrets, same_secret
+from engine.webhooks import WebhookHandler, listener_logger, require_secrets, same_secret
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,8 @@ class Daemon:
         app = web.Application()
         app.add_routes([web.get("/healthz", self._healthz), web.get("/metrics", self._metrics),
                         web.get("/reports/{campaign}", self._report), *handler.routes()])
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0,
+                               logger=listener_logger())
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         listen = self.config.webhooks

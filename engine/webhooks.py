@@ -45,6 +45,7 @@ from typing import Any
 import asyncpg
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from engine.errors import ConfigError
 from engine.providers.base import AccountBase, Adapter, MalformedWebhook, WebhookEvents
@@ -62,6 +63,26 @@ _UNREADABLE = (MalformedWebhook, ValueError, TypeError, KeyError, IndexError, At
 #: constraints (23xxx), limits such as an index entry too large (54xxx)
 _REFUSED = (Unstorable, asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
             asyncpg.ProgramLimitExceededError)
+
+
+def listener_logger() -> logging.Logger:
+    """The logger to give the listener's ``AppRunner``: a request that is not even HTTP
+    (a control character in a header, a broken request line) is one warning line, where
+    aiohttp's own logger would write a traceback that echoes the offending header."""
+    logger = logging.getLogger("engine.webhooks.http")
+    if _bad_http_one_line not in logger.filters:
+        logger.addFilter(_bad_http_one_line)
+    return logger
+
+
+def _bad_http_one_line(record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, HttpProcessingError):
+        reason = str(exc.message).strip().splitlines()[:1] or ["?"]
+        record.msg, record.args = "bad HTTP request refused (%d): %s", (exc.code, reason[0])
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 def require_secrets(accounts: Mapping[str, AccountBase], open_accounts: Collection[str] = ()

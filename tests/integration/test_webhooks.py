@@ -27,7 +27,7 @@ from engine.providers import adapter_for
 from engine.providers.base import Adapter, Receipt, WebhookEvents
 from engine.receipts import ReceiptWriter
 from engine.status import MessageStatus
-from engine.webhooks import WebhookHandler
+from engine.webhooks import WebhookHandler, listener_logger
 
 SECRET = "s3cret"
 SUNCO_SECRET = "8564b3e6a8b20a4bdb68b05ce9bc5936"
@@ -84,7 +84,7 @@ async def serve_webhooks(pool: asyncpg.Pool, adapters: dict[str, Adapter[Any]],
     handler = WebhookHandler(adapters, receipt_writer, open_accounts={"sim-open"})
     app = web.Application()
     app.add_routes(handler.routes())
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, logger=listener_logger())
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     host, port = runner.addresses[0][:2]
