@@ -51,6 +51,7 @@ from engine.expander import SendTiming, recipient_zone, utcnow
 from engine.metrics import Metrics
 from engine.providers.base import Adapter, Outbound, Outcome, SendResult
 from engine.queries import QUERIES
+from engine.redact import Redactor
 from engine.spec import Campaign
 from engine.status import MessageStatus
 
@@ -142,6 +143,7 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.accounts = {name: AccountState(adapter, self._rate(name), config.providers[name]
                                             .concurrency) for name, adapter in adapters.items()}
+        self.redact = Redactor.of(adapters.values())
         self._lanes: dict[int, asyncio.Task[int]] = {}
         self._metric_children: dict[str, tuple[Any, Any, dict[Outcome, Any]]] = {}
         self._wake = asyncio.Event()
@@ -354,7 +356,7 @@ class Dispatcher:
     async def _record(self, run_id: int, chunks: Sequence[_Chunk],
                       waiting: Sequence[asyncpg.Record], timing: SendTiming,
                       cancelled: bool) -> list[bool]:
-        batch = _Batch(self.config.max_attempts, self.rng, utcnow())
+        batch = _Batch(self.config.max_attempts, self.rng, utcnow(), self.redact)
         for chunk in chunks:
             for row, result in zip(chunk.rows, _results_of(chunk, cancelled), strict=True):
                 batch.add(row, result)
@@ -474,6 +476,8 @@ class _Batch:
     max_attempts: int
     rng: random.Random
     now: datetime
+    #: a provider's error text may echo what we sent it (a callback URL with its secret)
+    redact: Redactor = field(default_factory=Redactor)
     ids: list[int] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
     provider_ids: list[str | None] = field(default_factory=list)
@@ -518,7 +522,7 @@ class _Batch:
         self.statuses.append(status.value)
         self.provider_ids.append(provider_id)
         self.codes.append(code)
-        self.details.append(detail)
+        self.details.append(detail and self.redact.text(detail))
         self.next_at.append(next_at)
         self.refunds.append(refund)
 
