@@ -209,7 +209,8 @@ class WebhookHandler:
         """Log a call answered 400: its reason and a masked excerpt of its body."""
         self.stats.calls[name, "malformed"] += 1
         redact = self.writer.redact
-        excerpt = redact.text(body[:EXCERPT].decode(errors="replace"))
+        # masked before it is cut, so no secret is left half-visible at the cut
+        excerpt = redact.text(body[:16 * EXCERPT].decode(errors="replace"))[:EXCERPT]
         log.warning("malformed webhook refused: %s: %r", redact.text(str(exc))[:EXCERPT],
                     excerpt, exc_info=exc if bug else None, extra={"account": name})
 
