@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import quote, quote_plus
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 import orjson
 
@@ -30,7 +30,8 @@ class Redactor:
     """Replaces known secrets in text, payloads and log records."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        forms = {form for secret in secrets if len(secret) >= MIN_REDACTED
+        self._secrets = frozenset(secret for secret in secrets if len(secret) >= MIN_REDACTED)
+        forms = {form for secret in self._secrets
                  for form in (secret, quote(secret, safe=""), quote_plus(secret))}
         # longest first, so a secret that contains another is masked whole
         self._forms = sorted(forms, key=len, reverse=True)
@@ -47,10 +48,16 @@ class Redactor:
         return bool(self._forms)
 
     def text(self, value: str) -> str:
-        """``value`` with every secret masked."""
+        """``value`` with every secret masked (percent-encoded in any way, too: a text that
+        holds a secret only once decoded is kept decoded, and masked)."""
         for form in self._forms:
             if form in value:
                 value = value.replace(form, MASK)
+        if "%" in value and self._secrets:
+            for decode in (unquote, unquote_plus):
+                decoded = decode(value)
+                if any(secret in decoded for secret in self._secrets):
+                    return self.text(decoded)
         return value
 
     def value(self, value: Any) -> Any:
@@ -73,7 +80,8 @@ class Redactor:
             data = orjson.dumps(value, default=str)
         except orjson.JSONEncodeError:
             data = orjson.dumps(self.value(value), default=str)  # big integers: as text
-        if b"\\u0000" in data or any(needle in data for needle in self._needles):
+        if (b"\\u0000" in data or any(needle in data for needle in self._needles)
+                or (b"%" in data and self._forms)):
             data = orjson.dumps(self.value(value), default=str)
         return data.decode()
 
@@ -88,5 +96,8 @@ class Redactor:
         if record.exc_info and record.exc_text is None:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = self.text(record.exc_text)
+            masked = self.text(record.exc_text)
+            if masked != record.exc_text:
+                # a formatter that renders exc_info itself would print the secret again
+                record.exc_text, record.exc_info = masked, None
         return True
