@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine import db, migrate
 from engine.providers.simulator import FamilySettings, SimulatorSettings, serve
 
-SECRET = "bench-secret"
+SECRET = "bench-secret-0123456789"
 
 
 @asynccontextmanager

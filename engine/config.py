@@ -5,6 +5,15 @@ no file means the defaults (embedded PostgreSQL, only the simulator account).
 ``${VAR}`` and ``${VAR:-default}`` in any value are replaced from the environment
 before validation; a variable that is not set is an error naming it and its line.
 Unknown keys are errors. Secrets are ``SecretStr`` and print as ``**********``.
+
+Secrets written in the file are checked after validation (:func:`secret_problems`): a
+``webhook_secret`` or ``webhooks.reports_token`` that is present but empty (``${X}`` with
+``X`` set to ``""`` included) or shorter than :data:`MIN_SECRET` characters is an error,
+and so is a ``simulator`` account without a ``webhook_secret`` (its webhook would take
+anyone's receipts and opt-outs; only ``engine demo`` and tests build such accounts, in
+code). With no file the defaults hold one secret-less simulator account: commands that
+only read the database work, and ``engine run`` refuses to open its webhook listener
+(:mod:`engine.webhooks`) with a one-line hint.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
@@ -28,6 +37,8 @@ from engine.values import Duration
 from engine.yamldoc import yaml_error
 
 DEFAULT_PATH = Path("engine.yaml")
+#: the shortest webhook secret or reports token accepted from a config file
+MIN_SECRET = 16
 
 
 class WebhooksConfig(Strict):
@@ -35,8 +46,11 @@ class WebhooksConfig(Strict):
 
     listen: str = "127.0.0.1:8080"
     public_url: str | None = None
-    # /reports/{campaign} is served to loopback clients, or to anyone presenting this token
+    # /reports/{campaign} is served to whoever presents this token ...
     reports_token: SecretStr | None = None
+    # ... or, only when set to "loopback", to clients whose TCP peer is this machine (a
+    # reverse proxy on the same host makes every client look local: use the token then)
+    reports_public: Literal["loopback"] | None = None
 
     @field_validator("listen")
     @classmethod
@@ -159,8 +173,41 @@ def parse_config(path: Path, text: str, env: Mapping[str, str]) -> EngineConfig:
     if not isinstance(doc.data, Mapping):
         raise ConfigError(f"{path}:1:1: expected a mapping of settings")
     try:
-        return EngineConfig.model_validate(doc.data)
+        config = EngineConfig.model_validate(doc.data)
     except ValidationError as exc:
         raise ConfigError("\n".join(doc.validation_problems(exc))) from exc
+    problems = secret_problems(doc)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return config
+
+
+def secret_problems(doc: yamldoc.Document) -> list[str]:
+    """Secrets in a validated file that are empty or short, and simulator accounts without one.
+
+    Read from the document, not the model, because ``webhook_secret: ${X}`` with an empty
+    ``X`` validates as "no secret" there: here the key is present, so it is an error.
+    """
+    problems: list[str] = []
+    webhooks = doc.data.get("webhooks")
+    if isinstance(webhooks, Mapping) and "reports_token" in webhooks:
+        problems += _short(doc, ("webhooks", "reports_token"), webhooks["reports_token"])
+    for name, account in (doc.data.get("providers") or {}).items():
+        loc = ("providers", name, "webhook_secret")
+        if "webhook_secret" in account:
+            problems += _short(doc, loc, account["webhook_secret"])
+        elif account.get("type") == SimulatorAccount().type:
+            problems.append(doc.problem(loc, "a simulator account needs a webhook_secret (its"
+                                        " webhook would take anyone's receipts and opt-outs;"
+                                        " `engine demo` needs no config)"))
+    return problems
+
+
+def _short(doc: yamldoc.Document, loc: yamldoc.Loc, value: Any) -> list[str]:
+    if value is None or not str(value):
+        return [doc.problem(loc, "is empty (an unset or empty ${VAR}?): a secret is required")]
+    if len(str(value)) < MIN_SECRET:
+        return [doc.problem(loc, f"is too short: use at least {MIN_SECRET} characters")]
+    return []
 
 

@@ -26,7 +26,6 @@ dispatchers sending for it, so together they never exceed it.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import os
 import socket
@@ -51,7 +50,8 @@ from engine.providers import adapter_for
 from engine.providers.base import Adapter
 from engine.queries import QUERIES
 from engine.receipts import Poller, ReceiptWriter, Reconciler, complete_runs
-from engine.webhooks import WebhookHandler
+from engine.redact import Redactor
+from engine.webhooks import WebhookHandler, listener_logger, require_secrets, same_secret
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,8 @@ class Daemon:
             raise self._failed.result()
 
     async def _open(self, stack: AsyncExitStack) -> None:
+        if "webhooks" in self.roles:  # a listener that would be open to anyone: say so first
+            require_secrets(self.config.providers)
         pool: asyncpg.Pool = await stack.enter_async_context(
             db.pool(self.url, min_size=2, max_size=12))
         self._pool = pool
@@ -126,6 +128,7 @@ class Daemon:
         adapters = {name: adapter_for(name, account, session,
                                       public_url=self.config.webhooks.public_url)
                     for name, account in self.config.providers.items()}
+        _mask_logs(stack, Redactor.of(adapters.values()))
         await self._register(pool, stack)
         if "webhooks" in self.roles:
             await self._open_webhooks(stack, pool, adapters)
@@ -153,17 +156,19 @@ class Daemon:
 
     async def _open_webhooks(self, stack: AsyncExitStack, pool: asyncpg.Pool,
                              adapters: dict[str, Adapter[Any]]) -> None:
+        redact = Redactor.of(adapters.values())
         writer = ReceiptWriter(pool, opt_out_keywords=self.config.opt_out_keywords,
                                opt_in_keywords=self.config.opt_in_keywords,
-                               help_keywords=self.config.help_keywords)
+                               help_keywords=self.config.help_keywords, redact=redact)
+        handler = WebhookHandler(adapters, writer)  # a config error stops start-up here
         await writer.start()
         stack.push_async_callback(writer.stop)  # runs after the listener closed: flush all
-        handler = WebhookHandler(adapters, writer)
         self.metrics.watch_webhooks(handler.stats)
         app = web.Application()
         app.add_routes([web.get("/healthz", self._healthz), web.get("/metrics", self._metrics),
                         web.get("/reports/{campaign}", self._report), *handler.routes()])
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0,
+                               logger=listener_logger())
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         listen = self.config.webhooks
@@ -310,7 +315,7 @@ class Daemon:
                                   "roles": sorted(self.roles)})
 
     async def _report(self, request: web.Request) -> web.Response:
-        """The chart page of a campaign: for loopback clients, or with the reports token."""
+        """The chart page of a campaign: with the reports token (or see ``_may_see_reports``)."""
         if not self._may_see_reports(request):
             return web.json_response({"error": "reports need the reports token"}, status=401)
         assert self._pool is not None
@@ -324,17 +329,34 @@ class Daemon:
         return web.Response(text=page, content_type="text/html")
 
     def _may_see_reports(self, request: web.Request) -> bool:
-        token = self.config.webhooks.reports_token
-        if token is None:
-            return request.remote in ("127.0.0.1", "::1")
+        """The token is the rule; loopback peers only where ``reports_public: loopback``.
+
+        The TCP peer is all we trust (never ``X-Forwarded-For``), and behind a reverse
+        proxy on the same host every client's peer is the proxy: that is why loopback
+        access is an explicit opt-in rather than the default.
+        """
+        listen = self.config.webhooks
+        if listen.reports_public == "loopback" and request.remote in ("127.0.0.1", "::1"):
+            return True
+        if listen.reports_token is None:
+            return False
         given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         given = given or request.query.get("token", "")
-        return hmac.compare_digest(given.encode(), token.get_secret_value().encode())
+        return same_secret(given, listen.reports_token.get_secret_value())
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(),
                             content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
+
+
+def _mask_logs(stack: AsyncExitStack, redact: Redactor) -> None:
+    """Mask the accounts' secrets in every log line while the daemon runs (a refused
+    webhook's excerpt, a provider's error text)."""
+    handlers = list(logging.getLogger().handlers)
+    for handler in handlers:
+        handler.addFilter(redact.filter)
+        stack.callback(handler.removeFilter, redact.filter)
 
 
 def _balance_reader(adapters: dict[str, Adapter[Any]]

@@ -8,8 +8,9 @@ group of up to ``FLUSH_ROWS`` results or ``FLUSH_AFTER`` seconds, so a receipt r
 arrives before its send is recorded). Lanes of one account
 share its :class:`aiolimiter.AsyncLimiter` (a bulk request takes one token per message)
 and a semaphore capping requests in flight; a run's own ``limits.rate`` adds a limiter of
-its own. A lane claims about one second of sending at its rate, so a crash can leave at
-most that many messages ``unknown``.
+its own. The claim loops of a lane together hold at most about one second of sending at
+its rate claimed (never less than one message; :mod:`engine.budget`), however large the
+account's batch, so a crash can leave at most that many messages ``unknown``.
 
 Outcomes (DESIGN.md, "Delivery semantics"): ``accepted`` → ``sent``; ``rejected`` →
 ``failed``; ``retry`` → ``queued`` again after exponential backoff with jitter (or the
@@ -44,11 +45,13 @@ from typing import Any
 import asyncpg
 from aiolimiter import AsyncLimiter
 
+from engine.budget import ClaimBudget
 from engine.config import EngineConfig
 from engine.expander import SendTiming, recipient_zone, utcnow
 from engine.metrics import Metrics
 from engine.providers.base import Adapter, Outbound, Outcome, SendResult
 from engine.queries import QUERIES
+from engine.redact import Redactor
 from engine.spec import Campaign
 from engine.status import MessageStatus
 
@@ -140,6 +143,7 @@ class Dispatcher:
         self.rng = rng or random.Random()
         self.accounts = {name: AccountState(adapter, self._rate(name), config.providers[name]
                                             .concurrency) for name, adapter in adapters.items()}
+        self.redact = Redactor.of(adapters.values())
         self._lanes: dict[int, asyncio.Task[int]] = {}
         self._metric_children: dict[str, tuple[Any, Any, dict[Outcome, Any]]] = {}
         self._wake = asyncio.Event()
@@ -235,19 +239,24 @@ class Dispatcher:
         run_limiter = AsyncLimiter(own.per_second, 1) if own is not None else None
         recent: deque[bool] = deque(maxlen=self.failure_window)
         braked = asyncio.Event()
+        budget = ClaimBudget()
 
         async def loop() -> int:
             total = 0
             while not (self._stopping.is_set() or braked.is_set()):
                 rate = min(account.rate, own.per_second) if own is not None else account.rate
-                size = max(account.batch, min(MAX_CLAIM, math.ceil(rate)) // PIPELINE)
-                claimed = await self._claim(run_id, size,
-                                            campaign.schedule.quiet_hours is not None)
-                if not claimed:
-                    break
-                total += len(claimed)
-                rejected = await self._send_claimed(run_id, campaign, account, run_limiter,
-                                                    claimed)
+                limit = ClaimBudget.for_rate(rate, MAX_CLAIM)
+                size = await budget.take(max(account.batch, limit // PIPELINE), limit)
+                try:
+                    claimed = await self._claim(run_id, size,
+                                                campaign.schedule.quiet_hours is not None)
+                    if not claimed:
+                        break
+                    total += len(claimed)
+                    rejected = await self._send_claimed(run_id, campaign, account,
+                                                        run_limiter, claimed)
+                finally:
+                    await asyncio.shield(budget.give(size))
                 recent.extend(rejected)
                 if await self._brake(run_id, recent):
                     braked.set()
@@ -347,7 +356,7 @@ class Dispatcher:
     async def _record(self, run_id: int, chunks: Sequence[_Chunk],
                       waiting: Sequence[asyncpg.Record], timing: SendTiming,
                       cancelled: bool) -> list[bool]:
-        batch = _Batch(self.config.max_attempts, self.rng, utcnow())
+        batch = _Batch(self.config.max_attempts, self.rng, utcnow(), self.redact)
         for chunk in chunks:
             for row, result in zip(chunk.rows, _results_of(chunk, cancelled), strict=True):
                 batch.add(row, result)
@@ -467,6 +476,8 @@ class _Batch:
     max_attempts: int
     rng: random.Random
     now: datetime
+    #: a provider's error text may echo what we sent it (a callback URL with its secret)
+    redact: Redactor = field(default_factory=Redactor)
     ids: list[int] = field(default_factory=list)
     statuses: list[str] = field(default_factory=list)
     provider_ids: list[str | None] = field(default_factory=list)
@@ -511,7 +522,7 @@ class _Batch:
         self.statuses.append(status.value)
         self.provider_ids.append(provider_id)
         self.codes.append(code)
-        self.details.append(detail)
+        self.details.append(detail and self.redact.text(detail))
         self.next_at.append(next_at)
         self.refunds.append(refund)
 

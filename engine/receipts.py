@@ -36,7 +36,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import orjson
 
 from engine.audience import mask, normalise
 from engine.errors import EngineError
@@ -50,6 +49,7 @@ from engine.providers.base import (
     WebhookEvents,
 )
 from engine.queries import QUERIES
+from engine.redact import Redactor
 from engine.status import MessageStatus
 
 log = logging.getLogger(__name__)
@@ -57,10 +57,17 @@ log = logging.getLogger(__name__)
 HELP_WORDS = frozenset({"HELP", "INFO"})
 _BIGINT = 2**63
 _SMALLINT = 2**15
+#: the longest provider id stored: ids are indexed, and a btree entry holds ~2.7 kB at most
+MAX_ID = 500
 
 
 class WriterStopped(EngineError):
     """The receipt writer is not running: the caller should answer "try again later"."""
+
+
+class Unstorable(EngineError):
+    """Events PostgreSQL cannot hold (a payload nested too deep, an id too long to index):
+    the caller's request is refused, no one else's batch fails with it."""
 
 
 # --- opt-out keywords ------------------------------------------------------------------
@@ -101,22 +108,22 @@ def _text(value: str | None) -> str | None:
     return value.replace("\x00", "\ufffd")
 
 
-def _scrub(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_scrub(k): _scrub(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_scrub(v) for v in value]
-    return value
+def _id(value: str | None) -> str | None:
+    if value is not None and len(value) > MAX_ID:
+        raise Unstorable(f"an id of {len(value)} characters (at most {MAX_ID})")
+    return _text(value)
 
 
-def _json(raw: Mapping[str, Any]) -> str:
-    """A payload as JSON text jsonb accepts (jsonb refuses \\u0000)."""
-    data = orjson.dumps(raw, default=str)
-    if b"\\u0000" in data:
-        data = orjson.dumps(_scrub(raw), default=str)
-    return data.decode()
+def _json(raw: Mapping[str, Any], redact: Redactor) -> str:
+    """A payload as JSON text jsonb accepts, secrets masked; raise Unstorable."""
+    try:
+        return redact.json(raw)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise Unstorable(f"payload cannot be stored as JSON: {exc}") from None
+
+
+def _detail(value: str | None, redact: Redactor) -> str | None:
+    return None if value is None else _text(redact.text(value))
 
 
 def _in_range(value: int | None, limit: int) -> int | None:
@@ -133,22 +140,29 @@ def _aware(when: datetime | None) -> datetime | None:
 class ReceiptRows:
     """The columns of one ``insert_receipts`` statement."""
 
+    redact: Redactor = field(default_factory=Redactor)
     columns: tuple[list[Any], ...] = field(default_factory=lambda: tuple([] for _ in range(11)))
 
     def __len__(self) -> int:
         return len(self.columns[0])
 
     def add(self, account: str, receipt: Receipt) -> None:
-        """One receipt; values PostgreSQL would refuse are made harmless, never fatal."""
+        """One receipt, secrets masked; values PostgreSQL would refuse are made harmless,
+        or raise Unstorable (before anything is added) where they cannot be."""
         values = (
-            account, _text(receipt.provider_message_id), _in_range(receipt.message_id, _BIGINT),
-            _text(receipt.event_id), receipt.status.value if receipt.status else None,
+            account, _id(receipt.provider_message_id), _in_range(receipt.message_id, _BIGINT),
+            _id(receipt.event_id), receipt.status.value if receipt.status else None,
             _text(receipt.provider_status), _text(receipt.error_code),
-            _text(receipt.error_detail), _in_range(receipt.part, _SMALLINT),
-            _aware(receipt.occurred_at), _json(receipt.raw),
+            _detail(receipt.error_detail, self.redact), _in_range(receipt.part, _SMALLINT),
+            _aware(receipt.occurred_at), _json(receipt.raw, self.redact),
         )
         for column, value in zip(self.columns, values, strict=True):
             column.append(value)
+
+    def extend(self, other: ReceiptRows) -> None:
+        """Append another statement's rows."""
+        for column, more in zip(self.columns, other.columns, strict=True):
+            column.extend(more)
 
 
 @dataclass(slots=True)
@@ -156,10 +170,16 @@ class InboundRows:
     """The columns of one ``insert_inbound`` statement."""
 
     keywords: Keywords
+    redact: Redactor = field(default_factory=Redactor)
     columns: tuple[list[Any], ...] = field(default_factory=lambda: tuple([] for _ in range(8)))
 
     def __len__(self) -> int:
         return len(self.columns[0])
+
+    def extend(self, other: InboundRows) -> None:
+        """Append another statement's rows."""
+        for column, more in zip(self.columns, other.columns, strict=True):
+            column.extend(more)
 
     def add(self, account: str, events: WebhookEvents) -> None:
         """Replies (their keyword decides any opt change) and opt notices without a reply."""
@@ -191,8 +211,8 @@ class InboundRows:
     def _row(self, account: str, phone: str, channel: str, body: str | None,
              provider_id: str | None, in_reply_to: str | None, action: str | None,
              raw: Mapping[str, Any]) -> None:
-        values = (account, _text(phone), _text(channel), _text(body), _text(provider_id),
-                  _text(in_reply_to), action, _json(raw))
+        values = (account, _id(phone), _text(channel), _text(body), _id(provider_id),
+                  _id(in_reply_to), action, _json(raw, self.redact))
         for column, value in zip(self.columns, values, strict=True):
             column.append(value)
 
@@ -218,14 +238,14 @@ async def store_receipts(conn: asyncpg.Connection, rows: ReceiptRows, source: st
 @dataclass(slots=True)
 class _Waiting:
     account: str
-    events: WebhookEvents
+    receipts: ReceiptRows
+    inbound: InboundRows
     future: asyncio.Future[None]
     since: float
 
     @property
     def rows(self) -> int:
-        events = self.events
-        return len(events.receipts) + len(events.inbound) + len(events.opt_changes)
+        return len(self.receipts) + len(self.inbound)
 
 
 @dataclass(slots=True)
@@ -252,8 +272,11 @@ class ReceiptWriter:
                  max_rows: int = 1000, opt_out_keywords: Iterable[str] = OPT_OUT_WORDS,
                  opt_in_keywords: Iterable[str] = OPT_IN_WORDS,
                  help_keywords: Iterable[str] = HELP_WORDS,
-                 on_flush: Callable[[int], None] | None = None) -> None:
+                 on_flush: Callable[[int], None] | None = None,
+                 redact: Redactor | None = None) -> None:
         self.pool = pool
+        #: masks the accounts' secrets in every payload stored
+        self.redact = redact or Redactor()
         self.flush_interval = flush_interval
         self.max_rows = max_rows
         self.keywords = Keywords.of(opt_out_keywords, opt_in_keywords, help_keywords)
@@ -282,14 +305,20 @@ class ReceiptWriter:
     async def write(self, account: str, events: WebhookEvents) -> None:
         """Store ``events`` for ``account``; return once they are committed.
 
-        Raises WriterStopped when the writer is not running, or the batch's error.
+        Raises WriterStopped when the writer is not running, Unstorable (before queueing)
+        for events PostgreSQL cannot hold, or the batch's error.
         """
         if self._closed or self._task is None or self._task.done():
             raise WriterStopped("the receipt writer is not running")
         if not (events.receipts or events.inbound or events.opt_changes):
             return
+        # rows are built here, in the caller's turn: bad data fails its own call only
+        receipts, inbound = ReceiptRows(self.redact), InboundRows(self.keywords, self.redact)
+        for receipt in events.receipts:
+            receipts.add(account, receipt)
+        inbound.add(account, events)
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(account, events, loop.create_future(), loop.time())
+        waiting = _Waiting(account, receipts, inbound, loop.create_future(), loop.time())
         self._queue.append(waiting)
         self._rows += waiting.rows
         if len(self._queue) == 1 or self._rows >= self.max_rows:
@@ -360,10 +389,9 @@ class ReceiptWriter:
         receipts, inbound = ReceiptRows(), InboundRows(self.keywords)
         per_account: Counter[str] = Counter()
         for item in batch:
-            for receipt in item.events.receipts:
-                receipts.add(item.account, receipt)
-            per_account[item.account] += len(item.events.receipts)
-            inbound.add(item.account, item.events)
+            receipts.extend(item.receipts)
+            inbound.extend(item.inbound)
+            per_account[item.account] += len(item.receipts)
         async with self.pool.acquire() as conn:
             if len(inbound):
                 async with conn.transaction():
@@ -705,6 +733,7 @@ class Poller:
             (name for name, a in self.adapters.items()
              if not getattr(a, "delivery_webhooks", True)))
         self.limit = limit
+        self.redact = Redactor.of(adapters.values())
 
     def looks_at_most(self, deadline: timedelta, first: timedelta | None = None) -> int:
         """The most lookups of a message whose deadline is ``deadline`` after sending."""
@@ -750,10 +779,13 @@ class Poller:
         if self.limit is not None:
             await self.limit(name, len(ids))
         answers = await self.adapters[name].poll(ids)
-        rows = ReceiptRows()
+        rows = ReceiptRows(self.redact)
         for receipt in answers:
             if receipt.status is not MessageStatus.SENT:  # "still sent" is no news
-                rows.add(name, receipt)
+                try:
+                    rows.add(name, receipt)
+                except Unstorable as exc:
+                    log.warning("polled receipt not stored: %s", exc, extra={"account": name})
         async with self.pool.acquire() as conn:
             return await store_receipts(conn, rows, "poll")
 

@@ -6,17 +6,26 @@ For every call, in this order:
 unknown account             404
 not authentic               401, body not read: the account's secret did not come where
                             its provider puts it (a header, or ``?secret=``), compared in
-                            constant time by the adapter. An account with no
+                            constant time by the adapter; a header that is not even text
+                            (invalid UTF-8) is not the secret either. An account with no
                             ``webhook_secret`` answers 401 to everything (an open endpoint
-                            would let anyone fake receipts and opt-outs), except accounts
-                            of the engine's own ``simulator`` type, so the demo works.
-unreadable                  400, logged with a short excerpt: the adapter raised
-                            MalformedWebhook (or could not decode the body)
+                            would let anyone fake receipts and opt-outs).
+unreadable                  400, logged with a short excerpt (secrets masked): the adapter
+                            could not read the body, or what it read cannot be stored
+                            (nested past 254 levels, an id too long to index, a value
+                            PostgreSQL refuses). A provider retries a 5xx for ever, so a
+                            payload that will never be stored must not get one.
 stored                      200, only once :meth:`ReceiptWriter.write` committed it
-not stored                  503 (the database is out of reach, the daemon is stopping, or
-                            the commit took longer than ``answer_within``): every provider
-                            retries a 5xx, and a repeat is deduplicated
+not stored                  503, only when storing may work later (the database is out of
+                            reach, the daemon is stopping, or the commit took longer than
+                            ``answer_within``): every provider retries a 5xx, and a repeat
+                            is deduplicated
 ==========================  ==============================================================
+
+A simulator account without a ``webhook_secret`` is a configuration error here (the
+handler refuses to start, so ``engine run`` with no engine.yaml stops with a hint):
+only ``engine demo`` and tests, which build the handler in code, may name such accounts
+in ``open_accounts`` to accept any caller.
 
 A well-formed event with a status we do not know is stored (status NULL) and logged, not
 refused. Nothing here blocks on anything but the group commit, so calls are answered in
@@ -26,24 +35,72 @@ milliseconds under load (Zenvia counts a reply slower than 1 s as a failure).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 from collections import Counter
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from engine.providers.base import Adapter, MalformedWebhook, WebhookEvents
-from engine.receipts import ReceiptWriter
+from engine.errors import ConfigError
+from engine.providers.base import AccountBase, Adapter, MalformedWebhook, WebhookEvents
+from engine.providers.simulator import SimulatorAccount
+from engine.receipts import ReceiptWriter, Unstorable
 
 log = logging.getLogger(__name__)
 
 #: how much of a refused body goes into the log
 EXCERPT = 200
 #: errors an adapter may raise on a body it cannot read, beyond MalformedWebhook
-_UNREADABLE = (MalformedWebhook, ValueError, TypeError, KeyError, IndexError, AttributeError)
+_UNREADABLE = (MalformedWebhook, ValueError, TypeError, KeyError, IndexError, AttributeError,
+               ArithmeticError, RecursionError)
+#: storage refused the data itself (retrying cannot help): invalid values (22xxx),
+#: constraints (23xxx), limits such as an index entry too large (54xxx)
+_REFUSED = (Unstorable, asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
+            asyncpg.ProgramLimitExceededError)
+
+
+def listener_logger() -> logging.Logger:
+    """The logger to give the listener's ``AppRunner``: a request that is not even HTTP
+    (a control character in a header, a broken request line) is one warning line, where
+    aiohttp's own logger would write a traceback that echoes the offending header."""
+    logger = logging.getLogger("engine.webhooks.http")
+    if _bad_http_one_line not in logger.filters:
+        logger.addFilter(_bad_http_one_line)
+    return logger
+
+
+def _bad_http_one_line(record: logging.LogRecord) -> bool:
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, HttpProcessingError):
+        reason = str(exc.message).strip().splitlines()[:1] or ["?"]
+        record.msg, record.args = "bad HTTP request refused (%d): %s", (exc.code, reason[0])
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
+
+
+def require_secrets(accounts: Mapping[str, AccountBase], open_accounts: Collection[str] = ()
+                    ) -> None:
+    """Raise ConfigError for a simulator account with no ``webhook_secret`` (not opened)."""
+    for name, account in accounts.items():
+        if (account.webhook_secret is None and name not in open_accounts
+                and isinstance(account, SimulatorAccount)):
+            raise ConfigError(
+                f"providers.{name}.webhook_secret: a simulator account needs one to serve"
+                " webhooks (anyone could post its receipts and opt-outs): set it in"
+                " engine.yaml, or try `engine demo`")
+
+
+def same_secret(given: str, wanted: str) -> bool:
+    """Constant-time comparison that never raises, whatever bytes ``given`` came from."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                               wanted.encode("utf-8", "surrogateescape"))
 
 
 @dataclass(slots=True)
@@ -91,7 +148,7 @@ class WebhookHandler:
     """The webhook endpoint of every configured account."""
 
     def __init__(self, adapters: Mapping[str, Adapter[Any]], writer: ReceiptWriter, *,
-                 open_types: Collection[str] = ("simulator",),
+                 open_accounts: Collection[str] = (),
                  answer_within: float = 4.0) -> None:
         self.adapters = dict(adapters)
         self.writer = writer
@@ -102,12 +159,12 @@ class WebhookHandler:
         self.stats = WebhookStats()
         self._open = frozenset(name for name, adapter in self.adapters.items()
                                if adapter.account.webhook_secret is None
-                               and adapter.account.type in open_types)
+                               and name in open_accounts)
+        require_secrets({name: a.account for name, a in self.adapters.items()}, self._open)
         for name, adapter in self.adapters.items():
-            if adapter.account.webhook_secret is None:
-                log.warning("%s has no webhook_secret: its webhook %s", name,
-                            "accepts any caller" if name in self._open
-                            else "refuses every call (401)", extra={"account": name})
+            if adapter.account.webhook_secret is None and name not in self._open:
+                log.warning("%s has no webhook_secret: its webhook refuses every call (401)",
+                            name, extra={"account": name})
 
     def routes(self) -> list[web.RouteDef]:
         """The routes to mount on the daemon's app."""
@@ -128,35 +185,46 @@ class WebhookHandler:
         body = await request.read()
         events = self._parse(name, adapter, request, body)
         if events is None:
-            self.stats.calls[name, "malformed"] += 1
             return _answer(400, "malformed")
-        return await self._store(name, events)
+        return await self._store(name, events, body)
 
     def _authentic(self, name: str, adapter: Adapter[Any], request: web.Request) -> bool:
         if adapter.account.webhook_secret is None:
             return name in self._open
-        return adapter.webhook_authentic(request.headers, request.query)
+        try:
+            return adapter.webhook_authentic(request.headers, request.query)
+        except (UnicodeError, ValueError):  # a header that is not text is not our secret
+            return False
 
-    @staticmethod
-    def _parse(name: str, adapter: Adapter[Any], request: web.Request,
+    def _parse(self, name: str, adapter: Adapter[Any], request: web.Request,
                body: bytes) -> WebhookEvents | None:
         try:
             return adapter.parse_webhook(request.headers.get("Content-Type", ""), body,
                                          request.query)
         except _UNREADABLE as exc:
-            excerpt = body[:EXCERPT].decode(errors="replace")
-            log.warning("malformed webhook refused: %s: %r", exc, excerpt,
-                        exc_info=not isinstance(exc, MalformedWebhook),
-                        extra={"account": name})
+            self._refused(name, body, exc, bug=not isinstance(exc, MalformedWebhook | ValueError))
             return None
 
-    async def _store(self, name: str, events: WebhookEvents) -> web.Response:
+    def _refused(self, name: str, body: bytes, exc: BaseException, *, bug: bool = False) -> None:
+        """Log a call answered 400: its reason and a masked excerpt of its body."""
+        self.stats.calls[name, "malformed"] += 1
+        redact = self.writer.redact
+        # masked before it is cut, so no secret is left half-visible at the cut
+        excerpt = redact.text(body[:16 * EXCERPT].decode(errors="replace"))[:EXCERPT]
+        log.warning("malformed webhook refused: %s: %r", redact.text(str(exc))[:EXCERPT],
+                    excerpt, exc_info=exc if bug else None, extra={"account": name})
+
+    async def _store(self, name: str, events: WebhookEvents, body: bytes) -> web.Response:
         try:
             async with asyncio.timeout(self.answer_within):
                 await self.writer.write(name, events)
-        except Exception as exc:  # any storage failure: 503, and the provider retries
+        except _REFUSED as exc:  # storing can never work: a retry must not be invited
+            self._refused(name, body, exc)
+            return _answer(400, "malformed")
+        except Exception as exc:  # the database, or the daemon stopping: the provider retries
             self.stats.calls[name, "failed"] += 1
-            log.error("webhook call not stored, answered 503: %r", exc, extra={"account": name})
+            log.error("webhook call not stored, answered 503: %s",
+                      self.writer.redact.text(repr(exc)), extra={"account": name})
             return _answer(503, "not stored, try again")
         self.stats.calls[name, "accepted"] += 1
         self.stats.count(name, events)

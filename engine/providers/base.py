@@ -84,6 +84,11 @@ class AccountBase(Strict):
         """The API base URL in use, without a trailing slash."""
         return (self.base_url or self.default_base_url).rstrip("/")
 
+    def secret_values(self) -> list[str]:
+        """Every secret of this account (webhook secret, tokens, passwords), to redact."""
+        return [value.get_secret_value() for value in self.__dict__.values()
+                if isinstance(value, SecretStr)]
+
 
 class MalformedWebhook(EngineError):
     """A webhook body this adapter cannot read; the message is a short reason."""

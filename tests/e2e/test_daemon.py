@@ -41,7 +41,7 @@ def write_config(path: Path, sim_url: str, port: int, rate: int) -> Path:
         f"webhooks:\n  listen: 127.0.0.1:{port}\n  public_url: http://127.0.0.1:{port}\n"
         "providers:\n  sim:\n    type: simulator\n"
         f"    base_url: {sim_url}\n    rate: {rate}\n    concurrency: 4\n"
-        "    webhook_secret: s3cret\n"
+        "    webhook_secret: s3cret-s3cret-s3cret\n"
         "lease: 2s\nshutdown_grace: 1s\n")
     return path
 
@@ -73,7 +73,7 @@ class Engine:
 async def sim(tmp_path: Path) -> AsyncIterator[tuple[RunningSimulator, int]]:
     port = free_port()
     settings = SimulatorSettings(seed=3, default=FamilySettings(
-        webhook_url=f"http://127.0.0.1:{port}/webhooks/sim", webhook_secret="s3cret",
+        webhook_url=f"http://127.0.0.1:{port}/webhooks/sim", webhook_secret="s3cret-s3cret-s3cret",
         latency=(0.005, 0.02), receipt_delay=(0.05, 0.3), duplicates=0.1, out_of_order=0.1))
     async with await serve(settings, "127.0.0.1", 0) as running:
         yield running, port

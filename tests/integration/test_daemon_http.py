@@ -55,10 +55,13 @@ async def running_daemon(conn: asyncpg.Connection, database_url: str,
             await task
 
 
+TOKEN = "reports-token-0123456789"
+
+
 @pytest.fixture
 async def daemon(conn: asyncpg.Connection, database_url: str
                  ) -> AsyncIterator[tuple[Daemon, str]]:
-    async for found in running_daemon(conn, database_url):
+    async for found in running_daemon(conn, database_url, reports_token=TOKEN):
         yield found
 
 
@@ -74,10 +77,10 @@ async def test_health_metrics_and_report_page(daemon: tuple[Daemon, str]) -> Non
         assert 'engine_messages_sent_total{account="sim",outcome="accepted"} 10.0' in text
         assert 'engine_webhooks_total{account="sim",result="accepted"}' in text
         assert 'engine_runs{status="sending"}' in text or 'engine_runs{status="completed"}' in text
-        async with session.get(f"{url}/reports/promo") as resp:
+        async with session.get(f"{url}/reports/promo", params={"token": TOKEN}) as resp:
             assert resp.status == 200
             assert "<svg" in await resp.text()
-        async with session.get(f"{url}/reports/nope") as resp:
+        async with session.get(f"{url}/reports/nope", params={"token": TOKEN}) as resp:
             assert resp.status == 404
 
 
@@ -91,3 +94,49 @@ async def test_reports_need_the_token_when_one_is_set(
             async with session.get(f"{url}/reports/promo",
                                    headers={"Authorization": "Bearer t0ken"}) as resp:
                 assert resp.status == 200
+
+
+async def test_reports_are_closed_by_default_even_to_loopback(
+    conn: asyncpg.Connection, database_url: str
+) -> None:
+    """Behind a reverse proxy on the same host every client's TCP peer is 127.0.0.1, so
+    being local proves nothing: with neither a token nor ``reports_public`` no one sees
+    a report (a forwarding header changes nothing)."""
+    async for _, url in running_daemon(conn, database_url):
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{url}/reports/promo") as resp:
+                assert resp.status == 401
+            async with session.get(f"{url}/reports/promo",
+                                   headers={"X-Forwarded-For": "127.0.0.1"}) as resp:
+                assert resp.status == 401
+
+
+async def test_reports_public_loopback_opens_them_to_local_peers(
+    conn: asyncpg.Connection, database_url: str
+) -> None:
+    async for _, url in running_daemon(conn, database_url, reports_public="loopback"):
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/reports/promo") as resp:
+            assert resp.status == 200
+
+
+async def test_a_reports_token_that_is_not_text_is_refused(
+    conn: asyncpg.Connection, database_url: str
+) -> None:
+    async for _, url in running_daemon(conn, database_url, reports_token=TOKEN):
+        assert await raw_status(url, b"GET /reports/promo HTTP/1.1\r\nHost: x\r\n"
+                                     b"Authorization: Bearer \xff\xfe\r\n"
+                                     b"Connection: close\r\n\r\n") == 401
+
+
+async def raw_status(url: str, request: bytes) -> int:
+    """The status of one request written byte for byte (headers aiohttp would not send)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        status_line = await reader.readline()
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+        await writer.wait_closed()

@@ -407,3 +407,24 @@ async def test_a_pass_that_ends_after_stop_starts_no_lane(
         assert dispatcher._lanes == {}
         assert set((await statuses(conn, run_id)).values()) == {"queued"}
         assert sim.stats.requests == 0
+
+
+async def test_a_lane_holds_at_most_a_second_of_sending_claimed(
+    conn: asyncpg.Connection, pool: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
+    """A bulk account with batch 100 at 100/s: the lane's claim loops must not each claim a
+    batch (3 x 100 'sending' would be stranded 'unknown' by a kill -9), only one second's."""
+    async with await simulator(latency=0.05) as sim:
+        config = config_for(sim, bulk=True, batch_size=100, rate=100)
+        run_id, phones = await setup_run(conn, pool, config, 300)
+        drain = asyncio.create_task(Dispatcher(pool, config, "d1", adapters(config, session))
+                                    .drain())
+        peak = 0
+        while not drain.done():
+            peak = max(peak, await conn.fetchval(
+                "SELECT count(*) FROM messages WHERE run_id = $1 AND status = 'sending'", run_id))
+            await asyncio.sleep(0.02)
+        await drain
+        assert 0 < peak <= 100
+        assert set((await statuses(conn, run_id)).values()) == {"sent"}
+        assert sim.stats.per_number == dict.fromkeys(phones, 1)

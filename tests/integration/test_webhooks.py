@@ -8,6 +8,8 @@ cannot read or an unknown account change nothing.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,11 +22,12 @@ import pytest
 from aiohttp import web
 
 from engine.config import EngineConfig
+from engine.errors import ConfigError
 from engine.providers import adapter_for
 from engine.providers.base import Adapter, Receipt, WebhookEvents
 from engine.receipts import ReceiptWriter
 from engine.status import MessageStatus
-from engine.webhooks import WebhookHandler
+from engine.webhooks import WebhookHandler, listener_logger
 
 SECRET = "s3cret"
 SUNCO_SECRET = "8564b3e6a8b20a4bdb68b05ce9bc5936"
@@ -78,10 +81,10 @@ async def serve_webhooks(pool: asyncpg.Pool, adapters: dict[str, Adapter[Any]],
     """Start a writer and the webhook app on 127.0.0.1 (a free port)."""
     receipt_writer = ReceiptWriter(pool, **writer)
     await receipt_writer.start()
-    handler = WebhookHandler(adapters, receipt_writer)
+    handler = WebhookHandler(adapters, receipt_writer, open_accounts={"sim-open"})
     app = web.Application()
     app.add_routes(handler.routes())
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None, logger=listener_logger())
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     host, port = runner.addresses[0][:2]
@@ -179,7 +182,7 @@ TEXT_ID = "44444444-4444-4444-4444-444444444444"
 
 def courier_callback(status: str = "delivered", **attributes: Any) -> dict[str, Any]:
     return {"data": {"attributes": {
-        "callback-status-url": "https://engine.example.com/webhooks/courier?secret=s3cret",
+        "callback-status-url": "https://engine.example.com/webhooks/courier?secret=" + SECRET,
         "callback-url": None, "created-at": "2024-05-01T10:00:00Z", "created-by": "a",
         "error": None, "from": "+14155550199", "last-modified-at": "2024-05-01T10:00:05Z",
         "message": "Hello", "status": status, "target": "+14155550100", "twilio-sid": None,
@@ -451,3 +454,76 @@ async def test_one_call_that_breaks_a_batch_fails_alone(
     assert sorted(r["provider_event_id"] for r in await receipts(conn)) == [
         f"g{i}" for i in range(5)]
     assert sum(flushed) == 5
+
+
+# --- hostile input ------------------------------------------------------------------------
+
+
+async def raw_status(url: str, request: bytes) -> int:
+    """The status of one request written byte for byte (headers aiohttp would not send)."""
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        return int((await reader.readline()).split()[1])
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.mark.parametrize(("account", "header"), [
+    ("sim", b"X-Webhook-Secret"), ("zenvia", b"X-Webhook-Secret"),
+    ("zingle", b"Authorization"), ("zingle", b"X-Webhook-Secret"), ("sunco", b"X-API-Key")])
+async def test_a_secret_header_that_is_not_utf8_is_401(
+    server: WebhookServer, conn: asyncpg.Connection, caplog: pytest.LogCaptureFixture,
+    account: str, header: bytes
+) -> None:
+    body = orjson.dumps(sim_events(sim_status()))
+    request = (b"POST /webhooks/%s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               b"%s: \xff\xfe\xc3(\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+               % (account.encode(), header, len(body), body))
+    assert await raw_status(server.url, request) == 401
+    assert await receipts(conn) == []
+    assert "Traceback" not in caplog.text
+
+
+def nested(depth: int) -> Any:
+    value: Any = "deep"
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+async def test_json_nested_too_deep_to_store_is_400_not_503(
+    server: WebhookServer, conn: asyncpg.Connection
+) -> None:
+    """Providers retry a 5xx for ever: a payload that can never be stored gets a 400."""
+    body = json.dumps(sim_events(sim_status(extra=nested(260))))  # orjson would refuse it
+    assert await server.post("sim", body, headers=HEADER) == 400
+    assert await receipts(conn) == []
+    assert server.handler.stats.malformed == 1
+    # the next call is not held up by it
+    assert await server.post("sim", sim_events(sim_status()), headers=HEADER) == 200
+
+
+async def test_an_id_too_long_to_index_is_400_not_503(
+    server: WebhookServer, conn: asyncpg.Connection
+) -> None:
+    huge = os.urandom(4000).hex()  # incompressible: past a btree entry's 2.7 kB
+    assert await server.post("sim", sim_events(sim_status(message_id=huge)),
+                              headers=HEADER) == 400
+    assert await server.post("sim", sim_events(sim_status(event_id=huge)),
+                              headers=HEADER) == 400
+    assert await receipts(conn) == []
+
+
+async def test_a_simulator_account_without_a_secret_is_a_config_error(
+    pool: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
+    """Only ``engine demo`` and tests may open one (by naming it in ``open_accounts``)."""
+    config = EngineConfig.model_validate({"providers": {"sim": {"type": "simulator"}}})
+    writer = ReceiptWriter(pool)
+    with pytest.raises(ConfigError, match=r"^providers\.sim\.webhook_secret: "):
+        WebhookHandler(adapters_for(config, session), writer)
+    WebhookHandler(adapters_for(config, session), writer, open_accounts={"sim"})

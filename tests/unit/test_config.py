@@ -40,7 +40,8 @@ def parse(text: str, env: dict[str, str] | None = None) -> EngineConfig:
 
 
 def test_full_config_parses_with_environment_values() -> None:
-    config = parse(FULL, {"DB_URL": "postgresql://u:pw@db/engine", "SIM_SECRET": "s3"})
+    config = parse(FULL, {"DB_URL": "postgresql://u:pw@db/engine",
+                          "SIM_SECRET": "s3-sixteen-chars"})
     assert config.database_url is not None
     assert config.database_url.get_secret_value() == "postgresql://u:pw@db/engine"
     assert config.webhooks.port == 8080
@@ -49,18 +50,19 @@ def test_full_config_parses_with_environment_values() -> None:
     assert account.rate.per_second == 50
     assert account.timeout == timedelta(seconds=5)
     assert account.webhook_secret is not None
-    assert account.webhook_secret.get_secret_value() == "s3"
+    assert account.webhook_secret.get_secret_value() == "s3-sixteen-chars"
     assert config.pricing.prefixes["2782"] == Decimal("0.2")
     assert config.misfire_grace == timedelta(minutes=30)
 
 
 def test_default_value_used_when_variable_unset_and_plain_scalars_retyped() -> None:
-    config = parse(FULL, {"DB_URL": "x", "SIM_SECRET": "s", "PORT": "9999"})
+    config = parse(FULL, {"DB_URL": "x", "SIM_SECRET": "s" * 16, "PORT": "9999"})
     assert config.webhooks.listen == "0.0.0.0:9999"
 
 
 def test_secrets_are_never_printed() -> None:
-    config = parse(FULL, {"DB_URL": "postgresql://u:hunter2@db/x", "SIM_SECRET": "topsecret"})
+    config = parse(FULL, {"DB_URL": "postgresql://u:hunter2@db/x",
+                          "SIM_SECRET": "topsecret-topsecret"})
     shown = repr(config) + str(config) + config.model_dump_json()
     assert "hunter2" not in shown
     assert "topsecret" not in shown
@@ -177,3 +179,50 @@ def test_frequency_cap() -> None:
 def test_rate_text_round_trips(text: str) -> None:
     assert str(parse_rate(text)) == text
     assert parse_rate(str(parse_rate(text))) == parse_rate(text)
+
+
+SECRETS = """\
+webhooks:
+  reports_token: ${TOKEN}
+providers:
+  zc:
+    type: zoomconnect
+    email: ops@example.com
+    token: t
+    webhook_secret: ${ZC_SECRET}
+"""
+
+
+@pytest.mark.parametrize("empty", ["", "   "])
+def test_an_empty_secret_from_the_environment_is_an_error_naming_key_and_line(
+    empty: str
+) -> None:
+    """``${X}`` with X set to "" would leave the account (or the reports) without a secret."""
+    with pytest.raises(ConfigError) as err:
+        parse(SECRETS, {"TOKEN": empty, "ZC_SECRET": empty})
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("engine.yaml:2:18: webhooks.reports_token: is ")
+    assert lines[1].startswith("engine.yaml:8:21: providers.zc.webhook_secret: is ")
+
+
+def test_a_short_secret_is_an_error() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse(SECRETS, {"TOKEN": "x" * 15, "ZC_SECRET": "y" * 16})
+    assert str(err.value) == ("engine.yaml:2:18: webhooks.reports_token: is too short:"
+                              " use at least 16 characters")
+    config = parse(SECRETS, {"TOKEN": "x" * 16, "ZC_SECRET": "y" * 16})
+    assert config.webhooks.reports_token is not None
+
+
+def test_a_simulator_account_in_a_file_needs_a_secret() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse("providers:\n  sim:\n    type: simulator\n")
+    assert str(err.value).startswith("engine.yaml:3:5: providers.sim.webhook_secret:"
+                                     " a simulator account needs a webhook_secret")
+
+
+def test_reports_public_takes_only_loopback() -> None:
+    assert parse("webhooks:\n  reports_public: loopback\n").webhooks.reports_public == "loopback"
+    assert parse("webhooks: {}\n").webhooks.reports_public is None
+    with pytest.raises(ConfigError, match=r"webhooks\.reports_public"):
+        parse("webhooks:\n  reports_public: everyone\n")
