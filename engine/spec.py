@@ -20,7 +20,8 @@ Choices the brief left open (documented for users in the README):
   ``+`` is lost, so it is an error asking for quotes rather than a guess.
 - ``limits.rate`` above the account's rate is not an error: the lower of the two applies.
 - Files are read and the audience file's existence is checked; nothing else touches the disk,
-  the database or the network.
+  the database or the network. A campaign file may be at most 1 MiB (:data:`MAX_FILE_BYTES`);
+  YAML aliases and nesting are limited as :mod:`engine.yamldoc` describes.
 """
 
 from __future__ import annotations
@@ -673,9 +674,13 @@ def _load(path: Path, checks: _Checks) -> tuple[yamldoc.Document, Campaign]:
     return doc, campaign
 
 
+#: the largest campaign file read (a campaign is a page of YAML; the audience goes in a CSV)
+MAX_FILE_BYTES = 1024 * 1024
+
+
 def _read(path: Path) -> yamldoc.Document:
     try:
-        doc = yamldoc.load(path)
+        doc = yamldoc.load(path, _read_text(path))
     except yaml.YAMLError as exc:
         raise CampaignFileError([yamldoc.yaml_error(path, exc)]) from exc
     except UnicodeDecodeError as exc:
@@ -686,6 +691,16 @@ def _read(path: Path) -> yamldoc.Document:
         what = "a mapping with name, provider, schedule, audience and message"
         raise CampaignFileError([doc.problem((), f"expected a campaign: {what}")])
     return doc
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, reading no more than the cap (``/dev/zero`` is endless)."""
+    with path.open("rb") as file:
+        data = file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise CampaignFileError(
+            [f"{path}: the file is larger than 1 MiB, the limit for a campaign file"])
+    return data.decode("utf-8")
 
 
 def _cross_problems(doc: yamldoc.Document) -> list[str]:
