@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -183,6 +184,17 @@ class RunPlan:
         """The same row as a line of COPY text, or None when excluded (the hot path)."""
         decided = self._decided(rec, timing, cap)
         return None if decided is None else self._line(rec, decided)
+
+    def lines(self, records: list[asyncpg.Record], timing: SendTiming, cap: int | None,
+              stop: threading.Event) -> list[str]:
+        """The COPY lines of a batch; stops early (``RunStopped``) once ``stop`` is set."""
+        lines = []
+        for rec in records:
+            if stop.is_set():
+                raise RunStopped
+            if (line := self.line(rec, timing, cap)) is not None:
+                lines.append(line)
+        return lines
 
     def _decided(self, rec: Mapping[str, Any], timing: SendTiming,
                  cap: int | None) -> tuple[Any, ...] | None:
@@ -424,8 +436,7 @@ class Expander:
             try:
                 async for records in sources.batches(conn, plan.campaign.channel, self.clock(),
                                                      after, self.batch_size):
-                    lines = [line for rec in records
-                             if (line := plan.line(rec, timing, cap)) is not None]
+                    lines = await _lines_off_loop(plan, records, timing, cap)
                     if pending is not None:
                         await pending
                     payload = "".join(lines).encode()
@@ -470,6 +481,23 @@ class Expander:
         status = RunStatus(await conn.fetchval(
             "SELECT status::text FROM campaign_runs WHERE id = $1", run_id))
         return ExpansionResult(run_id, status, sum(counts.values()), counts, cost, reason)
+
+
+async def _lines_off_loop(plan: RunPlan, records: list[asyncpg.Record], timing: SendTiming,
+                          cap: int | None) -> list[str]:
+    """A batch's COPY lines, computed in a worker thread.
+
+    Rendering is CPU work bounded per message (see engine.template_limits) but not per batch,
+    so it runs off the event loop: webhooks, /healthz and heartbeats go on meanwhile. One
+    batch at a time touches the plan's caches. When the expansion is cancelled, the thread
+    stops at the next recipient instead of finishing the batch.
+    """
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(plan.lines, records, timing, cap, stop)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

@@ -1,0 +1,532 @@
+"""Limits on what one template render may cost: value size, steps, output and time.
+
+A campaign file is written by marketing staff and rendered by the daemon, so a template
+must not be able to exhaust memory or stall the daemon. :class:`LimitedEnvironment` is the
+sandbox every template is compiled in; per message (defaults in :class:`Limits`):
+
+- no value may be longer than ``length`` characters (or items): ``*``, ``+``, ``~``, ``%``,
+  the filters that grow text (``center``, ``indent``, ``wordwrap``, ``format``, ``join``,
+  ``replace``, ``batch``, ``slice``) and the string methods that do (``center``, ``ljust``,
+  ``format``, ``replace``, ``join``, ``translate``...) are checked *before* the value is built;
+  numbers are limited to ``int_bits`` bits (``9 ** 9 ** 9``);
+- at most ``steps`` loop iterations, calls, filters and operators;
+- at most ``output`` characters written, text captured by ``{% set %}`` blocks included;
+- at most ``seconds`` of rendering.
+
+Going past a limit raises :class:`TemplateLimitError`. Jinja evaluates constant expressions
+while compiling (``{{ 'a' * 10**9 }}`` took 27 s and 4 GB at validate time), so every
+operator is intercepted and every filter takes the context: neither is folded by Jinja.
+:func:`constant_problem` evaluates the constant parts of a template itself, under the same
+limits, so a constant that breaks one is a validate error rather than a failure per recipient.
+Lists and dicts are immutable in templates (``l.append(l)`` doubled a list per iteration).
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+import string
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+from jinja2 import nodes, pass_context
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.runtime import Context
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from engine.errors import EngineError
+
+#: the (hidden) filter wrapped around every loop's iterable to count iterations
+LOOP_FILTER = "engine: loop"
+BINOPS: dict[str, Callable[[Any, Any], Any]] = {
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+    "//": operator.floordiv, "**": operator.pow, "%": operator.mod,
+}
+
+
+class TemplateLimitError(EngineError):
+    """A template went past one of its limits."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one message's render may cost."""
+
+    length: int = 100_000  # characters (or items) in any one value
+    output: int = 100_000  # characters written, captured text included
+    steps: int = 100_000  # loop iterations, calls, filters and operators
+    seconds: float = 0.5  # wall-clock time
+    int_bits: int = 4096  # bits in any number built by * or **
+
+
+class Budget:
+    """What one render has spent so far."""
+
+    __slots__ = ("deadline", "limits", "output", "steps")
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.deadline = time.monotonic() + limits.seconds
+        self.steps = 0
+        self.output = 0
+
+    def step(self) -> None:
+        """Count one loop iteration, call, filter or operator; check the time."""
+        self.steps += 1
+        if self.steps > self.limits.steps:
+            raise TemplateLimitError(
+                f"more than the limit of {self.limits.steps} steps "
+                "(loop iterations, calls, filters and operators)")
+        if time.monotonic() > self.deadline:
+            raise TemplateLimitError(
+                f"longer than the time limit of {self.limits.seconds:g} s per message")
+
+    def write(self, size: int) -> None:
+        """Count ``size`` characters of output."""
+        self.output += size
+        if self.output > self.limits.output:
+            raise TemplateLimitError(
+                f"more than the limit of {self.limits.output} characters of output")
+
+
+DEFAULT_LIMITS = Limits()
+_BUDGET: ContextVar[Budget | None] = ContextVar("engine_template_budget", default=None)
+
+
+def start(limits: Limits) -> Token[Budget | None]:
+    """Open a fresh budget for one render (in this thread); pass the token to :func:`stop`."""
+    return _BUDGET.set(Budget(limits))
+
+
+def stop(token: Token[Budget | None]) -> None:
+    """Close the budget :func:`start` opened."""
+    _BUDGET.reset(token)
+
+
+def _budget() -> Budget:
+    return _BUDGET.get() or Budget(DEFAULT_LIMITS)
+
+
+# --- sizes ------------------------------------------------------------------------------
+
+
+def weight(value: Any, limit: int) -> int:
+    """About how many characters ``value`` prints as; stops counting once past ``limit``.
+
+    Containers count their items, so ``[x * 99999] * 99999`` (one string, shared) weighs
+    what printing it would cost, not what it holds in memory.
+    """
+    total = 0
+    stack = [value]
+    while stack and total <= limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, int):
+            total += item.bit_length() // 3 + 1
+        elif isinstance(item, list | tuple | set | frozenset):
+            total += 2 + 2 * len(item)
+            stack.extend(islice(item, limit + 1))
+        elif isinstance(item, dict):
+            total += 2 + 4 * len(item)
+            stack.extend(islice(item.keys(), limit + 1))
+            stack.extend(islice(item.values(), limit + 1))
+        else:
+            total += 1
+    return total
+
+
+def _too_long(limit: int) -> TemplateLimitError:
+    return TemplateLimitError(f"a value would be longer than the limit of {limit} characters")
+
+
+def _need(size: int) -> None:
+    limit = _budget().limits.length
+    if size > limit:
+        raise _too_long(limit)
+
+
+def checked(value: Any) -> Any:
+    """``value``, if it is within the length limit."""
+    limit = _budget().limits.length
+    if isinstance(value, str | list | tuple | dict | set) and weight(value, limit) > limit:
+        raise _too_long(limit)
+    return value
+
+
+def _size(value: Any) -> int:
+    return weight(value, _budget().limits.length)
+
+
+def _check_bits(bits: int) -> None:
+    limit = _budget().limits.int_bits
+    if bits > limit:
+        raise TemplateLimitError(f"a number would be larger than the limit of {limit} bits")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int)
+
+
+# --- operators --------------------------------------------------------------------------
+
+
+_SEQUENCES = (str, list, tuple)
+
+
+def binop(op: str, left: Any, right: Any) -> Any:
+    """``left op right``, refused when the result would be past a limit."""
+    _budget().step()
+    if op == "*":
+        _check_mul(left, right)
+    elif op == "+" and isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
+        _need(_size(left) + _size(right))
+    elif op == "**" and _is_int(left) and _is_int(right) and right > 0 and abs(left) > 1:
+        _check_bits(left.bit_length() * right)
+    elif op == "%" and isinstance(left, str):
+        _check_printf(left, right)
+        return checked(BINOPS[op](left, right))
+    return BINOPS[op](left, right)
+
+
+def _check_mul(left: Any, right: Any) -> None:
+    if _is_int(left) and _is_int(right):
+        _check_bits(left.bit_length() + right.bit_length())
+    elif _is_int(right) and isinstance(left, str | list | tuple) and right > 0:
+        _need(_size(left) * right)
+    elif _is_int(left) and isinstance(right, str | list | tuple) and left > 0:
+        _need(_size(right) * left)
+
+
+_PRINTF = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?([a-zA-Z%])")
+
+
+def _number(digits: str | None) -> int:
+    """A width or precision written in a format (huge ones count as huge, not parsed)."""
+    if not digits or not digits.isdigit():
+        return 0
+    return int(digits) if len(digits) <= 9 else 10**9
+
+
+def _ints(values: Iterable[Any]) -> int:
+    return sum(abs(v) for v in values if _is_int(v))
+
+
+def _check_printf(fmt: str, args: Any) -> None:
+    """``fmt % args`` (and the ``format`` filter): widths, precisions and the values used."""
+    values = list(args.values()) if isinstance(args, Mapping) else (
+        list(args) if isinstance(args, tuple) else [args])
+    size, fields, star = len(fmt), 0, False
+    for found in _PRINTF.finditer(fmt):
+        fields += 1
+        star = star or "*" in (found[1], found[2])
+        size += _number(found[1]) + _number(found[2])
+    if star:
+        size += _ints(values)
+    _need(size + fields * _size(values))
+
+
+def _check_format(fmt: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> None:
+    """``fmt.format(...)``: widths and precisions in each field, and the values used."""
+    values = [*args, *kwargs.values()]
+    value_size = _size(values)
+    size = 0
+    for literal, field, spec, _ in string.Formatter().parse(fmt):
+        size += len(literal)
+        if field is not None:
+            size += value_size + sum(_number(d) for d in re.findall(r"\d+", spec or ""))
+            if spec and "{" in spec:  # a width taken from the arguments
+                size += _ints(values)
+    _need(size)
+
+
+# --- calls and filters ------------------------------------------------------------------
+
+
+def _arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: str,
+         default: Any = None) -> Any:
+    return args[index] if len(args) > index else kwargs.get(name, default)
+
+
+def _check_width(value: Any) -> None:
+    if _is_int(value):
+        _need(value)
+
+
+def _joined(items: Any, separator: Any) -> list[Any]:
+    """The items of a join, materialised (at most the limit), once their total is known."""
+    limit = _budget().limits.length
+    listed = list(islice(items, limit + 1))
+    _need(_size(listed) + len(str(separator)) * len(listed))
+    return listed
+
+
+def _check_replace(text: Any, old: Any, new: Any, count: Any) -> None:
+    if not (isinstance(text, str) and isinstance(old, str) and isinstance(new, str)):
+        return
+    found = text.count(old) if old else len(text) + 1
+    if _is_int(count) and count >= 0:
+        found = min(found, count)
+    _need(len(text) + found * len(new))
+
+
+def _check_str_method(text: str, name: str, args: tuple[Any, ...],
+                      kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Refuse a string method call whose result would be past the limit."""
+    if name in ("center", "ljust", "rjust", "zfill"):
+        _check_width(_arg(args, kwargs, 0, "width"))
+    elif name == "expandtabs":
+        tab = _arg(args, kwargs, 0, "tabsize", 8)
+        _need(len(text) + text.count("\t") * (tab if _is_int(tab) else 0))
+    elif name == "replace":
+        _check_replace(text, _arg(args, kwargs, 0, "old"), _arg(args, kwargs, 1, "new"),
+                       _arg(args, kwargs, 2, "count", -1))
+    elif name == "join" and args:
+        return (_joined(args[0], text), *args[1:]), kwargs
+    elif name == "format":
+        _check_format(text, args, kwargs)
+    elif name == "format_map" and args and isinstance(args[0], Mapping):
+        _check_format(text, (), args[0])
+    elif name == "translate" and args and isinstance(args[0], Mapping):
+        widest = max((_size(v) for v in args[0].values()), default=1)
+        _need(len(text) * max(widest, 1))
+    return args, kwargs
+
+
+def check_call(obj: Any, args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Count a call and refuse it if its result would be past a limit; maybe new args."""
+    _budget().step()
+    method = getattr(obj, "__wrapped__", obj)  # the sandbox wraps str.format
+    owner = getattr(method, "__self__", None)
+    if isinstance(owner, str):
+        return _check_str_method(owner, getattr(method, "__name__", ""), args, kwargs)
+    return args, kwargs
+
+
+FilterArgs = tuple[Any, tuple[Any, ...], dict[str, Any]]
+
+
+def _center(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArgs:
+    _check_width(_arg(args, kwargs, 0, "width"))
+    return value, args, kwargs
+
+
+def _indent(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArgs:
+    width = _arg(args, kwargs, 0, "width", 4)
+    each = width if _is_int(width) else len(str(width))
+    text = str(value)
+    _need(len(text) + (text.count("\n") + 1) * max(each, 0))
+    return value, args, kwargs
+
+
+def _wordwrap(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArgs:
+    width = _arg(args, kwargs, 0, "width", 79)
+    wrap = _arg(args, kwargs, 2, "wrapstring") or "\n"
+    text = str(value)
+    lines = len(text) // max(width if _is_int(width) else 1, 1) + text.count("\n") + 1
+    _need(len(text) + lines * len(str(wrap)))
+    return value, args, kwargs
+
+
+def _format(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArgs:
+    _check_printf(str(value), kwargs or args)
+    return value, args, kwargs
+
+
+def _join(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArgs:
+    return _joined(value, _arg(args, kwargs, 0, "d", "")), args, kwargs
+
+
+def _replace(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArgs:
+    _check_replace(str(value), _arg(args, kwargs, 0, "old"), _arg(args, kwargs, 1, "new"),
+                   _arg(args, kwargs, 2, "count"))
+    return value, args, kwargs
+
+
+def _batch(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArgs:
+    _check_width(_arg(args, kwargs, 0, "linecount"))
+    return value, args, kwargs
+
+
+def _slice(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArgs:
+    _check_width(_arg(args, kwargs, 0, "slices"))
+    return value, args, kwargs
+
+
+def _sum(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArgs:
+    start = _arg(args, kwargs, 1, "start", 0)
+    if not isinstance(start, int | float):  # summing lists copies them once per item
+        raise TemplateLimitError("the sum filter adds numbers only (a limit on templates)")
+    return value, args, kwargs
+
+
+_FILTER_CHECKS: dict[str, Callable[[Any, tuple[Any, ...], dict[str, Any]], FilterArgs]] = {
+    "center": _center, "indent": _indent, "wordwrap": _wordwrap, "format": _format,
+    "join": _join, "replace": _replace, "batch": _batch, "slice": _slice, "sum": _sum,
+}
+
+
+def guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` with its limits checked; it takes the context, so Jinja never folds it."""
+    check = _FILTER_CHECKS.get(name)
+    passed = getattr(getattr(func, "jinja_pass_arg", None), "name", None)
+
+    @pass_context
+    def guarded(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
+        _budget().step()
+        if check is not None:
+            value, args, kwargs = check(value, args, kwargs)
+        if passed == "context":
+            return checked(func(context, value, *args, **kwargs))
+        if passed == "eval_context":
+            return checked(func(context.eval_ctx, value, *args, **kwargs))
+        if passed == "environment":
+            return checked(func(context.environment, value, *args, **kwargs))
+        return checked(func(value, *args, **kwargs))
+
+    return guarded
+
+
+@pass_context
+def _loop(context: Context, iterable: Any) -> Iterator[Any]:
+    """Every loop iterates through here, one step per iteration."""
+    budget = _budget()
+    for item in iterable:
+        budget.step()
+        yield item
+
+
+@pass_context
+def _finalize(context: Context, value: Any) -> str:
+    """Every ``{{ ... }}`` is written through here: checked, counted, then printed."""
+    budget = _budget()
+    if weight(value, budget.limits.output) > budget.limits.output:
+        raise TemplateLimitError(
+            f"more than the limit of {budget.limits.output} characters of output")
+    text = str(value)
+    budget.write(len(text))
+    return text
+
+
+class _LimitedCodeGenerator(CodeGenerator):
+    """Jinja's code generator, counting loops, text written and ``~`` concatenations."""
+
+    def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
+        for loop in node.find_all(nodes.For):
+            if not (isinstance(loop.iter, nodes.Filter) and loop.iter.name == LOOP_FILTER):
+                loop.iter = nodes.Filter(loop.iter, LOOP_FILTER, [], [], None, None,
+                                         lineno=loop.iter.lineno)
+        super().visit_Template(node, frame)
+
+    def visit_Output(self, node: nodes.Output, frame: Frame) -> None:
+        size = sum(len(n.data) for n in node.nodes if isinstance(n, nodes.TemplateData))
+        if size:
+            self.writeline(f"environment.write_text({size})")
+        super().visit_Output(node, frame)
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.guarded_concat((")
+        for part in node.nodes:
+            self.visit(part, frame)
+            self.write(", ")
+        self.write("))")
+
+
+class LimitedEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox with every limit of this module applied."""
+
+    intercepted_binops = frozenset(BINOPS)
+    code_generator_class = _LimitedCodeGenerator
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(finalize=_finalize, **options)
+        self.filters = {name: guard_filter(name, f) for name, f in self.filters.items()}
+        self.filters[LOOP_FILTER] = _loop
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        """Every arithmetic operator, checked."""
+        return binop(operator, left, right)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """Every call, counted and checked."""
+        args, kwargs = check_call(__obj, args, kwargs)
+        return checked(super().call(__context, __obj, *args, **kwargs))
+
+    def guarded_concat(self, parts: tuple[Any, ...]) -> str:
+        """``a ~ b``, checked before the text is built."""
+        _need(sum(_size(part) for part in parts))
+        return "".join(map(str, parts))
+
+    def write_text(self, size: int) -> None:
+        """Count literal template text written."""
+        _budget().write(size)
+
+
+# --- constants, at validate time --------------------------------------------------------
+
+
+class _NotConstant(Exception):
+    """The expression needs the recipient's values."""
+
+
+def constant_problem(env: LimitedEnvironment, tree: nodes.Template,
+                     limits: Limits) -> tuple[int, str] | None:
+    """(line, problem) of the first constant expression past a limit, if any."""
+    token = start(limits)
+    try:
+        context = env.from_string("").new_context({})
+        return _scan(env, context, tree)
+    finally:
+        stop(token)
+
+
+def _scan(env: LimitedEnvironment, context: Context, node: nodes.Node) -> tuple[int, str] | None:
+    if isinstance(node, nodes.Expr) and next(node.find_all(nodes.Name), None) is None:
+        try:
+            checked(_constant(env, context, node))
+            return None
+        except TemplateLimitError as exc:
+            return node.lineno, str(exc)
+        except _NotConstant:
+            pass
+        except Exception:  # an error rendering reports, not a limit
+            return None
+    for child in node.iter_child_nodes():
+        if found := _scan(env, context, child):
+            return found
+    return None
+
+
+def _constant(env: LimitedEnvironment, context: Context, node: nodes.Node) -> Any:
+    """Evaluate a constant expression the way the compiled template would."""
+    def value(n: nodes.Node) -> Any:
+        return _constant(env, context, n)
+
+    if isinstance(node, nodes.Const):
+        return node.value
+    if isinstance(node, nodes.List | nodes.Tuple):
+        items = [value(n) for n in node.items]
+        return items if isinstance(node, nodes.List) else tuple(items)
+    if isinstance(node, nodes.Dict):
+        return {value(pair.key): value(pair.value) for pair in node.items}
+    if isinstance(node, nodes.BinExpr) and node.operator in BINOPS:
+        return env.call_binop(context, node.operator, value(node.left), value(node.right))
+    if isinstance(node, nodes.Concat):
+        return env.guarded_concat(tuple(value(n) for n in node.nodes))
+    if isinstance(node, nodes.Getattr):
+        return env.getattr(value(node.node), node.attr)
+    if isinstance(node, nodes.Filter | nodes.Call) and not (node.dyn_args or node.dyn_kwargs):
+        args = [value(n) for n in node.args]
+        kwargs = {str(k.key): value(k.value) for k in node.kwargs}
+        if isinstance(node, nodes.Call):
+            return env.call(context, value(node.node), *args, **kwargs)
+        func = env.filters.get(node.name)
+        if func is None or node.node is None:
+            raise _NotConstant
+        return func(context, value(node.node), *args, **kwargs)
+    raise _NotConstant
