@@ -11,6 +11,10 @@ Each batch is written with COPY, and the run's checkpoint (the last contact id) 
 in the same transaction, so a crash resumes exactly after the last committed batch and no
 recipient is queued twice (the unique (run, phone) constraint backs this up). While one
 batch is being written, the next is fetched and computed: PostgreSQL and Python overlap.
+A batch is computed in a worker thread, so however slow its templates (each render is
+bounded by :mod:`engine.template_limits`), the event loop keeps serving webhooks and
+heartbeats; a render past a limit, or holding a character PostgreSQL text cannot store
+(NUL), is that recipient's ``render_error``.
 
 When the audience is exhausted the budget gate runs: the estimated cost of the queued
 messages is compared with ``limits.budget``; within it the run moves to ``sending``,

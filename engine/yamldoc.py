@@ -161,7 +161,8 @@ class _Loader(yaml.SafeLoader):
         """Construct one value; a value PyYAML cannot build is an error at its position."""
         try:
             return super().construct_object(node, deep)
-        except (ValueError, OverflowError) as exc:
+        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
+            # PyYAML's own failures on odd values (``!!timestamp ''``, ``!!int x``)
             raise ConstructorError(None, None, f"invalid value: {exc}", node.start_mark) from exc
 
 
@@ -233,6 +234,10 @@ def substitute_env(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
 
 def yaml_error(path: Path, exc: yaml.YAMLError) -> str:
     """``path:line:col: invalid YAML: problem`` for a syntax error."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow (NUL)
+        first = str(exc).splitlines()[0]
+        return f"{path}: invalid YAML: {first} (character {exc.position + 1} of the file)"
     mark = getattr(exc, "problem_mark", None)
     where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-    return f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}"
+    problem = str(getattr(exc, "problem", None) or exc)
+    return f"{where}: invalid YAML: {' '.join(problem.split())}"  # always one line

@@ -88,14 +88,14 @@ def test_a_constant_bomb_is_one_line_from_engine_validate(
     ],
 )
 def test_a_runtime_bomb_is_a_render_error(body: str, context: dict[str, object]) -> None:
-    with pytest.raises(RenderError, match="limit"):
+    with pytest.raises(RenderError, match=r"the limit of \d+ (characters|bits)|numbers only"):
         render(body, context)
 
 
 def test_nested_loops_over_a_string_stop_at_the_iteration_limit() -> None:
     body = "{% for a in s %}{% for b in s %}{% for c in s %}{% endfor %}{% endfor %}{% endfor %}"
     with pytest.raises(RenderError, match="loop iterations"):
-        render(body, {"s": "x" * 1000})
+        render(body, {"s": "x" * 1000})  # 10**9 iterations
 
 
 def test_output_written_in_a_loop_stops_at_the_output_limit() -> None:
@@ -111,14 +111,15 @@ def test_text_captured_by_a_set_block_counts_towards_the_output() -> None:
 
 
 def test_exponential_macro_recursion_is_a_render_error() -> None:
-    body = "{% macro m(n) %}{{ m(n) ~ m(n) }}{% endmacro %}{{ m(1) }}"
-    with pytest.raises(RenderError):
+    body = "{% macro m(n) %}{% if n %}{{ m(n - 1) ~ m(n - 1) }}{% endif %}{% endmacro %}{{ m(40) }}"
+    with pytest.raises(RenderError, match=r"steps|time limit"):
         render(body)
 
 
 def test_exponential_recursive_loop_is_a_render_error() -> None:
-    body = "{% for x in [1, 1] recursive %}{{ loop([1, 1]) }}{% endfor %}"
-    with pytest.raises(RenderError):
+    body = ("{% for x in [1, 1] recursive %}{% if loop.depth < 40 %}{{ loop([1, 1]) }}"
+            "{% endif %}{% endfor %}")
+    with pytest.raises(RenderError, match=r"steps|time limit"):
         render(body)
 
 
@@ -151,5 +152,5 @@ def test_a_character_postgresql_text_cannot_hold_is_a_render_error(value: str) -
 
 def test_a_render_error_message_holds_no_nul() -> None:
     with pytest.raises(RenderError) as err:
-        render("{{ x | int(base=2) + y }}", {"x": "1", "y": "a\x00b"})
+        render("{{ ('{:' ~ y ~ '}').format(1) }}", {"y": "a\x00b"})
     assert "\x00" not in str(err.value)

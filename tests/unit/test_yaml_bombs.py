@@ -68,9 +68,17 @@ def test_a_campaign_file_over_the_size_cap_is_refused_naming_it(tmp_path: Path) 
     )
 
 
-def test_a_bad_timestamp_is_a_positioned_error(tmp_path: Path) -> None:
-    err = load(tmp_path, CAMPAIGN + "description: 2026-13-45\n")
+@pytest.mark.parametrize("value", ["2026-13-45", "!!timestamp ''", "!!int x", "!!float x"])
+def test_a_value_yaml_cannot_construct_is_a_positioned_error(tmp_path: Path, value: str) -> None:
+    err = load(tmp_path, CAMPAIGN + f"description: {value}\n")
     assert err.problems[0].startswith(f"{tmp_path / 'c.yaml'}:6:14: invalid YAML: ")
+
+
+def test_a_character_yaml_does_not_allow_is_one_line(tmp_path: Path) -> None:
+    err = load(tmp_path, CAMPAIGN + "description: a\x00b\n")
+    assert err.problems[0] == (
+        f"{tmp_path / 'c.yaml'}: invalid YAML: unacceptable character #x0000: special "
+        "characters are not allowed (character 114 of the file)")
 
 
 def test_small_aliases_still_work(tmp_path: Path) -> None:
