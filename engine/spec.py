@@ -16,12 +16,13 @@ Choices the brief left open (documented for users in the README):
   the same offset before the change (02:30 becomes 03:30); in the hour that repeats, the first
   occurrence fires. Firing times are computed on the local wall clock, because APScheduler 3
   fires twice (and can go backwards) in a repeated hour.
+- A campaign file may be at most 1 MiB (:data:`MAX_FILE_BYTES`); YAML aliases and nesting
+  are limited as :mod:`engine.yamldoc` describes.
 - A phone number written without quotes (``+27821234567``) is read by YAML as a number and the
   ``+`` is lost, so it is an error asking for quotes rather than a guess.
 - ``limits.rate`` above the account's rate is not an error: the lower of the two applies.
 - Files are read and the audience file's existence is checked; nothing else touches the disk,
-  the database or the network. A campaign file may be at most 1 MiB (:data:`MAX_FILE_BYTES`);
-  YAML aliases and nesting are limited as :mod:`engine.yamldoc` describes.
+  the database or the network.
 """
 
 from __future__ import annotations

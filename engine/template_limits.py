@@ -77,6 +77,8 @@ class Budget:
     def step(self) -> None:
         """Count one loop iteration, call, filter or operator; check the time."""
         self.steps += 1
+        if self.steps & 15 and self.steps <= self.limits.steps:
+            return  # the clock is read every 16 steps: each step is bounded work
         if self.steps > self.limits.steps:
             raise TemplateLimitError(
                 f"more than the limit of {self.limits.steps} steps "
@@ -396,20 +398,26 @@ def guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
 def _loop(context: Context, iterable: Any) -> Iterator[Any]:
     """Every loop iterates through here, one step per iteration."""
     budget = _budget()
+    step = budget.step
     for item in iterable:
-        budget.step()
+        step()
         yield item
 
 
 @pass_context
 def _finalize(context: Context, value: Any) -> str:
     """Every ``{{ ... }}`` is written through here: checked, counted, then printed."""
-    budget = _budget()
-    if weight(value, budget.limits.output) > budget.limits.output:
-        raise TemplateLimitError(
-            f"more than the limit of {budget.limits.output} characters of output")
-    text = str(value)
-    budget.write(len(text))
+    budget = _BUDGET.get() or _budget()
+    if type(value) is str:  # the common case, and its length is its weight
+        text = value
+    elif weight(value, budget.limits.output) > budget.limits.output:
+        budget.write(budget.limits.output + 1)  # raises
+        text = ""
+    else:
+        text = str(value)
+    budget.output += len(text)
+    if budget.output > budget.limits.output:
+        budget.write(0)  # raises, with the message
     return text
 
 
