@@ -126,7 +126,7 @@ def weight(value: Any, limit: int) -> int:
     stack = [value]
     while stack and total <= limit:
         item = stack.pop()
-        if isinstance(item, str):
+        if isinstance(item, str | bytes):
             total += len(item)
         elif isinstance(item, int):
             total += item.bit_length() // 3 + 1
@@ -177,7 +177,7 @@ def _is_int(value: Any) -> bool:
 # --- operators --------------------------------------------------------------------------
 
 
-_SEQUENCES = (str, list, tuple)
+_SEQUENCES = (str, bytes, list, tuple)
 
 
 def binop(op: str, left: Any, right: Any) -> Any:
@@ -198,9 +198,9 @@ def binop(op: str, left: Any, right: Any) -> Any:
 def _check_mul(left: Any, right: Any) -> None:
     if _is_int(left) and _is_int(right):
         _check_bits(left.bit_length() + right.bit_length())
-    elif _is_int(right) and isinstance(left, str | list | tuple) and right > 0:
+    elif _is_int(right) and isinstance(left, _SEQUENCES) and right > 0:
         _need(_size(left) * right)
-    elif _is_int(left) and isinstance(right, str | list | tuple) and left > 0:
+    elif _is_int(left) and isinstance(right, _SEQUENCES) and left > 0:
         _need(_size(right) * left)
 
 
@@ -268,7 +268,8 @@ def _joined(items: Any, separator: Any) -> list[Any]:
 
 
 def _check_replace(text: Any, old: Any, new: Any, count: Any) -> None:
-    if not (isinstance(text, str) and isinstance(old, str) and isinstance(new, str)):
+    kind = type(text)
+    if not (kind in (str, bytes) and isinstance(old, kind) and isinstance(new, kind)):
         return
     found = text.count(old) if old else len(text) + 1
     if _is_int(count) and count >= 0:
@@ -276,22 +277,23 @@ def _check_replace(text: Any, old: Any, new: Any, count: Any) -> None:
     _need(len(text) + found * len(new))
 
 
-def _check_str_method(text: str, name: str, args: tuple[Any, ...],
+def _check_str_method(text: str | bytes, name: str, args: tuple[Any, ...],
                       kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Refuse a string method call whose result would be past the limit."""
     if name in ("center", "ljust", "rjust", "zfill"):
         _check_width(_arg(args, kwargs, 0, "width"))
     elif name == "expandtabs":
         tab = _arg(args, kwargs, 0, "tabsize", 8)
-        _need(len(text) + text.count("\t") * (tab if _is_int(tab) else 0))
+        tabs = text.count("\t") if isinstance(text, str) else text.count(b"\t")
+        _need(len(text) + tabs * (tab if _is_int(tab) else 0))
     elif name == "replace":
         _check_replace(text, _arg(args, kwargs, 0, "old"), _arg(args, kwargs, 1, "new"),
                        _arg(args, kwargs, 2, "count", -1))
     elif name == "join" and args:
         return (_joined(args[0], text), *args[1:]), kwargs
-    elif name == "format":
+    elif name == "format" and isinstance(text, str):
         _check_format(text, args, kwargs)
-    elif name == "format_map" and args and isinstance(args[0], Mapping):
+    elif name == "format_map" and isinstance(text, str) and args and isinstance(args[0], Mapping):
         _check_format(text, (), args[0])
     elif name == "translate" and args and isinstance(args[0], Mapping):
         widest = max((_size(v) for v in args[0].values()), default=1)
@@ -305,7 +307,7 @@ def check_call(obj: Any, args: tuple[Any, ...],
     _budget().step()
     method = getattr(obj, "__wrapped__", obj)  # the sandbox wraps str.format
     owner = getattr(method, "__self__", None)
-    if isinstance(owner, str):
+    if isinstance(owner, str | bytes):
         return _check_str_method(owner, getattr(method, "__name__", ""), args, kwargs)
     return args, kwargs
 
@@ -360,6 +362,33 @@ def _slice(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterA
     return value, args, kwargs
 
 
+def _urlize(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArgs:
+    extra = sum(len(str(_arg(args, kwargs, i, name) or "")) for i, name in ((2, "target"),
+                                                                         (3, "rel")))
+    text = str(value)
+    _need(3 * len(text) + (text.count(" ") + 1) * (extra + 40))  # each word may be a link
+    return value, args, kwargs
+
+
+def _tojson(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArgs:
+    indent = _arg(args, kwargs, 0, "indent")
+    if _is_int(indent):  # every item may sit on a line of its own, indented to its depth
+        _need(_size(value) * (1 + max(indent, 0) * _depth(value)))
+    return value, args, kwargs
+
+
+def _depth(value: Any) -> int:
+    """How deep containers nest in ``value`` (a value within the length limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list | tuple | dict):
+            deepest = max(deepest, depth)
+            items = item.values() if isinstance(item, dict) else item
+            stack.extend((v, depth + 1) for v in items)
+    return deepest
+
+
 def _sum(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArgs:
     start = _arg(args, kwargs, 1, "start", 0)
     if not isinstance(start, int | float):  # summing lists copies them once per item
@@ -370,6 +399,7 @@ def _sum(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArg
 _FILTER_CHECKS: dict[str, Callable[[Any, tuple[Any, ...], dict[str, Any]], FilterArgs]] = {
     "center": _center, "indent": _indent, "wordwrap": _wordwrap, "format": _format,
     "join": _join, "replace": _replace, "batch": _batch, "slice": _slice, "sum": _sum,
+    "urlize": _urlize, "tojson": _tojson,
 }
 
 
