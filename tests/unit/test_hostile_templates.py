@@ -47,8 +47,9 @@ def test_a_constant_bomb_is_a_validate_error(body: str) -> None:
 
 
 def test_a_constant_bomb_is_one_line_from_engine_validate(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # no engine.yaml: the default configuration
     path = tmp_path / "bomb.yaml"
     path.write_text(
         "name: bomb\nprovider: simulator\nschedule: {now: true}\n"
@@ -57,9 +58,9 @@ def test_a_constant_bomb_is_one_line_from_engine_validate(
     code = cli.main(["campaign", "validate", str(path)])
     err = capsys.readouterr().err
     assert code == 1
-    assert len(err.strip().splitlines()) == 1
-    assert f"{path}:6:9: message.body: template line 1: " in err
-    assert "100000 characters" in err
+    [line] = [line for line in err.splitlines() if "message.body" in line]
+    assert line == (f"{path}:6:9: message.body: template line 1: "
+                    "a value would be longer than the limit of 100000 characters")
 
 
 DEEP: list[object] = [1] * 40

@@ -106,8 +106,9 @@ def test_engine_yaml_anchors_still_work(tmp_path: Path) -> None:
 
 
 def test_engine_validate_prints_one_line_for_a_bomb(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # no engine.yaml: the default configuration
     path = tmp_path / "bomb.yaml"
     path.write_text(LAUGHS)
     code = cli.main(["campaign", "validate", str(path)])
