@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -424,3 +425,31 @@ async def test_a_render_past_the_template_limits_fails_that_recipient_only(
     detail = await conn.fetchval(
         "SELECT error_detail FROM messages WHERE phone = $1 AND run_id = $2", phones[1], run_id)
     assert detail == "a value would be longer than the limit of 100000 characters"
+
+
+async def test_a_batch_is_rendered_off_the_event_loop_and_stops_when_cancelled() -> None:
+    """Rendering is bounded per message, not per batch: it must not hold the loop."""
+    threads: list[int] = []
+
+    class Spy:
+        def __str__(self) -> str:  # called by the render, in whichever thread renders
+            threads.append(threading.get_ident())
+            return "spy"
+
+    spec = campaign(message={"body": "Hi {{ spy }}"})
+    plan = expander.plan_run(7, spec, EngineConfig())
+    timing = expander.SendTiming(spec, datetime(2026, 1, 5, 12, tzinfo=UTC))
+    records: Any = [
+        {"id": i, "phone": phone, "first_name": None, "last_name": None, "locale": None,
+         "timezone": None, "attributes": {"spy": Spy()}, "excluded": False,
+         "suppressed": False, "recent": 0}
+        for i, phone in enumerate(numbers(3))
+    ]
+    lines = await expander._lines_off_loop(plan, records, timing, None)
+    assert [text.split("\t")[2] for text in lines] == [r["phone"] for r in records]
+    assert len(threads) == 3
+    assert threading.get_ident() not in threads
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(expander.RunStopped):
+        plan.lines(records, timing, None, stop)
