@@ -1,24 +1,25 @@
 """Limits on what one template render may cost: value size, steps, output and time.
 
 A campaign file is written by marketing staff and rendered by the daemon, so a template
-must not be able to exhaust memory or stall the daemon. :class:`LimitedEnvironment` is the
-sandbox every template is compiled in; per message (defaults in :class:`Limits`):
+must not be able to exhaust memory or stall the daemon. This module holds the limits and
+the checks; :mod:`engine.template_sandbox` wires them into Jinja. Per message (defaults in
+:class:`Limits`):
 
 - no value may be longer than ``length`` characters (or items): ``*``, ``+``, ``~``, ``%``,
   the filters that grow text (``center``, ``indent``, ``wordwrap``, ``format``, ``join``,
-  ``replace``, ``batch``, ``slice``) and the string methods that do (``center``, ``ljust``,
-  ``format``, ``replace``, ``join``, ``translate``...) are checked *before* the value is built;
-  numbers are limited to ``int_bits`` bits (``9 ** 9 ** 9``);
+  ``replace``, ``batch``, ``slice``, ``urlize``, ``tojson``) and the string methods that do
+  (``center``, ``ljust``, ``format``, ``replace``, ``join``, ``translate``...) are checked
+  *before* the value is built; numbers are limited to ``int_bits`` bits (``9 ** (9 ** 9)``);
+  ``sum`` adds numbers only (summing lists copies them once per item);
 - at most ``steps`` loop iterations, calls, filters and operators;
 - at most ``output`` characters written, text captured by ``{% set %}`` blocks included;
 - at most ``seconds`` of rendering.
 
-Going past a limit raises :class:`TemplateLimitError`. Jinja evaluates constant expressions
-while compiling (``{{ 'a' * 10**9 }}`` took 27 s and 4 GB at validate time), so every
-operator is intercepted and every filter takes the context: neither is folded by Jinja.
-:func:`constant_problem` evaluates the constant parts of a template itself, under the same
-limits, so a constant that breaks one is a validate error rather than a failure per recipient.
-Lists and dicts are immutable in templates (``l.append(l)`` doubled a list per iteration).
+Going past a limit raises :class:`TemplateLimitError`. What a render has spent is a
+:class:`Budget` held in a context variable between :func:`start` and :func:`stop`, so the
+checks need no handle on the render (and each worker thread has its own). A value's size is
+its :func:`weight`: about what printing it costs, so a list holding one long string many
+times counts every copy. The clock is read every 16 steps; each step is bounded work.
 """
 
 from __future__ import annotations
@@ -27,21 +28,14 @@ import operator
 import re
 import string
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from jinja2 import nodes, pass_context
-from jinja2.compiler import CodeGenerator, Frame
-from jinja2.runtime import Context
-from jinja2.sandbox import ImmutableSandboxedEnvironment
-
 from engine.errors import EngineError
 
-#: the (hidden) filter wrapped around every loop's iterable to count iterations
-LOOP_FILTER = "engine: loop"
 BINOPS: dict[str, Callable[[Any, Any], Any]] = {
     "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
     "//": operator.floordiv, "**": operator.pow, "%": operator.mod,
@@ -109,7 +103,8 @@ def stop(token: Token[Budget | None]) -> None:
     _BUDGET.reset(token)
 
 
-def _budget() -> Budget:
+def current() -> Budget:
+    """The budget of the render in progress (a fresh one outside a render)."""
     return _BUDGET.get() or Budget(DEFAULT_LIMITS)
 
 
@@ -147,25 +142,25 @@ def _too_long(limit: int) -> TemplateLimitError:
 
 
 def _need(size: int) -> None:
-    limit = _budget().limits.length
+    limit = current().limits.length
     if size > limit:
         raise _too_long(limit)
 
 
 def checked(value: Any) -> Any:
     """``value``, if it is within the length limit."""
-    limit = _budget().limits.length
+    limit = current().limits.length
     if isinstance(value, str | list | tuple | dict | set) and weight(value, limit) > limit:
         raise _too_long(limit)
     return value
 
 
 def _size(value: Any) -> int:
-    return weight(value, _budget().limits.length)
+    return weight(value, current().limits.length)
 
 
 def _check_bits(bits: int) -> None:
-    limit = _budget().limits.int_bits
+    limit = current().limits.int_bits
     if bits > limit:
         raise TemplateLimitError(f"a number would be larger than the limit of {limit} bits")
 
@@ -182,7 +177,7 @@ _SEQUENCES = (str, bytes, list, tuple)
 
 def binop(op: str, left: Any, right: Any) -> Any:
     """``left op right``, refused when the result would be past a limit."""
-    _budget().step()
+    current().step()
     if op == "*":
         _check_mul(left, right)
     elif op == "+" and isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
@@ -261,7 +256,7 @@ def _check_width(value: Any) -> None:
 
 def _joined(items: Any, separator: Any) -> list[Any]:
     """The items of a join, materialised (at most the limit), once their total is known."""
-    limit = _budget().limits.length
+    limit = current().limits.length
     listed = list(islice(items, limit + 1))
     _need(_size(listed) + len(str(separator)) * len(listed))
     return listed
@@ -304,7 +299,7 @@ def _check_str_method(text: str | bytes, name: str, args: tuple[Any, ...],
 def check_call(obj: Any, args: tuple[Any, ...],
                kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Count a call and refuse it if its result would be past a limit; maybe new args."""
-    _budget().step()
+    current().step()
     method = getattr(obj, "__wrapped__", obj)  # the sandbox wraps str.format
     owner = getattr(method, "__self__", None)
     if isinstance(owner, str | bytes):
@@ -396,48 +391,21 @@ def _sum(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArg
     return value, args, kwargs
 
 
-_FILTER_CHECKS: dict[str, Callable[[Any, tuple[Any, ...], dict[str, Any]], FilterArgs]] = {
+FILTER_CHECKS: dict[str, Callable[[Any, tuple[Any, ...], dict[str, Any]], FilterArgs]] = {
     "center": _center, "indent": _indent, "wordwrap": _wordwrap, "format": _format,
     "join": _join, "replace": _replace, "batch": _batch, "slice": _slice, "sum": _sum,
     "urlize": _urlize, "tojson": _tojson,
 }
 
 
-def guard_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
-    """``func`` with its limits checked; it takes the context, so Jinja never folds it."""
-    check = _FILTER_CHECKS.get(name)
-    passed = getattr(getattr(func, "jinja_pass_arg", None), "name", None)
-
-    @pass_context
-    def guarded(context: Context, value: Any, *args: Any, **kwargs: Any) -> Any:
-        _budget().step()
-        if check is not None:
-            value, args, kwargs = check(value, args, kwargs)
-        if passed == "context":
-            return checked(func(context, value, *args, **kwargs))
-        if passed == "eval_context":
-            return checked(func(context.eval_ctx, value, *args, **kwargs))
-        if passed == "environment":
-            return checked(func(context.environment, value, *args, **kwargs))
-        return checked(func(value, *args, **kwargs))
-
-    return guarded
+def check_concat(parts: tuple[Any, ...]) -> None:
+    """``a ~ b ~ ...``: refused before the text is built."""
+    _need(sum(_size(part) for part in parts))
 
 
-@pass_context
-def _loop(context: Context, iterable: Any) -> Iterator[Any]:
-    """Every loop iterates through here, one step per iteration."""
-    budget = _budget()
-    step = budget.step
-    for item in iterable:
-        step()
-        yield item
-
-
-@pass_context
-def _finalize(context: Context, value: Any) -> str:
-    """Every ``{{ ... }}`` is written through here: checked, counted, then printed."""
-    budget = _BUDGET.get() or _budget()
+def printed(value: Any) -> str:
+    """``value`` as written by ``{{ ... }}``: checked before it is printed, then counted."""
+    budget = _BUDGET.get() or current()
     if type(value) is str:  # the common case, and its length is its weight
         text = value
     elif weight(value, budget.limits.output) > budget.limits.output:
@@ -449,122 +417,3 @@ def _finalize(context: Context, value: Any) -> str:
     if budget.output > budget.limits.output:
         budget.write(0)  # raises, with the message
     return text
-
-
-class _LimitedCodeGenerator(CodeGenerator):
-    """Jinja's code generator, counting loops, text written and ``~`` concatenations."""
-
-    def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
-        for loop in node.find_all(nodes.For):
-            if not (isinstance(loop.iter, nodes.Filter) and loop.iter.name == LOOP_FILTER):
-                loop.iter = nodes.Filter(loop.iter, LOOP_FILTER, [], [], None, None,
-                                         lineno=loop.iter.lineno)
-        super().visit_Template(node, frame)
-
-    def visit_Output(self, node: nodes.Output, frame: Frame) -> None:
-        size = sum(len(n.data) for n in node.nodes if isinstance(n, nodes.TemplateData))
-        if size:
-            self.writeline(f"environment.write_text({size})")
-        super().visit_Output(node, frame)
-
-    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
-        self.write("environment.guarded_concat((")
-        for part in node.nodes:
-            self.visit(part, frame)
-            self.write(", ")
-        self.write("))")
-
-
-class LimitedEnvironment(ImmutableSandboxedEnvironment):
-    """The sandbox with every limit of this module applied."""
-
-    intercepted_binops = frozenset(BINOPS)
-    code_generator_class = _LimitedCodeGenerator
-
-    def __init__(self, **options: Any) -> None:
-        super().__init__(finalize=_finalize, **options)
-        self.filters = {name: guard_filter(name, f) for name, f in self.filters.items()}
-        self.filters[LOOP_FILTER] = _loop
-
-    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        """Every arithmetic operator, checked."""
-        return binop(operator, left, right)
-
-    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        """Every call, counted and checked."""
-        args, kwargs = check_call(__obj, args, kwargs)
-        return checked(super().call(__context, __obj, *args, **kwargs))
-
-    def guarded_concat(self, parts: tuple[Any, ...]) -> str:
-        """``a ~ b``, checked before the text is built."""
-        _need(sum(_size(part) for part in parts))
-        return "".join(map(str, parts))
-
-    def write_text(self, size: int) -> None:
-        """Count literal template text written."""
-        _budget().write(size)
-
-
-# --- constants, at validate time --------------------------------------------------------
-
-
-class _NotConstant(Exception):
-    """The expression needs the recipient's values."""
-
-
-def constant_problem(env: LimitedEnvironment, tree: nodes.Template,
-                     limits: Limits) -> tuple[int, str] | None:
-    """(line, problem) of the first constant expression past a limit, if any."""
-    token = start(limits)
-    try:
-        context = env.from_string("").new_context({})
-        return _scan(env, context, tree)
-    finally:
-        stop(token)
-
-
-def _scan(env: LimitedEnvironment, context: Context, node: nodes.Node) -> tuple[int, str] | None:
-    if isinstance(node, nodes.Expr) and next(node.find_all(nodes.Name), None) is None:
-        try:
-            checked(_constant(env, context, node))
-            return None
-        except TemplateLimitError as exc:
-            return node.lineno, str(exc)
-        except _NotConstant:
-            pass
-        except Exception:  # an error rendering reports, not a limit
-            return None
-    for child in node.iter_child_nodes():
-        if found := _scan(env, context, child):
-            return found
-    return None
-
-
-def _constant(env: LimitedEnvironment, context: Context, node: nodes.Node) -> Any:
-    """Evaluate a constant expression the way the compiled template would."""
-    def value(n: nodes.Node) -> Any:
-        return _constant(env, context, n)
-
-    if isinstance(node, nodes.Const):
-        return node.value
-    if isinstance(node, nodes.List | nodes.Tuple):
-        items = [value(n) for n in node.items]
-        return items if isinstance(node, nodes.List) else tuple(items)
-    if isinstance(node, nodes.Dict):
-        return {value(pair.key): value(pair.value) for pair in node.items}
-    if isinstance(node, nodes.BinExpr) and node.operator in BINOPS:
-        return env.call_binop(context, node.operator, value(node.left), value(node.right))
-    if isinstance(node, nodes.Concat):
-        return env.guarded_concat(tuple(value(n) for n in node.nodes))
-    if isinstance(node, nodes.Getattr):
-        return env.getattr(value(node.node), node.attr)
-    if isinstance(node, nodes.Filter | nodes.Call) and not (node.dyn_args or node.dyn_kwargs):
-        args = [value(n) for n in node.args]
-        kwargs = {str(k.key): value(k.value) for k in node.kwargs}
-        if isinstance(node, nodes.Call):
-            return env.call(context, value(node.node), *args, **kwargs)
-        func = env.filters.get(node.name)
-        if func is None or node.node is None:
-            raise _NotConstant
-        return func(context, value(node.node), *args, **kwargs)
-    raise _NotConstant

@@ -2,15 +2,17 @@
 
 A campaign file can never run code or read files:
 
-- the environment is Jinja2's :class:`~jinja2.sandbox.SandboxedEnvironment`, which refuses
-  attributes starting with ``_`` (``''.__class__``), unsafe callables and ``str.format`` tricks;
+- the environment is Jinja2's :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`, which
+  refuses attributes starting with ``_`` (``''.__class__``), unsafe callables, ``str.format``
+  tricks and changing lists or dicts;
 - its loader refuses every name, and :func:`check_syntax` rejects ``include``, ``import``,
   ``from`` and ``extends`` before a campaign is accepted;
 - templates see no globals (no ``range``, ``cycler``, ``lipsum``...), only the recipient's
   context from :func:`build_context`;
-- :mod:`engine.template_limits` caps what a render may cost (any value 100,000 characters,
-  100,000 steps, 100,000 characters of output, 0.5 s): past a limit, that recipient is a
-  ``render_error``; a constant expression past one (``{{ 'a' * 10**9 }}``) is a validate error.
+- :mod:`engine.template_limits` (wired in by :mod:`engine.template_sandbox`) caps what a
+  render may cost (any value 100,000 characters, 100,000 steps, 100,000 characters of
+  output, 0.5 s): past a limit, that recipient is a ``render_error``; a constant expression
+  past one (``{{ 'a' * 10**9 }}``) is a validate error.
 
 A rendered message holding a character PostgreSQL text cannot store (NUL, an unpaired
 surrogate) is a ``render_error`` too, and such characters are replaced in error messages.
@@ -34,12 +36,8 @@ from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError,
 
 from engine import template_limits
 from engine.errors import EngineError
-from engine.template_limits import (
-    DEFAULT_LIMITS,
-    LimitedEnvironment,
-    Limits,
-    TemplateLimitError,
-)
+from engine.template_limits import DEFAULT_LIMITS, Limits, TemplateLimitError
+from engine.template_sandbox import LimitedEnvironment, constant_problem
 
 if TYPE_CHECKING:
     from jinja2 import Template
@@ -91,7 +89,7 @@ def check_syntax(source: str) -> str | None:
     env = _environment()
     try:
         tree = env.parse(source)
-        constant = template_limits.constant_problem(env, tree, DEFAULT_LIMITS)
+        constant = constant_problem(env, tree, DEFAULT_LIMITS)
         env.compile(tree)  # code generation finds unknown filters and tests
     except TemplateSyntaxError as exc:
         return f"template syntax error on template line {exc.lineno}: {_sentence(exc.message)}"
