@@ -85,8 +85,12 @@ class Budget:
         """Count ``size`` characters of output."""
         self.output += size
         if self.output > self.limits.output:
-            raise TemplateLimitError(
-                f"more than the limit of {self.limits.output} characters of output")
+            raise self.over_output()
+
+    def over_output(self) -> TemplateLimitError:
+        """The error for output past the limit."""
+        return TemplateLimitError(
+            f"more than the limit of {self.limits.output} characters of output")
 
 
 DEFAULT_LIMITS = Limits()
@@ -405,15 +409,12 @@ def check_concat(parts: tuple[Any, ...]) -> None:
 
 def printed(value: Any) -> str:
     """``value`` as written by ``{{ ... }}``: checked before it is printed, then counted."""
-    budget = _BUDGET.get() or current()
+    budget = current()
     if type(value) is str:  # the common case, and its length is its weight
         text = value
     elif weight(value, budget.limits.output) > budget.limits.output:
-        budget.write(budget.limits.output + 1)  # raises
-        text = ""
+        raise budget.over_output()
     else:
         text = str(value)
-    budget.output += len(text)
-    if budget.output > budget.limits.output:
-        budget.write(0)  # raises, with the message
+    budget.write(len(text))
     return text
