@@ -11,6 +11,10 @@ Each batch is written with COPY, and the run's checkpoint (the last contact id) 
 in the same transaction, so a crash resumes exactly after the last committed batch and no
 recipient is queued twice (the unique (run, phone) constraint backs this up). While one
 batch is being written, the next is fetched and computed: PostgreSQL and Python overlap.
+A batch is computed in a worker thread, so however slow its templates (each render is
+bounded by :mod:`engine.template_limits`), the event loop keeps serving webhooks and
+heartbeats; a render past a limit, or holding a character PostgreSQL text cannot store
+(NUL), is that recipient's ``render_error``.
 
 When the audience is exhausted the budget gate runs: the estimated cost of the queued
 messages is compared with ``limits.budget``; within it the run moves to ``sending``,
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -183,6 +188,17 @@ class RunPlan:
         """The same row as a line of COPY text, or None when excluded (the hot path)."""
         decided = self._decided(rec, timing, cap)
         return None if decided is None else self._line(rec, decided)
+
+    def lines(self, records: list[asyncpg.Record], timing: SendTiming, cap: int | None,
+              stop: threading.Event) -> list[str]:
+        """The COPY lines of a batch; stops early (``RunStopped``) once ``stop`` is set."""
+        lines = []
+        for rec in records:
+            if stop.is_set():
+                raise RunStopped
+            if (line := self.line(rec, timing, cap)) is not None:
+                lines.append(line)
+        return lines
 
     def _decided(self, rec: Mapping[str, Any], timing: SendTiming,
                  cap: int | None) -> tuple[Any, ...] | None:
@@ -424,8 +440,7 @@ class Expander:
             try:
                 async for records in sources.batches(conn, plan.campaign.channel, self.clock(),
                                                      after, self.batch_size):
-                    lines = [line for rec in records
-                             if (line := plan.line(rec, timing, cap)) is not None]
+                    lines = await _lines_off_loop(plan, records, timing, cap)
                     if pending is not None:
                         await pending
                     payload = "".join(lines).encode()
@@ -470,6 +485,23 @@ class Expander:
         status = RunStatus(await conn.fetchval(
             "SELECT status::text FROM campaign_runs WHERE id = $1", run_id))
         return ExpansionResult(run_id, status, sum(counts.values()), counts, cost, reason)
+
+
+async def _lines_off_loop(plan: RunPlan, records: list[asyncpg.Record], timing: SendTiming,
+                          cap: int | None) -> list[str]:
+    """A batch's COPY lines, computed in a worker thread.
+
+    Rendering is CPU work bounded per message (see engine.template_limits) but not per batch,
+    so it runs off the event loop: webhooks, /healthz and heartbeats go on meanwhile. One
+    batch at a time touches the plan's caches. When the expansion is cancelled, the thread
+    stops at the next recipient instead of finishing the batch.
+    """
+    stop = threading.Event()
+    try:
+        return await asyncio.to_thread(plan.lines, records, timing, cap, stop)
+    except asyncio.CancelledError:
+        stop.set()
+        raise
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})

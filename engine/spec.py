@@ -16,6 +16,8 @@ Choices the brief left open (documented for users in the README):
   the same offset before the change (02:30 becomes 03:30); in the hour that repeats, the first
   occurrence fires. Firing times are computed on the local wall clock, because APScheduler 3
   fires twice (and can go backwards) in a repeated hour.
+- A campaign file may be at most 1 MiB (:data:`MAX_FILE_BYTES`); YAML aliases and nesting
+  are limited as :mod:`engine.yamldoc` describes.
 - A phone number written without quotes (``+27821234567``) is read by YAML as a number and the
   ``+`` is lost, so it is an error asking for quotes rather than a guess.
 - ``limits.rate`` above the account's rate is not an error: the lower of the two applies.
@@ -670,9 +672,13 @@ def _load(path: Path, checks: _Checks) -> tuple[yamldoc.Document, Campaign]:
     return doc, campaign
 
 
+#: the largest campaign file read (a campaign is a page of YAML; the audience goes in a CSV)
+MAX_FILE_BYTES = 1024 * 1024
+
+
 def _read(path: Path) -> yamldoc.Document:
     try:
-        doc = yamldoc.load(path)
+        doc = yamldoc.load(path, _read_text(path))
     except yaml.YAMLError as exc:
         raise CampaignFileError([yamldoc.yaml_error(path, exc)]) from exc
     except UnicodeDecodeError as exc:
@@ -683,6 +689,16 @@ def _read(path: Path) -> yamldoc.Document:
         what = "a mapping with name, provider, schedule, audience and message"
         raise CampaignFileError([doc.problem((), f"expected a campaign: {what}")])
     return doc
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, reading no more than the cap (``/dev/zero`` is endless)."""
+    with path.open("rb") as file:
+        data = file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise CampaignFileError(
+            [f"{path}: the file is larger than 1 MiB, the limit for a campaign file"])
+    return data.decode("utf-8")
 
 
 def _cross_problems(doc: yamldoc.Document) -> list[str]:

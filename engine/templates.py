@@ -2,12 +2,20 @@
 
 A campaign file can never run code or read files:
 
-- the environment is Jinja2's :class:`~jinja2.sandbox.SandboxedEnvironment`, which refuses
-  attributes starting with ``_`` (``''.__class__``), unsafe callables and ``str.format`` tricks;
+- the environment is Jinja2's :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`, which
+  refuses attributes starting with ``_`` (``''.__class__``), unsafe callables, ``str.format``
+  tricks and changing lists or dicts;
 - its loader refuses every name, and :func:`check_syntax` rejects ``include``, ``import``,
   ``from`` and ``extends`` before a campaign is accepted;
 - templates see no globals (no ``range``, ``cycler``, ``lipsum``...), only the recipient's
-  context from :func:`build_context`.
+  context from :func:`build_context`;
+- :mod:`engine.template_limits` (wired in by :mod:`engine.template_sandbox`) caps what a
+  render may cost (any value 100,000 characters, 100,000 steps, 100,000 characters of
+  output, 0.5 s): past a limit, that recipient is a ``render_error``; a constant expression
+  past one (``{{ 'a' * 10**9 }}``) is a validate error.
+
+A rendered message holding a character PostgreSQL text cannot store (NUL, an unpaired
+surrogate) is a ``render_error`` too, and such characters are replaced in error messages.
 
 Variables are strict: a missing one raises :class:`RenderError` naming it, so one recipient
 fails (status ``render_error``), never the run; ``{{ first_name | default('there') }}`` and
@@ -25,9 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import BaseLoader, Environment, StrictUndefined, TemplateNotFound, meta, nodes
 from jinja2.exceptions import SecurityError, TemplateError, TemplateSyntaxError, UndefinedError
-from jinja2.sandbox import SandboxedEnvironment
 
+from engine import template_limits
 from engine.errors import EngineError
+from engine.template_limits import DEFAULT_LIMITS, Limits, TemplateLimitError
+from engine.template_sandbox import LimitedEnvironment, constant_problem
 
 if TYPE_CHECKING:
     from jinja2 import Template
@@ -37,13 +47,20 @@ if TYPE_CHECKING:
 #: Contact columns that win over the contact's free-form attributes and the campaign's vars.
 CONTACT_FIELDS = ("phone", "first_name", "last_name", "locale", "timezone")
 _REFUSED_NODES = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
+#: characters a PostgreSQL text value cannot hold
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(text: str) -> str:
+    """``text`` with the characters PostgreSQL text cannot hold replaced by U+FFFD."""
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 class RenderError(EngineError):
     """One recipient's message could not be rendered; ``variable`` names a missing value."""
 
     def __init__(self, message: str, variable: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(storable(message))
         self.variable = variable
 
 
@@ -54,8 +71,8 @@ class _NoLoader(BaseLoader):
         raise TemplateNotFound(template, "templates may not include or import other templates")
 
 
-def _environment() -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
+def _environment() -> LimitedEnvironment:
+    env = LimitedEnvironment(
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=False,
@@ -72,15 +89,20 @@ def check_syntax(source: str) -> str | None:
     env = _environment()
     try:
         tree = env.parse(source)
+        constant = constant_problem(env, tree, DEFAULT_LIMITS)
         env.compile(tree)  # code generation finds unknown filters and tests
     except TemplateSyntaxError as exc:
         return f"template syntax error on template line {exc.lineno}: {_sentence(exc.message)}"
+    except (TemplateError, RecursionError, ValueError, MemoryError) as exc:
+        return f"template cannot be compiled: {_sentence(str(exc))}"
     for node in tree.find_all(_REFUSED_NODES):
         tag = type(node).__name__.lower().replace("fromimport", "from")
         return (
             f"template line {node.lineno}: '{{% {tag} %}}' is not allowed: "
             "a message template cannot use other templates or files"
         )
+    if constant is not None:
+        return f"template line {constant[0]}: {constant[1]}"
     return None
 
 
@@ -102,23 +124,33 @@ class MessageTemplates:
 
     body: Template
     locales: dict[str, tuple[str, Template]]  # normalised tag -> (tag as written, template)
+    limits: Limits = DEFAULT_LIMITS
     _chosen: dict[str | None, tuple[str | None, Template]] = field(default_factory=dict)
 
     def render(self, context: Mapping[str, Any], locale: str | None) -> Rendered:
         """Render for one recipient; raise RenderError, never anything else."""
         locale_used, template = self.choose(locale)
         values = context if isinstance(context, dict) else dict(context)
+        budget = template_limits.start(self.limits)
         try:  # what Template.render does, minus merging globals (there are none) and copying
             parts = template.root_render_func(template.new_context(values, shared=True))
-            return Rendered("".join(parts), locale_used)
+            text = "".join(parts)
         except UndefinedError as exc:
             raise _missing_error(exc) from exc
+        except TemplateLimitError as exc:
+            raise RenderError(str(exc)) from exc
         except SecurityError as exc:
             raise RenderError(f"refused by the template sandbox: {exc}") from exc
         except TemplateError as exc:
             raise RenderError(f"template error: {exc}") from exc
         except Exception as exc:  # a filter or operator failed: fail this recipient, not the run
             raise RenderError(f"template error: {type(exc).__name__}: {exc}") from exc
+        finally:
+            template_limits.stop(budget)
+        if _UNSTORABLE.search(text):
+            raise RenderError("the message holds a character that cannot be stored "
+                              "(NUL or an unpaired surrogate)")
+        return Rendered(text, locale_used)
 
     def choose(self, locale: str | None) -> tuple[str | None, Template]:
         """The template for ``locale``: ``es-MX``, then ``es``, then the body."""
@@ -154,14 +186,14 @@ def normalise_locale(tag: str) -> str:
     return re.sub(r"[_\s]+", "-", tag.strip()).lower()
 
 
-def compile_message(message: MessageSpec) -> MessageTemplates:
+def compile_message(message: MessageSpec, limits: Limits = DEFAULT_LIMITS) -> MessageTemplates:
     """Compile the body and every locale once, for a whole run."""
     env = _environment()
     locales = {
         normalise_locale(tag): (tag, env.from_string(source))
         for tag, source in message.locales.items()
     }
-    return MessageTemplates(env.from_string(message.body), locales)
+    return MessageTemplates(env.from_string(message.body), locales, limits)
 
 
 def variables(source: str) -> frozenset[str]:

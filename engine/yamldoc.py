@@ -3,6 +3,16 @@
 Config and campaign files are read with :func:`load`, which keeps the line and
 column of every key and value, so that a pydantic error on ``schedule.timezone``
 can be reported as ``campaigns/spring.yaml:9:13: schedule.timezone: ...``.
+
+Every file is read by a safe loader (no Python objects) with two limits a hostile or careless
+file cannot get past, each reported as one ``path:line:col: invalid YAML: ...`` line:
+
+- aliases may add at most :data:`MAX_ALIAS_NODES` values to a document in total, counting
+  repeats: a "billion laughs" file (aliases of aliases of aliases) is refused at the alias that
+  crosses the budget, and an alias inside the value it names (``&a [*a]``) is refused outright;
+- values may nest at most :data:`MAX_DEPTH` levels deep.
+
+A value PyYAML cannot construct (``2026-13-45`` looks like a date) is a positioned error too.
 """
 
 from __future__ import annotations
@@ -15,6 +25,8 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
 
 Loc = tuple[str | int, ...]
 #: Replaces the text of a scalar; called with (text, loc, position), returns the new text.
@@ -93,8 +105,73 @@ def _is_tag(part: str | int, node: Mapping[str, Any]) -> bool:
     return isinstance(part, str) and (node.get("type") == part or "[" in part)
 
 
+#: values aliases may add to one document, counting every repeat; anchors in a config or a
+#: campaign (``<<: *defaults``) add a few dozen
+MAX_ALIAS_NODES = 10_000
+#: how deep values may nest (a config or a campaign nests five levels or so)
+MAX_DEPTH = 100
+
+
 class _Loader(yaml.SafeLoader):
-    """A safe loader (no Python objects) whose constructed values we pair with positions."""
+    """A safe loader (no Python objects) whose constructed values we pair with positions.
+
+    It counts, for each composed node, how many values it expands to (aliases included), so
+    that aliases can be refused past a budget before anything walks the expanded tree.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._sizes: dict[int, int] = {}  # id(node) -> values it expands to, once composed
+        self._aliased = 0
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        """Compose one node, refusing aliases past the budget and nesting past the limit."""
+        if self.check_event(yaml.AliasEvent):
+            self._count_alias(self.peek_event())  # type: ignore[no-untyped-call]
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_DEPTH:
+            raise ComposerError(None, None, f"values are nested more than {MAX_DEPTH} levels deep",
+                                self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if node is not None:
+            self._sizes[id(node)] = 1 + sum(self._sizes.get(id(c), 0) for c in _children(node))
+        return node
+
+    def _count_alias(self, event: Any) -> None:
+        anchor = getattr(event, "anchor", None)
+        node = self.anchors.get(anchor) if anchor is not None else None
+        if node is None:
+            return  # an undefined alias: PyYAML reports it
+        size = self._sizes.get(id(node))
+        if size is None:  # the anchored node is still being composed: it contains its alias
+            raise ComposerError(None, None, f"alias *{anchor} refers to itself", event.start_mark)
+        self._aliased += size
+        if self._aliased > MAX_ALIAS_NODES:
+            raise ComposerError(
+                None, None,
+                f"alias *{anchor} expands the document past {MAX_ALIAS_NODES} aliased values "
+                "(a YAML bomb?): write the values out instead", event.start_mark)
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """Construct one value; a value PyYAML cannot build is an error at its position."""
+        try:
+            return super().construct_object(node, deep)
+        except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
+            # PyYAML's own failures on odd values (``!!timestamp ''``, ``!!int x``)
+            raise ConstructorError(None, None, f"invalid value: {exc}", node.start_mark) from exc
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def load(path: Path, text: str | None = None, *, scalar_hook: ScalarHook | None = None) -> Document:
@@ -157,6 +234,10 @@ def substitute_env(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
 
 def yaml_error(path: Path, exc: yaml.YAMLError) -> str:
     """``path:line:col: invalid YAML: problem`` for a syntax error."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow (NUL)
+        first = str(exc).splitlines()[0]
+        return f"{path}: invalid YAML: {first} (character {exc.position + 1} of the file)"
     mark = getattr(exc, "problem_mark", None)
     where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
-    return f"{where}: invalid YAML: {getattr(exc, 'problem', None) or exc}"
+    problem = str(getattr(exc, "problem", None) or exc)
+    return f"{where}: invalid YAML: {' '.join(problem.split())}"  # always one line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -388,3 +389,67 @@ def test_copy_line_is_the_row_as_copy_text_for_every_kind_of_recipient() -> None
     assert lines[0][at] == lines[2][at] != lines[1][at]  # quiet hours read in each zone
     assert "Hi Ann\\tgold" in lines[0]  # a tab in the text is escaped, not a new column
     assert plan.line(rec(8, "+27821234573", excluded=True), timing, 2) is None
+
+
+async def test_a_render_postgresql_cannot_store_fails_that_recipient_only(
+    conn: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A NUL in a render left the run 'expanding' for ever, retrying the COPY every second."""
+    phones = numbers(3)
+    await add_contacts(conn, [{"phone": p, "first_name": f"N{i}"} for i, p in enumerate(phones)])
+    body = "{% if first_name == 'N1' %}{{ '\\x00' }}{% endif %}Hi {{ first_name }}"
+    run_id = await fire(conn, campaign(message={"body": body}))
+    result = await Expander(pool, CONFIG, "w1", batch_size=2).run_once()
+    assert result is not None
+    assert result.status is RunStatus.SENDING
+    assert await statuses(conn, run_id) == {
+        phones[0]: "queued", phones[1]: "render_error", phones[2]: "queued"}
+    detail = await conn.fetchval(
+        "SELECT error_detail FROM messages WHERE phone = $1 AND run_id = $2", phones[1], run_id)
+    assert detail == ("the message holds a character that cannot be stored "
+                      "(NUL or an unpaired surrogate)")
+
+
+async def test_a_render_past_the_template_limits_fails_that_recipient_only(
+    conn: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    phones = numbers(3)
+    await add_contacts(conn, [{"phone": p, "first_name": f"N{i}"} for i, p in enumerate(phones)])
+    body = "{% if first_name == 'N1' %}{{ first_name * 10**9 }}{% endif %}Hi {{ first_name }}"
+    run_id = await fire(conn, campaign(message={"body": body}))
+    result = await Expander(pool, CONFIG, "w1").run_once()
+    assert result is not None
+    assert result.status is RunStatus.SENDING
+    assert await statuses(conn, run_id) == {
+        phones[0]: "queued", phones[1]: "render_error", phones[2]: "queued"}
+    detail = await conn.fetchval(
+        "SELECT error_detail FROM messages WHERE phone = $1 AND run_id = $2", phones[1], run_id)
+    assert detail == "a value would be longer than the limit of 100000 characters"
+
+
+async def test_a_batch_is_rendered_off_the_event_loop_and_stops_when_cancelled() -> None:
+    """Rendering is bounded per message, not per batch: it must not hold the loop."""
+    threads: list[int] = []
+
+    class Spy:
+        def __str__(self) -> str:  # called by the render, in whichever thread renders
+            threads.append(threading.get_ident())
+            return "spy"
+
+    spec = campaign(message={"body": "Hi {{ spy }}"})
+    plan = expander.plan_run(7, spec, EngineConfig())
+    timing = expander.SendTiming(spec, datetime(2026, 1, 5, 12, tzinfo=UTC))
+    records: Any = [
+        {"id": i, "phone": phone, "first_name": None, "last_name": None, "locale": None,
+         "timezone": None, "attributes": {"spy": Spy()}, "excluded": False,
+         "suppressed": False, "recent": 0}
+        for i, phone in enumerate(numbers(3))
+    ]
+    lines = await expander._lines_off_loop(plan, records, timing, None)
+    assert [text.split("\t")[2] for text in lines] == [r["phone"] for r in records]
+    assert len(threads) == 3
+    assert threading.get_ident() not in threads
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(expander.RunStopped):
+        plan.lines(records, timing, None, stop)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from engine.errors import CampaignFileError
@@ -581,3 +584,95 @@ def test_quiet_hours_within_a_day_and_their_syntax() -> None:
     for bad in ("25:00-08:00", "08:00-08:00", "8-9"):
         with pytest.raises(ValueError, match=r"quiet hours|time of day"):
             parse_quiet_hours(bad)
+
+
+# --- fuzzing the loader ----------------------------------------------------------------
+
+#: pieces of YAML and Jinja syntax, so generated files reach past the first syntax error
+PIECES = st.sampled_from([
+    "\n", "  ", "- ", ": ", "name: x", "provider: zc-main", "schedule:", "audience:", "message:",
+    "body: ", "locales:", "vars:", "limits:", "at: ", "cron: ", "now: true", "groups: [vip]",
+    "&a ", "*a", "[", "]", "{", "}", ",", "'", '"', "!!binary ", "!!timestamp ", "!!str ",
+    "<<: ", "? ", "|", ">", "#", "%YAML 1.1", "---", "...", "2026-13-45", "1e999", "0x",
+    "{{", "}}", "{%", "%}", " for x in y ", " endfor ", "~", "*", "**", "10", "|center(",
+    ")", "\t", "\x00", "\ud800", "\u2028", "é", "+27821234567",
+])
+#: YAML values built from a grammar: flow lists and maps of odd scalars, anchors and aliases
+SCALARS = st.one_of(
+    st.sampled_from([
+        "2026-13-45", "2026-02-30 25:61", "1e999", "-.inf", ".nan", "0o777", "0x_1", "~", "null",
+        "*a", "!!binary x", "!!int x", "!!float x", "!!timestamp 2026-99-99", "'q'", '"\\0"',
+        '"\\ud800"', "'{{ x * 10**9 }}'", "'{% for a in b %}'", "+27821234567", "yes", "",
+    ]),
+    st.from_regex(r"[A-Za-z0-9 _:+.-]{0,12}", fullmatch=True),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4).map(lambda items: "[" + ", ".join(items) + "]"),
+        st.lists(st.tuples(SCALARS, inner), max_size=4).map(
+            lambda pairs: "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"),
+        inner.map(lambda v: f"&a {v}"),
+    ),
+    max_leaves=12,
+)
+FUZZ = settings(max_examples=150, deadline=timedelta(seconds=5),
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def load_or_error(path: Path) -> None:
+    """The loader's whole contract: a campaign, or a CampaignFileError of clean lines."""
+    try:
+        load_campaign(path, accounts=ACCOUNTS)
+        return
+    except CampaignFileError as exc:
+        problems = exc.problems
+    assert problems
+    assert all(problem.startswith(f"{path}:") and "\n" not in problem for problem in problems)
+
+
+@FUZZ
+@given(st.binary(max_size=2000))
+def test_any_bytes_load_or_fail_cleanly(data: bytes) -> None:
+    PATH.write_bytes(data)
+    load_or_error(PATH)
+
+
+@FUZZ
+@given(st.lists(st.one_of(PIECES, st.text(max_size=20)), max_size=60).map("".join))
+def test_any_yamlish_text_loads_or_fails_cleanly(text: str) -> None:
+    PATH.write_text(text, encoding="utf-8", errors="surrogatepass")
+    load_or_error(PATH)
+
+
+@FUZZ
+@given(st.sampled_from(["name", "provider", "schedule", "audience", "message", "vars", "limits"]),
+       st.lists(st.one_of(PIECES, st.text(max_size=20)), max_size=30).map("".join))
+def test_a_valid_campaign_with_one_section_fuzzed_loads_or_fails_cleanly(
+    section: str, text: str
+) -> None:
+    lines = SPRING.replace("  file: audiences/extra.csv\n", "").splitlines(keepends=True)
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"{section}:"))
+    lines.insert(start + 1, "  " + text.replace("\n", "\n  ") + "\n")
+    PATH.write_text("".join(lines), encoding="utf-8", errors="surrogatepass")
+    load_or_error(PATH)
+
+
+@FUZZ
+@given(st.sampled_from(["name", "provider", "schedule", "audience", "message", "vars", "limits",
+                        "description", "channel", "sender", "x"]), VALUES)
+def test_any_yaml_value_in_any_field_loads_or_fails_cleanly(field: str, value: str) -> None:
+    text = SPRING.replace("  file: audiences/extra.csv\n", "")
+    kept = [line for line in text.splitlines() if not line.startswith(f"{field}:")]
+    PATH.write_text("\n".join([*kept, f"{field}: {value}", ""]), encoding="utf-8")
+    load_or_error(PATH)
+
+
+@FUZZ
+@given(st.lists(st.one_of(PIECES, st.text(max_size=10)), max_size=40).map("".join))
+def test_any_message_body_loads_or_fails_cleanly(body: str) -> None:
+    text = SPRING.replace("  file: audiences/extra.csv\n", "")
+    text = text.replace(text[text.index("  body: "):text.index("  locales:")],
+                        "  body: " + json.dumps(body) + "\n")
+    PATH.write_text(text, encoding="utf-8", errors="surrogatepass")
+    load_or_error(PATH)
