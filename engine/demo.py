@@ -47,6 +47,8 @@ PACKAGED_CAMPAIGNS = Path(__file__).parent / "demo_data" / "campaigns"
 #: first line of the engine.yaml a demo writes: how it recognises a directory of its own
 MARKER = "# written by 'engine demo': the demo's own settings, safe to delete"
 DATA_DIR = ".engine"
+# the demo's simulator posts receipts with this secret (16+ characters, as any secret)
+DEMO_SECRET = "demo-webhook-secret"
 CONTACTS = 3000
 FIRST = ("Ann", "Bongani", "Carla", "Diego", "Esi", "Farah", "João", "Lerato", "Marie", "Zoë")
 #: (share, region, number maker, locale, time zone)
@@ -92,7 +94,7 @@ def demo_settings(sim_url: str, port: int) -> dict[str, Any]:
         "default_region": "ZA",
         "webhooks": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"},
         "providers": {"simulator": {"type": "simulator", "base_url": sim_url, "rate": 400,
-                                    "concurrency": 16, "webhook_secret": "demo-secret"}},
+                                    "concurrency": 16, "webhook_secret": DEMO_SECRET}},
         "pricing": {"default": "1.0", "prefixes": {"27": "0.25", "52": "0.45", "55": "0.40",
                                                    "1": "0.30", "34": "0.60", "33": "0.70"}},
     }
@@ -179,7 +181,7 @@ async def _run(workdir: Path, campaigns_dir: Path, say: Callable[[str], None]) -
     started = time.monotonic()
     port, sim_port = free_port(), free_port()
     sim_settings = SimulatorSettings(seed=42, default=FamilySettings(
-        webhook_url=f"http://127.0.0.1:{port}/webhooks/simulator", webhook_secret="demo-secret",
+        webhook_url=f"http://127.0.0.1:{port}/webhooks/simulator", webhook_secret=DEMO_SECRET,
         latency=(0.002, 0.02), delivered=0.88, undelivered=0.06, receipt_delay=(0.2, 3.0),
         duplicates=0.05, out_of_order=0.05, early_receipts=0.02))
     url = await _demo_database(workdir / DATA_DIR)

@@ -30,6 +30,10 @@ REPO = Path(__file__).resolve().parents[2]
 ZONED = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d [A-Z+-][A-Za-z0-9+-]*")
 SECRET = "a-webhook-secret-long-enough"
 
+# engine run needs its simulator account to have a webhook secret (16+ characters)
+SIM = ("providers:\n  simulator:\n    type: simulator\n"
+       "    webhook_secret: a-long-enough-webhook-secret\n")
+
 
 async def engine(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     """``engine ARGS`` through the real entry point (in a thread: it runs its own loop)."""
@@ -258,7 +262,7 @@ async def test_port_in_use_is_one_line(tmp_path: Path, database_url: str) -> Non
         port = busy.getsockname()[1]
         result = await asyncio.to_thread(
             engine_process, "simulator", "--port", str(port), cwd=tmp_path)
-        (tmp_path / "engine.yaml").write_text(f"webhooks:\n  listen: 127.0.0.1:{port}\n")
+        (tmp_path / "engine.yaml").write_text(f"webhooks:\n  listen: 127.0.0.1:{port}\n{SIM}")
         daemon = await asyncio.to_thread(
             engine_process, "run", cwd=tmp_path, env={"DATABASE_URL": database_url})
     assert result.returncode == 1
@@ -333,7 +337,7 @@ def test_embedded_database_created_now_is_named_and_refused_until_migrated(
 async def test_engine_run_migrates_an_empty_database(
     empty_database_url: str, tmp_path: Path
 ) -> None:
-    (tmp_path / "engine.yaml").write_text(f"webhooks:\n  listen: 127.0.0.1:{free_port()}\n")
+    (tmp_path / "engine.yaml").write_text(f"webhooks:\n  listen: 127.0.0.1:{free_port()}\n{SIM}")
     daemon = Engine(tmp_path / "engine.yaml", empty_database_url)
     await daemon.start()
     conn = await asyncpg.connect(empty_database_url)
@@ -357,7 +361,8 @@ def test_readme_engine_yaml_example_loads_as_written(tmp_path: Path) -> None:
     path = tmp_path / "engine.yaml"
     path.write_text(example)
     # the secrets it names come from the environment; DATABASE_URL is optional
-    env = {"SIM_WEBHOOK_SECRET": "a-long-enough-webhook-secret"}
+    env = {"SIM_WEBHOOK_SECRET": "a-long-enough-webhook-secret",
+           "REPORTS_TOKEN": "a-long-enough-reports-token"}
     config = parse_config(path, example, env)
     assert config.database_url is None or not config.database_url.get_secret_value()
     from engine import db

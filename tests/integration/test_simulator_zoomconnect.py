@@ -36,7 +36,7 @@ from tests.integration.helpers import Receiver, numbers
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "zoomconnect"
 API = "/api/rest/v1"
-SECRET = "zc-secret"
+SECRET = "zc-secret-0123456789"
 
 
 class PathReceiver(Receiver):
