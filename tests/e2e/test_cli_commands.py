@@ -351,7 +351,7 @@ async def test_engine_run_migrates_an_empty_database(
 
 
 def test_readme_engine_yaml_example_loads_as_written(tmp_path: Path) -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "docs" / "ops.md").read_text(encoding="utf-8")
     section = readme.split("## Configuration: `engine.yaml`", 1)[1]
     example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
     path = tmp_path / "engine.yaml"
