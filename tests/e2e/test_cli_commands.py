@@ -1,6 +1,7 @@
 """Commands as a user types them (``engine.cli.main`` with captured output, or
 ``python -m engine``): control, the budget gate, listings, one-line errors, the embedded
-database and the README's own configuration example."""
+database (the documentation's configuration examples are loaded by
+tests/unit/test_docs_examples.py)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import asyncpg
 import pytest
 
 from engine import cli, scheduler
-from engine.config import load_config, parse_config
+from engine.config import load_config
 from engine.expander import Expander
 from engine.providers.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from tests.e2e.test_daemon import SETTLED, Engine, assert_once, free_port
@@ -350,23 +351,3 @@ async def test_engine_run_migrates_an_empty_database(
     finally:
         await conn.close()
 
-
-# --- the README's configuration example ---------------------------------------------------
-
-
-def test_readme_engine_yaml_example_loads_as_written(tmp_path: Path) -> None:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Configuration: `engine.yaml`", 1)[1]
-    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
-    path = tmp_path / "engine.yaml"
-    path.write_text(example)
-    # the secrets it names come from the environment; DATABASE_URL is optional
-    env = {"SIM_WEBHOOK_SECRET": "a-long-enough-webhook-secret",
-           "REPORTS_TOKEN": "a-long-enough-reports-token"}
-    config = parse_config(path, example, env)
-    assert config.database_url is None or not config.database_url.get_secret_value()
-    from engine import db
-
-    assert db.uses_embedded(config, env)
-    with_url = parse_config(path, example, {**env, "DATABASE_URL": "postgresql://h/db"})
-    assert not db.uses_embedded(with_url, {})
