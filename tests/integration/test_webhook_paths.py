@@ -190,7 +190,7 @@ async def test_the_access_log_masks_the_path_secret(
     host, port = runner.addresses[0][:2]
     running = WebhookServer(f"http://{host}:{port}", writer, handler, session)
     try:
-        with caplog.at_level(logging.DEBUG):
+        with caplog.at_level(logging.DEBUG), caplog.at_level(logging.INFO, "aiohttp.access"):
             assert await call(running, f"/webhooks/zc/{SECRET}&{ZC_REPORT}") == 200
             assert await call(running, f"/webhooks/zc/{SECRET}x?{ZC_REPORT}") == 401
             assert await call(running, f"/webhooks/zc/{SECRET}", b"{bad",
