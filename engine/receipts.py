@@ -13,7 +13,11 @@ Four parts, each safe to run in several daemons at once:
   that cannot be applied yet (its message is not sent, or not found) stays pending and
   is looked at again; after ``give_up_after`` it is settled as ``unmatched``. Every
   receipt keeps its ``outcome``: applied, duplicate, stale, partial, ignored,
-  unknown_status, unmatched (while pending: waiting_for_send, not_found).
+  unknown_status, unmatched (while pending: waiting_for_send, not_found); an event the
+  adapter could not read (``Receipt.rejected``) is stored already settled as ``rejected``.
+  A receipt the adapter flags ``opt_out`` suppresses its message's number on the
+  message's channel when it is settled (in the same batched statement), so a provider's
+  opt-out failure needs nothing the adapter remembers.
 * :class:`Poller` asks providers that can be asked (``supports_polling``) about sent
   messages: all of them where the provider has no delivery webhook, else only those
   whose receipt is overdue. Answers go into the same log, for the reconciler.
@@ -141,7 +145,7 @@ class ReceiptRows:
     """The columns of one ``insert_receipts`` statement."""
 
     redact: Redactor = field(default_factory=Redactor)
-    columns: tuple[list[Any], ...] = field(default_factory=lambda: tuple([] for _ in range(11)))
+    columns: tuple[list[Any], ...] = field(default_factory=lambda: tuple([] for _ in range(13)))
 
     def __len__(self) -> int:
         return len(self.columns[0])
@@ -154,7 +158,8 @@ class ReceiptRows:
             _id(receipt.event_id), receipt.status.value if receipt.status else None,
             _text(receipt.provider_status), _text(receipt.error_code),
             _detail(receipt.error_detail, self.redact), _in_range(receipt.part, _SMALLINT),
-            _aware(receipt.occurred_at), _json(receipt.raw, self.redact),
+            _aware(receipt.occurred_at), _json(receipt.raw, self.redact), receipt.opt_out,
+            receipt.rejected is not None,
         )
         for column, value in zip(self.columns, values, strict=True):
             column.append(value)
@@ -660,8 +665,11 @@ class Reconciler:
                 await conn.execute(QUERIES["lock_messages"], [c.id for c in batch.changes])
                 updated = await conn.fetch(QUERIES["apply_receipts"], *batch.change_columns())
                 batch.lost({row["id"] for row in updated})
-            await conn.execute(QUERIES["settle_receipts"], *batch.settle_columns(),
-                               self.retry_after, self.max_retry_after)
+            suppressed = await conn.fetchval(QUERIES["settle_receipts"],
+                                             *batch.settle_columns(), self.retry_after,
+                                             self.max_retry_after)
+        if suppressed:
+            log.info("opt-out receipts: %d numbers suppressed", suppressed)
         return self._count(batch), len(batch.rows)
 
     async def _earlier_parts(self, conn: asyncpg.Connection,

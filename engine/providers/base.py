@@ -156,6 +156,11 @@ class Receipt:
 
     ``status`` is None for a provider status we do not know; ``provider_status`` always
     keeps the provider's own word. ``message_id`` is our id where the provider echoes it.
+    ``opt_out``: the provider's code says the recipient opted out (ZoomConnect's
+    ``FAILED_OPTOUT``): once the receipt is settled against its message, that message's
+    number is suppressed on its channel. ``rejected``: why one event of an otherwise
+    readable call could not be read; it is stored settled with outcome ``rejected`` and
+    never applied.
     """
 
     provider_message_id: str | None
@@ -168,6 +173,8 @@ class Receipt:
     occurred_at: datetime | None = None
     part: int | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    opt_out: bool = False
+    rejected: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,9 @@ Wire format (seed 004, providers.md §5 and its "engine choices" row):
   number-id, organization-id (when configured), target (E.164), message,
   callback-status-url, callback-json, callback-url, expected-responses,
   callback-one-off}}}`` → 201 ``{data: {id, type: texts, attributes: {status: accepted,
-  error, ...}}}``. Both callback URLs are this account's webhook URL (built from the
-  engine's ``webhooks.public_url``, passed by ``adapter_for``) plus ``message_id=<our id>``
+  error, ...}}}``. Both callback URLs are this account's webhook URL in the path-secret
+  form, ``{public_url}/webhooks/{account}/{secret}`` (built from the engine's
+  ``webhooks.public_url``, passed by ``adapter_for``), plus ``?message_id=<our id>``
   (and ``event=reply`` on ``callback-url``), so a callback names its message whatever its
   body; ``callback-json`` (an object, as the seed types it) carries ``{"message_id": …}``.
   ``expected-responses`` lists the opt-out and opt-in keywords (STOP, START, …), so those
@@ -134,6 +135,13 @@ class CourierAdapter(Adapter[CourierAccount]):
     def auth_headers(self) -> dict[str, str]:
         """A bearer token."""
         return {"Authorization": f"Bearer {self.account.token.get_secret_value()}"}
+
+    def webhook_url(self, public_url: str) -> str:
+        """``{public_url}/webhooks/{account}/{secret}``: courier sends no header of ours, and
+        the callback URLs get our own query (``message_id``) appended."""
+        url = f"{public_url.rstrip('/')}/webhooks/{quote(self.name, safe='')}"
+        secret = self.account.webhook_secret
+        return url if secret is None else f"{url}/{quote(secret.get_secret_value(), safe='')}"
 
     def callback_url(self, message_id: int, reply: bool = False) -> str | None:
         """The URL courier calls about this message (its replies, with ``reply``)."""

@@ -40,9 +40,11 @@ Where the seed is silent, every plausible variant is taken:
   user. ``parse_webhook`` is synchronous in the Adapter interface (called before storing), so
   it cannot ``GET /users/{userId}``: ``includeFullUser`` brings the user object instead. A
   user message with no number (web, app users) is ignored, as are our own echoed messages.
-* one unreadable event does not sink its envelope (SunCo does not retry a 400): it is kept as
-  a receipt with no status (``malformed:<type>``, stored and settled ``unknown_status``), the
-  rest applied; only an unreadable envelope is MalformedWebhook
+* one unreadable event does not sink its envelope (SunCo does not retry a 400): it is stored
+  as rejected (a receipt with outcome ``rejected``, ``provider_status`` ``malformed:<type>``,
+  the reason in ``error_detail``, never applied), the rest applied and the call answered
+  200; only an unreadable envelope is MalformedWebhook (400, stored in
+  ``rejected_webhooks``)
 * other ``…:delivery:*`` types are kept unmapped; ``conversation:read`` (no message id) and
   other event types are ignored
 """
@@ -361,7 +363,7 @@ class SunshineAdapter(Adapter[SunshineAccount]):
                 elif kind == MESSAGE and (reply := self._reply(event)) is not None:
                     replies.append(reply)
             except MalformedWebhook as exc:
-                log.warning("unreadable SunCo event kept unapplied: %s", exc,
+                log.warning("unreadable SunCo event stored as rejected: %s", exc,
                             extra={"provider": self.name})
                 receipts.append(unreadable(event, str(exc)))
         opts = [opt_change_for_reply(r.from_, r.text, r.raw) for r in replies]

@@ -47,13 +47,14 @@ def kind_of(event: Any) -> str:
 
 
 def unreadable(event: Any, reason: str) -> Receipt:
-    """An event that could not be read, kept (with no status) so it is not lost."""
+    """An event that could not be read, kept as rejected (stored, never applied) so it is
+    not lost and an analyst finds it (outcome ``rejected``, the reason in error_detail)."""
     raw = event if isinstance(event, dict) else {"event": event}
     kind = raw.get("type") if isinstance(raw.get("type"), str) else "?"
     return Receipt(provider_message_id=dig(raw, "payload", "message", "id"), message_id=None,
                    status=None, provider_status=f"malformed:{kind}",
                    error_code="malformed", error_detail=reason, event_id=dig(raw, "id"),
-                   occurred_at=timestamp(raw.get("createdAt")), raw=raw)
+                   occurred_at=timestamp(raw.get("createdAt")), raw=raw, rejected=reason)
 
 
 def receipt(kind: str, event: dict[str, Any]) -> Receipt:

@@ -35,11 +35,13 @@ Where the seed is silent [G], the adapter accepts every plausible variant:
 * the vocabulary (issue 17): ``SCHEDULED``, ``UNKNOWN``, ``SENT`` → ``sent`` (accepted,
   not final); ``DELIVERED`` → ``delivered``; ``FAILED``, ``FAILED_REFUNDED`` and
   ``FAILED_OPTOUT`` → ``undelivered`` (ZoomConnect took the message, then reported it not
-  delivered), the word kept as ``error_code``. ``FAILED_OPTOUT`` also yields an opt-out
-  (:class:`OptChange`) for the number: from the report when it names one, else from the
-  numbers this process sent to recently (a bounded in-process map of ZoomConnect's id to
-  the number; the adapter never reads the database). An opt-out report for a number found
-  in neither is logged and suppresses nothing.
+  delivered), the word kept as ``error_code``. ``FAILED_OPTOUT`` is flagged ``opt_out`` on
+  its receipt (polled or reported), so the reconciler suppresses the number of the message
+  it settles on, on that message's channel, whatever this process remembers (a restart
+  loses nothing). It also yields an opt-out (:class:`OptChange`) at once where the number
+  is known here: from the report when it names one, else from the numbers this process
+  sent to recently (a bounded in-process map of ZoomConnect's id to the number; the
+  adapter never reads the database).
 * bulk results are positional; a count that does not match the request makes every
   message ``unknown``; a bulk 400 means nothing was taken, so each message is then sent
   on its own to learn which one was refused. A 403 or 404 on ``send-bulk`` means the
@@ -261,10 +263,10 @@ class ZoomConnectAdapter(Adapter[ZoomConnectAccount]):
         number = next((params[k] for k in NUMBER_KEYS if params.get(k)), None)
         if number is None and receipt.provider_message_id is not None:
             number = self._numbers.get(receipt.provider_message_id)
-        if number is None:
-            log.warning("%s: FAILED_OPTOUT for message %s, whose number is unknown here: "
-                        "nothing suppressed", self.name, receipt.provider_message_id,
-                        extra={"provider": self.name})
+        if number is None:  # the reconciler suppresses it from the message (opt_out)
+            log.info("%s: FAILED_OPTOUT for message %s, whose number is unknown here: "
+                     "suppressed once the receipt is applied", self.name,
+                     receipt.provider_message_id, extra={"provider": self.name})
             return None
         return OptChange(as_e164(number), True, "sms", dict(params))
 
@@ -363,6 +365,7 @@ def _receipt(params: dict[str, str]) -> Receipt:
         provider_status=params["status"],
         error_code=word if word in FAILURES else None,
         raw=params,
+        opt_out=word == OPT_OUT,
     )
 
 
@@ -378,4 +381,5 @@ def _polled(provider_id: str, data: Any) -> Receipt | None:
         provider_status=data["messageStatus"],
         error_code=word if word in FAILURES else None,
         raw=data,
+        opt_out=word == OPT_OUT,
     )

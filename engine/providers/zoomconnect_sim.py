@@ -26,6 +26,7 @@ import asyncio
 import base64
 import binascii
 import re
+from collections import Counter
 from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
@@ -64,6 +65,8 @@ class ZoomConnectRoutes(ProviderRoutes):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._words: dict[str, str] = {}  # message id → its final status word
+        #: how many callbacks went out in each joining form (tests check all were played)
+        self.joins: Counter[str] = Counter()
 
     def routes(self) -> list[web.RouteDef]:
         """The documented paths under the base URL's root, and a 404 for the rest."""
@@ -146,6 +149,7 @@ class ZoomConnectRoutes(ProviderRoutes):
             params = {"status": self._word(event.message, event.kind),
                       "messageId": event.message.id, "dataField": event.message.reference or ""}
         join = self.sim.rng.choice(JOINS)
+        self.joins[join] += 1
         encoded = urlencode(params)
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         if join.startswith("form"):

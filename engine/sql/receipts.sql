@@ -5,18 +5,24 @@ SELECT now();
 
 -- name: insert_receipts
 -- Receipts as they arrived, many per statement (the writer's group commit, or a poll),
--- from source $12. An event stored before (same account and provider event id) is
--- skipped, so a retried webhook changes nothing. Returns how many were new.
+-- from source $14. An event stored before (same account and provider event id) is
+-- skipped, so a retried webhook changes nothing. A receipt flagged rejected ($13: an event
+-- the adapter could not read) is stored settled, outcome 'rejected': the reconciler never
+-- looks at it. $12 flags the provider's opt-out codes (see settle_receipts). Returns how
+-- many were new.
 WITH new AS (
     INSERT INTO receipts (account, provider_message_id, message_id, provider_event_id, status,
                           provider_status, error_code, error_detail, part, occurred_at, raw,
-                          source)
+                          opt_out, applied_at, outcome, source)
     SELECT r.account, r.provider_id, r.message_id, r.event_id, r.status::message_status,
-           r.provider_status, r.code, r.detail, r.part, r.occurred_at, r.raw::jsonb, $12
+           r.provider_status, r.code, r.detail, r.part, r.occurred_at, r.raw::jsonb,
+           r.opt_out, CASE WHEN r.rejected THEN now() END,
+           CASE WHEN r.rejected THEN 'rejected' END, $14
       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
-                  $7::text[], $8::text[], $9::smallint[], $10::timestamptz[], $11::text[])
+                  $7::text[], $8::text[], $9::smallint[], $10::timestamptz[], $11::text[],
+                  $12::boolean[], $13::boolean[])
            AS r(account, provider_id, message_id, event_id, status, provider_status, code,
-                detail, part, occurred_at, raw)
+                detail, part, occurred_at, raw, opt_out, rejected)
     ON CONFLICT (account, provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING
     RETURNING 1
 )
@@ -155,6 +161,12 @@ RETURNING m.id;
 -- its outcome), 'wait' (its message is not sent yet: look again on the next pass),
 -- 'retry' (its message moved meanwhile: likewise), 'missing' (no message matches: look
 -- again after $5 doubling per try, at most $6). The matched message is recorded.
+-- A settled receipt flagged opt_out (the provider's code says the recipient opted out,
+-- e.g. ZoomConnect's FAILED_OPTOUT) suppresses its message's number on the message's
+-- channel, whatever the outcome (the opt-out is news even when the status is not), as a
+-- provider notice ('webhook:<account>', so an opt-in lifts it as it lifts a block).
+-- Returns how many numbers it suppressed.
+WITH settled AS (
 UPDATE receipts r
    SET outcome = coalesce(u.outcome, r.outcome),
        message_id = coalesce(u.message_id, r.message_id),
@@ -167,7 +179,20 @@ UPDATE receipts r
                       ELSE clock_timestamp() END
   FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::text[])
        AS u(id, outcome, message_id, mode)
- WHERE r.id = u.id;
+ WHERE r.id = u.id
+RETURNING r.account, r.message_id, r.provider_status, r.opt_out AND u.mode = 'settle' AS opted
+), suppressed AS (
+    INSERT INTO suppressions (phone, channel, reason, source)
+    SELECT DISTINCT ON (m.phone, m.channel) m.phone, m.channel,
+           'opted out through the provider (' || left(s.provider_status, 40) || ')',
+           'webhook:' || s.account
+      FROM settled s JOIN messages m ON m.id = s.message_id
+     WHERE s.opted
+     ORDER BY m.phone, m.channel
+    ON CONFLICT (phone, channel) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM suppressed;
 
 -- name: claim_polls
 -- Up to $4 sent messages of account $1 due for a status lookup by $6 (the start of this

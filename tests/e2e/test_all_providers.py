@@ -1,5 +1,9 @@
 """One daemon sends a small campaign through each of the five providers (and the simulator's
-own protocol) and every recipient ends with the right status, each number sent to once."""
+own protocol) and every recipient ends with the right status, each number sent to once.
+
+ZoomConnect and courier call the path-secret URL (``/webhooks/{account}/{secret}``) that
+``engine providers subscribe`` prints for them; ZoomConnect glues its parameters onto it
+with ``?``, ``&`` (no ``?`` at all) or ``?&``, or posts them as form fields."""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ import pytest
 from engine import campaigns
 from engine.config import EngineConfig
 from engine.daemon import Daemon
-from engine.providers.simulator import FamilySettings, SimulatorSettings, serve
+from engine.providers.simulator import FAMILIES, FamilySettings, SimulatorSettings, serve
 from tests.integration.helpers import add_contacts, campaign, numbers
 
 pytestmark = pytest.mark.slow
@@ -58,6 +62,10 @@ async def test_a_campaign_through_every_provider(conn: asyncpg.Connection,
             webhook_secret=account["webhook_secret"], delivered=0.8, undelivered=0.1,
             receipt_delay=(0.05, 0.2), duplicates=0.2, out_of_order=0.2)
         for name, account in ACCOUNTS.items()}
+    # the URL subscribe prints for ZoomConnect, as pasted in its dashboard
+    families["zoomconnect"] = families["zoomconnect"].model_copy(update={
+        "webhook_url": f"{public}/webhooks/zc/{ACCOUNTS['zc']['webhook_secret']}",
+        "webhook_secret": None})
     async with await serve(SimulatorSettings(seed=5, families=families), "127.0.0.1", 0) as sim:
         config = EngineConfig.model_validate({
             "webhooks": {"listen": f"127.0.0.1:{port}", "public_url": public},
@@ -88,6 +96,11 @@ async def test_a_campaign_through_every_provider(conn: asyncpg.Connection,
     received = {number.lstrip("+"): count for number, count in sim.stats.per_number.items()}
     assert sorted(received) == sorted(every)  # Zenvia's 'to' carries no '+'
     assert set(received.values()) == {1}
+    joins = sim.app[FAMILIES]["zoomconnect"].joins  # type: ignore[attr-defined]
+    assert joins["&"] > 0, joins  # the bare '&' join was played, and read
+    assert sum(joins.values()) >= 8
+    stored = await conn.fetchval("SELECT count(*) FROM receipts WHERE account = 'zc'")
+    assert stored >= 8 and await conn.fetchval("SELECT count(*) FROM rejected_webhooks") == 0
 
 
 async def _settled(conn: asyncpg.Connection, running: asyncio.Task[None]

@@ -34,6 +34,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     found = Receiver()
     app = web.Application()
     app.router.add_post("/webhooks/{name}", found.handle)
+    app.router.add_post("/webhooks/{name}/{secret:.*}", found.handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()

@@ -17,6 +17,7 @@ from engine.config import EngineConfig
 from engine.expander import Expander
 from engine.providers.base import Adapter, Inbound, OptChange, Receipt, WebhookEvents
 from engine.spec import Campaign
+from engine.webhooks import path_secret, same_secret
 
 
 def campaign(name: str = "promo", **overrides: Any) -> Campaign:
@@ -118,19 +119,29 @@ class Receiver:
     content_types: list[str] = field(default_factory=list)
     queries: list[dict[str, str]] = field(default_factory=list)
     refused: int = 0
+    in_path: int = 0  # calls authenticated by a path secret
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def handle(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         adapter = self.adapters[name]
-        if not adapter.webhook_authentic(request.headers, request.query):
+        params: Mapping[str, str] = request.query
+        if "secret" in request.match_info:  # /webhooks/{name}/{secret}, as the listener reads it
+            secret, tail = path_secret(request.raw_path) or ("", [])
+            wanted = adapter.account.webhook_secret
+            authentic = wanted is not None and same_secret(secret, wanted.get_secret_value())
+            params = {**dict(tail), **request.query}
+            self.in_path += authentic
+        else:
+            authentic = adapter.webhook_authentic(request.headers, request.query)
+        if not authentic:
             self.refused += 1
             self.arrived.set()
             return web.Response(status=401)
         content_type = request.headers.get("Content-Type", "")
-        parsed = adapter.parse_webhook(content_type, await request.read(), request.query)
+        parsed = adapter.parse_webhook(content_type, await request.read(), params)
         self.content_types.append(content_type)
-        self.queries.append(dict(request.query))
+        self.queries.append(dict(params))
         self.events.append((name, parsed))
         self.arrived.set()
         return web.Response(text="ok")

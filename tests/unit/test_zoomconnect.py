@@ -426,10 +426,13 @@ async def test_failed_optout_suppresses_the_number_this_process_sent_to(
     (change,) = events.opt_changes
     assert (change.phone, change.opted_out, change.channel) == ("+27820000077", True, "sms")
     assert events.receipts[0].status is MessageStatus.UNDELIVERED
-    with caplog.at_level("WARNING", "engine.providers.zoomconnect"):
+    assert events.receipts[0].opt_out
+    with caplog.at_level("INFO", "engine.providers.zoomconnect"):
         unknown = zc.parse_webhook(FORM, b"status=FAILED_OPTOUT&messageId=elsewhere", {})
     assert unknown.opt_changes == () and len(unknown.receipts) == 1
-    assert "nothing suppressed" in caplog.text
+    # flagged: the reconciler suppresses the number from the message it settles on
+    assert unknown.receipts[0].opt_out
+    assert "suppressed once the receipt is applied" in caplog.text
 
 
 @pytest.mark.parametrize("join", ["?", "&", "?&", "? &"])
