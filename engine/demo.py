@@ -363,7 +363,8 @@ async def _outcome(url: str, run_id: int, say: Callable[[str], None]) -> None:
         say(f"  {row['status']:<16} {row['n']:>6}")
     rate = totals["delivered"] / totals["sent"] if totals["sent"] else 0
     say(f"  recipients {totals['recipients']}, sent {totals['sent']}, delivered "
-        f"{totals['delivered']} ({rate:.1%}), cost {totals['cost']} credits")
+        f"{totals['delivered']} ({rate:.1%})")
+    say(f"  cost of accepted messages {totals['cost']} credits")
     if totals["p50"] is not None:
         say(f"  time to delivery: median {totals['p50']:.1f}s, p95 {totals['p95']:.1f}s")
     say(f"  opted out by STOP reply during the campaign: {stopped}")
