@@ -143,7 +143,8 @@ async def test_documented_errors_are_rejections(
     http.post(SEND, status=status, payload=payload)
     (result,) = await adapter(session).send([message()])
     # 401/403 are the account's problem, not the message's (issue 17 item 1)
-    assert (result.outcome, result.error_code) == ((Outcome.ACCOUNT if status in (401, 402, 403) else Outcome.REJECTED), code)
+    outcome = Outcome.ACCOUNT if status in (401, 402, 403) else Outcome.REJECTED
+    assert (result.outcome, result.error_code) == (outcome, code)
     if detail:
         assert result.error_detail == detail
 
