@@ -509,6 +509,7 @@ async def status(ctx: Context, args: argparse.Namespace) -> int:
         runs = await conn.fetch(QUERIES["runs_in_progress"])
         queues = await conn.fetch(QUERIES["queue_depth"])
         pending = await conn.fetch(QUERIES["receipts_pending"])
+        health = await conn.fetch(QUERIES["account_health"])
     print("daemons:")
     print_table(["worker", "roles", "started", "heartbeat"],
                 [(w["id"], ",".join(w["roles"]), w["started_at"], w["heartbeat_at"])
@@ -523,6 +524,7 @@ async def status(ctx: Context, args: argparse.Namespace) -> int:
                   round(q["oldest_due_seconds"] or 0)) for q in queues])
     print("\nreceipts awaiting a match:")
     print_table(["account", "pending"], [(p["account"], p["pending"]) for p in pending])
+    _print_accounts(ctx, health)
     await _print_balances(ctx)
     return 0
 
@@ -604,6 +606,43 @@ async def providers_subscribe(ctx: Context, args: argparse.Namespace) -> int:
     print(f"{args.account}: subscribed {adapter.webhook_url(public_url)}")
     print(orjson.dumps(created, option=orjson.OPT_INDENT_2).decode())
     return 0
+
+
+async def providers_check(ctx: Context, args: argparse.Namespace) -> int:
+    """One authenticated read of an account; on success, mark it up for every daemon."""
+    from engine.accounts import mark_up
+    from engine.providers.base import CheckFailed
+
+    account = ctx.config.providers.get(args.account)
+    if account is None:
+        raise ConfigError(f"no provider account {args.account!r} in the configuration")
+    async with aiohttp.ClientSession() as session:
+        adapter = adapter_for(args.account, account, session)
+        try:
+            said = await adapter.check()
+        except CheckFailed as exc:
+            reason = f" ({exc.reason})" if exc.reason else ""
+            raise EngineError(f"{exc}{reason}") from exc
+    print(said)
+    async with ctx.connection() as conn:
+        if await mark_up(conn, args.account):
+            print(f"{args.account}: was paused; the daemons resume sending now")
+    return 0
+
+
+def _print_accounts(ctx: Context, health: Sequence[asyncpg.Record]) -> None:
+    """Each configured account up or down, with why (engine.accounts): a paused account's
+    messages stay queued, never failed."""
+    rows = {r["account"]: r for r in health}
+    print("\naccounts:")
+    print_table(["account", "state", "reason", "since", "next probe"],
+                [_account_row(name, rows.get(name)) for name in ctx.config.providers])
+
+
+def _account_row(name: str, row: asyncpg.Record | None) -> tuple[Any, ...]:
+    if row is None or row["up"]:
+        return (name, "up", None, None, None)
+    return (name, "down", f"{row['reason']}: {row['detail']}", row["since"], row["retry_at"])
 
 
 # --- simulator ---------------------------------------------------------------------------
@@ -784,6 +823,9 @@ def build_parser() -> argparse.ArgumentParser:
     providers = _group(sub, "providers", "provider accounts")
     _command(providers, "subscribe", providers_subscribe,
              "create the provider-side webhook subscription").add_argument("account")
+    _command(providers, "check", providers_check,
+             "one authenticated read (balance, token info); resumes a paused account"
+             ).add_argument("account")
 
     simulator = _command(sub, "simulator", simulator_serve, "serve the provider simulator")
     simulator.add_argument("--host", default="127.0.0.1")

@@ -3,7 +3,10 @@
 Roles (``--only``) split the work for deployments that want to: ``scheduler`` (due runs
 and expansion), ``dispatcher`` (sending, lease recovery), ``webhooks`` (the HTTP listener
 for provider callbacks, plus polling and the reconciler that applies receipts). Every
-daemon serves ``/healthz`` and ``/metrics`` when it runs the ``webhooks`` role.
+daemon serves ``/healthz`` and ``/metrics`` when it runs the ``webhooks`` role. ``/healthz``
+lists paused accounts (engine.accounts) under ``accounts_down`` and still answers 200: the
+daemon is alive and serving; an account's credentials are the operator's to fix, and a
+restart would not help (``engine_account_up`` is the metric to alert on).
 
 Everything opens and closes in one :class:`contextlib.AsyncExitStack`. Timed work runs
 as APScheduler jobs (coalesced, one instance each): the due-run tick, the reconciler,
@@ -88,6 +91,7 @@ class Daemon:
         self.worker = worker or worker_id()
         self.poll_interval = poll_interval
         self.metrics = Metrics()
+        self.metrics.watch_accounts(config.providers)
         self.shares: dict[str, float] = {}
         self.dispatcher: Dispatcher | None = None
         self.expander: Expander | None = None
@@ -307,12 +311,13 @@ class Daemon:
         try:
             async with asyncio.timeout(2):
                 async with self._pool.acquire() as conn:
-                    await conn.fetchval("SELECT 1")
+                    down = [_down(row) for row in await conn.fetch(QUERIES["account_health"])
+                            if not row["up"]]
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             return web.json_response({"status": "database unreachable", "error": str(exc)},
                                      status=503)
         return web.json_response({"status": "ok", "worker": self.worker,
-                                  "roles": sorted(self.roles)})
+                                  "roles": sorted(self.roles), "accounts_down": down})
 
     async def _report(self, request: web.Request) -> web.Response:
         """The chart page of a campaign: with the reports token (or see ``_may_see_reports``)."""
@@ -348,6 +353,13 @@ class Daemon:
         return web.Response(body=self.metrics.render(),
                             content_type="text/plain", charset="utf-8",
                             headers={"X-Content-Type-Options": "nosniff"})
+
+
+def _down(row: asyncpg.Record) -> dict[str, Any]:
+    """A paused account in /healthz: the daemon is healthy (still 200), the account is not."""
+    return {"account": row["account"], "reason": row["reason"], "detail": row["detail"],
+            "since": row["since"].isoformat(),
+            "retry_at": row["retry_at"] and row["retry_at"].isoformat()}
 
 
 def _mask_logs(stack: AsyncExitStack, redact: Redactor) -> None:

@@ -13,9 +13,13 @@ its rate claimed (never less than one message; :mod:`engine.budget`), however la
 account's batch, so a crash can leave at most that many messages ``unknown``.
 
 Outcomes (DESIGN.md, "Delivery semantics"): ``accepted`` → ``sent``; ``rejected`` →
-``failed``; ``retry`` → ``queued`` again after exponential backoff with jitter (or the
-provider's ``retry_after``, which also pauses the whole account), ``failed`` once
-``max_attempts`` is reached; ``unknown`` → ``unknown``, never resent automatically.
+``failed``; ``account`` (the account cannot send: credentials, credit) → ``queued`` again
+without spending an attempt, and the account is paused for every daemon until it
+authenticates again (:mod:`engine.accounts`: no lane claims for it, requests not yet sent
+are put back unsent, the failure brake does not count it); ``retry`` → ``queued`` again
+after exponential backoff with jitter (or the provider's ``retry_after``, which also
+pauses the whole account), ``failed`` once ``max_attempts`` is reached; ``unknown`` →
+``unknown``, never resent automatically.
 A message that now falls in its recipient's quiet hours goes back to ``queued`` until they
 end, without spending an attempt.
 
@@ -45,6 +49,7 @@ from typing import Any
 import asyncpg
 from aiolimiter import AsyncLimiter
 
+from engine.accounts import AccountHealth
 from engine.budget import ClaimBudget
 from engine.config import EngineConfig
 from engine.expander import SendTiming, recipient_zone, utcnow
@@ -144,6 +149,7 @@ class Dispatcher:
         self.accounts = {name: AccountState(adapter, self._rate(name), config.providers[name]
                                             .concurrency) for name, adapter in adapters.items()}
         self.redact = Redactor.of(adapters.values())
+        self.health = AccountHealth(pool, adapters, metrics)
         self._lanes: dict[int, asyncio.Task[int]] = {}
         self._metric_children: dict[str, tuple[Any, Any, dict[Outcome, Any]]] = {}
         self._wake = asyncio.Event()
@@ -164,6 +170,7 @@ class Dispatcher:
         """Start a lane for every sending run that has none (lanes end when idle)."""
         for name, state in self.accounts.items():
             state.set_rate(self._rate(name))
+        await self.health.refresh()
         async with self.pool.acquire() as conn:
             runs = await conn.fetch(QUERIES["sending_runs"])
         for run in runs:
@@ -172,7 +179,8 @@ class Dispatcher:
                 # outlive stop() unsupervised, claiming and sending after it returned
                 break
             task = self._lanes.get(run["id"])
-            if (task is None or task.done()) and run["account"] in self.accounts:
+            if ((task is None or task.done()) and run["account"] in self.accounts
+                    and not self.health.is_down(run["account"])):
                 self._lanes[run["id"]] = asyncio.create_task(
                     self._lane(run["id"], Campaign.from_spec(run["spec"])),
                     name=f"lane-{run['id']}")
@@ -216,6 +224,7 @@ class Dispatcher:
     async def stop(self, grace: timedelta) -> None:
         """Stop claiming; give in-flight sends ``grace`` to finish, then cancel them."""
         self._stopping.set()
+        await self.health.close()
         lanes = list(self._lanes.values())
         if not lanes:
             return
@@ -243,7 +252,8 @@ class Dispatcher:
 
         async def loop() -> int:
             total = 0
-            while not (self._stopping.is_set() or braked.is_set()):
+            while not (self._stopping.is_set() or braked.is_set()
+                       or self.health.is_down(campaign.provider)):
                 rate = min(account.rate, own.per_second) if own is not None else account.rate
                 limit = ClaimBudget.for_rate(rate, MAX_CLAIM)
                 size = await budget.take(max(account.batch, limit // PIPELINE), limit)
@@ -324,7 +334,11 @@ class Dispatcher:
             await run_limiter.acquire(len(chunk.rows))
         await account.limiter.acquire(len(chunk.rows))
         await account.wait_unpaused()
+        name = account.adapter.name
         async with account.semaphore:
+            if self.health.is_down(name):  # it went down while this waited: do not send
+                chunk.results = [_ACCOUNT_DOWN] * len(chunk.rows)
+                return
             chunk.started = True
             started = time.monotonic()
             chunk.results = await account.adapter.send([_outbound(r) for r in chunk.rows])
@@ -334,6 +348,9 @@ class Dispatcher:
         pauses = [r.retry_after for r in chunk.results if r.retry_after]
         if pauses:
             account.pause(max(pauses))
+        refused = next((r for r in chunk.results if r.outcome is Outcome.ACCOUNT), None)
+        if refused is not None:
+            await self.health.mark_down(name, refused)
 
     def _observe(self, account: str, waited: float, took: float,
                  results: Sequence[SendResult]) -> None:
@@ -459,6 +476,7 @@ def _outbound(row: asyncpg.Record) -> Outbound:
 
 _NOT_STARTED = SendResult.retry("not_started", "the daemon stopped before sending it")
 _IN_FLIGHT = SendResult.unknown("shutdown", "the daemon stopped while the request was in flight")
+_ACCOUNT_DOWN = SendResult.retry("account_down", "the account was paused before this was sent")
 
 
 def _results_of(chunk: _Chunk, cancelled: bool) -> list[SendResult]:
@@ -492,6 +510,10 @@ class _Batch:
         if result.outcome is Outcome.RETRY:
             self._retry(row, result)
             return
+        if result.outcome is Outcome.ACCOUNT:  # not the message's fault: no attempt spent
+            self._row(row["id"], MessageStatus.QUEUED, None, result.error_code,
+                      result.error_detail, self.now, 1)
+            return
         status = {Outcome.ACCEPTED: MessageStatus.SENT, Outcome.REJECTED: MessageStatus.FAILED,
                   Outcome.UNKNOWN: MessageStatus.UNKNOWN}[result.outcome]
         self._row(row["id"], status, result.provider_message_id, result.error_code,
@@ -499,7 +521,7 @@ class _Batch:
         self.rejected.append(result.outcome is Outcome.REJECTED)
 
     def _retry(self, row: asyncpg.Record, result: SendResult) -> None:
-        if result is _NOT_STARTED:  # never handed over: no attempt spent
+        if result is _NOT_STARTED or result is _ACCOUNT_DOWN:  # never handed over: no attempt
             self._row(row["id"], MessageStatus.QUEUED, None, None, None, self.now, 1)
             return
         if row["attempts"] >= self.max_attempts:

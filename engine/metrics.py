@@ -3,12 +3,13 @@
 Counters and histograms are fed by the parts as they work (sends, limiter waits,
 webhooks); gauges that describe the database (queue depth, oldest due message, runs
 by status, receipts awaiting a match) are refreshed by :meth:`Metrics.refresh` on a
-timer, not per scrape, so a scrape never runs a query.
+timer, not per scrape, so a scrape never runs a query. ``engine_account_up`` is set at once
+by the dispatcher when an account goes down or comes back, and re-read on that timer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -50,6 +51,14 @@ class Metrics:
         self.runs = Gauge("engine_runs", "Campaign runs by status", ["status"], registry=r)
         self.messages = Gauge("engine_messages", "Messages of active runs by account and status",
                               ["account", "status"], registry=r)
+        self.account_up = Gauge("engine_account_up",
+                                "1 if the account can send, 0 while it is paused (auth, credit)",
+                                ["account"], registry=r)
+
+    def watch_accounts(self, accounts: Iterable[str]) -> None:
+        """Show every configured account as up until the database says otherwise."""
+        for account in accounts:
+            self.account_up.labels(account).set(1)
 
     def watch_webhooks(self, stats: WebhookStats) -> None:
         """Report the webhook handler's own counters at each scrape."""
@@ -73,6 +82,8 @@ class Metrics:
                               for r in await conn.fetch(QUERIES["runs_by_status"])})
         self._set(self.messages, {(r["account"], r["status"]): r["n"]
                                   for r in await conn.fetch(QUERIES["active_messages"])})
+        for row in await conn.fetch(QUERIES["account_health"]):
+            self.account_up.labels(row["account"]).set(1 if row["up"] else 0)
 
     @staticmethod
     def _set(gauge: Gauge, values: Mapping[tuple[str, ...], int]) -> None:

@@ -23,7 +23,14 @@ unknown    may have been accepted: a timeout after the request was written, a co
            cannot read. Where the provider deduplicates on a key we send
            (``idempotent_sends``) these become ``retry`` instead.
 rejected   a documented permanent error (4xx), with the provider's code and message
+account    the account cannot send, whatever the message: ``reason`` ``auth`` (401/403, or
+           the provider's documented bad-credentials or suspended error) or ``credit``
+           (402, insufficient credit). Not the recipient's fault: the dispatcher puts the
+           message back in the queue and pauses the account (engine.accounts)
 =========  ===============================================================================
+
+:meth:`Adapter.check` makes one authenticated read (``engine providers check``, and the
+dispatcher's probe of a paused account).
 """
 
 from __future__ import annotations
@@ -104,6 +111,19 @@ class Outcome(StrEnum):
     REJECTED = "rejected"
     RETRY = "retry"
     UNKNOWN = "unknown"
+    ACCOUNT = "account"
+
+
+class AccountReason(StrEnum):
+    """Why an account cannot send (``Outcome.ACCOUNT``)."""
+
+    AUTH = "auth"  # credentials refused, expired or the account suspended
+    CREDIT = "credit"  # no credit left
+
+
+#: HTTP statuses that are the account's problem, not the message's
+ACCOUNT_STATUSES: Mapping[int, AccountReason] = {
+    401: AccountReason.AUTH, 403: AccountReason.AUTH, 402: AccountReason.CREDIT}
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +148,8 @@ class SendResult:
     error_code: str | None = None
     error_detail: str | None = None
     retry_after: float | None = None
+    #: why the account cannot send (``Outcome.ACCOUNT`` only)
+    reason: AccountReason | None = None
 
     @classmethod
     def accepted(cls, provider_message_id: str) -> SendResult:
@@ -148,6 +170,31 @@ class SendResult:
     def unknown(cls, code: str, detail: str | None = None) -> SendResult:
         """The provider may or may not have taken the message."""
         return cls(Outcome.UNKNOWN, None, code, detail)
+
+    @classmethod
+    def account(cls, reason: AccountReason, code: str, detail: str | None = None
+                ) -> SendResult:
+        """The account cannot send (credentials, suspension, credit): not the message's fault."""
+        return cls(Outcome.ACCOUNT, None, code, detail, None, reason)
+
+
+def client_error(status: int, code: str, detail: str | None,
+                 reason: AccountReason | None = None) -> SendResult:
+    """A 4xx answer: the account's problem for 401/403/402 (or when the adapter names a
+    ``reason`` for a documented code), else a rejection of the message."""
+    reason = reason or ACCOUNT_STATUSES.get(status)
+    if reason is not None:
+        return SendResult.account(reason, code, detail)
+    return SendResult.rejected(code, detail)
+
+
+class CheckFailed(EngineError):
+    """An account check did not authenticate: ``reason`` (auth, credit) when the provider
+    refused it, None when the provider could not be reached."""
+
+    def __init__(self, message: str, reason: AccountReason | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -419,6 +466,34 @@ class Adapter(ABC, Generic[AccountT]):
     async def balance(self) -> Decimal | None:
         """The account's credit balance, or None if the provider does not tell."""
         return None
+
+    # the account's health
+
+    def check_path(self) -> str:
+        """The cheap authenticated GET that :meth:`check` makes."""
+        raise NotImplementedError(f"{type(self).__name__} has no check")
+
+    async def check(self) -> str:
+        """One authenticated read: what the provider answered, in a few words.
+
+        Raises CheckFailed: with the reason (auth, credit) when the provider refused,
+        without one when it could not be reached or answered something else.
+        """
+        path = self.check_path()
+        result = await self._request("GET", path)
+        what = f"{self.name}: GET {path}"
+        if isinstance(result, SendResult):
+            raise CheckFailed(f"{what}: {result.error_code} {result.error_detail or ''}".rstrip())
+        if not result.ok:
+            raise CheckFailed(f"{what}: HTTP {result.status}: {_detail(result.body)}",
+                              ACCOUNT_STATUSES.get(result.status))
+        summary = self.check_summary(result.json())
+        return f"{what}: HTTP {result.status}" + (f", {summary}" if summary else "")
+
+    def check_summary(self, data: Any) -> str:
+        """What to show of the check's answer (raise CheckFailed for an answer that says the
+        account cannot send, such as no credit)."""
+        return ""
 
     # HTTP
 

@@ -15,7 +15,8 @@ Wire format (seed 004, providers.md §5 and its "engine choices" row):
   ``expected-responses`` lists the opt-out and opt-in keywords (STOP, START, …), so those
   replies reach the engine, and ``callback-one-off: false`` keeps every reply coming.
 * errors: JSON:API ``{errors: [{status, code, detail, source, meta}]}``; a 4xx is
-  ``rejected`` with the first error's code and the details; 429 ``retry``; 5xx and
+  ``rejected`` with the first error's code and the details, except 401/403 and 402, the
+  account's (``account``; engine.accounts); 429 ``retry``; 5xx and
   timeouts ``unknown`` (there is no idempotency key)
 * polling (the receipts layer asks once a message's receipt is overdue, after its
   ``poll_after``): ``GET /v1/texts/{id}/`` (the seed's single-text response), and for
@@ -76,6 +77,7 @@ from engine.providers.base import (
     SendResult,
     WebhookEvents,
     as_e164,
+    client_error,
     decode_body,
     opt_change_for_reply,
 )
@@ -250,6 +252,10 @@ class CourierAdapter(Adapter[CourierAccount]):
         singles = await asyncio.gather(*(one(i) for i in single))
         return [r for group in groups for r in group] + [r for r in singles if r is not None]
 
+    def check_path(self) -> str:
+        """``GET /v1/texts/?account-id=…``, one text at most (the seed's list)."""
+        return f"{TEXTS}?account-id={quote(self.account.account_id, safe='')}&page[limit]=1"
+
     async def _list(self, target: str) -> dict[str, Receipt]:
         """``GET /v1/texts/?account-id=…&filter[target]=…``: the texts to one number."""
         params = {"account-id": self.account.account_id, "filter[target]": target,
@@ -336,7 +342,7 @@ def _error(response: Response) -> SendResult:
                if e.get("detail") or e.get("title")]
     detail = "; ".join(details) or response.body[:200].decode(errors="replace")
     if 400 <= response.status < 500:
-        return SendResult.rejected(code, detail)
+        return client_error(response.status, code, detail)
     return SendResult.unknown(code, detail)  # 1xx/3xx: not a documented answer
 
 

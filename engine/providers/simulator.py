@@ -10,6 +10,7 @@ Two things live here:
   - ``POST /sim/v1/messages/bulk`` ``{messages: [...]}`` →
     ``{results: [{id} | {error: {code, detail}}]}``, one per message, in order
   - ``Authorization: Bearer <token>`` when the account has a token (optional)
+  - ``GET /sim/v1/account`` → ``{status, credit}`` (the adapter's ``check``)
   - webhook: JSON ``{events: [{id, message_id, reference, status, code, detail, at}]}``
     (``reference`` is our message id; ``id`` the event id, repeated on duplicates), plus
     ``{id, type: "inbound", from, text, in_reply_to, at}`` for replies; authenticated by
@@ -25,7 +26,8 @@ Two things live here:
   (:class:`ReceiptPoster`), rendered by each family in its provider's format.
 
   ``POST /sim/inbound/{family}`` ``{from, text, in_reply_to}`` makes a provider family post
-  a reply to its webhook, for opt-out tests.
+  a reply to its webhook, for opt-out tests. ``POST /_sim/credentials`` expires a family's
+  credentials (401) or empties its credit (402) mid-run (engine.providers.sim_accounts).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ from engine.providers.base import (
     Strict,
     WebhookEvents,
     as_e164,
+    client_error,
     decode_body,
     opt_change_for_reply,
 )
@@ -140,6 +143,10 @@ class SimulatorAdapter(Adapter[SimulatorAccount]):
             )
         return [_item_result(item) for item in items]
 
+    def check_path(self) -> str:
+        """``GET /sim/v1/account``."""
+        return "/sim/v1/account"
+
     def parse_webhook(
         self, content_type: str, body: bytes, query: Mapping[str, str]
     ) -> WebhookEvents:
@@ -166,10 +173,12 @@ def _item_result(item: Any) -> SendResult:
 
 
 def _error_result(response: Response, data: Any) -> SendResult:
+    """A 4xx: 401/403/402 are the account's (``account``), the rest rejections."""
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict) and error.get("code"):
-        return SendResult.rejected(str(error["code"]), error.get("detail"))
-    return SendResult.rejected(str(response.status), response.body[:200].decode(errors="replace"))
+        return client_error(response.status, str(error["code"]), error.get("detail"))
+    return client_error(response.status, str(response.status),
+                        response.body[:200].decode(errors="replace"))
 
 
 def _receipt(event: dict[str, Any]) -> Receipt:
@@ -466,9 +475,17 @@ class SimulatorRoutes(ProviderRoutes):
     receipts_per_post = 100
 
     def routes(self) -> list[web.RouteDef]:
-        """Single and bulk send."""
+        """Single and bulk send, and the account (for ``engine providers check``)."""
         return [web.post("/sim/v1/messages", self.send_single),
-                web.post("/sim/v1/messages/bulk", self.send_bulk)]
+                web.post("/sim/v1/messages/bulk", self.send_bulk),
+                web.get("/sim/v1/account", self._account)]
+
+    async def _account(self, request: web.Request) -> web.Response:
+        """``{status: active, credit}``, or 401 without the credentials."""
+        if not self.authorized(request):
+            self.sim.stats.unauthorized += 1
+            return self.error(401, "unauthorized", "missing or wrong credentials")
+        return json_response({"status": "active", "credit": float(self.sim.credit)})
 
     def authorized(self, request: web.Request) -> bool:
         """Any request, or a matching bearer token when one is required."""
@@ -820,8 +837,11 @@ def build_app(
     app[SIMULATOR] = sim
     app[STATS] = sim.stats
     app[FAMILIES] = {cls.family: cls(sim) for cls in families}
-    for routes in app[FAMILIES].values():
-        app.router.add_routes(routes.routes())
+    owners = {route.resource: routes for routes in app[FAMILIES].values()
+              for route in app.router.add_routes(routes.routes()) if route.resource}
+    from engine.providers import sim_accounts  # it builds on this module
+
+    sim_accounts.install(app, owners, sim.stats)
     app.router.add_get("/sim/stats", _stats)
     app.router.add_post("/sim/inbound/{family}", _inbound_route)
     app.on_shutdown.append(_release_hanging)

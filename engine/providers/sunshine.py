@@ -21,9 +21,11 @@ From the seed (001, the SunCo v2 reference) and providers.md §4:
   one number share a lookup; a cached conversation answered 404 is looked up again once.
   Nothing goes to the database.
 * errors ``{errors: [{code, title}]}``. The post: 429 ``retry`` (``Retry-After``), 409
-  (concurrent update) ``retry``, other 4xx ``rejected`` with the first code, 5xx/timeouts
-  ``unknown`` (no idempotency key). Lookups come before the post, so a 5xx, timeout or 429
-  there is ``retry``; a 4xx is ``rejected`` with SunCo's code.
+  (concurrent update) ``retry``, 401/403 (``unauthorized``, ``forbidden``) and 402 the
+  account's (``account``; engine.accounts), other 4xx ``rejected`` with the first code,
+  5xx/timeouts ``unknown`` (no idempotency key). Lookups come before the post, so a 5xx,
+  timeout or 429 there is ``retry``; a 401/403 the account's; another 4xx is ``rejected``
+  with SunCo's code. ``GET /v2/apps/{appId}`` is the account's ``check``.
 * webhooks: ``{app, webhook, events: [{id, type, createdAt, payload}]}``, secret in
   ``X-API-Key``; ``…:delivery:channel`` → sent, ``…:user`` → delivered, ``…:failure`` →
   undelivered (accepted, then not delivered; ``error.code`` kept), on ``payload.message.id``;
@@ -78,6 +80,7 @@ from engine.providers.base import (
     SendResult,
     WebhookEvents,
     as_e164,
+    client_error,
     decode_body,
     opt_change_for_reply,
 )
@@ -320,6 +323,10 @@ class SunshineAdapter(Adapter[SunshineAccount]):
 
     # webhooks
 
+    def check_path(self) -> str:
+        """``GET /v2/apps/{appId}``."""
+        return self._app
+
     async def subscribe(self, public_url: str) -> dict[str, Any]:
         """Create the v2 webhook (delivery and message triggers, full source and user).
 
@@ -427,7 +434,7 @@ def _error(response: Response) -> SendResult:
     titles = [str(e["title"]) for e in errors if e.get("title")]
     detail = "; ".join(titles) or response.body[:200].decode(errors="replace")
     if 400 <= response.status < 500:
-        return SendResult.rejected(code, detail)
+        return client_error(response.status, code, detail)
     return SendResult.unknown(code, detail)  # 1xx/3xx: not a documented answer
 
 

@@ -81,7 +81,8 @@ class SunshineRoutes(ProviderRoutes):
 
     def routes(self) -> list[web.RouteDef]:
         """Every endpoint at ``/v2/apps/{app_id}`` and at ``/sc/v2/apps/{app_id}``."""
-        table = [("POST", "/users", self._create_user),
+        table = [("GET", "", self._get_app),
+                 ("POST", "/users", self._create_user),
                  ("GET", "/users/{user}", self._get_user),
                  ("POST", "/users/{user}/clients", self._create_client),
                  ("GET", "/conversations", self._list_conversations),
@@ -107,6 +108,11 @@ class SunshineRoutes(ProviderRoutes):
         return guarded
 
     # users, conversations, clients, webhooks
+
+    async def _get_app(self, request: web.Request) -> web.Response:
+        """``GET /v2/apps/{appId}`` (the engine's ``providers check``)."""
+        return json_response({"app": {"id": request.match_info["app_id"],
+                                      "displayName": "Simulated app", "settings": {}}})
 
     async def _create_user(self, request: web.Request) -> web.Response:
         data = await _object(request)

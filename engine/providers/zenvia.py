@@ -10,8 +10,10 @@ Wire format (seed 002, providers.md §2 and its "engine choices" row):
 * base URL ``https://api.zenvia.com``; a ``base_url`` written with the version
   (``https://api.zenvia.com/v2``, as providers.md gives it) is read the same
 * errors ``{code, message, details: [{code, path, message}]}`` (the seed's table): 400
-  VALIDATION_ERROR, 401 AUTHENTICATION_ERROR, 404 NOT_FOUND, 409 DUPLICATED, and any other
-  4xx, are ``rejected`` with Zenvia's code and message. 500 with ``code:
+  VALIDATION_ERROR, 404 NOT_FOUND, 409 DUPLICATED, and any other 4xx, are ``rejected`` with
+  Zenvia's code and message; 401 AUTHENTICATION_ERROR, 403 and 402 are the account's
+  (``account``: the messages wait, the account pauses; engine.accounts).
+  ``GET /v2/subscriptions`` is the account's ``check``. 500 with ``code:
   INTERNAL_ERROR`` is the one error the seed marks "retry: yes", so it is ``retry``. A
   send is not idempotent (``externalId`` is for tracking only), so everything else that
   may have been taken is ``unknown`` and never resent: 502, 503, 504, any other 5xx, a
@@ -71,6 +73,7 @@ from engine.providers.base import (
     SendResult,
     WebhookEvents,
     as_e164,
+    client_error,
     decode_body,
     opt_change_for_reply,
 )
@@ -189,6 +192,10 @@ class ZenviaAdapter(Adapter[ZenviaAccount]):
             opt = replace(opt, channel=channel)
         return WebhookEvents(inbound=(reply,), opt_changes=(opt,) if opt else ())
 
+    def check_path(self) -> str:
+        """``GET /v2/subscriptions``."""
+        return "/v2/subscriptions"
+
     async def subscribe(self, public_url: str) -> dict[str, Any]:
         """Create the MESSAGE_STATUS and MESSAGE (inbound) subscriptions to our webhook.
 
@@ -232,7 +239,7 @@ def _error(response: Response) -> SendResult:
     code = str(body.get("code") or response.status)
     detail = _error_message(body) or response.body[:200].decode(errors="replace")
     if 400 <= response.status < 500:
-        return SendResult.rejected(code, detail)
+        return client_error(response.status, code, detail)
     return SendResult.unknown(code, detail)  # 1xx/3xx: not a documented answer
 
 

@@ -71,11 +71,18 @@ class ZenviaRoutes(ProviderRoutes):
         """The documented paths under ``https://api.zenvia.com``."""
         return [web.post("/v2/channels/{channel}/messages", self._send),
                 web.post("/v2/subscriptions", self._subscribe),
+                web.get("/v2/subscriptions", self._subscriptions),
                 web.route("*", "/v2/channels/{tail:.*}", self._not_found),
                 web.route("*", "/v2/subscriptions{tail:.*}", self._not_found)]
 
     async def _not_found(self, request: web.Request) -> web.Response:
         return self.error(404, "NOT_FOUND", "Not found")
+
+    async def _subscriptions(self, request: web.Request) -> web.Response:
+        """The seed's list of subscriptions (the engine's ``providers check`` reads it)."""
+        if not self.authorized(request):
+            return self.error(401, "AUTHENTICATION_ERROR", "No authorization token was found")
+        return json_response([])
 
     def authorized(self, request: web.Request) -> bool:
         """``X-API-TOKEN`` (any, or the required one)."""

@@ -34,7 +34,10 @@ Taken from the v1 REST docs (providers.md §3; the seed does not document sendin
   so a repeated request cannot deliver twice. The adapter is therefore ``idempotent_sends``:
   a timeout, a dropped connection, a 5xx or an unreadable 2xx is ``retry``, not ``unknown``.
 * errors: ``{status: {status_code, text, description, error_code}}`` (the table below);
-  2600 (server error) is retryable, every other documented code is permanent
+  2600 (server error) is retryable; 2601 (authentication failed), 2602 (permission denied)
+  and any 401/403/402 are the account's (``account``; engine.accounts), after the one JWT
+  renewal a 401 gets; every other documented code is permanent. ``GET
+  /v1/services/{service_id}`` (through the JWT renewal, if any) is the account's ``check``
 * no delivery webhook: ``poll`` reads ``GET {base}/v1/services/{service_id}/messages/{id}``
   (the engine's poller looks at 1, 5, 15 and 60 minutes after sending, then every 6 hours,
   until the message's validity or the receipt window ends)
@@ -90,6 +93,7 @@ from pydantic import SecretStr, model_validator
 
 from engine.providers.base import (
     AccountBase,
+    AccountReason,
     Adapter,
     MalformedWebhook,
     OptChange,
@@ -99,6 +103,7 @@ from engine.providers.base import (
     SendResult,
     WebhookEvents,
     as_e164,
+    client_error,
     decode_body,
 )
 from engine.status import MessageStatus
@@ -138,6 +143,9 @@ ERROR_CODES: Mapping[int, str] = {
     3638: "no multi-send privilege",
 }
 RETRYABLE_CODES = frozenset({2600})
+#: codes that are the account's problem, not the message's
+ACCOUNT_CODES: Mapping[int, AccountReason] = {2601: AccountReason.AUTH,
+                                              2602: AccountReason.AUTH}
 
 #: ``statuses[].type`` values, onto ours: ``failed`` is the only documented one and, as the
 #: message had been accepted, it is ``undelivered``; the others are guesses [G]
@@ -330,8 +338,15 @@ class ZingleAdapter(Adapter[ZingleAccount]):
         if code in RETRYABLE_CODES:
             return SendResult.retry(str(code), detail)
         if 400 <= response.status < 500:
-            return SendResult.rejected(str(code if code is not None else response.status), detail)
+            text = str(code if code is not None else response.status)
+            if code is not None and code not in ACCOUNT_CODES:  # Zingle's code says what it is
+                return SendResult.rejected(text, detail)
+            return client_error(response.status, text, detail, ACCOUNT_CODES.get(code or 0))
         return self._ambiguous(str(response.status), detail)  # 1xx/3xx: not documented
+
+    def check_path(self) -> str:
+        """``GET /v1/services/{service_id}``."""
+        return f"{API}/{quote(self.account.service_id, safe='')}"
 
     def parse_webhook(
         self, content_type: str, body: bytes, query: Mapping[str, str]

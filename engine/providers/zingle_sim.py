@@ -88,8 +88,17 @@ class ZingleRoutes(ProviderRoutes):
             web.post(f"{API}/{{service_id}}/messages", self._send),
             web.get(f"{API}/{{service_id}}/messages/{{message_id}}", self._message),
             web.get(_JWT_PATH, self._jwt),
+            web.get(f"{API}/{{service_id}}", self._service),
             web.route("*", f"{API}/{{tail:.*}}", self._not_found),
         ]
+
+    async def _service(self, request: web.Request) -> web.Response:
+        """``GET /v1/services/{id}``: the service (the engine's ``providers check``)."""
+        if not self.authorized(request):
+            self.sim.stats.unauthorized += 1
+            return self.error(401, "2601", "Authentication failed")
+        return json_response({"status": {"status_code": 200, "text": "OK"},
+                              "result": {"id": request.match_info["service_id"]}})
 
     def expire_credentials(self) -> None:
         """Revoke every JWT issued so far (an expiry mid-run): 401 until one is renewed."""

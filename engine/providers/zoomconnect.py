@@ -8,8 +8,9 @@ Wire format (seed 003, the swagger, providers.md §1 and its "engine choices" ro
   [{messageId, error}]}``, positional; ``bulk: false``, or a batch of one, uses
   ``POST .../sms/send`` ``{recipientNumber, message, dataField}`` → ``{messageId, error}``
 * errors: 400 ``RestErrorDTO {code, status, message, developerMessage}`` (code 2 invalid
-  mobile number, 3 empty message), 401, 403, 404: rejected. 429: retry. 5xx and timeouts:
-  unknown, because ZoomConnect has no idempotency key. Our message id travels in
+  mobile number, 3 empty message), 404: rejected; 401, 403 (bad credentials, a suspended
+  account) and 402 (no credit): the account's (``account``, engine.accounts). 429: retry.
+  5xx and timeouts: unknown, because ZoomConnect has no idempotency key. Our message id travels in
   ``dataField``, so an operator can reconcile an ``unknown`` message with
   ``GET /api/rest/v1/messages/all?dataField=<id>`` before resending it.
 * delivery reports (``status``, ``messageId``) and replies (``from``, ``message``,
@@ -19,7 +20,8 @@ Wire format (seed 003, the swagger, providers.md §1 and its "engine choices" ro
   the path: :meth:`ZoomConnectAdapter.webhook_url` (what ``engine providers subscribe``
   prints) is ``{public_url}/webhooks/{account}/{secret}``
 * polling: ``GET .../messages/{messageId}`` (``messageStatus``); balance:
-  ``GET .../account/balance`` (``creditBalance``)
+  ``GET .../account/balance`` (``creditBalance``), also the account's ``check`` (no credit
+  left fails it with the reason ``credit``)
 
 Where the seed is silent [G], the adapter accepts every plausible variant:
 
@@ -73,7 +75,9 @@ from pydantic import Field, SecretStr
 from engine.errors import ProviderPermanentError
 from engine.providers.base import (
     AccountBase,
+    AccountReason,
     Adapter,
+    CheckFailed,
     Inbound,
     MalformedWebhook,
     OptChange,
@@ -83,6 +87,7 @@ from engine.providers.base import (
     SendResult,
     WebhookEvents,
     as_e164,
+    client_error,
     decode_body,
     opt_change_for_reply,
 )
@@ -286,6 +291,21 @@ class ZoomConnectAdapter(Adapter[ZoomConnectAccount]):
         found = await asyncio.gather(*(one(i) for i in provider_message_ids))
         return [receipt for receipt in found if receipt is not None]
 
+    def check_path(self) -> str:
+        """The balance."""
+        return f"{API}/account/balance"
+
+    def check_summary(self, data: Any) -> str:
+        """``creditBalance``; none left fails the check (reason ``credit``)."""
+        value = data.get("creditBalance") if isinstance(data, dict) else None
+        try:
+            credit = Decimal(str(value))
+        except InvalidOperation:
+            return ""
+        if credit <= 0:
+            raise CheckFailed(f"{self.name}: credit balance {credit}", AccountReason.CREDIT)
+        return f"credit balance {credit}"
+
     async def balance(self) -> Decimal | None:
         """``GET /api/rest/v1/account/balance`` → ``creditBalance``."""
         data = await self._get_json(f"{API}/account/balance")
@@ -346,7 +366,8 @@ def _error(response: Response) -> SendResult:
     )
     code = dto.get("code") if response.status == 400 else None
     if 400 <= response.status < 500:
-        return SendResult.rejected(str(code if code is not None else response.status), detail)
+        return client_error(response.status, str(code if code is not None else response.status),
+                            detail)
     return SendResult.unknown(str(response.status), detail)  # 1xx/3xx: not a documented answer
 
 

@@ -111,7 +111,7 @@ async def test_zoomconnect_credentials_are_checked(
 ) -> None:
     sim = await start_simulator(settings(zoomconnect=FamilySettings(require_token="right")))
     (result,) = await zc_adapter(session, sim.url).send([msg(1, "+27821110001")])
-    assert (result.outcome, result.error_code) == (Outcome.REJECTED, "401")
+    assert (result.outcome, result.error_code) == (Outcome.ACCOUNT, "401")
     (result,) = await zc_adapter(session, sim.url, token="right").send([msg(1, "+27821110001")])
     assert result.outcome is Outcome.ACCEPTED
 

@@ -206,7 +206,7 @@ async def test_rejections(session: aiohttp.ClientSession, start_simulator: Any) 
     assert (bad.outcome, bad.error_code) == (Outcome.REJECTED, "InvalidPhoneNumber")
     (denied,) = await courier(session, sim.url, None, token="other").send(
         [msg(3, "+14155550101")])
-    assert (denied.outcome, denied.error_code) == (Outcome.REJECTED, "Unauthorized")
+    assert (denied.outcome, denied.error_code) == (Outcome.ACCOUNT, "Unauthorized")
     assert sim.stats.per_number == {}
 
 

@@ -124,7 +124,7 @@ async def test_basic_and_jwt_auth_are_verified(
     assert ok.outcome is Outcome.ACCEPTED
     (wrong,) = await sunco(session, sim.url, auth=auth, key_id=key_id, key_secret="nope").send(
         [msg(2, "+15145550002")])
-    assert (wrong.outcome, wrong.error_code) == (Outcome.REJECTED, "unauthorized")
+    assert (wrong.outcome, wrong.error_code) == (Outcome.ACCOUNT, "unauthorized")
     forged = app_jwt("app_x", SECRET).rsplit(".", 1)[0] + ".AAAA"
     async with session.post(f"{sim.url}/v2/apps/{APP}/users", json={"externalId": "+1"},
                             headers={"Authorization": f"Bearer {forged}"}) as resp:

@@ -107,7 +107,7 @@ async def test_zenvia_rejections(session: aiohttp.ClientSession, start_simulator
     (bad,) = await adapter.send([msg(2, "not a number")])
     assert (bad.outcome, bad.error_code) == (Outcome.REJECTED, "VALIDATION_ERROR")
     (denied,) = await zenvia(session, sim.url, token="wrong").send([msg(3, "+5511999990001")])
-    assert (denied.outcome, denied.error_code) == (Outcome.REJECTED, "AUTHENTICATION_ERROR")
+    assert (denied.outcome, denied.error_code) == (Outcome.ACCOUNT, "AUTHENTICATION_ERROR")
     assert denied.error_detail == "No authorization token was found"  # the seed's table
     assert sim.stats.per_number == {}
 

@@ -96,7 +96,7 @@ async def test_a_jwt_without_credentials_to_renew_it_fails_authentication(
     assert ok.outcome is Outcome.ACCEPTED
     routes_of(sim).expire_credentials()
     (refused,) = await adapter.send([msg(2)])
-    assert (refused.outcome, refused.error_code) == (Outcome.REJECTED, "2601")
+    assert (refused.outcome, refused.error_code) == (Outcome.ACCOUNT, "2601")
     assert routes_of(sim).counts["jwt"] == 1  # the adapter could not renew it
 
 

@@ -119,7 +119,7 @@ async def test_zingle_credentials_are_checked(
 ) -> None:
     sim = await start_simulator(settings(zingle=FamilySettings(require_token="right")))
     (wrong,) = await zingle(session, sim.url).send([msg(1, "+18585551001")])
-    assert (wrong.outcome, wrong.error_code) == (Outcome.REJECTED, "2601")
+    assert (wrong.outcome, wrong.error_code) == (Outcome.ACCOUNT, "2601")
     (basic,) = await zingle(session, sim.url, password="right").send([msg(2, "+18585551002")])
     assert basic.outcome is Outcome.ACCEPTED
     bearer = zingle(session, sim.url, password="right", auth="jwt")  # a JWT from the JWT API

@@ -201,7 +201,9 @@ async def test_errors_are_rejections(
 ) -> None:
     http.post(TEXTS, status=status, payload=payload)
     (result,) = await adapter(session).send([message()])
-    assert (result.outcome, result.error_code) == (Outcome.REJECTED, code)
+    # 401/403 are the account's problem, not the message's (issue 17 item 1)
+    outcome = Outcome.ACCOUNT if status in (401, 402, 403) else Outcome.REJECTED
+    assert (result.outcome, result.error_code) == (outcome, code)
     if detail:
         assert result.error_detail == detail
 

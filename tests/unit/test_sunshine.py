@@ -22,7 +22,7 @@ from yarl import URL
 
 from engine.errors import ConfigError
 from engine.providers import ACCOUNT_TYPES, adapter_for
-from engine.providers.base import MalformedWebhook, Outbound, Outcome, SendResult
+from engine.providers.base import AccountReason, MalformedWebhook, Outbound, Outcome, SendResult
 from engine.providers.sunshine import SunshineAccount, SunshineAdapter, app_jwt, hs256
 from engine.status import MessageStatus
 from tests.aioresponses_compat import MockedHTTP
@@ -313,17 +313,18 @@ async def test_4xx_on_the_post_are_rejections_with_the_error_code(
     sunco.conversations.put(NUMBER, CONVERSATION_ID)
     http.post(MESSAGES, status=status, payload={"errors": [{"code": code, "title": title}]})
     (result,) = await sunco.send([message()])
+    # 401/402/403 are the account's problem, not the message's (issue 17 item 1)
     assert (result.outcome, result.error_code, result.error_detail) == (
-        Outcome.REJECTED, code, title)
+        (Outcome.ACCOUNT if status in (401, 402, 403) else Outcome.REJECTED), code, title)
 
 
-async def test_the_seed_error_example_is_a_rejection(
+async def test_the_seed_error_example_is_the_accounts_problem(
     session: aiohttp.ClientSession, http: Any
 ) -> None:
     http.post(USERS, status=401, payload=seed("error_response"))
     (result,) = await adapter(session).send([message()])
-    assert (result.outcome, result.error_code, result.error_detail) == (
-        Outcome.REJECTED, "unauthorized", "Authorization is required")
+    assert (result.outcome, result.reason, result.error_code, result.error_detail) == (
+        Outcome.ACCOUNT, AccountReason.AUTH, "unauthorized", "Authorization is required")
 
 
 @pytest.mark.parametrize(

@@ -142,7 +142,9 @@ async def test_documented_errors_are_rejections(
 ) -> None:
     http.post(SEND, status=status, payload=payload)
     (result,) = await adapter(session).send([message()])
-    assert (result.outcome, result.error_code) == (Outcome.REJECTED, code)
+    # 401/403 are the account's problem, not the message's (issue 17 item 1)
+    outcome = Outcome.ACCOUNT if status in (401, 402, 403) else Outcome.REJECTED
+    assert (result.outcome, result.error_code) == (outcome, code)
     if detail:
         assert result.error_detail == detail
 
@@ -449,7 +451,8 @@ async def test_every_row_of_the_seeds_error_table(
     """Retry exactly what the seed marks "Retry request: Yes"; refuse the rest for good."""
     http.post(SEND, status=status, payload={"code": code, "message": text})
     (result,) = await adapter(session).send([message()])
-    assert result.outcome is (Outcome.RETRY if retry else Outcome.REJECTED)
+    refused = Outcome.ACCOUNT if status == 401 else Outcome.REJECTED  # the account's 401
+    assert result.outcome is (Outcome.RETRY if retry else refused)
     assert (result.error_code, result.error_detail) == (code, text)
 
 

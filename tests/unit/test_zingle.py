@@ -209,7 +209,9 @@ async def test_documented_errors_are_rejections(
 ) -> None:
     http.post(SEND, status=status, payload=error_body(status, code, f"problem {code}"))
     (result,) = await adapter(session).send([message()])
-    assert (result.outcome, result.error_code) == (Outcome.REJECTED, str(code))
+    # 2601/2602 are the account's problem, not the message's (issue 17 item 1)
+    outcome = Outcome.ACCOUNT if code in (2601, 2602) else Outcome.REJECTED
+    assert (result.outcome, result.error_code) == (outcome, str(code))
     assert result.error_detail == f"problem {code}"
 
 
@@ -233,7 +235,8 @@ async def test_errors_without_a_zingle_body_use_the_http_status(
 ) -> None:
     http.post(SEND, status=status, body=body)
     (result,) = await adapter(session).send([message()])
-    assert (result.outcome, result.error_code) == (Outcome.REJECTED, str(status))
+    outcome = Outcome.ACCOUNT if status == 401 else Outcome.REJECTED
+    assert (result.outcome, result.error_code) == (outcome, str(status))
 
 
 async def test_server_error_2600_in_a_4xx_is_retry(
@@ -496,7 +499,7 @@ async def test_polled_status_rows(
 @pytest.mark.parametrize(
     ("status", "code", "outcome"),
     [(400, 3613, Outcome.REJECTED), (400, 2606, Outcome.REJECTED),
-     (400, 2600, Outcome.RETRY), (401, 2601, Outcome.REJECTED)],
+     (400, 2600, Outcome.RETRY), (401, 2601, Outcome.ACCOUNT)],
     ids=["refused-3613", "refused-2606", "server-error-retry", "auth-2601"],
 )
 async def test_send_refusals_are_failed_not_undelivered(
@@ -598,7 +601,7 @@ async def test_wrong_credentials_at_the_jwt_api_are_zingles_401(
 ) -> None:
     http.get(JWT_API, status=401, payload=error_body(401, 2601, "Authentication failed"))
     (result,) = await adapter(session, auth="jwt").send([message()])
-    assert (result.outcome, result.error_code) == (Outcome.REJECTED, "2601")
+    assert (result.outcome, result.error_code) == (Outcome.ACCOUNT, "2601")
     assert sent(http, "POST", SEND) == []  # nothing was sent
 
 
@@ -619,7 +622,7 @@ async def test_a_static_jwt_is_never_renewed(session: aiohttp.ClientSession, htt
     http.post(SEND, status=401, payload=error_body(401, 2601, "Authentication failed"))
     zingle = adapter(session, username=None, password=None, jwt=a_jwt(-10))
     (result,) = await zingle.send([message()])
-    assert (result.outcome, result.error_code) == (Outcome.REJECTED, "2601")
+    assert (result.outcome, result.error_code) == (Outcome.ACCOUNT, "2601")
     assert sent(http, "GET", JWT_API) == []
 
 

@@ -160,7 +160,8 @@ async def test_documented_errors_are_rejections(
 ) -> None:
     http.post(SEND, status=status, payload=payload)
     (result,) = await adapter(session).send([message()])
-    assert result.outcome is Outcome.REJECTED
+    # 401/403 are the account's problem, not the message's (issue 17 item 1)
+    assert result.outcome is (Outcome.ACCOUNT if status in (401, 403) else Outcome.REJECTED)
     assert result.error_code == code
     if payload and "message" in payload:
         assert result.error_detail == payload["message"]
