@@ -81,7 +81,9 @@ STATUSES: Mapping[str, MessageStatus] = {
     "delivered": MessageStatus.DELIVERED,
     "read": MessageStatus.READ,
     "undelivered": MessageStatus.UNDELIVERED,
-    "failed": MessageStatus.FAILED,
+    # a receipt comes only after the send was accepted: a later failure is undelivered, as
+    # for every provider (``failed`` is for sends refused at the request); the code says why
+    "failed": MessageStatus.UNDELIVERED,
 }
 
 

@@ -199,6 +199,24 @@ async def test_simulator_receipts_arrive_authenticated(
     assert receiver.content_types[0].startswith("application/json")
 
 
+async def test_a_failure_after_acceptance_is_undelivered_with_its_code(
+    session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
+) -> None:
+    """The simulator's ``failed`` receipt follows an accepted send: ``undelivered``, as for
+    every provider, with the network's code kept (``failed`` is for refused sends)."""
+    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sim", webhook_secret="hdr",
+                            delivered=0.0, undelivered=0.0)
+    sim = await start_simulator(settings(simulator=family))
+    adapter = sim_adapter(session, sim.url, webhook_secret="hdr")
+    receiver.adapters["sim"] = adapter
+    [result] = await adapter.send([msg(1, "+27821110001")])
+    assert result.outcome is Outcome.ACCEPTED
+    await receiver.wait_for(lambda: len(receiver.receipts("sim")) == 2)
+    final = [r for r in receiver.receipts("sim") if r.status is not MessageStatus.SENT]
+    assert [(r.status, r.provider_status, r.error_code) for r in final] == [
+        (MessageStatus.UNDELIVERED, "failed", "network_rejected")]
+
+
 async def test_zoomconnect_receipts_arrive_as_form_with_query_secret(
     session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
