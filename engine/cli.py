@@ -611,6 +611,8 @@ async def simulator_serve(ctx: Context, args: argparse.Namespace) -> int:
     settings = SimulatorSettings()
     if args.settings:
         path = Path(args.settings)
+        if not path.is_file():  # a typo is one line, as for every other file argument
+            raise ConfigError(f"{path}: no such file")
         doc = yamldoc.load(path)
         try:
             settings = SimulatorSettings.model_validate(doc.data or {})
