@@ -112,17 +112,19 @@ def test_every_command_has_a_row_and_every_row_is_a_command() -> None:
     assert (no_row, no_command) == ([], []), "commands with no row, rows with no command"
 
 
-def test_every_option_a_row_names_exists() -> None:
+def test_a_row_names_every_option_of_its_commands_and_no_other() -> None:
     commands = parser_commands()
-    wrong = []
+    unknown, undocumented = [], []
     for row in table_rows():
+        named = set(re.findall(r"--[a-z][a-z-]*", row))
         for command in row_commands(row):
             if command not in commands:
                 continue  # reported by the test above
-            known = {o for a in commands[command]._actions for o in a.option_strings}
-            wrong += [f"{command}: {o}" for o in re.findall(r"--[a-z][a-z-]*", row)
-                      if o not in known]
-    assert wrong == []
+            known = {o for a in commands[command]._actions for o in a.option_strings
+                     if o.startswith("--") and o != "--help"}
+            unknown += [f"{command} {o}" for o in sorted(named - known)]
+            undocumented += [f"{command} {o}" for o in sorted(known - named)]
+    assert (unknown, undocumented) == ([], []), "options no command has, options no row names"
 
 
 def test_the_row_reader_sees_alternatives_and_stops_at_arguments() -> None:
@@ -376,6 +378,37 @@ async def test_cancel_ends_the_queued_messages_cancelled(
     assert run["status"] == "cancelled" and run["reason"].startswith("cancelled by ")
     listed = await asyncio.to_thread(cli, "campaign", "list")
     assert listed.out.splitlines()[1].split()[:3] == ["promo", "cancelled", "-"]
+
+
+def test_a_cancelled_campaign_is_not_said_to_be_paused_or_resumed(
+    cli: Cli, project: Path
+) -> None:
+    cli("campaign", "apply", str(write_campaign(project / "promo.yaml")))
+    assert cli("campaign", "cancel", "promo").out == (
+        "promo: cancelled (0 run(s), 0 unsent messages)\n")
+    for command in ("pause", "resume"):
+        assert one_line(cli("campaign", command, "promo")) == (
+            f"promo is cancelled; there is nothing to {command}")
+    assert cli("campaign", "list").out.splitlines()[1].split()[:2] == ["promo", "cancelled"]
+    # a run asked for by name after the cancel is still controlled, and says so
+    cli("campaign", "send", "promo")
+    assert cli("campaign", "pause", "promo").out == (
+        "promo: 1 run(s) in progress paused; the campaign stays cancelled\n")
+    assert cli("campaign", "resume", "promo").out == (
+        "promo: 1 run(s) continue; the campaign stays cancelled\n")
+
+
+async def test_a_finished_one_off_has_nothing_to_pause(
+    cli: Cli, project: Path, pool: asyncpg.Pool, conn: asyncpg.Connection
+) -> None:
+    path = write_campaign(project / "once.yaml", "once", schedule="now: true")
+    assert (await asyncio.to_thread(cli, "campaign", "apply", str(path))).code == 0
+    run_id = await expand_due(pool)  # nobody in its group: the run completes at once
+    assert await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1",
+                               run_id) == "completed"
+    for command in ("pause", "resume"):
+        assert one_line(await asyncio.to_thread(cli, "campaign", command, "once")) == (
+            f"once is finished; there is nothing to {command}")
 
 
 @pytest.mark.parametrize("command", ["pause", "resume", "cancel"])
