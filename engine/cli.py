@@ -447,30 +447,50 @@ async def run_daemon(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def _control(ctx: Context, query: str, name: str,
-                   *, who: bool = True) -> list[asyncpg.Record]:
+                   *, who: bool = True) -> tuple[str, list[asyncpg.Record]]:
+    """Run a control query; the campaign's status before it, and the query's rows."""
     async with ctx.connection() as conn:
-        await campaigns.campaign_row(conn, name)
+        before = str((await campaigns.campaign_row(conn, name))["status"])
         # pause and cancel record who did it in the run's reason; resume clears it
         args = (name, f"{getpass.getuser()} (cli)") if who else (name,)
         rows: list[asyncpg.Record] = await conn.fetch(QUERIES[query], *args)
         await conn.execute(QUERIES["notify_work"], "control")
-    return rows
+    return before, rows
+
+
+def _ended(name: str, status: str, verb: str, runs: int) -> str | None:
+    """What pause or resume did to a campaign that fires no more, or None when the usual
+    line says it: a finished one-off's run is paused and resumed as any other, but a
+    cancelled campaign stays cancelled (only runs asked for by name since can be in
+    progress), and with no run at all there is nothing to do."""
+    if status not in ("finished", "cancelled"):
+        return None
+    if not runs:
+        raise EngineError(f"{name} is {status}; there is nothing to {verb}")
+    if status == "finished":
+        return None
+    done = "in progress paused" if verb == "pause" else "continue"
+    return f"{name}: {runs} run(s) {done}; the campaign stays {status}"
 
 
 async def campaign_pause(ctx: Context, args: argparse.Namespace) -> int:
     """Pause a campaign and its runs in progress."""
-    rows = await _control(ctx, "pause_campaign", args.name)
-    print(f"{args.name}: paused ({len(rows)} run(s) in progress paused)")
+    before, rows = await _control(ctx, "pause_campaign", args.name)
+    print(_ended(args.name, before, "pause", len(rows))
+          or f"{args.name}: paused ({len(rows)} run(s) in progress paused)")
     return 0
 
 
 async def campaign_resume(ctx: Context, args: argparse.Namespace) -> int:
     """Resume a paused campaign and its runs; re-check the budget of an over-budget run."""
-    rows = await _control(ctx, "resume_campaign", args.name, who=False)
+    before, rows = await _control(ctx, "resume_campaign", args.name, who=False)
     async with ctx.connection() as conn, aiohttp.ClientSession() as session:
         requeued = await campaigns.resume_over_budget(
             conn, args.name, lambda account: _balance_of(ctx, session, account))
-    if rows or requeued is None:
+    # a one-off stopped over budget has finished firing: its run is what resume is for
+    if requeued is None and (ended := _ended(args.name, before, "resume", len(rows))):
+        print(ended)
+    elif rows or requeued is None:
         print(f"{args.name}: resumed ({len(rows)} run(s) continue)")
     if requeued is not None and requeued.newer_firing is not None:
         print(f"run {requeued.run_id} stays over budget: the campaign fires anew at "
@@ -495,7 +515,7 @@ async def _balance_of(ctx: Context, session: aiohttp.ClientSession,
 
 async def campaign_cancel(ctx: Context, args: argparse.Namespace) -> int:
     """Cancel a campaign: no more firings; unsent messages of its runs are cancelled."""
-    [row] = await _control(ctx, "cancel_campaign", args.name)
+    _, [row] = await _control(ctx, "cancel_campaign", args.name)
     print(f"{args.name}: cancelled ({row['runs']} run(s), {row['messages']} unsent messages)")
     return 0
 
@@ -653,6 +673,8 @@ async def simulator_serve(ctx: Context, args: argparse.Namespace) -> int:
     settings = SimulatorSettings()
     if args.settings:
         path = Path(args.settings)
+        if not path.is_file():  # a typo is one line, as for every other file argument
+            raise ConfigError(f"{path}: no such file")
         doc = yamldoc.load(path)
         try:
             settings = SimulatorSettings.model_validate(doc.data or {})
