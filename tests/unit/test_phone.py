@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from engine.audience import (
+from engine.phones import (
     ContactsError,
     _fast_path,
     _slow_path,
