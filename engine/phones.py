@@ -325,8 +325,8 @@ def require_e164(phone: str) -> None:
 
 
 def international(phone: str) -> str | None:
-    """A number as a provider reports it (``+digits`` or digits with a country code) in
-    E.164, or None when it is not a valid international number."""
+    """A number a provider reports, in E.164: ``+digits`` as given, anything else read
+    without a region (``00`` as ``+``); None when that finds no valid number."""
     return phone if phone.startswith("+") and phone[1:].isdigit() else normalise(phone, None)
 
 
