@@ -1,4 +1,4 @@
-"""Benchmark ``engine.audience.import_contacts``: rows per second and peak memory.
+"""Benchmark ``engine.contacts_import.import_contacts``: rows per second and peak memory.
 
 Run ``python bench/contacts.py [--n 1000000] [--database-url URL]``.
 It writes a CSV of N generated contacts (numbers in several countries and formats,
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import fresh_database
 
-from engine import audience, db
+from engine import contacts_csv, contacts_import, db
 
 ZONES = ("Africa/Johannesburg", "America/New_York", "Europe/London", "America/Sao_Paulo")
 CITIES = ("Cape Town", "Durban", "New York", "London", "São Paulo", "Pretoria", "Leeds")
@@ -149,7 +149,7 @@ async def import_once(conn: asyncpg.Connection, path: Path, args: argparse.Names
     rss_before = current_rss_mib()
     cpu_before = process_cpu(), backend_cpu(backend)
     started = time.perf_counter()
-    report = await audience.import_contacts(
+    report = await contacts_import.import_contacts(
         conn, path, group="bench", region="ZA", batch_size=args.batch_size
     )
     elapsed = time.perf_counter() - started
@@ -179,11 +179,11 @@ def profile_prepare(path: Path) -> None:
     started = time.perf_counter()
     profiler.enable()
     with path.open(encoding="utf-8-sig", newline="") as stream:
-        reader = audience._reader(stream, str(path))
-        where = audience._header(reader, str(path))
+        reader = contacts_csv.csv_reader(stream, str(path))
+        where = contacts_csv.read_header(reader, str(path))
         rows = sum(
-            audience.prepare_batch(batch, where, "ZA").rows
-            for batch in audience._batches(reader, str(path), audience.BATCH_SIZE)
+            contacts_csv.prepare_batch(batch, where, "ZA").rows
+            for batch in contacts_csv.row_batches(reader, str(path), contacts_import.BATCH_SIZE)
         )
     profiler.disable()
     elapsed = time.perf_counter() - started
@@ -196,7 +196,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1_000_000, help="rows to generate")
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
-    parser.add_argument("--batch-size", type=int, default=audience.BATCH_SIZE)
+    parser.add_argument("--batch-size", type=int, default=contacts_import.BATCH_SIZE)
     parser.add_argument("--profile", action="store_true", help="profile the Python side only")
     asyncio.run(run(parser.parse_args()))
 

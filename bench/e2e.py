@@ -40,7 +40,7 @@ import psutil
 from common import SECRET, Simulator, free_port, fresh_database
 from dispatch import raw_limit
 
-from engine import audience, campaigns, db
+from engine import campaigns, contacts_import, db
 from engine.config import EngineConfig
 from engine.spec import Campaign
 
@@ -180,7 +180,7 @@ async def engine_run(args: argparse.Namespace, url: str, sim: Simulator, port: i
         csv_path = Path(tmp) / "contacts.csv"
         write_contacts(csv_path, args.n)
         started = time.perf_counter()
-        report = await audience.import_contacts(conn, csv_path, group="all", region="ZA")
+        report = await contacts_import.import_contacts(conn, csv_path, group="all", region="ZA")
         imported = report.rows / (time.perf_counter() - started)
         spec = Campaign.from_spec({
             "name": "bench", "provider": "sim", "schedule": {"now": True},

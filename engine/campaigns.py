@@ -42,8 +42,9 @@ from typing import Any
 import asyncpg
 
 from engine import audiencefile, sms
-from engine.audience import ImportReport, RowProblem, import_contacts, mask
 from engine.config import EngineConfig
+from engine.contacts_csv import RowProblem
+from engine.contacts_import import ImportReport, import_contacts
 from engine.errors import EngineError
 from engine.expander import (
     Row,
@@ -54,6 +55,7 @@ from engine.expander import (
     plan_run,
     utcnow,
 )
+from engine.phones import mask
 from engine.queries import QUERIES
 from engine.spec import Campaign
 from engine.status import MessageStatus, RunStatus

@@ -28,8 +28,9 @@ import asyncpg
 import orjson
 from pydantic import ValidationError
 
-from engine import __version__, audience, campaigns, db, logs, migrate, sms, spec, yamldoc
+from engine import __version__, audience, campaigns, db, logs, migrate, phones, sms, spec, yamldoc
 from engine.config import EngineConfig, load_config
+from engine.contacts_import import import_contacts
 from engine.errors import (
     CampaignFileError,
     ConfigError,
@@ -176,7 +177,7 @@ async def sms_analyze(ctx: Context, args: argparse.Namespace) -> int:
     """Print the encoding, units, segments, parts and cost of a text."""
     to = prices = None
     if args.to:
-        to = audience.normalise(args.to, args.region or ctx.config.default_region)
+        to = phones.normalise(args.to, args.region or ctx.config.default_region)
         if to is None:
             raise EngineError(f"not a valid phone number: {args.to!r}")
         if args.account and args.account not in ctx.config.providers:
@@ -236,7 +237,7 @@ async def contacts_import(ctx: Context, args: argparse.Namespace) -> int:
         raise EngineError(f"{path}: no such file")
     region = args.region or ctx.config.default_region
     async with ctx.connection() as conn:
-        report = await audience.import_contacts(
+        report = await import_contacts(
             conn, path, group=args.group, region=region, progress=_progress_bar())
     if sys.stderr.isatty():
         sys.stderr.write("\n")
@@ -254,7 +255,7 @@ async def contacts_import(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _number(ctx: Context, raw: str, region: str | None = None) -> str:
-    phone = audience.normalise(raw, region or ctx.config.default_region)
+    phone = phones.normalise(raw, region or ctx.config.default_region)
     if phone is None:
         raise EngineError(f"not a valid phone number: {raw!r}")
     return phone

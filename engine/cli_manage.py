@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine import campaigns, contacts
-from engine.audience import mask, normalise
 from engine.cli import Context, _cell, print_table
 from engine.errors import EngineError
+from engine.phones import mask, normalise
 from engine.untrusted import printable_lines
 
 

@@ -1,4 +1,4 @@
-"""Looking at and removing contacts and groups (importing them is ``engine.audience``).
+"""Looking at and removing contacts and groups (importing them is ``engine.contacts_import``).
 
 What removal keeps, and why:
 
@@ -30,7 +30,8 @@ from typing import Any, TextIO
 
 import asyncpg
 
-from engine.audience import ContactsError, check_region, layout, normalise, normalise_reason
+from engine.contacts_csv import layout
+from engine.phones import ContactsError, check_region, normalise, normalise_reason
 from engine.queries import QUERIES
 
 #: messages shown by ``engine contacts show``

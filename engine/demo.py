@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from engine import audience, campaigns, db, migrate, receipts, spec
+from engine import audience, campaigns, contacts_import, db, migrate, phones, receipts, spec
 from engine.config import EngineConfig
 from engine.daemon import Daemon
 from engine.errors import EngineError
@@ -232,7 +232,7 @@ async def _prepare(url: str, config: EngineConfig, workdir: Path, campaigns_dir:
         await migrate.migrate(conn)
         path = workdir / "contacts.csv"
         write_contacts(path, CONTACTS, random.Random(7))
-        report = await audience.import_contacts(conn, path, group="demo", region="ZA")
+        report = await contacts_import.import_contacts(conn, path, group="demo", region="ZA")
         say(f"imported {report.imported} contacts into group 'demo' "
             f"({report.invalid_total} invalid rows reported and skipped)")
         opted_out = await conn.fetch("SELECT phone FROM contacts ORDER BY id LIMIT 30")
@@ -292,7 +292,7 @@ async def _stop_reply(url: str, sim: RunningSimulator, run_id: int,
     async with aiohttp.ClientSession() as session, session.post(
             f"{sim.url}/sim/inbound/simulator", json={"from": phone, "text": "STOP"}) as resp:
         resp.raise_for_status()
-    say(f"{audience.mask(phone)} replied STOP")
+    say(f"{phones.mask(phone)} replied STOP")
 
 
 async def _progress(url: str, run_id: int, running: asyncio.Task[None],

@@ -36,13 +36,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
-import phonenumbers
-from phonenumbers import timezone as phone_timezones
 from pydantic import ValidationError
 
 from engine import sms
 from engine.config import EngineConfig
+from engine.contact_fields import CONTACT_FIELDS
 from engine.errors import EngineError
+from engine.phones import number_zone
 from engine.pricing import NoRateError, PriceTable
 from engine.queries import QUERIES
 from engine.spec import Campaign, FrequencyCap
@@ -108,36 +108,11 @@ def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
 
 
-_NUMBER_ZONES: dict[str, str | None] = {}
-#: numbers sharing their first 7 digits share a time zone in phonenumbers' data
-_ZONE_PREFIX = 8
-
-
-def number_zone(phone: str) -> str | None:
-    """The single time zone of an E.164 number, if its numbering plan has one."""
-    key = phone[:_ZONE_PREFIX]
-    if key not in _NUMBER_ZONES:
-        if len(_NUMBER_ZONES) > 65536:
-            _NUMBER_ZONES.clear()
-        _NUMBER_ZONES[key] = _zone_of(phone)
-    return _NUMBER_ZONES[key]
-
-
 def recipient_zone(contact_zone: str | None, phone: str, campaign_zone: str) -> str:
     """Where quiet hours are read: the contact's zone, else the number's, else the campaign's."""
     return contact_zone or number_zone(phone) or campaign_zone
 
 
-def _zone_of(phone: str) -> str | None:
-    try:
-        zones = phone_timezones.time_zones_for_number(phonenumbers.parse(phone))
-    except phonenumbers.NumberParseException:
-        return None
-    return zones[0] if len(zones) == 1 and zones[0] != "Etc/Unknown" else None
-
-
-#: the contact columns a template can name (``attributes`` and ``vars`` fill the rest)
-CONTACT_FIELDS = ("phone", "first_name", "last_name", "locale", "timezone")
 #: rendered texts kept per run; bounded so memory stays flat on any audience
 RENDER_CACHE_SIZE = 50_000
 _MISSING = object()

@@ -2,7 +2,7 @@
 
 Modules log with ``extra={"campaign": ..., "run": ..., "account": ...}``; those keys
 appear on the line (``key=value`` in text, fields in JSON). Phone numbers are masked by
-whoever logs them (:func:`engine.audience.mask`); this module never sees raw numbers
+whoever logs them (:func:`engine.phones.mask`); this module never sees raw numbers
 unless someone passes them, so it masks anything under the key ``phone`` as well.
 """
 
@@ -20,7 +20,7 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime
 def _context(record: logging.LogRecord) -> dict[str, Any]:
     extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
     if isinstance(extra.get("phone"), str):
-        from engine.audience import mask
+        from engine.phones import mask
 
         extra["phone"] = mask(extra["phone"])
     return extra

@@ -41,8 +41,8 @@ from typing import Any
 
 import asyncpg
 
-from engine.audience import mask, normalise
 from engine.errors import EngineError
+from engine.phones import international, mask
 from engine.providers.base import (
     OPT_IN_WORDS,
     OPT_OUT_WORDS,
@@ -223,7 +223,7 @@ class InboundRows:
 
 
 def _e164(phone: str, account: str) -> str | None:
-    number = phone if phone.startswith("+") and phone[1:].isdigit() else normalise(phone, None)
+    number = international(phone)
     if number is None:
         log.warning("opt change for %s ignored: not an international number", mask(phone),
                     extra={"account": account})

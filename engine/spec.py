@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
 import yaml
 from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
@@ -54,7 +53,7 @@ from pydantic import (
     model_validator,
 )
 
-from engine import audiencefile, templates, yamldoc
+from engine import audiencefile, phones, templates, yamldoc
 from engine.errors import CampaignFileError
 from engine.providers.base import Strict
 from engine.sms import Mode
@@ -305,19 +304,7 @@ def _quoted(value: Any) -> Any:
 
 
 def _e164(value: str, info: ValidationInfo) -> str:
-    region = _checks(info).default_region
-    try:
-        number = phonenumbers.parse(value, region)
-    except phonenumbers.NumberParseException as exc:
-        if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
-            raise ValueError(
-                f"{value!r} has no country code: write it as +<country code><number>"
-                + ("" if region else ", or set default_region in engine.yaml")
-            ) from None
-        raise ValueError(f"not a phone number: {value!r}") from None
-    if not phonenumbers.is_valid_number(number):
-        raise ValueError(f"invalid phone number {value!r}")
-    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+    return phones.parse_e164(value, _checks(info).default_region)
 
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")

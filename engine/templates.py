@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 
     from engine.spec import MessageSpec
 
-#: Contact columns that win over the contact's free-form attributes and the campaign's vars.
-CONTACT_FIELDS = ("phone", "first_name", "last_name", "locale", "timezone")
 _REFUSED_NODES = (nodes.Include, nodes.Import, nodes.FromImport, nodes.Extends)
 #: characters a PostgreSQL text value cannot hold
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")

@@ -51,6 +51,7 @@ import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from engine import phones
 from engine.errors import EngineError, ProviderPermanentError, ProviderTemporaryError
 from engine.status import MessageStatus
 from engine.values import Duration, Rate, RateValue
@@ -294,10 +295,7 @@ def opt_change_for_reply(phone: str, text: str, raw: dict[str, Any]) -> OptChang
 
 def as_e164(number: str) -> str:
     """``+`` and digits for an international number; anything else is returned as given."""
-    text = number.strip().replace(" ", "")
-    if text.isdigit() and not text.startswith("0"):
-        return "+" + text
-    return text
+    return phones.as_e164(number)
 
 
 def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:

@@ -1,7 +1,7 @@
 """Fuzzing the CSV importer (issue 18): whatever bytes a file holds, the import ends in a
 report or in one clean ContactsError line, in bounded time, and never half-writes.
 
-What the importer promises (engine.audience): a file it refuses writes no contact; an
+What the importer promises (engine.contacts_import): a file it refuses writes no contact; an
 error after some batches keeps those batches. The inputs here fit in one batch, so an
 error must leave no contact at all, and a report must match the table exactly.
 """
@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.audience import ContactsError, ImportReport, import_contacts
+from engine.contacts_import import ImportReport, import_contacts
+from engine.phones import ContactsError
 
 # cells made of what breaks parsers: delimiters, quotes, line ends, NUL, BOM, escapes,
 # surrogate-free non-ASCII, and things that look like numbers

@@ -30,7 +30,7 @@ import orjson
 import pytest
 
 from engine import report_page, reports
-from engine.audience import mask
+from engine.phones import mask
 from engine.queries import QUERIES
 from engine.reports import ReportError
 from engine.status import SKIP_STATUSES, MessageStatus

@@ -1,6 +1,9 @@
-"""Phone numbers: E.164 normalisation, its reasons, the fast path, and masking for logs."""
+"""Phone numbers: E.164 normalisation, its reasons, the fast path, masking for logs, the
+readers the campaign file, replies and adapters use, and a number's time zone."""
 
 from __future__ import annotations
+
+import re
 
 import phonenumbers
 import pytest
@@ -8,14 +11,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
 
-from engine.audience import (
+from engine.phones import (
     ContactsError,
     _fast_path,
     _slow_path,
+    as_e164,
     check_region,
+    international,
+    is_e164,
     mask,
     normalise,
     normalise_reason,
+    number_zone,
+    parse_e164,
+    require_e164,
 )
 
 
@@ -183,3 +192,68 @@ def test_fast_path_agrees_with_phonenumbers_on_random_digits(
     fast = _fast_path(text, region)
     if fast is not None:
         assert fast == _slow_path(text, region)
+
+
+# --- the readers built on normalise ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "expected"),
+    [
+        ("+27 82 123 4567", None, "+27821234567"),
+        ("082 123 4567", "ZA", "+27821234567"),
+        ("0027821234567", None, "+27821234567"),  # read as an import reads it
+    ],
+)
+def test_parse_e164_reads_a_number_as_an_import_does(
+    raw: str, region: str | None, expected: str
+) -> None:
+    assert parse_e164(raw, region) == expected == normalise(raw, region)
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "message"),
+    [
+        ("082 123 4567", None, "'082 123 4567' has no country code: write it as "
+         "+<country code><number>, or set default_region in engine.yaml"),
+        ("+999 123 4567", "ZA", "'+999 123 4567' has no country code: write it as "
+         "+<country code><number>"),
+        ("+1555", None, "invalid phone number '+1555'"),
+        ("call me", "ZA", "not a phone number: 'call me'"),
+        ("", None, "not a phone number: ''"),
+    ],
+)
+def test_parse_e164_says_why_in_campaign_file_words(
+    raw: str, region: str | None, message: str
+) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        parse_e164(raw, region)
+
+
+def test_international_reads_what_providers_send() -> None:
+    assert international("+27821234567") == "+27821234567"
+    assert international("+1") == "+1"  # +digits are taken as the provider wrote them
+    assert international("00 27 82 123 4567") == "+27821234567"
+    assert international("27821234567") is None  # no + and no region: no country code
+    assert international("STOP") is None
+
+
+def test_as_e164_adds_the_plus_and_leaves_the_rest() -> None:
+    assert as_e164(" 27 82 123 4567 ") == "+27821234567"
+    assert as_e164("+27821234567") == "+27821234567"
+    assert as_e164("0821234567") == "0821234567"
+    assert as_e164("short-code") == "short-code"
+
+
+def test_require_e164_masks_the_number_it_refuses() -> None:
+    assert is_e164("+27821234567") and not is_e164("27821234567")
+    require_e164("+27821234567")
+    with pytest.raises(ContactsError, match=r"^not an E\.164 number: '\*\*\* \*\*\* \*567'$"):
+        require_e164("082 123 4567")
+
+
+def test_number_zone_only_when_the_numbering_plan_has_one() -> None:
+    assert number_zone("+27821234567") == "Africa/Johannesburg"
+    assert number_zone("+14155552671") == "America/Los_Angeles"
+    assert number_zone("+79161234567") is None  # Russia spans many zones
+    assert number_zone("+999") is None
