@@ -33,7 +33,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from engine import audience, campaigns, db, migrate, receipts, spec
+from engine import audience, campaigns, db, migrate, scheduler, spec
 from engine.config import EngineConfig
 from engine.daemon import Daemon
 from engine.errors import EngineError
@@ -328,7 +328,7 @@ async def _complete(url: str, config: EngineConfig) -> None:
     """Close the run now its messages are final, as the daemon would within 10 seconds."""
     conn = await db.connect(url)
     try:
-        await receipts.complete_runs(conn, config.receipt_window)
+        await scheduler.complete_runs(conn, config.receipt_window)
     finally:
         await conn.close()
 
