@@ -38,7 +38,8 @@ from common import fresh_database, peak_rss_mib
 from engine import db
 from engine.config import EngineConfig
 from engine.providers import adapter_for
-from engine.receipts import ReceiptWriter, Reconciler
+from engine.receipt_writer import ReceiptWriter
+from engine.reconciler import Reconciler
 from engine.webhooks import WebhookHandler
 
 SECRET = "bench-secret"

@@ -49,11 +49,14 @@ from engine.config import EngineConfig
 from engine.dispatcher import Dispatcher
 from engine.expander import Expander
 from engine.metrics import Metrics
+from engine.poller import Poller
 from engine.providers import adapter_for
 from engine.providers.base import Adapter
 from engine.queries import QUERIES
-from engine.receipts import Poller, ReceiptWriter, Reconciler, complete_runs
+from engine.receipt_writer import ReceiptWriter
+from engine.reconciler import Reconciler
 from engine.redact import Redactor
+from engine.scheduler import complete_runs
 from engine.webhooks import WebhookHandler, listener_logger, require_secrets, same_secret
 
 log = logging.getLogger(__name__)

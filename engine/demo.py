@@ -33,7 +33,16 @@ from typing import Any
 import aiohttp
 import yaml
 
-from engine import audience, campaigns, contacts_import, db, migrate, phones, receipts, spec
+from engine import (
+    audience,
+    campaigns,
+    contacts_import,
+    db,
+    migrate,
+    phones,
+    scheduler,
+    spec,
+)
 from engine.config import EngineConfig
 from engine.daemon import Daemon
 from engine.errors import EngineError
@@ -328,7 +337,7 @@ async def _complete(url: str, config: EngineConfig) -> None:
     """Close the run now its messages are final, as the daemon would within 10 seconds."""
     conn = await db.connect(url)
     try:
-        await receipts.complete_runs(conn, config.receipt_window)
+        await scheduler.complete_runs(conn, config.receipt_window)
     finally:
         await conn.close()
 

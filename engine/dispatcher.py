@@ -31,18 +31,22 @@ must not burn a whole audience).
 request cancelled before it started goes back to ``queued``, one cancelled in flight
 becomes ``unknown``. Leases of a dispatcher that died are recovered by any live one
 (:meth:`Dispatcher.recover_leases`).
+
+This module is the lane and its claim-send loops; the parts it drives live beside it:
+:mod:`engine.send_results` (recording results in groups, the outcome → status table),
+:mod:`engine.brake` (the failure brake), :mod:`engine.pacing` (an account's rate,
+concurrency and pauses in this daemon), :mod:`engine.accounts` (whether an account can
+send at all) and :mod:`engine.budget` (how much a lane may hold claimed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -50,13 +54,16 @@ import asyncpg
 from aiolimiter import AsyncLimiter
 
 from engine.accounts import AccountHealth
+from engine.brake import FailureBrake
 from engine.budget import ClaimBudget
 from engine.config import EngineConfig
 from engine.expander import SendTiming, recipient_zone, utcnow
 from engine.metrics import Metrics
+from engine.pacing import AccountState
 from engine.providers.base import Adapter, Outbound, Outcome, SendResult
 from engine.queries import QUERIES
 from engine.redact import Redactor
+from engine.send_results import ACCOUNT_DOWN, Chunk, Held, Recorder, Results
 from engine.spec import Campaign
 from engine.status import MessageStatus
 
@@ -66,66 +73,6 @@ log = logging.getLogger(__name__)
 MAX_CLAIM = 5000
 #: claim-send-record loops per run, so one batch's database work overlaps another's sends
 PIPELINE = 3
-#: send results are written in groups of at most this many, or this many seconds old
-FLUSH_ROWS = 500
-FLUSH_AFTER = 0.2
-BACKOFF_BASE = 2.0
-BACKOFF_CAP = 300.0
-
-
-def backoff(attempts: int, rng: random.Random) -> float:
-    """Seconds before retry number ``attempts``: exponential, capped, with jitter."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(attempts - 1, 0))
-    return rng.uniform(ceiling / 2, ceiling)
-
-
-@dataclass(slots=True)
-class AccountState:
-    """One provider account as this dispatcher sends to it."""
-
-    adapter: Adapter[Any]
-    rate: float
-    concurrency: int
-    limiter: AsyncLimiter = field(init=False)
-    semaphore: asyncio.Semaphore = field(init=False)
-    paused_until: float = 0.0
-
-    def __post_init__(self) -> None:
-        self.limiter = AsyncLimiter(self.rate, 1)
-        self.semaphore = asyncio.Semaphore(self.concurrency)
-
-    @property
-    def batch(self) -> int:
-        """Messages per request: the adapter's batch, never more than a second of tokens."""
-        return max(1, min(self.adapter.max_batch, int(self.rate)))
-
-    def set_rate(self, rate: float) -> None:
-        """Change the rate (the share of the account this daemon may use)."""
-        if not math.isclose(rate, self.rate):
-            self.rate = rate
-            self.limiter = AsyncLimiter(rate, 1)
-
-    def pause(self, seconds: float) -> None:
-        """Send nothing on this account for ``seconds`` (the provider said 429)."""
-        loop = asyncio.get_running_loop()
-        self.paused_until = max(self.paused_until, loop.time() + seconds)
-        log.warning("account paused for %.1fs", seconds, extra={"account": self.adapter.name})
-
-    async def wait_unpaused(self) -> None:
-        """Sleep out a pause, if any."""
-        delay = self.paused_until - asyncio.get_running_loop().time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-
-
-@dataclass(slots=True)
-class _Chunk:
-    """One request's worth of claimed messages and how far it got."""
-
-    rows: list[asyncpg.Record]
-    started: bool = False
-    results: list[SendResult] | None = None
-    recorded: bool = False
 
 
 class Dispatcher:
@@ -149,6 +96,7 @@ class Dispatcher:
         self.accounts = {name: AccountState(adapter, self._rate(name), config.providers[name]
                                             .concurrency) for name, adapter in adapters.items()}
         self.redact = Redactor.of(adapters.values())
+        self.recorder = Recorder(pool, worker, config.max_attempts, self.rng, self.redact)
         self.health = AccountHealth(pool, adapters, metrics)
         self._lanes: dict[int, asyncio.Task[int]] = {}
         self._metric_children: dict[str, tuple[Any, Any, dict[Outcome, Any]]] = {}
@@ -246,7 +194,7 @@ class Dispatcher:
         account = self.accounts[campaign.provider]
         own = campaign.limits.rate
         run_limiter = AsyncLimiter(own.per_second, 1) if own is not None else None
-        recent: deque[bool] = deque(maxlen=self.failure_window)
+        brake = FailureBrake(self.pool, run_id, self.failure_window, self.failure_ratio)
         braked = asyncio.Event()
         budget = ClaimBudget()
 
@@ -263,12 +211,11 @@ class Dispatcher:
                     if not claimed:
                         break
                     total += len(claimed)
-                    rejected = await self._send_claimed(run_id, campaign, account,
-                                                        run_limiter, claimed)
+                    rejected = await self._send_claimed(campaign, account, run_limiter,
+                                                        claimed)
                 finally:
                     await asyncio.shield(budget.give(size))
-                recent.extend(rejected)
-                if await self._brake(run_id, recent):
+                if await brake.record(rejected):
                     braked.set()
             return total
 
@@ -281,17 +228,17 @@ class Dispatcher:
                 QUERIES["claim_messages"], run_id, size, self.worker, lease_until, quiet_hours)
         return rows
 
-    async def _send_claimed(self, run_id: int, campaign: Campaign, account: AccountState,
+    async def _send_claimed(self, campaign: Campaign, account: AccountState,
                             run_limiter: AsyncLimiter | None,
                             claimed: Sequence[asyncpg.Record]) -> list[bool]:
         sending = [row for row in claimed if row["status"] == MessageStatus.SENDING.value]
         now = utcnow()
         timing = SendTiming(campaign, now)
-        waiting = [row for row in sending if self._held(row, timing, now)]
-        held = {row["id"] for row in waiting}
-        chunks = [_Chunk(part) for part in _split([r for r in sending if r["id"] not in held],
-                                                   account.batch)]
-        results = _Results(self, run_id, timing)
+        waiting = self._held(sending, timing, now)
+        held = {row["id"] for row, _ in waiting}
+        chunks = [Chunk(part) for part in _split([r for r in sending if r["id"] not in held],
+                                                  account.batch)]
+        results = Results(self.recorder)
         # a few workers pull chunks in turn: one task per request would have thousands of
         # tasks wake and queue on the semaphore for every claimed batch
         todo = iter(chunks)
@@ -316,19 +263,22 @@ class Dispatcher:
         zone = recipient_zone(row["timezone"], row["phone"], timing.campaign.schedule.timezone)
         return timing.times(zone)[0]
 
-    def _held(self, row: asyncpg.Record, timing: SendTiming, now: datetime) -> bool:
+    def _held(self, rows: Sequence[asyncpg.Record], timing: SendTiming,
+              now: datetime) -> list[Held]:
+        """The messages whose recipient's quiet hours hold them, and until when."""
         if timing.campaign.schedule.quiet_hours is None:
-            return False
-        return self._release(row, timing) > now
+            return []
+        releases = ((row, self._release(row, timing)) for row in rows)
+        return [(row, until) for row, until in releases if until > now]
 
     async def _send_chunks(self, account: AccountState, run_limiter: AsyncLimiter | None,
-                           chunks: Iterator[_Chunk], results: _Results) -> None:
+                           chunks: Iterator[Chunk], results: Results) -> None:
         for chunk in chunks:
             await self._send_chunk(account, run_limiter, chunk)
             await results.done(chunk)
 
     async def _send_chunk(self, account: AccountState, run_limiter: AsyncLimiter | None,
-                          chunk: _Chunk) -> None:
+                          chunk: Chunk) -> None:
         waited = time.monotonic()
         if run_limiter is not None:
             await run_limiter.acquire(len(chunk.rows))
@@ -337,7 +287,7 @@ class Dispatcher:
         name = account.adapter.name
         async with account.semaphore:
             if self.health.is_down(name):  # it went down while this waited: do not send
-                chunk.results = [_ACCOUNT_DOWN] * len(chunk.rows)
+                chunk.results = [ACCOUNT_DOWN] * len(chunk.rows)
                 return
             chunk.started = True
             started = time.monotonic()
@@ -370,33 +320,6 @@ class Dispatcher:
         for outcome, count in Counter(r.outcome for r in results).items():
             sent[outcome].inc(count)
 
-    async def _record(self, run_id: int, chunks: Sequence[_Chunk],
-                      waiting: Sequence[asyncpg.Record], timing: SendTiming,
-                      cancelled: bool) -> list[bool]:
-        batch = _Batch(self.config.max_attempts, self.rng, utcnow(), self.redact)
-        for chunk in chunks:
-            for row, result in zip(chunk.rows, _results_of(chunk, cancelled), strict=True):
-                batch.add(row, result)
-        for row in waiting:
-            batch.hold(row, self._release(row, timing))
-        if batch.ids:
-            async with self.pool.acquire() as conn:
-                await conn.execute(QUERIES["record_results"], *batch.columns(), self.worker)
-        return batch.rejected
-
-    async def _brake(self, run_id: int, recent: deque[bool]) -> bool:
-        if len(recent) < self.failure_window or not recent[-1]:
-            return False
-        rejected = sum(recent)
-        if rejected < self.failure_ratio * len(recent):
-            return False
-        reason = (f"paused by the failure brake: {rejected} of the last {len(recent)} sends "
-                  "were rejected")
-        async with self.pool.acquire() as conn:
-            await conn.execute(QUERIES["pause_run"], run_id, reason)
-        log.warning(reason, extra={"run": run_id})
-        return True
-
     # --- leases -------------------------------------------------------------------------
 
     async def recover_leases(self) -> int:
@@ -409,61 +332,6 @@ class Dispatcher:
         return len(rows)
 
 
-class _Results:
-    """A claimed batch's send results, recorded in groups as its requests finish.
-
-    Waiting for the whole batch would leave its first messages ``sending`` for as long as
-    the batch takes (seconds, on a fast account), so their delivery receipts would arrive
-    before the send is recorded and have to be looked at again. A group is written once it
-    holds ``FLUSH_ROWS`` results or its oldest result is ``FLUSH_AFTER`` seconds old: still
-    one UPDATE per group, never one per message.
-    """
-
-    def __init__(self, dispatcher: Dispatcher, run_id: int, timing: SendTiming) -> None:
-        self.dispatcher = dispatcher
-        self.run_id = run_id
-        self.timing = timing
-        self.pending: list[_Chunk] = []
-        self.rows = 0
-        self.oldest = 0.0
-        self.writing: set[asyncio.Task[list[bool]]] = set()
-        #: rejections in the order they were recorded (the failure brake's input)
-        self.rejected: list[bool] = []
-
-    async def done(self, chunk: _Chunk) -> None:
-        """One request finished: write its group if the group is due."""
-        if not self.pending:
-            self.oldest = time.monotonic()
-        self.pending.append(chunk)
-        self.rows += len(chunk.rows)
-        if self.rows >= FLUSH_ROWS or time.monotonic() - self.oldest >= FLUSH_AFTER:
-            taken, self.pending, self.rows = self.pending, [], 0
-            await self._write(taken, (), cancelled=False)
-
-    async def settle(self, chunks: Sequence[_Chunk], waiting: Sequence[asyncpg.Record],
-                     cancelled: bool) -> None:
-        """Write everything not written yet: the last group, messages held for quiet hours,
-        and on cancellation the chunks that never got an answer. A group being written when
-        the batch was cancelled is waited for first."""
-        if self.writing:
-            await asyncio.gather(*self.writing, return_exceptions=True)
-        rest = [chunk for chunk in chunks if not chunk.recorded]
-        self.pending, self.rows = [], 0
-        if rest or waiting:
-            await self._write(rest, waiting, cancelled)
-
-    async def _write(self, chunks: list[_Chunk], waiting: Sequence[asyncpg.Record],
-                     cancelled: bool) -> None:
-        for chunk in chunks:
-            chunk.recorded = True
-        # shielded: a stop while the UPDATE is on its way must not leave it half-known
-        task = asyncio.ensure_future(self.dispatcher._record(self.run_id, chunks, waiting,
-                                                             self.timing, cancelled))
-        self.writing.add(task)
-        task.add_done_callback(self.writing.discard)
-        self.rejected.extend(await asyncio.shield(task))
-
-
 def _split(rows: Sequence[asyncpg.Record], size: int) -> list[list[asyncpg.Record]]:
     return [list(rows[i:i + size]) for i in range(0, len(rows), size)]
 
@@ -473,82 +341,3 @@ def _outbound(row: asyncpg.Record) -> Outbound:
                     sender=row["sender"], channel=row["channel"], encoding=row["encoding"],
                     segments=row["segments"])
 
-
-_NOT_STARTED = SendResult.retry("not_started", "the daemon stopped before sending it")
-_IN_FLIGHT = SendResult.unknown("shutdown", "the daemon stopped while the request was in flight")
-_ACCOUNT_DOWN = SendResult.retry("account_down", "the account was paused before this was sent")
-
-
-def _results_of(chunk: _Chunk, cancelled: bool) -> list[SendResult]:
-    if chunk.results is not None:
-        return chunk.results
-    assert cancelled, "a chunk without results outside cancellation"
-    return [_IN_FLIGHT if chunk.started else _NOT_STARTED] * len(chunk.rows)
-
-
-@dataclass(slots=True)
-class _Batch:
-    """The columns of one ``record_results`` statement, and which results were rejections
-    (the failure brake's input)."""
-
-    max_attempts: int
-    rng: random.Random
-    now: datetime
-    #: a provider's error text may echo what we sent it (a callback URL with its secret)
-    redact: Redactor = field(default_factory=Redactor)
-    ids: list[int] = field(default_factory=list)
-    statuses: list[str] = field(default_factory=list)
-    provider_ids: list[str | None] = field(default_factory=list)
-    codes: list[str | None] = field(default_factory=list)
-    details: list[str | None] = field(default_factory=list)
-    next_at: list[datetime | None] = field(default_factory=list)
-    refunds: list[int] = field(default_factory=list)
-    rejected: list[bool] = field(default_factory=list)
-
-    def add(self, row: asyncpg.Record, result: SendResult) -> None:
-        """One send result."""
-        if result.outcome is Outcome.RETRY:
-            self._retry(row, result)
-            return
-        if result.outcome is Outcome.ACCOUNT:  # not the message's fault: no attempt spent
-            self._row(row["id"], MessageStatus.QUEUED, None, result.error_code,
-                      result.error_detail, self.now, 1)
-            return
-        status = {Outcome.ACCEPTED: MessageStatus.SENT, Outcome.REJECTED: MessageStatus.FAILED,
-                  Outcome.UNKNOWN: MessageStatus.UNKNOWN}[result.outcome]
-        self._row(row["id"], status, result.provider_message_id, result.error_code,
-                  result.error_detail, None, 0)
-        self.rejected.append(result.outcome is Outcome.REJECTED)
-
-    def _retry(self, row: asyncpg.Record, result: SendResult) -> None:
-        if result is _NOT_STARTED or result is _ACCOUNT_DOWN:  # never handed over: no attempt
-            self._row(row["id"], MessageStatus.QUEUED, None, None, None, self.now, 1)
-            return
-        if row["attempts"] >= self.max_attempts:
-            detail = f"{result.error_code}: {result.error_detail or ''}".strip(": ")
-            self._row(row["id"], MessageStatus.FAILED, None, "retries_exhausted",
-                      f"{row['attempts']} attempts, last {detail}", None, 0)
-            return
-        delay = result.retry_after or backoff(row["attempts"], self.rng)
-        self._row(row["id"], MessageStatus.QUEUED, None, result.error_code, result.error_detail,
-                  self.now + timedelta(seconds=delay), 0)
-
-    def hold(self, row: asyncpg.Record, until: datetime) -> None:
-        """Back to the queue until the recipient's quiet hours end."""
-        self._row(row["id"], MessageStatus.QUEUED, None, "quiet_hours", None, until, 1)
-
-    def _row(self, message_id: int, status: MessageStatus, provider_id: str | None,
-             code: str | None, detail: str | None, next_at: datetime | None,
-             refund: int) -> None:
-        self.ids.append(message_id)
-        self.statuses.append(status.value)
-        self.provider_ids.append(provider_id)
-        self.codes.append(code)
-        self.details.append(detail and self.redact.text(detail))
-        self.next_at.append(next_at)
-        self.refunds.append(refund)
-
-    def columns(self) -> tuple[list[Any], ...]:
-        """The arrays, in the statement's parameter order."""
-        return (self.ids, self.statuses, self.provider_ids, self.codes, self.details,
-                self.next_at, self.refunds)

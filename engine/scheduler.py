@@ -8,6 +8,9 @@ daemons never create the same runs), inserts their runs and moves ``next_run_at`
 Firings missed while no daemon ran are recorded, not lost: the latest one is made up
 once if it is within ``misfire_grace``; every older one (and the latest, when too old)
 becomes a ``missed`` run with the reason.
+
+A run ends here too: :func:`complete_runs` closes the sending runs that have nothing left
+to learn (every message final, or past the receipt window or its last status lookup).
 """
 
 from __future__ import annotations
@@ -84,3 +87,11 @@ async def _fire(conn: asyncpg.Connection, campaign_id: int, campaign: Campaign,
     following = campaign.schedule.next_fire_time(max(times[-1], now))
     await conn.execute(QUERIES["set_next_run"], campaign_id, following)
     return fired
+
+
+async def complete_runs(conn: asyncpg.Connection, receipt_window: timedelta) -> int:
+    """Complete the sending runs with nothing left to learn; return how many."""
+    rows = await conn.fetch(QUERIES["complete_runs"], receipt_window)
+    for row in rows:
+        log.info("run completed", extra={"run": row["id"]})
+    return len(rows)

@@ -73,7 +73,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from engine.errors import ConfigError
 from engine.providers.base import AccountBase, Adapter, MalformedWebhook, WebhookEvents
 from engine.providers.simulator import SimulatorAccount
-from engine.receipts import ReceiptWriter, Unstorable
+from engine.receipt_writer import ReceiptWriter
+from engine.receipts import Unstorable
 from engine.redact import MASK
 from engine.rejected import store_rejected
 

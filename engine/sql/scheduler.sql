@@ -50,3 +50,40 @@ UPDATE campaign_runs
 SELECT r.id, r.campaign_id, r.scheduled_for, r.kind, r.spec, r.checkpoint, c.name
   FROM campaign_runs r JOIN campaigns c ON c.id = r.campaign_id
  WHERE r.id = $1;
+
+-- name: complete_runs
+-- Runs in 'sending' with nothing left to learn: every message final, or sent (or
+-- unknown) longer ago than the receipt window $1, or sent and past its last status
+-- lookup (``next_poll_at`` 'infinity': a provider without delivery receipts, polled until
+-- the campaign's validity ended). Their per-status counts replace the
+-- expansion-time ones; tallies with no message row (duplicates) are kept.
+-- Two NOT EXISTS, each naming the statuses it looks for, so that each is a range of the
+-- (run_id, status) index: with the OR inside one, the planner read every index entry of
+-- the run (live and dead: 2M at N = 1M, 0.2 s per pass).
+WITH done AS (
+    SELECT r.id FROM campaign_runs r
+     WHERE r.status = 'sending'
+       AND NOT EXISTS (SELECT 1 FROM messages m
+                        WHERE m.run_id = r.id AND m.status IN ('queued', 'sending'))
+       AND NOT EXISTS (SELECT 1 FROM messages m
+                        WHERE m.run_id = r.id AND m.status IN ('sent', 'unknown')
+                          AND coalesce(m.sent_at, m.updated_at) > now() - $1::interval
+                          AND m.next_poll_at IS DISTINCT FROM 'infinity')
+       FOR UPDATE SKIP LOCKED
+), tally AS (
+    SELECT t.run_id, jsonb_object_agg(t.status, t.n) AS counts
+      FROM (SELECT m.run_id, m.status::text AS status, count(*) AS n
+              FROM messages m JOIN done ON done.id = m.run_id
+             GROUP BY 1, 2) t
+     GROUP BY t.run_id
+)
+UPDATE campaign_runs r
+   SET status = 'completed',
+       counts = (r.counts - ARRAY(SELECT s::text FROM unnest(enum_range(NULL::message_status)) s
+                                   WHERE s <> 'duplicate'))
+                || coalesce(t.counts, '{}'::jsonb),
+       finished_at = now(),
+       updated_at = now()
+  FROM done LEFT JOIN tally t ON t.run_id = done.id
+ WHERE r.id = done.id
+RETURNING r.id;

@@ -29,7 +29,7 @@ from engine.providers import adapter_for
 from engine.providers.base import Outbound, Outcome
 from engine.providers.simulator import FamilySettings, RunningSimulator, SimulatorSettings
 from engine.providers.zoomconnect import ZoomConnectAccount, ZoomConnectAdapter
-from engine.receipts import ReceiptWriter
+from engine.receipt_writer import ReceiptWriter
 from engine.status import MessageStatus
 from engine.webhooks import WebhookHandler
 from tests.integration.helpers import Receiver, numbers

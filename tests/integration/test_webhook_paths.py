@@ -18,7 +18,8 @@ from yarl import URL
 
 from engine.config import EngineConfig
 from engine.logs import TextFormatter
-from engine.receipts import ReceiptWriter, Reconciler
+from engine.receipt_writer import ReceiptWriter
+from engine.reconciler import Reconciler
 from engine.redact import Redactor
 from engine.webhooks import WebhookHandler, listener_logger
 from tests.integration.test_receipts import make_run

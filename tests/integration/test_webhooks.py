@@ -25,7 +25,7 @@ from engine.config import EngineConfig
 from engine.errors import ConfigError
 from engine.providers import adapter_for
 from engine.providers.base import Adapter, Receipt, WebhookEvents
-from engine.receipts import ReceiptWriter
+from engine.receipt_writer import ReceiptWriter
 from engine.status import MessageStatus
 from engine.webhooks import WebhookHandler, listener_logger
 
