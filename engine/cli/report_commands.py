@@ -14,7 +14,7 @@ from engine.untrusted import printable_lines
 
 async def report(ctx: Context, args: argparse.Namespace) -> int:
     """Outcomes of the latest runs, of a campaign's runs, or of one run."""
-    from engine import reports
+    from engine import report_output, reports
 
     async with ctx.connection() as conn:
         if args.html:
@@ -25,7 +25,7 @@ async def report(ctx: Context, args: argparse.Namespace) -> int:
             print(f"wrote {args.html}")
             return 0
         result = await reports.runs_report(conn, args.name, args.run)
-    text = reports.render(result, args.format, raw=args.raw)
+    text = report_output.render(result, args.format, raw=args.raw)
     print(printable_lines(text) if sys.stdout.isatty() else text)
     return 0
 
