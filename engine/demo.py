@@ -47,6 +47,7 @@ from engine.config import EngineConfig
 from engine.daemon import Daemon
 from engine.errors import EngineError
 from engine.providers.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
+from engine.queries import QUERIES
 from engine.status import FINAL_STATUSES
 
 DEMO_CAMPAIGN = "welcome-now"
@@ -228,7 +229,8 @@ async def _demo_database(data_dir: Path) -> str:
     conn = await db.connect(url)
     try:
         # a directory of an earlier demo (checked by _claim): start again from nothing
-        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        await conn.execute(QUERIES["demo_drop_schema"])
+        await conn.execute(QUERIES["demo_create_schema"])
     finally:
         await conn.close()
     return url
@@ -244,7 +246,7 @@ async def _prepare(url: str, config: EngineConfig, workdir: Path, campaigns_dir:
         report = await contacts_import.import_contacts(conn, path, group="demo", region="ZA")
         say(f"imported {report.imported} contacts into group 'demo' "
             f"({report.invalid_total} invalid rows reported and skipped)")
-        opted_out = await conn.fetch("SELECT phone FROM contacts ORDER BY id LIMIT 30")
+        opted_out = await conn.fetch(QUERIES["demo_first_contacts"], 30)
         for row in opted_out[::3]:
             await audience.suppress(conn, row["phone"], reason="demo", source="demo")
         say(f"{len(opted_out[::3])} contacts had opted out before the campaign")
@@ -272,9 +274,7 @@ async def _await_run(url: str, running: asyncio.Task[None]) -> int:
         for _ in range(300):
             if running.done():
                 await running
-            run_id = await conn.fetchval(
-                "SELECT r.id FROM campaign_runs r JOIN campaigns c ON c.id = r.campaign_id"
-                " WHERE c.name = $1 AND r.status IN ('sending', 'completed')", DEMO_CAMPAIGN)
+            run_id = await conn.fetchval(QUERIES["demo_run_started"], DEMO_CAMPAIGN)
             if run_id is not None:
                 return int(run_id)
             await asyncio.sleep(0.2)
@@ -289,8 +289,7 @@ async def _stop_reply(url: str, sim: RunningSimulator, run_id: int,
     conn = await db.connect(url)
     try:
         for _ in range(100):
-            phone = await conn.fetchval("SELECT phone FROM messages WHERE run_id = $1 AND"
-                                        " status IN ('sent', 'delivered') LIMIT 1", run_id)
+            phone = await conn.fetchval(QUERIES["demo_sent_phone"], run_id)
             if phone is not None:
                 break
             await asyncio.sleep(0.1)
@@ -315,8 +314,7 @@ async def _progress(url: str, run_id: int, running: asyncio.Task[None],
         while time.monotonic() - started < deadline:
             if running.done():
                 await running
-            rows = await conn.fetch("SELECT status::text, count(*) AS n FROM messages"
-                                    " WHERE run_id = $1 GROUP BY 1 ORDER BY 1", run_id)
+            rows = await conn.fetch(QUERIES["demo_status_counts"], run_id)
             counts = {r["status"]: r["n"] for r in rows}
             line = "  ".join(f"{k} {v}" for k, v in counts.items())
             if tty:
@@ -342,36 +340,19 @@ async def _complete(url: str, config: EngineConfig) -> None:
         await conn.close()
 
 
-OUTCOME = """
-SELECT count(*) AS recipients,
-       count(*) FILTER (WHERE status IN ('delivered', 'read')) AS delivered,
-       count(*) FILTER (WHERE status IN ('sent', 'delivered', 'read', 'undelivered', 'failed',
-                                         'unknown') AND sent_at IS NOT NULL) AS sent,
-       coalesce(sum(cost) FILTER (WHERE sent_at IS NOT NULL), 0) AS cost,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - sent_at))
-           FILTER (WHERE delivered_at IS NOT NULL) AS p50,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM delivered_at - sent_at))
-           FILTER (WHERE delivered_at IS NOT NULL) AS p95
-  FROM messages WHERE run_id = $1
-"""
-
-
 async def _outcome(url: str, run_id: int, say: Callable[[str], None]) -> None:
     conn = await db.connect(url)
     try:
-        rows = await conn.fetch("SELECT status::text, count(*) AS n, max(error_code) AS code"
-                                " FROM messages WHERE run_id = $1 GROUP BY 1 ORDER BY 2 DESC",
-                                run_id)
-        totals = await conn.fetchrow(OUTCOME, run_id)
-        stopped = await conn.fetchval("SELECT count(*) FROM suppressions"
-                                      " WHERE source LIKE 'sms-reply:%'")
+        rows = await conn.fetch(QUERIES["demo_outcome_statuses"], run_id)
+        totals = await conn.fetchrow(QUERIES["demo_outcome"], run_id)
+        stopped = await conn.fetchval(QUERIES["demo_stopped_by_reply"])
     finally:
         await conn.close()
     say(f"\noutcome of run {run_id} ({DEMO_CAMPAIGN}):")
     for row in rows:
         say(f"  {row['status']:<16} {row['n']:>6}")
-    rate = totals["delivered"] / totals["sent"] if totals["sent"] else 0
-    say(f"  recipients {totals['recipients']}, sent {totals['sent']}, delivered "
+    rate = totals["delivered"] / totals["accepted"] if totals["accepted"] else 0
+    say(f"  recipients {totals['recipients']}, sent {totals['accepted']}, delivered "
         f"{totals['delivered']} ({rate:.1%})")
     say(f"  cost of accepted messages {totals['cost']} credits")
     if totals["p50"] is not None:

@@ -20,9 +20,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from engine import reports
+from engine import report_charts, reports
 from engine.queries import QUERIES
-from engine.report_page import Series, Timeline, timeline_svg
+from engine.report_charts import Series, Timeline
+from engine.report_svg import timeline_svg
 from tests.integration.test_reports import T0, add_campaign, add_run, build_world
 
 CHROMIUM = next(
@@ -255,20 +256,20 @@ async def test_a_channel_with_read_receipts_keeps_the_read_step(conn: asyncpg.Co
 
 
 def test_the_read_step_follows_the_channel_or_a_read_message() -> None:
-    assert not reports.has_read_receipts({"sms"}, {"delivered": 5})
-    assert not reports.has_read_receipts(set(), {})
-    assert reports.has_read_receipts({"sms", "whatsapp"}, {"delivered": 5})
-    assert reports.has_read_receipts({"sms"}, {"read": 1})  # reported read: shown, not hidden
+    assert not report_charts.has_read_receipts({"sms"}, {"delivered": 5})
+    assert not report_charts.has_read_receipts(set(), {})
+    assert report_charts.has_read_receipts({"sms", "whatsapp"}, {"delivered": 5})
+    assert report_charts.has_read_receipts({"sms"}, {"read": 1})  # reported read: shown, not hidden
 
 
 async def test_one_minute_run_is_drawn_per_second(conn: asyncpg.Connection) -> None:
     run_id = await one_minute_run(conn)
     minutes = await conn.fetch(QUERIES["report_timeline"], run_id)
-    assert reports.timeline_step(minutes) == 1
+    assert report_charts.timeline_step(minutes) == 1
     rows = await conn.fetch(
         QUERIES["report_timeline_fine"], run_id, timedelta(seconds=1), min(r["at"] for r in minutes)
     )
-    line = reports.timeline(rows, 1)
+    line = report_charts.timeline(rows, 1)
     assert line is not None
     assert (line.start, line.bucket) == (T0, timedelta(seconds=1))
     # sends at 0..59 s, deliveries at 2..61 s: 62 one-second buckets
@@ -295,10 +296,10 @@ def minute_rows(minutes: int) -> list[dict[str, Any]]:
      (3 * 1440, 1800)],
 )  # fmt: skip
 def test_bucket_size_follows_the_duration(minutes: int, seconds: int) -> None:
-    assert reports.timeline_step(minute_rows(minutes)) == seconds
-    line = reports.timeline(minute_rows(minutes))
+    assert report_charts.timeline_step(minute_rows(minutes)) == seconds
+    line = report_charts.timeline(minute_rows(minutes))
     assert line is not None and line.bucket == timedelta(seconds=max(seconds, 60))
-    assert len(line.series[0].counts) <= reports.TIMELINE_BUCKETS
+    assert len(line.series[0].counts) <= report_charts.TIMELINE_BUCKETS
 
 
 @pytest.mark.parametrize(

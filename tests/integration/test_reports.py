@@ -29,7 +29,7 @@ import asyncpg
 import orjson
 import pytest
 
-from engine import report_page, reports
+from engine import report_charts, report_output, report_page, reports
 from engine.phones import mask
 from engine.queries import QUERIES
 from engine.reports import ReportError
@@ -531,14 +531,14 @@ async def test_report_errors_name_what_is_missing(conn: asyncpg.Connection, worl
         await reports.runs_report(conn, "spring-sale", world.winter)
     report = await reports.runs_report(conn, "empty")
     assert report.table("runs").rows == ()
-    assert "(none)" in reports.render(report, "table")
+    assert "(none)" in report_output.render(report, "table")
 
 
 async def test_render_table_csv_and_json(conn: asyncpg.Connection, world: World) -> None:
     report = await reports.runs_report(conn, None, world.main)
     expected = expected_outcome(world.rows)
 
-    text = reports.render(report, "table")
+    text = report_output.render(report, "table")
     lines = text.splitlines()
     assert lines[0] == f"spring-sale: run {world.main}"
     assert any(line.split() == ["accepted", f"{expected['accepted']:,}"] for line in lines)
@@ -546,7 +546,7 @@ async def test_render_table_csv_and_json(conn: asyncpg.Connection, world: World)
     row = next(line for line in lines[lines.index(header) :] if line.startswith("delivered "))
     assert row.index("300") == header.index("messages")  # aligned under its heading
 
-    blocks = reports.render(report, "csv").split("\n\n")
+    blocks = report_output.render(report, "csv").split("\n\n")
     assert len(blocks) == 4
     summary = list(csv.DictReader(io.StringIO(blocks[0])))
     assert len(summary) == 1 and int(summary[0]["accepted"]) == expected["accepted"]
@@ -554,7 +554,7 @@ async def test_render_table_csv_and_json(conn: asyncpg.Connection, world: World)
     statuses = list(csv.DictReader(io.StringIO(blocks[1])))
     assert {r["status"]: int(r["messages"]) for r in statuses}["read"] == PLAN["read"]
 
-    document = orjson.loads(reports.render(report, "json"))
+    document = orjson.loads(report_output.render(report, "json"))
     assert document["title"] == f"spring-sale: run {world.main}"
     run = document["tables"]["run"]
     assert run["accepted"] == expected["accepted"]
@@ -562,12 +562,12 @@ async def test_render_table_csv_and_json(conn: asyncpg.Connection, world: World)
     assert run["scheduled_for"] == T0.isoformat()
     assert len(document["tables"]["failures"]) == reports.FAILURES_LIMIT
 
-    listing = reports.render(await reports.runs_report(conn), "csv")
+    listing = report_output.render(await reports.runs_report(conn), "csv")
     rows = list(csv.DictReader(io.StringIO(listing)))
     assert [r["campaign"] for r in rows] == ["spring-sale", "winter"]
     assert "median_delivery_seconds" in rows[0]  # CSV carries every column of the view
     with pytest.raises(ValueError, match="unknown report format"):
-        reports.render(report, "xml")  # type: ignore[arg-type]
+        report_output.render(report, "xml")  # type: ignore[arg-type]
 
 
 # --- engine export --------------------------------------------------------------------------
@@ -670,7 +670,7 @@ async def test_report_page_draws_the_run(conn: asyncpg.Connection, world: World)
 async def test_report_page_data(conn: asyncpg.Connection, world: World) -> None:
     accepted = Counter(r["status"] for r in world.rows if is_accepted(r))
     outcome = await conn.fetchrow("SELECT * FROM campaign_outcomes WHERE run_id = $1", world.main)
-    steps = reports.funnel(outcome, accepted)
+    steps = report_charts.funnel(outcome, accepted)
     skipped = sum(PLAN[s] for s in SKIP_CODES)
     assert [(s.label, s.messages) for s in steps] == [
         ("recipients", len(world.rows)),
@@ -684,9 +684,9 @@ async def test_report_page_data(conn: asyncpg.Connection, world: World) -> None:
     assert dict(steps[1].losses) == {s: PLAN[s] for s in SKIP_CODES}
     assert dict(steps[3].losses)["awaiting a receipt"] == PLAN["sent"]
 
-    assert reports.timeline([]) is None
+    assert report_charts.timeline([]) is None
     rows = await _timeline_rows(conn, world.main)
-    line = reports.timeline(rows)
+    line = report_charts.timeline(rows)
     assert line is not None
     sums = {s.name: sum(s.counts) for s in line.series}
     assert sums == {
@@ -696,13 +696,13 @@ async def test_report_page_data(conn: asyncpg.Connection, world: World) -> None:
         "failed": sum(1 for r in world.rows if r["failed_at"]),
     }
     # three days of late receipts: minutes merged into at most TIMELINE_BUCKETS buckets
-    assert len(line.series[0].counts) <= reports.TIMELINE_BUCKETS
+    assert len(line.series[0].counts) <= report_charts.TIMELINE_BUCKETS
     assert line.bucket > timedelta(minutes=1)
 
     # width_bucket's bin is the number of edges at or below the value
-    expected = Counter(bisect_right(reports.LATENCY_EDGES, s) for s in latencies(world.rows))
+    expected = Counter(bisect_right(report_charts.LATENCY_EDGES, s) for s in latencies(world.rows))
     page = await reports.report_html(conn, "spring-sale", world.main)
-    histogram = reports.histogram(expected)
+    histogram = report_charts.histogram(expected)
     assert sum(n for _, n in histogram) == len(latencies(world.rows))
     for label, n in histogram:
         if n:
@@ -730,15 +730,18 @@ async def test_report_page_of_a_campaign_without_runs(
 
 def test_page_escapes_what_comes_from_the_database() -> None:
     hostile = "<b onmouseover=alert(1)>x</b>"
-    data = report_page.PageData(
+    data = report_charts.PageData(
         campaign=hostile,
         run_id=1,
         runs=1,
         generated_at=T0,
         summary=(("run status", hostile),),
         statuses=((hostile, 3),),
-        funnel=(report_page.Step("recipients", 3), report_page.Step("queued", 2, ((hostile, 1),))),
-        failures=(report_page.Reason("failed", hostile, hostile, 2, False, XSS),),
+        funnel=(
+            report_charts.Step("recipients", 3),
+            report_charts.Step("queued", 2, ((hostile, 1),)),
+        ),
+        failures=(report_charts.Reason("failed", hostile, hostile, 2, False, XSS),),
     )
     html = report_page.render_page(data)
     assert "<b " not in html and XSS not in html and html.count("<script") == 1
