@@ -12,6 +12,9 @@ import asyncpg
 
 from engine import queries
 
+#: named queries that create the temporary tables other named queries use
+TEMP_TABLES = ("create_import_stage",)
+
 
 def test_queries_are_found() -> None:
     """The loader reads every file of engine/sql (an empty loop would pass silently)."""
@@ -28,8 +31,12 @@ async def test_every_named_query_prepares(database_url: str) -> None:
     """
     failures = []
     conn = await asyncpg.connect(database_url)
+    named = queries.load_all()
     try:
-        for name, sql in sorted(queries.load_all().items()):
+        # queries on a connection's temporary tables prepare once those tables exist
+        for setup in TEMP_TABLES:
+            await conn.execute(named[setup])
+        for name, sql in sorted(named.items()):
             try:
                 await conn.prepare(sql)
             except asyncpg.PostgresError as exc:
