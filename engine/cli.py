@@ -38,8 +38,8 @@ from engine.errors import (
 )
 from engine.pricing import NoRateError, PriceTable
 from engine.providers import adapter_for
-from engine.providers.simulator import SimulatorSettings, serve
 from engine.queries import QUERIES
+from engine.simulator import SimulatorSettings, serve
 from engine.spec import Campaign
 from engine.untrusted import printable, printable_lines
 

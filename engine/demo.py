@@ -37,7 +37,7 @@ from engine import audience, campaigns, db, migrate, receipts, spec
 from engine.config import EngineConfig
 from engine.daemon import Daemon
 from engine.errors import EngineError
-from engine.providers.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
+from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from engine.status import FINAL_STATUSES
 
 DEMO_CAMPAIGN = "welcome-now"

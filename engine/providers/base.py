@@ -76,6 +76,9 @@ class AccountBase(Strict):
 
     #: the provider's production API, used when ``base_url`` is not set
     default_base_url: ClassVar[str] = ""
+    #: the provider authenticates its webhook calls only by our ``webhook_secret``, so an
+    #: account without one may serve webhooks only where opened on purpose (demo, tests)
+    webhook_needs_secret: ClassVar[bool] = False
 
     type: str
     base_url: str | None = None

@@ -29,7 +29,6 @@ from aiohttp import web
 from engine.config import EngineConfig
 from engine.dispatcher import Dispatcher
 from engine.providers.base import Receipt
-from engine.providers.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from engine.queries import QUERIES
 from engine.receipts import (
     Keywords,
@@ -41,6 +40,7 @@ from engine.receipts import (
     step,
     store_receipts,
 )
+from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from engine.status import MessageStatus as S
 from engine.webhooks import WebhookHandler
 from tests.integration.helpers import add_contacts, campaign, fire_and_expand, numbers, statuses
