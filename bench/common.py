@@ -22,7 +22,7 @@ import asyncpg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine import db, migrate
-from engine.providers.simulator import FamilySettings, SimulatorSettings, serve
+from engine.simulator import FamilySettings, SimulatorSettings, serve
 
 SECRET = "bench-secret-0123456789"
 

@@ -31,7 +31,7 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_v
 from engine import yamldoc
 from engine.errors import ConfigError
 from engine.pricing import PriceTable
-from engine.providers import ACCOUNT_TYPES, AnyAccount, SimulatorAccount
+from engine.providers import ACCOUNT_TYPES, AnyAccount, default_accounts
 from engine.providers.base import PricingTable, Strict
 from engine.values import Duration
 from engine.yamldoc import yaml_error
@@ -82,7 +82,7 @@ Account = Annotated[AnyAccount, BeforeValidator(_check_account_type)]
 
 
 def _default_providers() -> dict[str, Account]:
-    return {"simulator": SimulatorAccount()}
+    return default_accounts()
 
 
 class EngineConfig(Strict):
@@ -196,11 +196,18 @@ def secret_problems(doc: yamldoc.Document) -> list[str]:
         loc = ("providers", name, "webhook_secret")
         if "webhook_secret" in account:
             problems += _short(doc, loc, account["webhook_secret"])
-        elif account.get("type") == SimulatorAccount().type:
-            problems.append(doc.problem(loc, "a simulator account needs a webhook_secret (its"
-                                        " webhook would take anyone's receipts and opt-outs;"
-                                        " `engine demo` needs no config)"))
+        elif _needs_secret(account.get("type")):
+            problems.append(doc.problem(loc, f"a {account['type']} account needs a"
+                                        " webhook_secret (its webhook would take anyone's"
+                                        " receipts and opt-outs; `engine demo` needs no"
+                                        " config)"))
     return problems
+
+
+def _needs_secret(type_name: object) -> bool:
+    """Whether accounts of this type serve webhooks only with a ``webhook_secret``."""
+    model = ACCOUNT_TYPES.get(type_name) if isinstance(type_name, str) else None
+    return model is not None and model.webhook_needs_secret
 
 
 def _short(doc: yamldoc.Document, loc: yamldoc.Loc, value: Any) -> list[str]:

@@ -46,8 +46,8 @@ from engine import (
 from engine.config import EngineConfig
 from engine.daemon import Daemon
 from engine.errors import EngineError
-from engine.providers.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from engine.queries import QUERIES
+from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from engine.status import FINAL_STATUSES
 
 DEMO_CAMPAIGN = "welcome-now"

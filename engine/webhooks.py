@@ -72,7 +72,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from engine.errors import ConfigError
 from engine.providers.base import AccountBase, Adapter, MalformedWebhook, WebhookEvents
-from engine.providers.simulator import SimulatorAccount
 from engine.receipt_writer import ReceiptWriter
 from engine.receipts import Unstorable
 from engine.redact import MASK
@@ -153,12 +152,16 @@ def _bad_http_one_line(record: logging.LogRecord) -> bool:
 
 def require_secrets(accounts: Mapping[str, AccountBase], open_accounts: Collection[str] = ()
                     ) -> None:
-    """Raise ConfigError for a simulator account with no ``webhook_secret`` (not opened)."""
+    """Raise ConfigError for an account whose provider signs nothing, with no ``webhook_secret``.
+
+    Such accounts (``webhook_needs_secret``: the simulator) may go without one only when
+    named in ``open_accounts`` (the demo and tests).
+    """
     for name, account in accounts.items():
         if (account.webhook_secret is None and name not in open_accounts
-                and isinstance(account, SimulatorAccount)):
+                and account.webhook_needs_secret):
             raise ConfigError(
-                f"providers.{name}.webhook_secret: a simulator account needs one to serve"
+                f"providers.{name}.webhook_secret: a {account.type} account needs one to serve"
                 " webhooks (anyone could post its receipts and opt-outs): set it in"
                 " engine.yaml, or try `engine demo`")
 

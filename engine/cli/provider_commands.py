@@ -15,7 +15,7 @@ from engine.cli.context import Context
 from engine.cli.parsing import Commands, command, group
 from engine.errors import ConfigError, EngineError
 from engine.providers import adapter_for
-from engine.providers.simulator import SimulatorSettings, serve
+from engine.simulator import SimulatorSettings, serve
 
 
 async def providers_subscribe(ctx: Context, args: argparse.Namespace) -> int:

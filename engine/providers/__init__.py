@@ -1,11 +1,13 @@
-"""Provider adapters, one module per provider, and the simulator of all of them.
+"""Provider adapters, one module per provider, and their registry.
 
 The registry: :data:`ADAPTERS` maps each account ``type`` to its adapter class,
 :data:`ACCOUNT_TYPES` to its account model, and :data:`AnyAccount` is the tagged union of
 every account model, so the config validates an account block against its own type's
 keys. :func:`adapter_for` builds the adapter for a configured account.
-:data:`ROUTE_FAMILIES` lists every provider the simulator plays. Adding a provider is one
-module plus one line in each tuple below; nothing else names it.
+Adding a provider is one module plus one line in each tuple below (and, to simulate it, one
+family in ``engine.simulator.families``); nothing else names it. What differs by provider
+outside this package is asked of the account model (e.g. ``webhook_needs_secret``), never
+of its type name.
 """
 
 from __future__ import annotations
@@ -17,21 +19,11 @@ from pydantic import Field
 
 from engine.providers.base import AccountBase, Adapter
 from engine.providers.courier import CourierAccount, CourierAdapter
-from engine.providers.courier_sim import CourierRoutes
-from engine.providers.simulator import (
-    ProviderRoutes,
-    SimulatorAccount,
-    SimulatorAdapter,
-    SimulatorRoutes,
-)
+from engine.providers.simulator import SimulatorAccount, SimulatorAdapter
 from engine.providers.sunshine import SunshineAccount, SunshineAdapter
-from engine.providers.sunshine_sim import SunshineRoutes
 from engine.providers.zenvia import ZenviaAccount, ZenviaAdapter
-from engine.providers.zenvia_sim import ZenviaRoutes
 from engine.providers.zingle import ZingleAccount, ZingleAdapter
-from engine.providers.zingle_sim import ZingleRoutes
 from engine.providers.zoomconnect import ZoomConnectAccount, ZoomConnectAdapter
-from engine.providers.zoomconnect_sim import ZoomConnectRoutes
 
 _ADAPTER_CLASSES: tuple[type[Adapter[Any]], ...] = (
     SimulatorAdapter,
@@ -62,14 +54,9 @@ AnyAccount = Annotated[
     Field(discriminator="type"),
 ]
 
-ROUTE_FAMILIES: tuple[type[ProviderRoutes], ...] = (
-    SimulatorRoutes,
-    ZoomConnectRoutes,
-    ZingleRoutes,
-    SunshineRoutes,
-    ZenviaRoutes,
-    CourierRoutes,
-)
+def default_accounts() -> dict[str, AnyAccount]:
+    """The accounts of an engine with no engine.yaml: one local simulator account."""
+    return {"simulator": SimulatorAccount()}
 
 
 def adapter_for(
@@ -91,7 +78,6 @@ def adapter_for(
 __all__ = [
     "ACCOUNT_TYPES",
     "ADAPTERS",
-    "ROUTE_FAMILIES",
     "AnyAccount",
     "CourierAccount",
     "SimulatorAccount",
@@ -100,4 +86,5 @@ __all__ = [
     "ZingleAccount",
     "ZoomConnectAccount",
     "adapter_for",
+    "default_accounts",
 ]

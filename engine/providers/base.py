@@ -1,4 +1,7 @@
-"""What every provider account and adapter shares.
+"""What every provider account and adapter shares: the account model and the Adapter base.
+
+The values passed to and from an adapter are in :mod:`engine.providers.results`, the
+webhook body decoding in :mod:`engine.providers.webhook_body`; both are re-exported here.
 
 An account is one block under ``providers:`` in engine.yaml. Its ``type`` picks the
 adapter; the keys every type accepts live on :class:`AccountBase`, and each provider
@@ -39,24 +42,70 @@ import hmac
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from enum import StrEnum
 from typing import Any, ClassVar, Generic, Literal, TypeVar
-from urllib.parse import parse_qsl, quote, urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from engine import phones
-from engine.errors import EngineError, ProviderPermanentError, ProviderTemporaryError
-from engine.status import MessageStatus
+from engine.errors import ProviderPermanentError, ProviderTemporaryError
+from engine.providers.results import (
+    ACCOUNT_STATUSES,
+    AccountReason,
+    CheckFailed,
+    Inbound,
+    OptChange,
+    Outbound,
+    Outcome,
+    Receipt,
+    Response,
+    SendResult,
+    WebhookEvents,
+    client_error,
+)
+from engine.providers.webhook_body import (
+    OPT_IN_WORDS,
+    OPT_OUT_WORDS,
+    MalformedWebhook,
+    decode_body,
+    opt_change_for_reply,
+)
 from engine.values import Duration, Rate, RateValue
 
 log = logging.getLogger(__name__)
+
+#: the values and the body decoding live in their own modules; importing them from here
+#: keeps working for every adapter
+__all__ = [
+    "ACCOUNT_STATUSES",
+    "OPT_IN_WORDS",
+    "OPT_OUT_WORDS",
+    "AccountBase",
+    "AccountReason",
+    "Adapter",
+    "CheckFailed",
+    "Inbound",
+    "MalformedWebhook",
+    "OptChange",
+    "Outbound",
+    "Outcome",
+    "PricingTable",
+    "Receipt",
+    "Response",
+    "SendResult",
+    "Strict",
+    "WebhookEvents",
+    "as_e164",
+    "client_error",
+    "decode_body",
+    "opt_change_for_reply",
+    "retry_after_seconds",
+]
 
 
 class Strict(BaseModel):
@@ -77,6 +126,9 @@ class AccountBase(Strict):
 
     #: the provider's production API, used when ``base_url`` is not set
     default_base_url: ClassVar[str] = ""
+    #: the provider authenticates its webhook calls only by our ``webhook_secret``, so an
+    #: account without one may serve webhooks only where opened on purpose (demo, tests)
+    webhook_needs_secret: ClassVar[bool] = False
 
     type: str
     base_url: str | None = None
@@ -96,201 +148,6 @@ class AccountBase(Strict):
         """Every secret of this account (webhook secret, tokens, passwords), to redact."""
         return [value.get_secret_value() for value in self.__dict__.values()
                 if isinstance(value, SecretStr)]
-
-
-class MalformedWebhook(EngineError):
-    """A webhook body this adapter cannot read; the message is a short reason."""
-
-
-# --- values passed between the engine and the adapters ------------------------------------
-
-
-class Outcome(StrEnum):
-    """What a send proved about one message."""
-
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
-    RETRY = "retry"
-    UNKNOWN = "unknown"
-    ACCOUNT = "account"
-
-
-class AccountReason(StrEnum):
-    """Why an account cannot send (``Outcome.ACCOUNT``)."""
-
-    AUTH = "auth"  # credentials refused, expired or the account suspended
-    CREDIT = "credit"  # no credit left
-
-
-#: HTTP statuses that are the account's problem, not the message's
-ACCOUNT_STATUSES: Mapping[int, AccountReason] = {
-    401: AccountReason.AUTH, 403: AccountReason.AUTH, 402: AccountReason.CREDIT}
-
-
-@dataclass(frozen=True, slots=True)
-class Outbound:
-    """One message to hand to a provider; ``message_id`` is our ``messages.id``."""
-
-    message_id: int
-    to: str
-    body: str
-    sender: str | None = None
-    channel: str = "sms"
-    encoding: str = "GSM-7"
-    segments: int = 1
-
-
-@dataclass(frozen=True, slots=True)
-class SendResult:
-    """The outcome of sending one message."""
-
-    outcome: Outcome
-    provider_message_id: str | None = None
-    error_code: str | None = None
-    error_detail: str | None = None
-    retry_after: float | None = None
-    #: why the account cannot send (``Outcome.ACCOUNT`` only)
-    reason: AccountReason | None = None
-
-    @classmethod
-    def accepted(cls, provider_message_id: str) -> SendResult:
-        """The provider took the message and gave it this id."""
-        return cls(Outcome.ACCEPTED, provider_message_id)
-
-    @classmethod
-    def rejected(cls, code: str, detail: str | None = None) -> SendResult:
-        """The provider refused the message for good."""
-        return cls(Outcome.REJECTED, None, code, detail)
-
-    @classmethod
-    def retry(cls, code: str, detail: str | None = None, after: float | None = None) -> SendResult:
-        """The provider provably did not take the message; send it again later."""
-        return cls(Outcome.RETRY, None, code, detail, after)
-
-    @classmethod
-    def unknown(cls, code: str, detail: str | None = None) -> SendResult:
-        """The provider may or may not have taken the message."""
-        return cls(Outcome.UNKNOWN, None, code, detail)
-
-    @classmethod
-    def account(cls, reason: AccountReason, code: str, detail: str | None = None
-                ) -> SendResult:
-        """The account cannot send (credentials, suspension, credit): not the message's fault."""
-        return cls(Outcome.ACCOUNT, None, code, detail, None, reason)
-
-
-def client_error(status: int, code: str, detail: str | None,
-                 reason: AccountReason | None = None) -> SendResult:
-    """A 4xx answer: the account's problem for 401/403/402 (or when the adapter names a
-    ``reason`` for a documented code), else a rejection of the message."""
-    reason = reason or ACCOUNT_STATUSES.get(status)
-    if reason is not None:
-        return SendResult.account(reason, code, detail)
-    return SendResult.rejected(code, detail)
-
-
-class CheckFailed(EngineError):
-    """An account check did not authenticate: ``reason`` (auth, credit) when the provider
-    refused it, None when the provider could not be reached."""
-
-    def __init__(self, message: str, reason: AccountReason | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """A status report for one sent message.
-
-    ``status`` is None for a provider status we do not know; ``provider_status`` always
-    keeps the provider's own word. ``message_id`` is our id where the provider echoes it.
-    ``opt_out``: the provider's code says the recipient opted out (ZoomConnect's
-    ``FAILED_OPTOUT``): once the receipt is settled against its message, that message's
-    number is suppressed on its channel. ``rejected``: why one event of an otherwise
-    readable call could not be read; it is stored settled with outcome ``rejected`` and
-    never applied.
-    """
-
-    provider_message_id: str | None
-    message_id: int | None
-    status: MessageStatus | None
-    provider_status: str
-    error_code: str | None = None
-    error_detail: str | None = None
-    event_id: str | None = None
-    occurred_at: datetime | None = None
-    part: int | None = None
-    raw: dict[str, Any] = field(default_factory=dict)
-    opt_out: bool = False
-    rejected: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Inbound:
-    """A message a recipient sent us (a reply)."""
-
-    from_: str
-    text: str
-    provider_message_id: str | None = None
-    in_reply_to: str | None = None
-    raw: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class OptChange:
-    """A recipient opted out of (or back into) messages on a channel."""
-
-    phone: str
-    opted_out: bool
-    channel: str = "sms"
-    raw: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookEvents:
-    """Everything one webhook call told us."""
-
-    receipts: tuple[Receipt, ...] = ()
-    inbound: tuple[Inbound, ...] = ()
-    opt_changes: tuple[OptChange, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    """An HTTP response read in full."""
-
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-    @property
-    def ok(self) -> bool:
-        """A 2xx status."""
-        return 200 <= self.status < 300
-
-    def json(self) -> Any:
-        """The body as JSON, or None when it is not JSON."""
-        try:
-            return orjson.loads(self.body)
-        except orjson.JSONDecodeError:
-            return None
-
-
-# --- shared helpers ------------------------------------------------------------------------
-
-#: single-word replies that opt a number out, or back in (the industry-standard keywords)
-OPT_OUT_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"})
-OPT_IN_WORDS = frozenset({"START", "UNSTOP", "OPTIN"})
-
-
-def opt_change_for_reply(phone: str, text: str, raw: dict[str, Any]) -> OptChange | None:
-    """An OptChange when a reply is exactly one opt-out or opt-in keyword."""
-    word = text.strip().strip(".!").upper()
-    if word in OPT_OUT_WORDS:
-        return OptChange(phone, True, "sms", raw)
-    if word in OPT_IN_WORDS:
-        return OptChange(phone, False, "sms", raw)
-    return None
 
 
 def as_e164(number: str) -> str:
@@ -313,24 +170,6 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
-
-
-def decode_body(content_type: str, body: bytes) -> Any:
-    """A webhook body as JSON or as form parameters (a dict); raise MalformedWebhook."""
-    ctype = content_type.partition(";")[0].strip().lower()
-    if not body.strip():
-        return {}
-    if ctype.endswith("json") or (not ctype and body.lstrip()[:1] in (b"{", b"[")):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise MalformedWebhook("body is not valid JSON") from exc
-    if ctype in ("application/x-www-form-urlencoded", ""):
-        try:
-            return dict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise MalformedWebhook("body is not valid form data") from exc
-    raise MalformedWebhook(f"unsupported content type {ctype!r}")
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

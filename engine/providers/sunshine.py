@@ -1,6 +1,7 @@
 """Zendesk Sunshine Conversations (SunCo, formerly Smooch) on the v2 API: account type ``sunshine``.
 
-Events are read by sunshine_events.py; the simulator plays SunCo in sunshine_sim.py.
+Events are read by sunshine_events.py; the simulator plays SunCo in
+engine/simulator/families/sunshine.py.
 From the seed (001, the SunCo v2 reference) and providers.md §4:
 
 * host ``https://{subdomain}.zendesk.com/sc`` (``subdomain``) or ``base_url`` (default

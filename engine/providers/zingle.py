@@ -77,17 +77,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
 import aiohttp
-import orjson
 import phonenumbers
 from pydantic import SecretStr, model_validator
 
@@ -106,6 +104,7 @@ from engine.providers.base import (
     client_error,
     decode_body,
 )
+from engine.providers.zingle_jwt import renew_at, token_from, zingle_date
 from engine.status import MessageStatus
 from engine.values import Duration
 
@@ -155,9 +154,6 @@ STATUSES: Mapping[str, MessageStatus] = {
     "delivered": MessageStatus.DELIVERED,
     "sent": MessageStatus.SENT,
 }
-#: where the JWT API's answer may keep the token [G]
-TOKEN_KEYS = ("jwt", "token", "access_token")
-
 API = "/v1/services"
 #: uuid5 namespace of our message ids, unless the account sets ``uuid_namespace``
 DEFAULT_NAMESPACE = uuid.UUID("6d0f3a52-5c1e-4a53-9b0e-3f1c2a7d9e41")
@@ -228,7 +224,7 @@ class ZingleAdapter(Adapter[ZingleAccount]):
         super().__init__(name, account, session)
         self._jwt = account.jwt.get_secret_value() if account.bearer and account.jwt else None
         #: wall-clock time after which the JWT is renewed before use
-        self._renew_at = _renew_at(self._jwt, account.jwt_lifetime) if self._jwt else 0.0
+        self._renew_at = renew_at(self._jwt, account.jwt_lifetime) if self._jwt else 0.0
         self._renewing = asyncio.Lock()
         #: JWTs obtained from the JWT API (for metrics and tests)
         self.jwts_obtained = 0
@@ -290,7 +286,7 @@ class ZingleAdapter(Adapter[ZingleAccount]):
                         extra={"provider": self.name})
             return response if response.status < 500 else SendResult.retry(
                 "jwt_unavailable", f"the JWT API answered {response.status}")
-        found = _token(response.json(), self.account.jwt_lifetime)
+        found = token_from(response.json(), self.account.jwt_lifetime)
         if found is None:
             return SendResult.retry("jwt_unavailable", "the JWT API answered without a token")
         return found
@@ -403,8 +399,8 @@ def _polled(provider_id: str, data: Any) -> Receipt | None:
         word = str(entry["type"])
         return Receipt(pid, None, STATUSES[word], word, word if failure else None,
                        _opt_str(entry.get("description")) if failure else None,
-                       occurred_at=_when(entry.get("created_at")), raw=message)
-    executed = _when(message.get("executed_at"))
+                       occurred_at=zingle_date(entry.get("created_at")), raw=message)
+    executed = zingle_date(message.get("executed_at"))
     latest = str(statuses[-1].get("type")) if statuses else None
     word = latest or ("executed" if executed else
                       "delayed" if message.get("is_delayed") else "queued")
@@ -419,21 +415,6 @@ def _error_code(value: Any) -> int | None:
 
 _FINAL = frozenset({MessageStatus.UNDELIVERED, MessageStatus.DELIVERED})
 _FAILED = frozenset({MessageStatus.UNDELIVERED})
-
-
-def _when(value: Any) -> datetime | None:
-    """A Zingle date: Unix seconds (the v1 docs) or any ISO-8601 text (the seed)."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return datetime.fromtimestamp(value, UTC)
-    if isinstance(value, str) and value.strip():
-        try:
-            when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            return None
-        return when if when.tzinfo else when.replace(tzinfo=UTC)
-    return None
 
 
 def contact_number(phone: str, service_phone: Any) -> str:
@@ -451,53 +432,6 @@ def contact_number(phone: str, service_phone: Any) -> str:
     except phonenumbers.NumberParseException:
         return as_e164(text)
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
-
-def _token(data: Any, lifetime: timedelta) -> tuple[str, float] | None:
-    """The JWT API's answer as (JWT, when to renew it) [G: the shape is not documented]."""
-    holder = data.get("result") if isinstance(data, dict) else None
-    for place in (holder, data):
-        if not isinstance(place, dict):
-            continue
-        token = next((place[k] for k in TOKEN_KEYS if isinstance(place.get(k), str)
-                      and place[k]), None)
-        if token is None:
-            continue
-        expires = _when(place.get("expires_at"))
-        seconds = place.get("expires_in")
-        if expires is None and isinstance(seconds, int | float) and not isinstance(seconds,
-                                                                                  bool):
-            return token, _renew_time(time.time() + seconds)
-        if expires is not None:
-            return token, _renew_time(expires.timestamp())
-        return token, _renew_at(token, lifetime)
-    return None
-
-
-def _renew_at(jwt: str, lifetime: timedelta) -> float:
-    """When to renew a JWT: by its ``exp`` claim, else ``lifetime`` from now."""
-    expires = jwt_expiry(jwt)
-    return _renew_time(expires if expires is not None else time.time()
-                       + lifetime.total_seconds())
-
-
-def _renew_time(expires: float) -> float:
-    """Renew once 80% of the remaining lifetime has passed."""
-    now = time.time()
-    return now + max(0.0, expires - now) * 0.8
-
-
-def jwt_expiry(jwt: str) -> float | None:
-    """The ``exp`` claim of a JWT (not verified: only to know when to renew it)."""
-    parts = jwt.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        claims = orjson.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except (binascii.Error, ValueError):
-        return None
-    exp = claims.get("exp") if isinstance(claims, dict) else None
-    return float(exp) if isinstance(exp, int | float) and not isinstance(exp, bool) else None
 
 
 def _opt_str(value: Any) -> str | None:

@@ -11,8 +11,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from engine.providers.sim_accounts import ACCOUNTS
-from engine.providers.simulator import RunningSimulator
+from engine.simulator import RunningSimulator
+from engine.simulator.accounts import ACCOUNTS
 from tests.e2e.test_cli_commands import (
     SECRET,
     engine,

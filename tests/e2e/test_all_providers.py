@@ -20,7 +20,7 @@ import pytest
 from engine import campaigns
 from engine.config import EngineConfig
 from engine.daemon import Daemon
-from engine.providers.simulator import FAMILIES, FamilySettings, SimulatorSettings, serve
+from engine.simulator import FAMILIES, FamilySettings, SimulatorSettings, serve
 from tests.integration.helpers import add_contacts, campaign, numbers
 
 pytestmark = pytest.mark.slow

@@ -45,7 +45,7 @@ import asyncpg
 import pytest
 
 from engine.cli import build_parser
-from engine.providers.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
+from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from tests.e2e.conftest import UNREACHABLE, Cli, Result
 from tests.e2e.test_cli_commands import expand_due
 from tests.e2e.test_daemon import SETTLED, Engine, assert_once, free_port

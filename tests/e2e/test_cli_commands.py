@@ -23,7 +23,7 @@ import pytest
 from engine import cli, scheduler
 from engine.config import load_config
 from engine.expander import Expander
-from engine.providers.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
+from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from tests.e2e.test_daemon import SETTLED, Engine, assert_once, free_port
 from tests.integration.helpers import add_contacts, numbers
 

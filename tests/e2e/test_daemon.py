@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 from engine.config import EngineConfig
-from engine.providers.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
+from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from tests.integration.helpers import add_contacts, campaign, numbers
 
 REPO = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from aiohttp import web
 
-from engine.providers.simulator import RunningSimulator, SimulatorSettings, serve
+from engine.simulator import RunningSimulator, SimulatorSettings, serve
 from tests.integration.helpers import Receiver
 
 

@@ -19,8 +19,8 @@ from engine.accounts import mark_up
 from engine.dispatcher import Dispatcher
 from engine.metrics import Metrics
 from engine.providers.base import Adapter, Outbound, SendResult
-from engine.providers.sim_accounts import ACCOUNTS
-from engine.providers.simulator import RunningSimulator
+from engine.simulator import RunningSimulator
+from engine.simulator.accounts import ACCOUNTS
 from tests.integration.test_dispatcher import adapters, config_for, setup_run, simulator
 
 COUNT = 500

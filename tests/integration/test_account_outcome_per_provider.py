@@ -11,8 +11,8 @@ import pytest
 from engine.config import EngineConfig
 from engine.providers import adapter_for
 from engine.providers.base import AccountReason, CheckFailed, Outbound, Outcome
-from engine.providers.sim_accounts import ACCOUNTS as SWITCH
-from engine.providers.simulator import FamilySettings, SimulatorSettings, serve
+from engine.simulator import FamilySettings, SimulatorSettings, serve
+from engine.simulator.accounts import ACCOUNTS as SWITCH
 from tests.e2e.test_all_providers import ACCOUNTS, FAMILY
 
 

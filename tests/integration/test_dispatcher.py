@@ -16,7 +16,7 @@ from engine.config import EngineConfig
 from engine.dispatcher import PIPELINE, Dispatcher
 from engine.providers import adapter_for
 from engine.providers.base import Adapter, Outbound, SendResult
-from engine.providers.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
+from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from tests.integration.helpers import add_contacts, campaign, fire_and_expand, numbers, statuses
 
 

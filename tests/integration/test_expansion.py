@@ -333,7 +333,7 @@ async def test_account_balance_is_a_second_budget(
     import aiohttp
 
     from engine.providers import adapter_for
-    from engine.providers.simulator import SimulatorSettings, serve
+    from engine.simulator import SimulatorSettings, serve
 
     await add_contacts(conn, [{"phone": p} for p in numbers(5)])
     async with await serve(SimulatorSettings(credit_balance=Decimal(4)), "127.0.0.1", 0) as sim:

@@ -30,12 +30,12 @@ from engine.config import EngineConfig
 from engine.dispatcher import Dispatcher
 from engine.poller import Poller
 from engine.providers.base import Receipt
-from engine.providers.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from engine.queries import QUERIES
 from engine.receipt_rules import ReceiptOutcome
 from engine.receipts import Keywords, ReceiptRows, store_receipts
 from engine.reconciler import Reconciler
 from engine.scheduler import complete_runs
+from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from engine.status import MessageStatus as S
 from engine.webhooks import WebhookHandler
 from tests.integration.helpers import add_contacts, campaign, fire_and_expand, numbers, statuses

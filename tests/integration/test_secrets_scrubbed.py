@@ -24,8 +24,8 @@ import pytest
 from engine import campaigns
 from engine.config import EngineConfig
 from engine.daemon import Daemon
-from engine.providers.simulator import FamilySettings, SimulatorSettings, serve
 from engine.redact import MASK
+from engine.simulator import FamilySettings, SimulatorSettings, serve
 from tests.integration.helpers import add_contacts, campaign, numbers
 
 ACCOUNTS: dict[str, dict[str, Any]] = {

@@ -15,16 +15,10 @@ import aiohttp
 
 from engine.providers import adapter_for
 from engine.providers.base import Outbound, Outcome
-from engine.providers.simulator import (
-    SIMULATOR,
-    STATS,
-    FamilySettings,
-    RunningSimulator,
-    SimulatorAccount,
-    SimulatorAdapter,
-    SimulatorSettings,
-)
+from engine.providers.simulator import SimulatorAccount, SimulatorAdapter
 from engine.providers.zoomconnect import ZoomConnectAccount, ZoomConnectAdapter
+from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings
+from engine.simulator.server import SIMULATOR, STATS
 from engine.status import MessageStatus
 from tests.integration.helpers import Receiver
 

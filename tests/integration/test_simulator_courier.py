@@ -17,13 +17,8 @@ import pytest
 from engine.providers import adapter_for
 from engine.providers.base import Outbound, Outcome
 from engine.providers.courier import CourierAccount, CourierAdapter
-from engine.providers.courier_sim import CourierRoutes
-from engine.providers.simulator import (
-    FAMILIES,
-    FamilySettings,
-    RunningSimulator,
-    SimulatorSettings,
-)
+from engine.simulator import FAMILIES, FamilySettings, RunningSimulator, SimulatorSettings
+from engine.simulator.families.courier import CourierRoutes
 from engine.status import MessageStatus
 from tests.integration.helpers import Receiver, numbers
 

@@ -15,9 +15,9 @@ import pytest
 from engine.cli import main
 from engine.providers import adapter_for
 from engine.providers.base import Outbound, Outcome
-from engine.providers.simulator import FAMILIES, FamilySettings, SimulatorSettings
 from engine.providers.sunshine import SunshineAccount, SunshineAdapter, app_jwt
-from engine.providers.sunshine_sim import SunshineRoutes
+from engine.simulator import FAMILIES, FamilySettings, SimulatorSettings
+from engine.simulator.families.sunshine import SunshineRoutes
 from engine.status import MessageStatus
 from tests.integration.helpers import Receiver
 

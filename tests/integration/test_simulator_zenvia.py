@@ -10,9 +10,9 @@ import pytest
 
 from engine.providers import adapter_for
 from engine.providers.base import Outbound, Outcome
-from engine.providers.simulator import FAMILIES, FamilySettings, SimulatorSettings
 from engine.providers.zenvia import ZenviaAccount, ZenviaAdapter
-from engine.providers.zenvia_sim import ZenviaRoutes
+from engine.simulator import FAMILIES, FamilySettings, SimulatorSettings
+from engine.simulator.families.zenvia import ZenviaRoutes
 from engine.status import MessageStatus
 from tests.integration.helpers import Receiver
 

@@ -15,12 +15,8 @@ import pytest
 
 from engine.providers import adapter_for
 from engine.providers.base import Outbound, Outcome
-from engine.providers.simulator import (
-    FamilySettings,
-    RunningSimulator,
-    SimulatorSettings,
-)
 from engine.providers.zenvia import ZenviaAccount, ZenviaAdapter
+from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings
 from engine.status import MessageStatus
 from tests.integration.helpers import Receiver
 

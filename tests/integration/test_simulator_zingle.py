@@ -17,11 +17,11 @@ import pytest
 from engine.poller import Poller
 from engine.providers import adapter_for
 from engine.providers.base import Inbound, Outbound, Outcome, WebhookEvents
-from engine.providers.simulator import FAMILIES, FamilySettings, SimulatorSettings
 from engine.providers.zingle import ZingleAccount, ZingleAdapter
-from engine.providers.zingle_sim import ZingleRoutes
 from engine.receipt_writer import ReceiptWriter
 from engine.scheduler import complete_runs
+from engine.simulator import FAMILIES, FamilySettings, SimulatorSettings
+from engine.simulator.families.zingle import ZingleRoutes
 
 SERVICE = "1d06e84f-8152-4de7-983d-a2d88b73734a"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "zingle"

@@ -14,13 +14,8 @@ import aiohttp
 
 from engine.providers import adapter_for
 from engine.providers.base import Outbound, Outcome
-from engine.providers.simulator import (
-    FAMILIES,
-    FamilySettings,
-    RunningSimulator,
-    SimulatorSettings,
-)
 from engine.providers.zingle import ZingleAccount, ZingleAdapter
+from engine.simulator import FAMILIES, FamilySettings, RunningSimulator, SimulatorSettings
 from engine.status import MessageStatus
 from tests.integration.helpers import Receiver
 

@@ -27,9 +27,9 @@ from aiohttp import web
 from engine.cli import main
 from engine.providers import adapter_for
 from engine.providers.base import Outbound, Outcome
-from engine.providers.simulator import FamilySettings, RunningSimulator, SimulatorSettings
 from engine.providers.zoomconnect import ZoomConnectAccount, ZoomConnectAdapter
 from engine.receipt_writer import ReceiptWriter
+from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings
 from engine.status import MessageStatus
 from engine.webhooks import WebhookHandler
 from tests.integration.helpers import Receiver, numbers

@@ -21,7 +21,7 @@ import yaml
 from engine import db
 from engine.config import parse_config
 from engine.errors import ConfigError
-from engine.providers.simulator import SimulatorSettings
+from engine.simulator import SimulatorSettings
 from engine.spec import load_campaign
 
 REPO = Path(__file__).resolve().parents[2]

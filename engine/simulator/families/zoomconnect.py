@@ -36,17 +36,9 @@ import orjson
 from aiohttp import web
 from yarl import URL
 
-from engine.providers.simulator import (
-    BadRequest,
-    Post,
-    ProviderRoutes,
-    Rejection,
-    SendItem,
-    SimEvent,
-    SimMessage,
-    json_response,
-)
 from engine.providers.zoomconnect import API
+from engine.simulator.model import BadRequest, Post, Rejection, SendItem, SimEvent, SimMessage
+from engine.simulator.routes import ProviderRoutes, json_response
 
 _NUMBER = re.compile(r"^(\+?[1-9]\d{9,14}|0\d{9})$")
 #: how a callback's parameters travel: appended after one of these, or as form fields

@@ -21,7 +21,8 @@ import orjson
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource
 
-from engine.providers.simulator import ProviderRoutes, Stats, json_response
+from engine.simulator.model import Stats
+from engine.simulator.routes import ProviderRoutes, json_response
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

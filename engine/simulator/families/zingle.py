@@ -32,18 +32,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from engine.providers.simulator import (
-    BadRequest,
-    Post,
-    ProviderRoutes,
-    Rejection,
-    SendItem,
-    SimEvent,
-    SimMessage,
-    Simulator,
-    json_response,
-)
 from engine.providers.zingle import API
+from engine.simulator.core import Simulator
+from engine.simulator.model import BadRequest, Post, Rejection, SendItem, SimEvent, SimMessage
+from engine.simulator.routes import ProviderRoutes, json_response
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _SIM_NAMESPACE = uuid.UUID("0b7c9a4e-2d1f-4e8a-9c3b-5a6d7e8f9012")

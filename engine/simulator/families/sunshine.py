@@ -36,18 +36,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from engine.providers.simulator import (
-    BadRequest,
-    Post,
-    ProviderRoutes,
-    Rejection,
-    SendItem,
-    SimEvent,
-    SimMessage,
-    json_response,
-)
 from engine.providers.sunshine import hs256
 from engine.providers.sunshine_events import MESSAGE, PHONE
+from engine.simulator.model import BadRequest, Post, Rejection, SendItem, SimEvent, SimMessage
+from engine.simulator.routes import ProviderRoutes, json_response
 
 _SIM_APP = "5e4af71a81966cfff3ef6550"
 _SIM_WEBHOOK = "612905a67821c3f206d6909f"

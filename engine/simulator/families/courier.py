@@ -38,16 +38,8 @@ from aiohttp import web
 from yarl import URL
 
 from engine.providers.courier import TEXTS
-from engine.providers.simulator import (
-    BadRequest,
-    Post,
-    ProviderRoutes,
-    Rejection,
-    SendItem,
-    SimEvent,
-    SimMessage,
-    json_response,
-)
+from engine.simulator.model import BadRequest, Post, Rejection, SendItem, SimEvent, SimMessage
+from engine.simulator.routes import ProviderRoutes, json_response
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _REQUIRED = ("account-id", "number-id", "target", "message")

@@ -24,16 +24,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from engine.providers.simulator import (
-    BadRequest,
-    Post,
-    ProviderRoutes,
-    Rejection,
-    SendItem,
-    SimEvent,
-    SimMessage,
-    json_response,
-)
+from engine.simulator.model import BadRequest, Post, Rejection, SendItem, SimEvent, SimMessage
+from engine.simulator.routes import ProviderRoutes, json_response
 
 #: the channels with a send path (providers.md §2)
 CHANNELS = frozenset({"sms", "whatsapp", "facebook", "instagram", "telegram", "gbm", "rcs",
