@@ -45,18 +45,12 @@ from engine import audiencefile, sms
 from engine.audience import ImportReport, RowProblem, import_contacts, mask
 from engine.config import EngineConfig
 from engine.errors import EngineError
-from engine.expander import (
-    Row,
-    SendTiming,
-    Sources,
-    budget_gate,
-    file_group,
-    plan_run,
-    utcnow,
-)
+from engine.expander import Sources, budget_gate, file_group
+from engine.message_rows import Row, plan_run
 from engine.queries import QUERIES
 from engine.spec import Campaign
 from engine.status import MessageStatus, RunStatus
+from engine.timing import SendTiming, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,17 @@ import asyncpg
 import orjson
 from pydantic import ValidationError
 
-from engine import __version__, audience, campaigns, db, logs, migrate, sms, spec, yamldoc
+from engine import (
+    __version__,
+    audience,
+    campaign_loader,
+    campaigns,
+    db,
+    logs,
+    migrate,
+    sms,
+    yamldoc,
+)
 from engine.config import EngineConfig, load_config
 from engine.errors import (
     CampaignFileError,
@@ -292,7 +302,7 @@ async def groups_list(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def _load(ctx: Context, paths: Sequence[str]) -> list[tuple[Path, Campaign]]:
-    loaded, problems = spec.load_paths(
+    loaded, problems = campaign_loader.load_paths(
         [Path(p) for p in paths], accounts=set(ctx.config.providers),
         default_region=ctx.config.default_region)
     if problems:
@@ -302,7 +312,7 @@ def _load(ctx: Context, paths: Sequence[str]) -> list[tuple[Path, Campaign]]:
 
 async def campaign_validate(ctx: Context, args: argparse.Namespace) -> int:
     """Check campaign files; no database needed."""
-    loaded, problems = spec.load_paths(
+    loaded, problems = campaign_loader.load_paths(
         [Path(p) for p in args.paths], accounts=set(ctx.config.providers),
         default_region=ctx.config.default_region)
     for path, campaign in loaded:

@@ -52,13 +52,13 @@ from aiolimiter import AsyncLimiter
 from engine.accounts import AccountHealth
 from engine.budget import ClaimBudget
 from engine.config import EngineConfig
-from engine.expander import SendTiming, recipient_zone, utcnow
 from engine.metrics import Metrics
 from engine.providers.base import Adapter, Outbound, Outcome, SendResult
 from engine.queries import QUERIES
 from engine.redact import Redactor
 from engine.spec import Campaign
 from engine.status import MessageStatus
+from engine.timing import SendTiming, recipient_zone, utcnow
 
 log = logging.getLogger(__name__)
 

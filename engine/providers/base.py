@@ -49,19 +49,14 @@ from urllib.parse import parse_qsl, quote, urlencode
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
 from engine.errors import EngineError, ProviderPermanentError, ProviderTemporaryError
 from engine.status import MessageStatus
+from engine.strict import Strict
 from engine.values import Duration, Rate, RateValue
 
 log = logging.getLogger(__name__)
-
-
-class Strict(BaseModel):
-    """A frozen model that rejects unknown keys."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class PricingTable(Strict):
