@@ -48,10 +48,21 @@ _MISSING = object()
 #: a message row, in ``COPY_COLUMNS`` order
 Row = tuple[Any, ...]
 
-#: (status, body, locale, encoding, segments, error_code, error_detail): what a recipient's
-#: template values decide, before the number's price and time zone are applied
-Composed = tuple[MessageStatus, str | None, str | None, str | None, int | None,
-                 str | None, str | None]
+@dataclass(frozen=True, slots=True)
+class Composed:
+    """What a recipient's template values decide, before the number's price and time zone."""
+
+    status: MessageStatus
+    body: str | None = None
+    locale: str | None = None
+    encoding: str | None = None
+    segments: int | None = None
+    error_code: str | None = None
+    error_detail: str | None = None
+
+
+#: what a row depends on besides the recipient's id and number (see ``RunPlan._decided``)
+Decided = tuple[Any, ...] | Composed
 
 
 @dataclass(slots=True)
@@ -77,7 +88,7 @@ class RunPlan:
     cache: dict[tuple[Any, ...], Composed] = field(default_factory=dict)
     rates: dict[str, Decimal | NoRateError] = field(default_factory=dict)
     #: COPY text of everything after the phone number, by what decides it (see ``_line``)
-    tails: dict[tuple[Any, ...], str] = field(default_factory=dict)
+    tails: dict[Decided, str] = field(default_factory=dict)
     text: CopyText = field(default_factory=lambda: CopyText())
     timing: SendTiming | None = None
 
@@ -105,7 +116,7 @@ class RunPlan:
         return lines
 
     def _decided(self, rec: Mapping[str, Any], timing: SendTiming,
-                 cap: int | None) -> tuple[Any, ...] | None:
+                 cap: int | None) -> Decided | None:
         """What the row depends on besides the recipient's id and number: ``(status, code,
         detail)`` for a recipient skipped before rendering, the ``Composed`` render when it
         did not come out sendable, ``(composed, NoRateError)`` when the number has no
@@ -121,14 +132,14 @@ class RunPlan:
             return (MessageStatus.FREQUENCY_CAPPED, "frequency_cap",
                     f"{rec['recent']} recent messages")
         composed = self._composed(rec)
-        if composed[0] is not MessageStatus.QUEUED:
+        if composed.status is not MessageStatus.QUEUED:
             return composed
         rate = self._rate(rec["phone"])
         if isinstance(rate, NoRateError):
             return composed, rate
         return composed, rate, self._zone(rec)
 
-    def _line(self, rec: Mapping[str, Any], decided: tuple[Any, ...]) -> str:
+    def _line(self, rec: Mapping[str, Any], decided: Decided) -> str:
         """Only the contact id and number differ between most rows of a run: the rest of
         the line is formatted once per distinct (message, price, time zone) and reused."""
         tail = self.tails.get(decided)
@@ -140,25 +151,24 @@ class RunPlan:
         return (f"{self.run_id}\t{rec['id']}\t{rec['phone'].translate(_COPY_ESCAPES)}\t"
                 f"{tail}\n")
 
-    def _tail(self, decided: tuple[Any, ...]) -> tuple[Any, ...]:
+    def _tail(self, decided: Decided) -> tuple[Any, ...]:
         """The columns after ``phone`` for what ``_decided`` found."""
         assert self.timing is not None
         head = (self.campaign.channel, self.account, self.sender)
-        if len(decided) == 3 and isinstance(decided[0], MessageStatus):  # excluded
+        if isinstance(decided, Composed):  # rendering failed or too long
+            c = decided
+            return (*head, c.body, c.locale, c.encoding, c.segments, None, c.status.value, None,
+                    None, c.error_code, c.error_detail)
+        if isinstance(decided[0], MessageStatus):  # skipped before rendering
             status, code, detail = decided
             return (*head, None, None, None, None, None, status.value, None, None, code,
                     detail)
-        if isinstance(decided[0], MessageStatus):  # rendering failed or too long
-            status, body, locale, encoding, segments, code, detail = decided
-            return (*head, body, locale, encoding, segments, None, status.value, None, None,
-                    code, detail)
-        composed, rate = decided[0], decided[1]
-        _, body, locale, encoding, segments, _, _ = composed
+        c, rate = decided[0], decided[1]
         if isinstance(rate, NoRateError):
-            return (*head, body, locale, encoding, segments, None, MessageStatus.FAILED.value,
-                    None, None, "no_price", str(rate))
+            return (*head, c.body, c.locale, c.encoding, c.segments, None,
+                    MessageStatus.FAILED.value, None, None, "no_price", str(rate))
         next_at, expires = self.timing.times(decided[2])
-        return (*head, body, locale, encoding, segments, rate * (segments or 0),
+        return (*head, c.body, c.locale, c.encoding, c.segments, rate * (c.segments or 0),
                 MessageStatus.QUEUED.value, next_at, expires, None, None)
 
     def _composed(self, rec: Mapping[str, Any]) -> Composed:
@@ -193,19 +203,20 @@ class RunPlan:
         try:
             rendered = self.templates.render(context, rec["locale"])
         except RenderError as exc:
-            return MessageStatus.RENDER_ERROR, None, None, None, None, "render_error", str(exc)
+            return Composed(MessageStatus.RENDER_ERROR, error_code="render_error",
+                            error_detail=str(exc))
         try:
             analysis = sms.analyze_for(rendered.text, self.campaign.message.encoding)
         except sms.NotGsmError as exc:
-            return (MessageStatus.RENDER_ERROR, rendered.text, rendered.locale_used, None, None,
-                    "not_gsm7", str(exc))
+            return Composed(MessageStatus.RENDER_ERROR, rendered.text, rendered.locale_used,
+                            error_code="not_gsm7", error_detail=str(exc))
         limit = self.campaign.message.max_segments
         if limit is not None and analysis.segments > limit:
-            return (MessageStatus.TOO_LONG, analysis.text, rendered.locale_used,
-                    str(analysis.encoding), analysis.segments, "too_long",
-                    f"{analysis.segments} segments (max {limit})")
-        return (MessageStatus.QUEUED, analysis.text, rendered.locale_used, str(analysis.encoding),
-                analysis.segments, None, None)
+            return Composed(MessageStatus.TOO_LONG, analysis.text, rendered.locale_used,
+                            str(analysis.encoding), analysis.segments, "too_long",
+                            f"{analysis.segments} segments (max {limit})")
+        return Composed(MessageStatus.QUEUED, analysis.text, rendered.locale_used,
+                        str(analysis.encoding), analysis.segments)
 
     def _rate(self, phone: str) -> Decimal | NoRateError:
         key = phone[:self.prices.longest_prefix + 1]  # numbers agreeing here share a rate
