@@ -46,19 +46,13 @@ from engine.config import EngineConfig
 from engine.contacts_csv import RowProblem
 from engine.contacts_import import ImportReport, import_contacts
 from engine.errors import EngineError
-from engine.expander import (
-    Row,
-    SendTiming,
-    Sources,
-    budget_gate,
-    file_group,
-    plan_run,
-    utcnow,
-)
+from engine.expander import Sources, budget_gate, file_group
+from engine.message_rows import Row, plan_run
 from engine.phones import mask
 from engine.queries import QUERIES
 from engine.spec import Campaign
 from engine.status import MessageStatus, RunStatus
+from engine.timing import SendTiming, utcnow
 
 log = logging.getLogger(__name__)
 

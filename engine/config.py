@@ -32,7 +32,8 @@ from engine import yamldoc
 from engine.errors import ConfigError
 from engine.pricing import PriceTable
 from engine.providers import ACCOUNT_TYPES, AnyAccount, default_accounts
-from engine.providers.base import PricingTable, Strict
+from engine.providers.base import PricingTable
+from engine.strict import Strict
 from engine.values import Duration
 from engine.yamldoc import yaml_error
 

@@ -35,13 +35,13 @@ import yaml
 
 from engine import (
     audience,
+    campaign_loader,
     campaigns,
     contacts_import,
     db,
     migrate,
     phones,
     scheduler,
-    spec,
 )
 from engine.config import EngineConfig
 from engine.daemon import Daemon
@@ -257,8 +257,8 @@ async def _prepare(url: str, config: EngineConfig, workdir: Path, campaigns_dir:
 
 async def _apply_examples(conn: Any, config: EngineConfig, campaigns_dir: Path,
                           say: Callable[[str], None]) -> None:
-    loaded, problems = spec.load_paths([campaigns_dir], accounts=set(config.providers),
-                                       default_region=config.default_region)
+    loaded, problems = campaign_loader.load_paths(
+        [campaigns_dir], accounts=set(config.providers), default_region=config.default_region)
     for problem in problems:
         say(problem)
     for path, campaign in loaded:

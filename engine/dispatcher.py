@@ -57,7 +57,6 @@ from engine.accounts import AccountHealth
 from engine.brake import FailureBrake
 from engine.budget import ClaimBudget
 from engine.config import EngineConfig
-from engine.expander import SendTiming, recipient_zone, utcnow
 from engine.metrics import Metrics
 from engine.pacing import AccountState
 from engine.providers.base import Adapter, Outbound, Outcome, SendResult
@@ -66,6 +65,7 @@ from engine.redact import Redactor
 from engine.send_results import ACCOUNT_DOWN, Chunk, Held, Recorder, Results
 from engine.spec import Campaign
 from engine.status import MessageStatus
+from engine.timing import SendTiming, recipient_zone, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -16,6 +16,9 @@ bounded by :mod:`engine.template_limits`), the event loop keeps serving webhooks
 heartbeats; a render past a limit, or holding a character PostgreSQL text cannot store
 (NUL), is that recipient's ``render_error``.
 
+What each recipient's row says is decided, and formatted as COPY text, by
+:mod:`engine.message_rows`; the send times by :mod:`engine.timing`.
+
 When the audience is exhausted the budget gate runs: the estimated cost of the queued
 messages is compared with ``limits.budget``; within it the run moves to ``sending``,
 over it the run becomes ``over_budget`` and nothing is sent.
@@ -28,44 +31,25 @@ import io
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
-from functools import lru_cache
-from typing import Any
-from zoneinfo import ZoneInfo
 
 import asyncpg
 from pydantic import ValidationError
 
-from engine import sms
 from engine.config import EngineConfig
-from engine.contact_fields import CONTACT_FIELDS
 from engine.errors import EngineError
-from engine.phones import number_zone
-from engine.pricing import NoRateError, PriceTable
+from engine.message_rows import COPY_COLUMNS, RunPlan, RunStopped, plan_run
 from engine.queries import QUERIES
 from engine.spec import Campaign, FrequencyCap
 from engine.status import MessageStatus, RunStatus
-from engine.templates import (
-    MessageTemplates,
-    RenderError,
-    build_context,
-    compile_message,
-    variables,
-)
+from engine.timing import SendTiming, utcnow
 
 log = logging.getLogger(__name__)
 
 #: pg_advisory_lock class for "this run is being expanded"
 RUN_LOCK_CLASS = 0x6578
-
-COPY_COLUMNS = (
-    "run_id", "contact_id", "phone", "channel", "account", "sender", "body", "locale",
-    "encoding", "segments", "cost", "status", "next_attempt_at", "expires_at",
-    "error_code", "error_detail",
-)
-
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,246 +62,6 @@ class ExpansionResult:
     counts: Mapping[str, int]
     estimated_cost: Decimal
     reason: str | None = None
-
-
-@dataclass(slots=True)
-class SendTiming:
-    """Send and expiry times per recipient time zone, computed once per batch."""
-
-    campaign: Campaign
-    send_at: datetime
-    cache: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
-
-    def times(self, zone_name: str) -> tuple[datetime, datetime]:
-        """(next_attempt_at, expires_at) for a recipient in ``zone_name``."""
-        found = self.cache.get(zone_name)
-        if found is None:
-            found = self.cache[zone_name] = self._compute(zone_name)
-        return found
-
-    def _compute(self, zone_name: str) -> tuple[datetime, datetime]:
-        schedule = self.campaign.schedule
-        start = self.send_at
-        if schedule.quiet_hours is not None:
-            start = schedule.quiet_hours.release(start, _zone(zone_name))
-        return start, start + schedule.validity
-
-
-@lru_cache(maxsize=1024)
-def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
-
-
-def recipient_zone(contact_zone: str | None, phone: str, campaign_zone: str) -> str:
-    """Where quiet hours are read: the contact's zone, else the number's, else the campaign's."""
-    return contact_zone or number_zone(phone) or campaign_zone
-
-
-#: rendered texts kept per run; bounded so memory stays flat on any audience
-RENDER_CACHE_SIZE = 50_000
-_MISSING = object()
-#: a message row, in ``COPY_COLUMNS`` order
-Row = tuple[Any, ...]
-
-#: (status, body, locale, encoding, segments, error_code, error_detail): what a recipient's
-#: template values decide, before the number's price and time zone are applied
-Composed = tuple[MessageStatus, str | None, str | None, str | None, int | None,
-                 str | None, str | None]
-
-
-@dataclass(slots=True)
-class RunPlan:
-    """Everything needed to turn a recipient into a row, prepared once per run.
-
-    Rendering and SMS analysis depend only on the values of the variables the templates
-    name (and the locale chosen), so their result is cached under those values: recipients
-    who share a first name, tier and locale share one render. A template that names the
-    phone number (unique per recipient) simply never hits the cache. Likewise the COPY text
-    of a row after the phone number depends only on that render, the number's price and its
-    time zone, so it is formatted once per distinct combination.
-    """
-
-    run_id: int
-    campaign: Campaign
-    account: str
-    sender: str | None
-    prices: PriceTable
-    templates: MessageTemplates
-    zone_name: str
-    names: tuple[str, ...] | None  # the variables the templates use; None: do not cache
-    cache: dict[tuple[Any, ...], Composed] = field(default_factory=dict)
-    rates: dict[str, Decimal | NoRateError] = field(default_factory=dict)
-    #: COPY text of everything after the phone number, by what decides it (see ``_line``)
-    tails: dict[tuple[Any, ...], str] = field(default_factory=dict)
-    text: CopyText = field(default_factory=lambda: CopyText())
-    timing: SendTiming | None = None
-
-    def decide(self, rec: Mapping[str, Any], timing: SendTiming, cap: int | None) -> Row | None:
-        """The message row for one recipient (``COPY_COLUMNS``), or None when excluded."""
-        decided = self._decided(rec, timing, cap)
-        if decided is None:
-            return None
-        return (self.run_id, rec["id"], rec["phone"], *self._tail(decided))
-
-    def line(self, rec: Mapping[str, Any], timing: SendTiming, cap: int | None) -> str | None:
-        """The same row as a line of COPY text, or None when excluded (the hot path)."""
-        decided = self._decided(rec, timing, cap)
-        return None if decided is None else self._line(rec, decided)
-
-    def lines(self, records: list[asyncpg.Record], timing: SendTiming, cap: int | None,
-              stop: threading.Event) -> list[str]:
-        """The COPY lines of a batch; stops early (``RunStopped``) once ``stop`` is set."""
-        lines = []
-        for rec in records:
-            if stop.is_set():
-                raise RunStopped
-            if (line := self.line(rec, timing, cap)) is not None:
-                lines.append(line)
-        return lines
-
-    def _decided(self, rec: Mapping[str, Any], timing: SendTiming,
-                 cap: int | None) -> tuple[Any, ...] | None:
-        """What the row depends on besides the recipient's id and number: ``(status, code,
-        detail)`` for a recipient skipped before rendering, the ``Composed`` render when it
-        did not come out sendable, ``(composed, NoRateError)`` when the number has no
-        price, else ``(composed, rate, time zone)``."""
-        if rec["excluded"]:
-            return None
-        if timing is not self.timing:  # the tails hold send times: they are per timing
-            self.tails.clear()
-            self.timing = timing
-        if rec["suppressed"]:
-            return MessageStatus.SUPPRESSED, "suppressed", "opted out"
-        if cap is not None and rec["recent"] >= cap:
-            return (MessageStatus.FREQUENCY_CAPPED, "frequency_cap",
-                    f"{rec['recent']} recent messages")
-        composed = self._composed(rec)
-        if composed[0] is not MessageStatus.QUEUED:
-            return composed
-        rate = self._rate(rec["phone"])
-        if isinstance(rate, NoRateError):
-            return composed, rate
-        return composed, rate, self._zone(rec)
-
-    def _line(self, rec: Mapping[str, Any], decided: tuple[Any, ...]) -> str:
-        """Only the contact id and number differ between most rows of a run: the rest of
-        the line is formatted once per distinct (message, price, time zone) and reused."""
-        tail = self.tails.get(decided)
-        if tail is None:
-            if len(self.tails) >= RENDER_CACHE_SIZE:
-                self.tails.clear()
-            field = self.text.field
-            tail = self.tails[decided] = "\t".join([field(v) for v in self._tail(decided)])
-        return (f"{self.run_id}\t{rec['id']}\t{rec['phone'].translate(_COPY_ESCAPES)}\t"
-                f"{tail}\n")
-
-    def _tail(self, decided: tuple[Any, ...]) -> tuple[Any, ...]:
-        """The columns after ``phone`` for what ``_decided`` found."""
-        assert self.timing is not None
-        head = (self.campaign.channel, self.account, self.sender)
-        if len(decided) == 3 and isinstance(decided[0], MessageStatus):  # excluded
-            status, code, detail = decided
-            return (*head, None, None, None, None, None, status.value, None, None, code,
-                    detail)
-        if isinstance(decided[0], MessageStatus):  # rendering failed or too long
-            status, body, locale, encoding, segments, code, detail = decided
-            return (*head, body, locale, encoding, segments, None, status.value, None, None,
-                    code, detail)
-        composed, rate = decided[0], decided[1]
-        _, body, locale, encoding, segments, _, _ = composed
-        if isinstance(rate, NoRateError):
-            return (*head, body, locale, encoding, segments, None, MessageStatus.FAILED.value,
-                    None, None, "no_price", str(rate))
-        next_at, expires = self.timing.times(decided[2])
-        return (*head, body, locale, encoding, segments, rate * (segments or 0),
-                MessageStatus.QUEUED.value, next_at, expires, None, None)
-
-    def _composed(self, rec: Mapping[str, Any]) -> Composed:
-        key = self._key(rec)
-        if key is None:
-            return self._compose(rec)
-        try:
-            found = self.cache.get(key)
-        except TypeError:  # an unhashable attribute value (a list, an object)
-            return self._compose(rec)
-        if found is None:
-            if len(self.cache) >= RENDER_CACHE_SIZE:
-                self.cache.clear()
-            found = self.cache[key] = self._compose(rec)
-        return found
-
-    def _key(self, rec: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        if self.names is None:
-            return None
-        attributes = rec["attributes"] or {}
-        values: list[Any] = [self.templates.choose(rec["locale"])[0]]
-        for name in self.names:
-            value = rec[name] if name in CONTACT_FIELDS else None
-            if value is None:
-                value = attributes.get(name)
-            values.append(self.campaign.vars.get(name, _MISSING) if value is None else value)
-        return tuple(values)
-
-    def _compose(self, rec: Mapping[str, Any]) -> Composed:
-        fields = {name: rec[name] for name in CONTACT_FIELDS}
-        context = build_context(fields, rec["attributes"] or {}, self.campaign.vars)
-        try:
-            rendered = self.templates.render(context, rec["locale"])
-        except RenderError as exc:
-            return MessageStatus.RENDER_ERROR, None, None, None, None, "render_error", str(exc)
-        try:
-            analysis = sms.analyze_for(rendered.text, self.campaign.message.encoding)
-        except sms.NotGsmError as exc:
-            return (MessageStatus.RENDER_ERROR, rendered.text, rendered.locale_used, None, None,
-                    "not_gsm7", str(exc))
-        limit = self.campaign.message.max_segments
-        if limit is not None and analysis.segments > limit:
-            return (MessageStatus.TOO_LONG, analysis.text, rendered.locale_used,
-                    str(analysis.encoding), analysis.segments, "too_long",
-                    f"{analysis.segments} segments (max {limit})")
-        return (MessageStatus.QUEUED, analysis.text, rendered.locale_used, str(analysis.encoding),
-                analysis.segments, None, None)
-
-    def _rate(self, phone: str) -> Decimal | NoRateError:
-        key = phone[:self.prices.longest_prefix + 1]  # numbers agreeing here share a rate
-        rate = self.rates.get(key)
-        if rate is None:
-            try:
-                rate = self.prices.rate_for(phone)
-            except NoRateError as exc:
-                rate = exc
-            if len(self.rates) < RENDER_CACHE_SIZE:
-                self.rates[key] = rate
-        return rate
-
-    def _zone(self, rec: Mapping[str, Any]) -> str:
-        return recipient_zone(rec["timezone"], rec["phone"], self.zone_name)
-
-
-def plan_run(run_id: int, campaign: Campaign, config: EngineConfig) -> RunPlan:
-    """Compile templates and prices for one run (once, not per recipient)."""
-    account = config.providers[campaign.provider]
-    return RunPlan(
-        run_id=run_id, campaign=campaign, account=campaign.provider,
-        sender=campaign.sender or account.sender, prices=config.price_table(campaign.provider),
-        templates=compile_message(campaign.message), zone_name=campaign.schedule.timezone,
-        names=template_names(campaign),
-    )
-
-
-def template_names(campaign: Campaign) -> tuple[str, ...] | None:
-    """The variables a campaign's templates use, or None when rendering must not be cached.
-
-    The ``random`` filter makes a render depend on more than its variables.
-    """
-    sources = [campaign.message.body, *campaign.message.locales.values()]
-    if any("random" in source for source in sources):
-        return None
-    return tuple(sorted(set().union(*(variables(source) for source in sources))))
-
-
-class RunStopped(Exception):
-    """The run left 'expanding' (cancelled or paused) while it was being expanded."""
 
 
 def _reason(exc: Exception) -> str:
@@ -336,11 +80,6 @@ def credits(amount: Decimal) -> str:
 def run_lock_key(run_id: int) -> int:
     """The advisory-lock key an expander holds on a run while expanding it."""
     return (RUN_LOCK_CLASS << 40) | run_id
-
-
-def utcnow() -> datetime:
-    """Now, in UTC."""
-    return datetime.now(UTC)
 
 
 class Expander:
@@ -365,17 +104,17 @@ class Expander:
             try:
                 return await self.expand(conn, run_id)
             finally:
-                await conn.execute("SELECT pg_advisory_unlock($1)", run_lock_key(run_id))
+                await conn.execute(QUERIES["unlock_run"], run_lock_key(run_id))
 
     async def _claim(self, conn: asyncpg.Connection) -> int | None:
         async with conn.transaction():
             run_id: int | None = await conn.fetchval(QUERIES["claim_run"], self.clock())
             if run_id is not None:
-                await conn.execute("SELECT pg_advisory_lock($1)", run_lock_key(run_id))
+                await conn.execute(QUERIES["lock_run"], run_lock_key(run_id))
                 await conn.execute(QUERIES["mark_expanding"], run_id, self.worker)
                 return run_id
         for row in await conn.fetch(QUERIES["orphaned_expansions"]):
-            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", run_lock_key(row["id"])):
+            if await conn.fetchval(QUERIES["try_lock_run"], run_lock_key(row["id"])):
                 log.warning("resuming interrupted expansion", extra={"run": row["id"]})
                 await conn.execute(QUERIES["mark_expanding"], row["id"], self.worker)
                 return int(row["id"])
@@ -457,8 +196,7 @@ class Expander:
     async def _result(self, conn: asyncpg.Connection, run_id: int,
                       reason: str | None) -> ExpansionResult:
         counts, cost = await _tally(conn, run_id)
-        status = RunStatus(await conn.fetchval(
-            "SELECT status::text FROM campaign_runs WHERE id = $1", run_id))
+        status = RunStatus(await conn.fetchval(QUERIES["run_status"], run_id))
         return ExpansionResult(run_id, status, sum(counts.values()), counts, cost, reason)
 
 
@@ -477,37 +215,6 @@ async def _lines_off_loop(plan: RunPlan, records: list[asyncpg.Record], timing: 
     except asyncio.CancelledError:
         stop.set()
         raise
-
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-class CopyText:
-    """Values as PostgreSQL COPY text, each distinct value formatted once.
-
-    Most values of a run repeat (the rendered bodies, send times, costs), so formatting
-    through a bounded cache costs a dict lookup per field instead of asyncpg's binary
-    encoding of every value; :meth:`RunPlan._line` goes further and reuses whole tails of
-    rows.
-    """
-
-    def __init__(self, limit: int = 100_000) -> None:
-        self.cache: dict[Any, str] = {}
-        self.limit = limit
-
-    def field(self, value: Any) -> str:
-        """One value as COPY text (``\\N`` for NULL)."""
-        if value is None:
-            return "\\N"
-        if type(value) is int:
-            return str(value)
-        text = self.cache.get(value)
-        if text is None:
-            text = str(value).translate(_COPY_ESCAPES)
-            if len(self.cache) >= self.limit:
-                self.cache.clear()
-            self.cache[value] = text
-        return text
 
 
 async def _write(conn: asyncpg.Connection, run_id: int, payload: bytes, after: int) -> None:

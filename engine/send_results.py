@@ -21,11 +21,11 @@ from typing import Any
 
 import asyncpg
 
-from engine.expander import utcnow
 from engine.providers.base import Outcome, SendResult
 from engine.queries import QUERIES
 from engine.redact import Redactor
 from engine.status import MessageStatus
+from engine.timing import utcnow
 
 #: send results are written in groups of at most this many, or this many seconds old
 FLUSH_ROWS = 500

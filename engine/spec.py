@@ -1,28 +1,20 @@
-"""Campaign files: the model of one campaign, and the loader that reports every problem.
+"""The campaign model: one campaign file, validated (pydantic), with no I/O of its own.
 
-:func:`load_campaign` reads one YAML file and either returns a :class:`Campaign` or raises
-:class:`~engine.errors.CampaignFileError` listing every problem of the file, in file order,
-each as ``path:line:col: field.path: what is wrong`` (the column is the value's).
+:mod:`engine.campaign_loader` reads the files and reports every problem with its position;
+:meth:`Campaign.from_spec` re-validates a stored spec. The time maths (quiet hours, cron on
+the local wall clock) is in :mod:`engine.timing`.
 
 Choices the brief left open (documented for users in the README):
 
 - ``schedule``: exactly one of ``at``, ``cron`` or ``now: true``; ``until`` is only allowed
   with ``cron`` (a one-off campaign has nothing to stop). ``at`` and ``until`` are local to
   ``timezone`` and carry no UTC offset.
-- Cron day-of-week numbers follow standard cron (0 or 7 = Sunday, 1 = Monday); APScheduler 3
-  counts from Monday, so the field is translated to day names before it reaches it. When both
-  day-of-month and day-of-week are restricted, both must match (APScheduler), not either.
-- Daylight saving: each local time fires at most once. A local time the clocks skip fires at
-  the same offset before the change (02:30 becomes 03:30); in the hour that repeats, the first
-  occurrence fires. Firing times are computed on the local wall clock, because APScheduler 3
-  fires twice (and can go backwards) in a repeated hour.
-- A campaign file may be at most 1 MiB (:data:`MAX_FILE_BYTES`); YAML aliases and nesting
-  are limited as :mod:`engine.yamldoc` describes.
 - A phone number written without quotes (``+27821234567``) is read by YAML as a number and the
   ``+`` is lost, so it is an error asking for quotes rather than a guess.
 - ``limits.rate`` above the account's rate is not an error: the lower of the two applies.
-- Files are read and the audience file's existence is checked; nothing else touches the disk,
-  the database or the network.
+- With the loader's :class:`Checks` (and only then) the provider account must exist in the
+  configuration and the audience file inside the campaign's folder; nothing else here touches
+  the disk, the database or the network.
 """
 
 from __future__ import annotations
@@ -30,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -39,24 +31,27 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-from apscheduler.triggers.cron import CronTrigger
 from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
     JsonValue,
     PlainSerializer,
-    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from engine import audiencefile, phones, templates, yamldoc
-from engine.errors import CampaignFileError
-from engine.providers.base import Strict
+from engine import audiencefile, phones, templates
 from engine.sms import Mode
+from engine.strict import Strict
+from engine.timing import (
+    QuietHours,
+    cron_trigger,
+    next_cron_fire,
+    parse_quiet_hours,
+    wall_to_instant,
+)
 from engine.values import Duration, Rate, format_duration, parse_period_cap, parse_rate
 
 Loc = tuple[str | int, ...]
@@ -66,7 +61,7 @@ Loc = tuple[str | int, ...]
 
 
 @dataclass(frozen=True, slots=True)
-class _Checks:
+class Checks:
     """The loader's validation context; without it (``from_spec``) nothing outside is checked."""
 
     base_dir: Path | None = None  # the campaign file's folder; None: skip filesystem checks
@@ -75,64 +70,12 @@ class _Checks:
     positioned: bool = False  # the loader reports cross-field problems itself, with positions
 
 
-def _checks(info: ValidationInfo) -> _Checks:
-    return info.context if isinstance(info.context, _Checks) else _Checks()
+def _checks(info: ValidationInfo) -> Checks:
+    return info.context if isinstance(info.context, Checks) else Checks()
 
 
 # --- small values ----------------------------------------------------------------------
 
-
-@dataclass(frozen=True, slots=True)
-class QuietHours:
-    """A daily local-time window with no sends; ``start > end`` crosses midnight."""
-
-    start: time
-    end: time
-
-    def contains(self, t: time) -> bool:
-        """Whether the local wall-clock time ``t`` is inside the window."""
-        t = t.replace(tzinfo=None)
-        if self.start < self.end:
-            return self.start <= t < self.end
-        return t >= self.start or t < self.end
-
-    def end_after(self, local_dt: datetime) -> datetime:
-        """When the window containing ``local_dt`` ends (``local_dt`` itself if outside it)."""
-        if not self.contains(local_dt.time()):
-            return local_dt
-        day = local_dt.date()
-        if local_dt.time() >= self.end:  # in the evening part of a window crossing midnight
-            day += timedelta(days=1)
-        return datetime.combine(day, self.end, tzinfo=local_dt.tzinfo)
-
-    def release(self, instant: datetime, zone: ZoneInfo) -> datetime:
-        """The first instant at or after ``instant`` (aware) that is not quiet in ``zone``."""
-        local = instant.astimezone(zone)
-        end = self.end_after(local)
-        return instant if end is local else end.astimezone(UTC)
-
-    def __str__(self) -> str:
-        return f"{self.start:%H:%M}-{self.end:%H:%M}"
-
-
-_QUIET = re.compile(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*")
-
-
-def parse_quiet_hours(value: Any) -> QuietHours:
-    """Parse ``"21:00-08:00"``; ``24:00`` is accepted as an end (midnight)."""
-    if isinstance(value, QuietHours):
-        return value
-    match = _QUIET.fullmatch(value) if isinstance(value, str) else None
-    if match is None:
-        raise ValueError(f"expected quiet hours as 'HH:MM-HH:MM', got {value!r}")
-    h1, m1, h2, m2 = (int(part) for part in match.groups())
-    if h2 == 24 and m2 == 0:
-        h2 = 0
-    if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
-        raise ValueError(f"not a time of day in {value!r}")
-    if (h1, m1) == (h2, m2):
-        raise ValueError(f"quiet hours {value!r} start and end at the same time")
-    return QuietHours(time(h1, m1), time(h2, m2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,72 +148,6 @@ def _positive(value: timedelta) -> timedelta:
     return value
 
 
-# --- cron ------------------------------------------------------------------------------
-
-_CRON_FIELDS = ("minute", "hour", "day", "month", "day_of_week")
-_CRON_NAMES = ("minute", "hour", "day of month", "month", "day of week")
-_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")  # standard cron: 0 = Sunday
-
-
-def cron_trigger(expr: str) -> CronTrigger:
-    """A UTC trigger matching ``expr`` (standard five-field cron) on a wall clock."""
-    fields = expr.split()
-    if len(fields) != 5:
-        raise ValueError(
-            f"invalid cron expression {expr!r}: expected 5 fields "
-            f"(minute hour day-of-month month day-of-week), got {len(fields)}"
-        )
-    try:
-        fields[4] = _weekdays(fields[4])
-        for name, label, text in zip(_CRON_FIELDS, _CRON_NAMES, fields, strict=True):
-            _check_cron_field(name, label, text)
-    except ValueError as exc:
-        raise ValueError(f"invalid cron expression {expr!r}: {exc}") from None
-    return CronTrigger.from_crontab(" ".join(fields), timezone=UTC)
-
-
-def _check_cron_field(name: str, label: str, text: str) -> None:
-    try:
-        CronTrigger(timezone=UTC, **{name: text})
-    except ValueError as exc:
-        message = re.sub(r"^Error validating expression '[^']*': | for field \"\w+\"", "", str(exc))
-        raise ValueError(f"{label}: {message[:1].lower()}{message[1:]}") from None
-
-
-def _weekdays(text: str) -> str:
-    """Standard cron day-of-week (0-7, sun-sat, ranges, steps) as APScheduler day names."""
-    days: set[int] = set()
-    for term in text.split(","):
-        days |= _weekday_term(term)
-    if len(days) == 7:
-        return "*"
-    return ",".join(_WEEKDAYS[day] for day in sorted(days, key=lambda d: (d + 6) % 7))
-
-
-def _weekday_term(term: str) -> set[int]:
-    span, slash, step_text = term.partition("/")
-    if slash and not (step_text.isdigit() and int(step_text) > 0):
-        raise ValueError(f"day of week: bad step in {term!r}")
-    if span == "*":
-        low, high = 0, 6
-    else:
-        first, dash, last = span.partition("-")
-        low = _weekday(first)
-        high = _weekday(last) if dash else (6 if slash else low)
-        if dash and high == 0 < low:  # "mon-sun": Sunday as the end of the week
-            high = 7
-        if high < low:
-            raise ValueError(f"day of week: range {span!r} goes backwards")
-    return {day % 7 for day in range(low, high + 1, int(step_text or 1))}
-
-
-def _weekday(text: str) -> int:
-    if text.isdigit() and int(text) <= 7:
-        return int(text)
-    if text.lower() in _WEEKDAYS:
-        return _WEEKDAYS.index(text.lower())
-    raise ValueError(f"day of week: {text!r} is not 0-7 or sun-sat")
-
 
 def _cron_expr(value: str) -> str:
     expr = " ".join(value.split())
@@ -279,17 +156,6 @@ def _cron_expr(value: str) -> str:
         raise ValueError(f"cron expression {expr!r} never fires")
     return expr
 
-
-def _wall_to_instant(wall: datetime, zone: ZoneInfo) -> datetime:
-    """A local wall-clock time as an aware UTC instant (fold 0: see the module docstring)."""
-    return wall.replace(tzinfo=zone).astimezone(UTC)
-
-
-def _recent_gap(after: datetime, zone: ZoneInfo) -> timedelta:
-    """How far the clocks jumped forward in the few hours before ``after`` (usually 0)."""
-    now = after.astimezone(zone).utcoffset() or timedelta(0)
-    before = (after - timedelta(hours=3)).astimezone(zone).utcoffset() or timedelta(0)
-    return max(now - before, timedelta(0))
 
 
 # --- phone numbers, names, templates ---------------------------------------------------
@@ -430,7 +296,7 @@ def _audience_problems(audience: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     return [((), "no recipients: give at least one of groups, contacts or file")]
 
 
-_CROSS_CHECKS = {"schedule": _schedule_problems, "audience": _audience_problems}
+CROSS_CHECKS = {"schedule": _schedule_problems, "audience": _audience_problems}
 
 
 def _raise_cross(problems: list[tuple[Loc, str]], info: ValidationInfo) -> None:
@@ -470,7 +336,7 @@ class Schedule(Strict):
     @property
     def at_utc(self) -> datetime | None:
         """The instant of a one-off ``at`` schedule (aware, UTC)."""
-        return None if self.at is None else _wall_to_instant(self.at, self.zone)
+        return None if self.at is None else wall_to_instant(self.at, self.zone)
 
     def next_fire_time(self, after: datetime) -> datetime | None:
         """The first firing strictly after ``after`` (aware), in UTC; None if there is none.
@@ -493,22 +359,7 @@ class Schedule(Strict):
 
     def _next_cron(self, after: datetime) -> datetime | None:
         assert self.cron is not None
-        zone, trigger = self.zone, cron_trigger(self.cron)
-        # a wall time the clocks skipped maps past the jump, so look back by the jump
-        wall = after.astimezone(zone).replace(tzinfo=None) - _recent_gap(after, zone)
-        while True:
-            fire = trigger.get_next_fire_time(None, wall.replace(tzinfo=UTC) + _TICK)
-            if fire is None:
-                return None
-            wall = fire.replace(tzinfo=None)
-            if self.until is not None and wall.date() > self.until:
-                return None
-            instant = _wall_to_instant(wall, zone)
-            if instant > after:
-                return instant
-
-
-_TICK = timedelta(microseconds=1)
+        return next_cron_fire(cron_trigger(self.cron), self.zone, self.until, after)
 
 
 class Audience(Strict):
@@ -581,127 +432,3 @@ class Campaign(Strict):
         """sha256 of the canonical JSON spec: equal specs, equal hashes."""
         text = json.dumps(self.spec_json(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()
-
-
-# --- loading ---------------------------------------------------------------------------
-
-
-def load_campaign(
-    path: Path,
-    *,
-    accounts: Collection[str] | None = None,
-    default_region: str | None = None,
-) -> Campaign:
-    """Read and validate one campaign file; raise CampaignFileError listing every problem."""
-    return _load(path, _context(path, accounts, default_region))[1]
-
-
-def load_paths(
-    paths: Iterable[Path],
-    *,
-    accounts: Collection[str] | None = None,
-    default_region: str | None = None,
-) -> tuple[list[tuple[Path, Campaign]], list[str]]:
-    """Load files and folders (their ``*.yaml``/``*.yml``): the good campaigns, all problems."""
-    problems: list[str] = []
-    loaded: list[tuple[Path, Campaign]] = []
-    first: dict[str, Path] = {}
-    for path in _campaign_files(paths, problems):
-        try:
-            doc, campaign = _load(path, _context(path, accounts, default_region))
-        except CampaignFileError as exc:
-            problems.extend(exc.problems)
-            continue
-        if campaign.name in first:
-            message = f"campaign {campaign.name!r} is already defined in {first[campaign.name]}"
-            problems.append(doc.problem(("name",), message))
-            continue
-        first[campaign.name] = path
-        loaded.append((path, campaign))
-    return loaded, problems
-
-
-def _context(path: Path, accounts: Collection[str] | None, region: str | None) -> _Checks:
-    names = None if accounts is None else frozenset(accounts)
-    return _Checks(path.parent.resolve(), names, region and region.upper(), positioned=True)
-
-
-def _campaign_files(paths: Iterable[Path], problems: list[str]) -> list[Path]:
-    files: dict[Path, Path] = {}
-    for path in paths:
-        if path.is_dir():
-            found = sorted(
-                child
-                for child in path.iterdir()
-                if child.suffix in (".yaml", ".yml")
-                and not child.name.startswith(".")
-                and child.is_file()
-            )
-            if not found:
-                problems.append(f"{path}: no campaign files (*.yaml) in this folder")
-            files.update((child.resolve(), child) for child in found)
-        elif path.exists():
-            files.setdefault(path.resolve(), path)
-        else:
-            problems.append(f"{path}: no such file or folder")
-    return list(files.values())
-
-
-def _load(path: Path, checks: _Checks) -> tuple[yamldoc.Document, Campaign]:
-    doc = _read(path)
-    problems = _cross_problems(doc)
-    try:
-        campaign = Campaign.model_validate(doc.data, context=checks)
-    except ValidationError as exc:
-        problems = doc.validation_problems(exc) + problems
-    if problems:
-        raise CampaignFileError(_in_file_order(path, problems))
-    return doc, campaign
-
-
-#: the largest campaign file read (a campaign is a page of YAML; the audience goes in a CSV)
-MAX_FILE_BYTES = 1024 * 1024
-
-
-def _read(path: Path) -> yamldoc.Document:
-    try:
-        doc = yamldoc.load(path, _read_text(path))
-    except yaml.YAMLError as exc:
-        raise CampaignFileError([yamldoc.yaml_error(path, exc)]) from exc
-    except UnicodeDecodeError as exc:
-        raise CampaignFileError([f"{path}: not a UTF-8 text file"]) from exc
-    except OSError as exc:
-        raise CampaignFileError([f"{path}: cannot read: {exc.strerror or exc}"]) from exc
-    if not isinstance(doc.data, Mapping):
-        what = "a mapping with name, provider, schedule, audience and message"
-        raise CampaignFileError([doc.problem((), f"expected a campaign: {what}")])
-    return doc
-
-
-def _read_text(path: Path) -> str:
-    """The file's text, reading no more than the cap (``/dev/zero`` is endless)."""
-    with path.open("rb") as file:
-        data = file.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise CampaignFileError(
-            [f"{path}: the file is larger than 1 MiB, the limit for a campaign file"])
-    return data.decode("utf-8")
-
-
-def _cross_problems(doc: yamldoc.Document) -> list[str]:
-    problems: list[str] = []
-    for key, check in _CROSS_CHECKS.items():
-        section = doc.data.get(key)
-        if isinstance(section, Mapping):
-            problems += [doc.problem((key, *loc), message) for loc, message in check(section)]
-    return problems
-
-
-def _in_file_order(path: Path, problems: list[str]) -> list[str]:
-    prefix = len(f"{path}:")
-
-    def position(problem: str) -> tuple[int, int]:
-        found = re.match(r"(\d+):(\d+):", problem[prefix:])
-        return (int(found[1]), int(found[2])) if found else (0, 0)
-
-    return sorted(dict.fromkeys(problems), key=position)

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine import campaigns, control, overview, spec
+from engine import campaign_loader, campaigns, control, overview
 from engine.cli import control_commands
 from engine.cli.confirm import confirm
 from engine.cli.context import Context, number
@@ -22,7 +22,7 @@ from engine.untrusted import printable_lines
 
 
 def _load(ctx: Context, paths: Sequence[str]) -> list[tuple[Path, Campaign]]:
-    loaded, problems = spec.load_paths(
+    loaded, problems = campaign_loader.load_paths(
         [Path(p) for p in paths], accounts=set(ctx.config.providers),
         default_region=ctx.config.default_region)
     if problems:
@@ -32,7 +32,7 @@ def _load(ctx: Context, paths: Sequence[str]) -> list[tuple[Path, Campaign]]:
 
 async def campaign_validate(ctx: Context, args: argparse.Namespace) -> int:
     """Check campaign files; no database needed."""
-    loaded, problems = spec.load_paths(
+    loaded, problems = campaign_loader.load_paths(
         [Path(p) for p in args.paths], accounts=set(ctx.config.providers),
         default_region=ctx.config.default_region)
     for path, campaign in loaded:

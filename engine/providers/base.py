@@ -50,7 +50,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field, SecretStr
 
 from engine import phones
 from engine.errors import ProviderPermanentError, ProviderTemporaryError
@@ -75,6 +75,7 @@ from engine.providers.webhook_body import (
     decode_body,
     opt_change_for_reply,
 )
+from engine.strict import Strict
 from engine.values import Duration, Rate, RateValue
 
 log = logging.getLogger(__name__)
@@ -106,12 +107,6 @@ __all__ = [
     "opt_change_for_reply",
     "retry_after_seconds",
 ]
-
-
-class Strict(BaseModel):
-    """A frozen model that rejects unknown keys."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class PricingTable(Strict):

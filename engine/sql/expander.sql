@@ -103,3 +103,20 @@ UPDATE campaign_runs SET status = 'failed', reason = $2, claimed_by = NULL, upda
 -- name: notify_work
 -- Wake the dispatchers: a run has messages to send.
 SELECT pg_notify('engine', $1);
+
+-- name: lock_run
+-- Hold the run's expansion lock ($1 = run_lock_key) for this session: a dead expander's
+-- session ends and frees it, so another can resume the run.
+SELECT pg_advisory_lock($1);
+
+-- name: try_lock_run
+-- Take an orphaned run's expansion lock if nobody holds it; true when taken.
+SELECT pg_try_advisory_lock($1);
+
+-- name: unlock_run
+-- Release the run's expansion lock once its expansion has ended, however it ended.
+SELECT pg_advisory_unlock($1);
+
+-- name: run_status
+-- A run's status, as text (after an expansion stopped because the run left 'expanding').
+SELECT status::text FROM campaign_runs WHERE id = $1;

@@ -9,8 +9,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from engine import campaigns, spec
+from engine import campaigns
 from engine.audiencefile import AudienceFileError
+from engine.campaign_loader import load_campaign
 from engine.config import EngineConfig
 
 CONFIG = EngineConfig()
@@ -33,7 +34,7 @@ async def test_a_file_swapped_for_a_symlink_after_validation_is_not_read(
 ) -> None:
     (tmp_path / "secret.csv").write_text("phone,password\n+27825559999,hunter2\n")
     path = write_campaign(tmp_path / "campaigns")
-    campaign = spec.load_campaign(path)
+    campaign = load_campaign(path)
     listed = tmp_path / "campaigns" / "list.csv"
     listed.unlink()
     listed.symlink_to(tmp_path / "secret.csv")
@@ -51,7 +52,7 @@ async def test_a_folder_swapped_for_a_symlink_after_validation_is_not_read(
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "list.csv").write_text("phone\n+27825559999\n")
     path = write_campaign(tmp_path / "campaigns" / "lists")
-    campaign = spec.load_campaign(path)
+    campaign = load_campaign(path)
     (tmp_path / "campaigns" / "lists").rename(tmp_path / "campaigns" / "old")
     (tmp_path / "campaigns" / "lists").symlink_to(tmp_path / "elsewhere")
 
@@ -64,7 +65,7 @@ async def test_a_fifo_swapped_in_after_validation_does_not_hang_the_apply(
     conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
     path = write_campaign(tmp_path / "campaigns")
-    campaign = spec.load_campaign(path)
+    campaign = load_campaign(path)
     listed = tmp_path / "campaigns" / "list.csv"
     listed.unlink()
     os.mkfifo(listed)
@@ -75,9 +76,9 @@ async def test_a_fifo_swapped_in_after_validation_does_not_hang_the_apply(
 
 async def test_the_validated_file_is_imported(conn: asyncpg.Connection, tmp_path: Path) -> None:
     path = write_campaign(tmp_path / "campaigns")
-    applied = await campaigns.apply_campaign(conn, spec.load_campaign(path), path, CONFIG)
+    applied = await campaigns.apply_campaign(conn, load_campaign(path), path, CONFIG)
     assert applied.file_report is not None and applied.file_report.imported == 1
-    preview = await campaigns.preview_campaign(conn, spec.load_campaign(path), CONFIG)
+    preview = await campaigns.preview_campaign(conn, load_campaign(path), CONFIG)
     assert preview.recipients == 1
 
 
@@ -88,7 +89,7 @@ async def test_nul_rows_of_an_audience_file_are_recorded_and_the_rest_applies(
     (tmp_path / "campaigns" / "list.csv").write_text(
         "phone,first_name\n+27825550001,Ann\n+2782555\x000002,Bob\n+27825550003,C\x00y\n"
     )
-    applied = await campaigns.apply_campaign(conn, spec.load_campaign(path), path, CONFIG)
+    applied = await campaigns.apply_campaign(conn, load_campaign(path), path, CONFIG)
 
     assert applied.file_report is not None
     assert (applied.file_report.imported, applied.file_report.invalid_total) == (1, 2)

@@ -9,7 +9,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from engine import campaigns, scheduler, spec
+from engine import campaigns, scheduler
+from engine.campaign_loader import load_campaign
 from engine.campaigns import CampaignError
 from engine.config import EngineConfig
 from engine.expander import Expander
@@ -36,14 +37,14 @@ async def test_apply_is_idempotent_and_reports_changes(
     conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
     path = write_campaign(tmp_path)
-    first = await campaigns.apply_campaign(conn, spec.load_campaign(path), path, CONFIG)
-    again = await campaigns.apply_campaign(conn, spec.load_campaign(path), path, CONFIG)
+    first = await campaigns.apply_campaign(conn, load_campaign(path), path, CONFIG)
+    again = await campaigns.apply_campaign(conn, load_campaign(path), path, CONFIG)
     assert (first.action, again.action) == ("created", "unchanged")
     assert first.file_report is not None
     assert first.file_report.invalid_total == 1
     updated_at = await conn.fetchval("SELECT updated_at FROM campaigns")
     path.write_text(path.read_text().replace("Hi ", "Hello "))
-    changed = await campaigns.apply_campaign(conn, spec.load_campaign(path), path, CONFIG)
+    changed = await campaigns.apply_campaign(conn, load_campaign(path), path, CONFIG)
     assert changed.action == "updated"
     assert await conn.fetchval("SELECT updated_at FROM campaigns") > updated_at
     assert await conn.fetchval("SELECT count(*) FROM campaigns") == 1
@@ -53,9 +54,9 @@ async def test_changing_the_audience_file_alone_is_a_change(
     conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
     path = write_campaign(tmp_path)
-    await campaigns.apply_campaign(conn, spec.load_campaign(path), path, CONFIG)
+    await campaigns.apply_campaign(conn, load_campaign(path), path, CONFIG)
     (tmp_path / "extra.csv").write_text("phone\n+27825550003\n")
-    changed = await campaigns.apply_campaign(conn, spec.load_campaign(path), path, CONFIG)
+    changed = await campaigns.apply_campaign(conn, load_campaign(path), path, CONFIG)
     assert changed.action == "updated"
     members = await conn.fetch(
         "SELECT c.phone FROM group_members m JOIN groups g ON g.id = m.group_id"
@@ -69,7 +70,7 @@ async def test_file_rows_are_recipients_and_invalid_rows_are_recorded(
     conn: asyncpg.Connection, pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
     path = write_campaign(tmp_path, body="Hi {{ first_name }}")
-    await campaigns.apply_campaign(conn, spec.load_campaign(path), path, CONFIG)
+    await campaigns.apply_campaign(conn, load_campaign(path), path, CONFIG)
     [firing] = await scheduler.create_due_runs(conn, datetime.now(UTC), timedelta(hours=1))
     assert firing.run_id is not None
     await Expander(pool, CONFIG, "w").run_once()
@@ -86,13 +87,13 @@ async def test_a_running_campaign_cannot_be_changed(
     conn: asyncpg.Connection, tmp_path: Path
 ) -> None:
     path = write_campaign(tmp_path)
-    await campaigns.apply_campaign(conn, spec.load_campaign(path), path, CONFIG)
+    await campaigns.apply_campaign(conn, load_campaign(path), path, CONFIG)
     run_id = await campaigns.create_run_now(conn, "promo")
     path.write_text(path.read_text().replace("Hi ", "Yo "))
     with pytest.raises(CampaignError, match=f"has run {run_id} in progress \\(scheduled\\)"):
-        await campaigns.apply_campaign(conn, spec.load_campaign(path), path, CONFIG)
+        await campaigns.apply_campaign(conn, load_campaign(path), path, CONFIG)
     await conn.execute("UPDATE campaign_runs SET status = 'completed'")
-    changed = await campaigns.apply_campaign(conn, spec.load_campaign(path), path, CONFIG)
+    changed = await campaigns.apply_campaign(conn, load_campaign(path), path, CONFIG)
     assert changed.action == "updated"
 
 

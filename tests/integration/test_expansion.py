@@ -12,10 +12,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from engine import campaigns, db, expander, scheduler
+from engine import campaigns, db, expander, message_rows, scheduler
 from engine.config import EngineConfig
 from engine.expander import Expander
 from engine.status import RunStatus
+from engine.timing import SendTiming
 from tests.integration.helpers import add_contacts, campaign, numbers, statuses
 
 CONFIG = EngineConfig()
@@ -226,24 +227,24 @@ async def test_crash_mid_expansion_resumes_without_duplicates_or_gaps(
     phones = numbers(50)
     await add_contacts(conn, [{"phone": p} for p in phones])
     run_id = await fire(conn, campaign())
-    line = expander.RunPlan.line
+    line = message_rows.RunPlan.line
     seen = 0
 
-    def crashing(self: expander.RunPlan, rec: Any, timing: Any, cap: Any) -> Any:
+    def crashing(self: message_rows.RunPlan, rec: Any, timing: Any, cap: Any) -> Any:
         nonlocal seen
         seen += 1
         if seen == 23:
             raise RuntimeError("injected crash")
         return line(self, rec, timing, cap)
 
-    monkeypatch.setattr(expander.RunPlan, "line", crashing)
+    monkeypatch.setattr(message_rows.RunPlan, "line", crashing)
     with pytest.raises(RuntimeError, match="injected crash"):
         await Expander(pool, CONFIG, "dead", batch_size=10).run_once()
     partial = await conn.fetchval("SELECT count(*) FROM messages WHERE run_id = $1", run_id)
     assert partial in (10, 20)  # whole batches only
     status = await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1", run_id)
     assert status == "expanding"
-    monkeypatch.setattr(expander.RunPlan, "line", line)
+    monkeypatch.setattr(message_rows.RunPlan, "line", line)
     result = await Expander(pool, CONFIG, "alive", batch_size=10).run_once()
     assert result is not None
     assert result.status is RunStatus.SENDING
@@ -357,8 +358,8 @@ def test_copy_line_is_the_row_as_copy_text_for_every_kind_of_recipient() -> None
     config = EngineConfig.model_validate({"pricing": {"prefixes": {"27": "0.5"}}})
     spec = campaign(message={"body": "Hi {{ first_name }}\t{{ tier }}", "max_segments": 1},
                     schedule={"now": True, "quiet_hours": "21:00-08:00"})
-    plan = expander.plan_run(7, spec, config)
-    timing = expander.SendTiming(spec, datetime(2026, 1, 5, 12, tzinfo=UTC))
+    plan = message_rows.plan_run(7, spec, config)
+    timing = SendTiming(spec, datetime(2026, 1, 5, 12, tzinfo=UTC))
 
     def rec(i: int, phone: str, **fields: Any) -> dict[str, Any]:
         return {"id": i, "phone": phone, "first_name": "Ann", "last_name": None, "locale": None,
@@ -374,7 +375,7 @@ def test_copy_line_is_the_row_as_copy_text_for_every_kind_of_recipient() -> None
         rec(6, "+27821234571", recent=3),                      # over the cap of 2
         rec(7, "+27821234572", first_name="x" * 200),          # too long for 1 segment
     ]
-    copy = expander.CopyText()
+    copy = message_rows.CopyText()
     lines = []
     for r in recipients:
         row = plan.decide(r, timing, 2)
@@ -382,10 +383,10 @@ def test_copy_line_is_the_row_as_copy_text_for_every_kind_of_recipient() -> None
         assert row is not None and line is not None
         assert line == "\t".join(copy.field(v) for v in row) + "\n"
         lines.append(line.split("\t"))
-    status = expander.COPY_COLUMNS.index("status")
+    status = message_rows.COPY_COLUMNS.index("status")
     assert [fields[status] for fields in lines] == [
         "queued", "queued", "queued", "failed", "suppressed", "frequency_capped", "too_long"]
-    at = expander.COPY_COLUMNS.index("next_attempt_at")
+    at = message_rows.COPY_COLUMNS.index("next_attempt_at")
     assert lines[0][at] == lines[2][at] != lines[1][at]  # quiet hours read in each zone
     assert "Hi Ann\\tgold" in lines[0]  # a tab in the text is escaped, not a new column
     assert plan.line(rec(8, "+27821234573", excluded=True), timing, 2) is None
@@ -437,8 +438,8 @@ async def test_a_batch_is_rendered_off_the_event_loop_and_stops_when_cancelled()
             return "spy"
 
     spec = campaign(message={"body": "Hi {{ spy }}"})
-    plan = expander.plan_run(7, spec, EngineConfig())
-    timing = expander.SendTiming(spec, datetime(2026, 1, 5, 12, tzinfo=UTC))
+    plan = message_rows.plan_run(7, spec, EngineConfig())
+    timing = SendTiming(spec, datetime(2026, 1, 5, 12, tzinfo=UTC))
     records: Any = [
         {"id": i, "phone": phone, "first_name": None, "last_name": None, "locale": None,
          "timezone": None, "attributes": {"spy": Spy()}, "excluded": False,
@@ -451,5 +452,5 @@ async def test_a_batch_is_rendered_off_the_event_loop_and_stops_when_cancelled()
     assert threading.get_ident() not in threads
     stop = threading.Event()
     stop.set()
-    with pytest.raises(expander.RunStopped):
+    with pytest.raises(message_rows.RunStopped):
         plan.lines(records, timing, None, stop)

@@ -19,10 +19,10 @@ import pytest
 import yaml
 
 from engine import db
+from engine.campaign_loader import load_campaign
 from engine.config import parse_config
 from engine.errors import ConfigError
 from engine.simulator import SimulatorSettings
-from engine.spec import load_campaign
 
 REPO = Path(__file__).resolve().parents[2]
 FRAGMENT = "<!-- docs-example: fragment -->"

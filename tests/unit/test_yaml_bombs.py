@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from engine import cli
+from engine.campaign_loader import load_campaign
 from engine.config import parse_config
 from engine.errors import CampaignFileError, ConfigError
-from engine.spec import load_campaign
 
 LAUGHS = """\
 a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
