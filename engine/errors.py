@@ -1,14 +1,47 @@
-"""The engine's exceptions: one root, a few meaningful branches.
+"""The engine's exceptions: one root, one tree, each class where its concept lives.
 
-    EngineError
-    ├── ConfigError           engine.yaml or the environment is wrong
-    ├── CampaignFileError     a campaign file is wrong (carries every problem found)
-    ├── DatabaseError         PostgreSQL is unreachable, or a migration is refused
-    │   └── MigrationError
-    ├── PricingError          no rate for a destination
-    └── ProviderError         a provider call failed
-        ├── ProviderTemporaryError   provably not accepted; safe to retry
-        └── ProviderPermanentError   rejected; never retry
+Every exception the engine defines derives from :class:`EngineError`, so the command line
+catches one type and prints one line (``--debug`` shows the traceback). The tree below is
+the whole list: each class, the module that defines it, and what it means.
+tests/unit/test_errors.py walks every engine module and fails when a class is missing here
+or sits under another parent than drawn.
+
+    EngineError                   engine.errors            the root; ``exit_code`` for the CLI
+    ├── ConfigError               engine.errors            engine.yaml or the environment is wrong
+    ├── CampaignFileError         engine.errors            a campaign file is wrong (all problems)
+    ├── AudienceFileError         engine.audiencefile      audience file missing or outside [1]
+    ├── CampaignError             engine.campaigns         campaign cannot change or run as asked
+    ├── ContactsError             engine.phones            contacts file, region or number unusable
+    ├── DatabaseError             engine.errors            PostgreSQL is unreachable or refused
+    │   └── MigrationError        engine.errors            a migration cannot be applied
+    ├── PricingError              engine.errors            no price for a destination
+    │   └── NoRateError           engine.pricing           no prefix and no default rate [1]
+    ├── NotGsmError               engine.sms               GSM-7 forced, text outside it [1]
+    ├── RenderError               engine.templates         one recipient's message cannot render
+    ├── TemplateLimitError        engine.template_limits   a template went past a limit
+    ├── _NotConstant              engine.template_sandbox  expression needs recipient values [2]
+    ├── RunStopped                engine.message_rows      run left 'expanding' mid-expansion [2]
+    ├── Unstorable                engine.receipts          events PostgreSQL cannot hold
+    ├── WriterStopped             engine.receipt_writer    the writer is not running: retry
+    ├── ReportError               engine.reports           no such campaign or run, cannot write
+    ├── NotConfirmed              engine.cli.confirm       a destructive command not confirmed
+    ├── ProviderError             engine.errors            a provider call failed
+    │   ├── ProviderTemporaryError  engine.errors          provably not accepted; safe to retry
+    │   └── ProviderPermanentError  engine.errors          rejected; never retry
+    ├── CheckFailed               engine.providers.results       account check failed
+    ├── MalformedWebhook          engine.providers.webhook_body  unreadable webhook body
+    └── BadRequest                engine.simulator.model   a request the simulator refuses [3]
+
+[1] Also a ``ValueError`` (the engine parent first): ``AudienceFileError`` is raised inside
+    the campaign model's pydantic validators, which report only ``ValueError`` at the
+    field's line; ``NoRateError`` and ``NotGsmError`` are a value that cannot be
+    priced or encoded, and their tests pin the ``ValueError`` contract.
+[2] Control flow, never shown to a user: ``_NotConstant`` ends the constant scan of one
+    template expression (engine.template_sandbox); ``RunStopped`` unwinds an expansion
+    whose run was cancelled or paused, caught in engine.expander.
+[3] The simulator's own: raised by a family's request parser, answered as that
+    provider's 400 in its error format (engine.simulator.core); it never leaves the
+    simulator.
 
 Lower-level errors (asyncpg, aiohttp, yaml) are mapped at the boundary with
 ``raise ... from exc`` so the CLI can print one clear line.

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import sms
 from engine.contact_fields import CONTACT_FIELDS
+from engine.errors import EngineError
 from engine.pricing import NoRateError, PriceTable
 from engine.status import MessageStatus
 from engine.templates import (
@@ -255,7 +256,7 @@ def template_names(campaign: Campaign) -> tuple[str, ...] | None:
     return tuple(sorted(set().union(*(variables(source) for source in sources))))
 
 
-class RunStopped(Exception):
+class RunStopped(EngineError):
     """The run left 'expanding' (cancelled or paused) while it was being expanded."""
 
 

@@ -30,6 +30,8 @@ from typing import Final
 
 import regex
 
+from engine.errors import EngineError
+
 
 class Encoding(StrEnum):
     """How the message is encoded on the air interface."""
@@ -203,7 +205,7 @@ NonGsm = tuple[tuple[int, str], ...]
 Replacements = tuple[tuple[str, str, int], ...]
 
 
-class NotGsmError(ValueError):
+class NotGsmError(EngineError, ValueError):
     """The campaign forces GSM-7 but the text has characters outside the GSM alphabet."""
 
     def __init__(self, offenders: NonGsm) -> None:

@@ -27,6 +27,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from engine.errors import EngineError
 from engine.template_limits import (
     BINOPS,
     FILTER_CHECKS,
@@ -140,7 +141,7 @@ class LimitedEnvironment(ImmutableSandboxedEnvironment):
 # --- constants, at validate time --------------------------------------------------------
 
 
-class _NotConstant(Exception):
+class _NotConstant(EngineError):
     """The expression needs the recipient's values."""
 
 

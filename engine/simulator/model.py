@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+from engine.errors import EngineError
+
 
 @dataclass(slots=True)
 class Stats:
@@ -40,7 +42,7 @@ class Stats:
         return data
 
 
-class BadRequest(Exception):
+class BadRequest(EngineError):
     """A send request of the wrong shape; rendered in the family's error format."""
 
     def __init__(self, code: str, detail: str) -> None:
