@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncpg
 
 from engine.errors import MigrationError
+from engine.queries import QUERIES
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +28,6 @@ LOCK_KEY = 0x6D6967726174
 
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
-_BOOTSTRAP = """
-CREATE TABLE IF NOT EXISTS schema_migrations (
-    version     integer PRIMARY KEY,
-    name        text NOT NULL,
-    checksum    text NOT NULL,
-    applied_at  timestamptz NOT NULL DEFAULT now()
-)
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +73,8 @@ def discover(directory: Path | None = None) -> list[Migration]:
 
 
 async def _applied(conn: asyncpg.Connection) -> dict[int, asyncpg.Record]:
-    await conn.execute(_BOOTSTRAP)
-    rows = await conn.fetch("SELECT version, name, checksum, applied_at FROM schema_migrations")
+    await conn.execute(QUERIES["migrations_bootstrap"])
+    rows = await conn.fetch(QUERIES["applied_migrations"])
     return {row["version"]: row for row in rows}
 
 
@@ -96,7 +89,7 @@ def _check_unchanged(migration: Migration, row: asyncpg.Record) -> None:
 async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> list[Migration]:
     """Apply every pending migration; return the ones applied by this call."""
     migrations = discover(directory)
-    await conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
+    await conn.execute(QUERIES["migrations_lock"], LOCK_KEY)
     try:
         applied = await _applied(conn)
         done: list[Migration] = []
@@ -106,21 +99,19 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    migration.version, migration.name, migration.checksum,
-                )
+                await conn.execute(QUERIES["record_migration"], migration.version,
+                                   migration.name, migration.checksum)
             log.info("applied migration %04d_%s", migration.version, migration.name)
             done.append(migration)
         return done
     finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
+        await conn.execute(QUERIES["migrations_unlock"], LOCK_KEY)
 
 
 async def status(conn: asyncpg.Connection, directory: Path | None = None) -> list[MigrationState]:
     """Every known migration with its applied time (None when pending)."""
     migrations = discover(directory)
-    exists = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    exists = await conn.fetchval(QUERIES["migrations_table_exists"])
     applied = await _applied(conn) if exists else {}
     states = []
     for migration in migrations:
@@ -139,7 +130,7 @@ async def require_current(conn: asyncpg.Connection, directory: Path | None = Non
     all: the usual sign of a command run outside the project's folder.
     """
     if where is not None and not await conn.fetchval(
-            "SELECT to_regclass('schema_migrations') IS NOT NULL"):
+            QUERIES["migrations_table_exists"]):
         raise MigrationError(f"the database at {where} has no tables; run `engine db migrate`")
     pending = [s.migration for s in await status(conn, directory) if s.applied_at is None]
     if pending:

@@ -26,11 +26,7 @@ _TYPE_WORD = re.compile(rf"\b({'|'.join(PROVIDER_TYPES)})\b", re.IGNORECASE)
 _SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH|CREATE|ALTER|DROP|TRUNCATE|COPY"
                   r"|LOCK|GRANT|VACUUM|ANALYZE|NOTIFY|LISTEN|DO)\s+(?!\d+\s*$)")
 #: Python files allowed SQL text, and why
-SQL_ALLOWED = {
-    # the migration runner's own bookkeeping (schema_migrations, its advisory lock): it is
-    # the "migrations" half of the rule and runs before any named query's table exists
-    "migrate.py",
-}
+SQL_ALLOWED: set[str] = set()
 
 
 def sources(under: Path = ENGINE) -> list[Path]:
