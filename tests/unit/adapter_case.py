@@ -2,8 +2,8 @@
 
 The five adapter modules (zoomconnect, zenvia, zingle, sunshine, courier) differ in these values
 only; each sets ``CASE = AdapterCase(...)`` and the fixtures ``account``, ``message``,
-``adapter`` and ``sent`` build from it. ``refused`` is here, not a fixture, because the tests
-use it inside ``parametrize`` lists, before any fixture exists.
+``adapter`` and ``sent`` build from it. ``refused`` and ``transport_failures`` are here, not
+fixtures, because the tests use them inside ``parametrize`` lists, before any fixture exists.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from types import SimpleNamespace
 from typing import Any, Protocol
 
 import aiohttp
+import pytest
 
-from engine.providers.base import AccountBase, Outbound
+from engine.providers.base import AccountBase, Outbound, Outcome
 
 
 @dataclass(frozen=True)
@@ -57,3 +58,14 @@ def refused(host: str) -> aiohttp.ClientConnectorError:
     """The error aiohttp raises when ``host`` refuses the connection."""
     key = SimpleNamespace(host=host, port=443, ssl=True)
     return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))  # type: ignore[arg-type]
+
+
+def transport_failures(host: str) -> list[Any]:
+    """The transport errors every adapter maps alike, each with the outcome its send gets."""
+    return [
+        pytest.param(TimeoutError(), Outcome.UNKNOWN, id="timeout"),
+        pytest.param(aiohttp.ServerDisconnectedError(), Outcome.UNKNOWN, id="dropped"),
+        pytest.param(aiohttp.ConnectionTimeoutError("connect timeout"), Outcome.RETRY,
+                     id="connect-timeout"),
+        pytest.param(refused(host), Outcome.RETRY, id="refused"),
+    ]

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 import orjson
 import pytest
 from yarl import URL
@@ -19,7 +18,13 @@ from engine.providers import ACCOUNT_TYPES
 from engine.providers.base import MalformedWebhook, Outcome, SendResult
 from engine.providers.courier import CourierAccount, CourierAdapter, _created
 from engine.status import MessageStatus
-from tests.unit.adapter_case import AdapterCase, MakeAdapter, MakeMessage, Sent, refused
+from tests.unit.adapter_case import (
+    AdapterCase,
+    MakeAdapter,
+    MakeMessage,
+    Sent,
+    transport_failures,
+)
 
 BASE = "https://carium.test/courier"
 TEXTS = f"{BASE}/v1/texts/"
@@ -217,10 +222,7 @@ async def test_5xx_is_unknown(
 
 @pytest.mark.parametrize(
     ("exception", "outcome"),
-    [(TimeoutError(), Outcome.UNKNOWN), (aiohttp.ServerDisconnectedError(), Outcome.UNKNOWN),
-     (aiohttp.ConnectionTimeoutError("connect timeout"), Outcome.RETRY),
-     (refused("carium.test"), Outcome.RETRY)],
-    ids=["timeout", "dropped", "connect-timeout", "refused"],
+    transport_failures("carium.test"),
 )
 async def test_transport_failures(
     http: Any, exception: Exception, outcome: Outcome, message: MakeMessage, adapter: MakeAdapter

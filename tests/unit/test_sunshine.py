@@ -29,7 +29,7 @@ from tests.unit.adapter_case import (
     MakeAdapter,
     MakeMessage,
     Sent,
-    refused,
+    transport_failures,
 )
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sunshine"
@@ -367,10 +367,7 @@ async def test_a_number_the_client_refuses_is_rejected(
 
 @pytest.mark.parametrize(
     ("exception", "outcome"),
-    [(TimeoutError(), Outcome.UNKNOWN), (aiohttp.ServerDisconnectedError(), Outcome.UNKNOWN),
-     (aiohttp.ConnectionTimeoutError("connect timeout"), Outcome.RETRY),
-     (refused("sunco.test"), Outcome.RETRY)],
-    ids=["timeout", "dropped", "connect-timeout", "refused"],
+    transport_failures("sunco.test"),
 )
 async def test_transport_failures_on_the_post(
     http: Any, exception: Exception, outcome: Outcome, message: MakeMessage, adapter: MakeAdapter

@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 from pydantic import ValidationError
@@ -18,7 +17,13 @@ from engine.providers import ACCOUNT_TYPES
 from engine.providers.base import MalformedWebhook, Outbound, Outcome, SendResult
 from engine.providers.zenvia import ZenviaAccount, ZenviaAdapter
 from engine.status import MessageStatus
-from tests.unit.adapter_case import AdapterCase, MakeAdapter, MakeMessage, Sent, refused
+from tests.unit.adapter_case import (
+    AdapterCase,
+    MakeAdapter,
+    MakeMessage,
+    Sent,
+    transport_failures,
+)
 
 BASE = "https://zenvia.test"
 SEND = f"{BASE}/v2/channels/sms/messages"
@@ -183,10 +188,7 @@ async def test_429_is_retry_after_the_given_seconds(
 
 @pytest.mark.parametrize(
     ("exception", "outcome"),
-    [(TimeoutError(), Outcome.UNKNOWN), (aiohttp.ServerDisconnectedError(), Outcome.UNKNOWN),
-     (aiohttp.ConnectionTimeoutError("connect timeout"), Outcome.RETRY),
-     (refused("zenvia.test"), Outcome.RETRY)],
-    ids=["timeout", "dropped", "connect-timeout", "refused"],
+    transport_failures("zenvia.test"),
 )
 async def test_transport_failures(
     http: Any, exception: Exception, outcome: Outcome, message: MakeMessage, adapter: MakeAdapter

@@ -17,7 +17,13 @@ from yarl import URL
 from engine.providers.base import MalformedWebhook, Outcome, SendResult
 from engine.providers.zoomconnect import ZoomConnectAccount, ZoomConnectAdapter
 from engine.status import MessageStatus
-from tests.unit.adapter_case import AdapterCase, MakeAdapter, MakeMessage, Sent, refused
+from tests.unit.adapter_case import (
+    AdapterCase,
+    MakeAdapter,
+    MakeMessage,
+    Sent,
+    transport_failures,
+)
 
 BASE = "https://zc.test/app"
 SEND = f"{BASE}/api/rest/v1/sms/send"
@@ -190,14 +196,8 @@ async def test_bulk_5xx_is_unknown_for_all(
 
 @pytest.mark.parametrize(
     ("exception", "outcome"),
-    [
-        (TimeoutError(), Outcome.UNKNOWN),
-        (aiohttp.ServerTimeoutError("read timeout"), Outcome.UNKNOWN),
-        (aiohttp.ServerDisconnectedError(), Outcome.UNKNOWN),
-        (aiohttp.ConnectionTimeoutError("connect timeout"), Outcome.RETRY),
-        (refused("zc.test"), Outcome.RETRY),
-    ],
-    ids=["timeout", "read-timeout", "dropped", "connect-timeout", "refused"],
+    [*transport_failures("zc.test"),
+     pytest.param(aiohttp.ServerTimeoutError("read timeout"), Outcome.UNKNOWN, id="read-timeout")],
 )
 async def test_transport_failures(
     http: Any, exception: Exception, outcome: Outcome, message: MakeMessage, adapter: MakeAdapter
