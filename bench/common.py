@@ -57,6 +57,7 @@ def peak_rss_mib() -> float:
 
 
 def free_port() -> int:
+    """A free local port; the tests' own copy is tests/net.py (bench does not import tests)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])

@@ -8,7 +8,6 @@ with ``?``, ``&`` (no ``?`` at all) or ``?&``, or posts them as form fields."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +21,7 @@ from engine.config import EngineConfig
 from engine.daemon import Daemon
 from engine.simulator import FAMILIES, FamilySettings, SimulatorSettings, serve
 from tests.integration.helpers import add_contacts, campaign, numbers
+from tests.net import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -44,12 +44,6 @@ ACCOUNTS: dict[str, dict[str, Any]] = {
 FAMILY = {"sim": "simulator", "zc": "zoomconnect", "zen": "zenvia", "zingle": "zingle",
           "sunco": "sunshine", "cour": "courier"}
 FINAL = {"delivered", "undelivered", "failed"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def test_a_campaign_through_every_provider(conn: asyncpg.Connection,

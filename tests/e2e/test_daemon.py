@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -22,18 +21,13 @@ import pytest
 from engine.config import EngineConfig
 from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from tests.integration.helpers import add_contacts, campaign, numbers
+from tests.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SETTLED = {"sent", "delivered", "undelivered", "failed", "unknown", "expired", "cancelled",
            "suppressed"}
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def write_config(path: Path, sim_url: str, port: int, rate: int) -> Path:

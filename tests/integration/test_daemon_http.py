@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,12 +17,7 @@ from engine.config import EngineConfig
 from engine.daemon import Daemon
 from engine.simulator import FamilySettings, SimulatorSettings, serve
 from tests.integration.helpers import add_contacts, campaign, numbers
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.net import free_port
 
 
 async def running_daemon(conn: asyncpg.Connection, database_url: str,

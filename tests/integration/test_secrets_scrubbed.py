@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from engine.daemon import Daemon
 from engine.redact import MASK
 from engine.simulator import FamilySettings, SimulatorSettings, serve
 from tests.integration.helpers import add_contacts, campaign, numbers
+from tests.net import free_port
 
 ACCOUNTS: dict[str, dict[str, Any]] = {
     "sim": {"type": "simulator", "webhook_secret": "sim-webhook-secret-0001"},
@@ -51,12 +51,6 @@ FAMILY = {"sim": "simulator", "zc": "zoomconnect", "zen": "zenvia", "zingle": "z
 SECRETS = [value for account in ACCOUNTS.values() for key, value in account.items()
            if key in ("webhook_secret", "token", "password", "key_secret")]
 FINAL = {"delivered", "undelivered", "failed"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def stored_text(conn: asyncpg.Connection) -> str:

@@ -7,20 +7,24 @@ import logging
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 import orjson
 import pytest
 from yarl import URL
 
-from engine.providers import ACCOUNT_TYPES, adapter_for
-from engine.providers.base import MalformedWebhook, Outbound, Outcome, SendResult
+from engine.providers import ACCOUNT_TYPES
+from engine.providers.base import MalformedWebhook, Outcome, SendResult
 from engine.providers.courier import CourierAccount, CourierAdapter, _created
 from engine.status import MessageStatus
-from tests.aioresponses_compat import MockedHTTP
+from tests.unit.adapter_case import (
+    AdapterCase,
+    MakeAdapter,
+    MakeMessage,
+    Sent,
+    transport_failures,
+)
 
 BASE = "https://carium.test/courier"
 TEXTS = f"{BASE}/v1/texts/"
@@ -32,34 +36,12 @@ TEXT_ID = "44444444-4444-4444-4444-444444444444"
 PUBLIC = "https://engine.example.com"
 
 
-def account(**extra: Any) -> CourierAccount:
-    return CourierAccount.model_validate(
-        {"type": "courier", "token": "jwt-abc", "account_id": ACCOUNT_ID,
-         "number_id": NUMBER_ID, "base_url": BASE, "webhook_secret": "s3cret", **extra}
-    )
-
-
-def message(n: int = 1, to: str = "+14155550100", body: str = "Hello") -> Outbound:
-    return Outbound(message_id=n, to=to, body=body)
-
-
-@pytest.fixture
-def http() -> Any:
-    with MockedHTTP() as mocked:
-        yield mocked
-
-
-def adapter(
-    session: aiohttp.ClientSession, public_url: str | None = PUBLIC, **extra: Any
-) -> CourierAdapter:
-    made = adapter_for("courier-us", account(**extra), session, public_url=public_url)
-    assert isinstance(made, CourierAdapter)
-    return made
-
-
-def sent(http: Any) -> list[Any]:
-    calls: list[Any] = http.requests[("POST", URL(TEXTS))]
-    return calls
+CASE = AdapterCase(
+    "courier-us", CourierAccount, CourierAdapter,
+    {"type": "courier", "token": "jwt-abc", "account_id": ACCOUNT_ID, "number_id": NUMBER_ID,
+     "base_url": BASE, "webhook_secret": "s3cret"},
+    to="+14155550100", public_url=PUBLIC,
+)
 
 
 def created(status: str = "accepted", **attributes: Any) -> dict[str, Any]:
@@ -87,11 +69,13 @@ def test_account_is_registered_with_its_defaults() -> None:
 # --- sending ---------------------------------------------------------------------------------
 
 
-async def test_send_request_and_result(session: aiohttp.ClientSession, http: Any) -> None:
+async def test_send_request_and_result(
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
+) -> None:
     http.post(TEXTS, status=201, payload=created())
-    results = await adapter(session).send([message(42)])
+    results = await adapter().send([message(42)])
     assert results == [SendResult(Outcome.ACCEPTED, TEXT_ID)]
-    (call,) = sent(http)
+    (call,) = sent("POST", TEXTS)
     assert orjson.loads(call.kwargs["data"]) == {"data": {"type": "texts", "attributes": {
         "account-id": ACCOUNT_ID, "number-id": NUMBER_ID, "target": "+14155550100",
         "message": "Hello",
@@ -110,23 +94,27 @@ async def test_send_request_and_result(session: aiohttp.ClientSession, http: Any
 
 
 async def test_organization_id_travels_when_configured(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
     http.post(TEXTS, status=201, payload=created())
-    await adapter(session, organization_id=ORG_ID).send([message()])
-    attributes = orjson.loads(sent(http)[0].kwargs["data"])["data"]["attributes"]
+    await adapter(organization_id=ORG_ID).send([message()])
+    attributes = orjson.loads(sent("POST", TEXTS)[0].kwargs["data"])["data"]["attributes"]
     assert attributes["organization-id"] == ORG_ID
 
 
 async def test_without_a_public_url_no_callback_is_asked_for(
-    session: aiohttp.ClientSession, http: Any, caplog: pytest.LogCaptureFixture
+    http: Any,
+    caplog: pytest.LogCaptureFixture,
+    message: MakeMessage,
+    adapter: MakeAdapter,
+    sent: Sent,
 ) -> None:
     http.post(TEXTS, status=201, payload=created(), repeat=True)
-    courier = adapter(session, public_url=None)
+    courier = adapter(public_url=None)
     with caplog.at_level(logging.WARNING, "engine.providers.courier"):
         await courier.send([message(1)])
         await courier.send([message(2)])
-    attributes = orjson.loads(sent(http)[0].kwargs["data"])["data"]["attributes"]
+    attributes = orjson.loads(sent("POST", TEXTS)[0].kwargs["data"])["data"]["attributes"]
     assert "callback-status-url" not in attributes
     assert "callback-json" not in attributes
     assert "callback-url" not in attributes
@@ -134,11 +122,11 @@ async def test_without_a_public_url_no_callback_is_asked_for(
 
 
 async def test_without_a_secret_the_callback_url_has_none(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
     http.post(TEXTS, status=201, payload=created())
-    await adapter(session, webhook_secret=None).send([message()])
-    attributes = orjson.loads(sent(http)[0].kwargs["data"])["data"]["attributes"]
+    await adapter(webhook_secret=None).send([message()])
+    attributes = orjson.loads(sent("POST", TEXTS)[0].kwargs["data"])["data"]["attributes"]
     assert attributes["callback-status-url"] == (
         "https://engine.example.com/webhooks/courier-us?message_id=1")
 
@@ -149,24 +137,24 @@ async def test_without_a_secret_the_callback_url_has_none(
      ({"errors": []}, "bad_response")],
 )
 async def test_a_2xx_without_an_id_is_unknown(
-    session: aiohttp.ClientSession, http: Any, payload: Any, code: str
+    http: Any, payload: Any, code: str, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     http.post(TEXTS, status=201, payload=payload)
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert (result.outcome, result.error_code) == (Outcome.UNKNOWN, code)
 
 
 async def test_a_201_that_already_failed_is_a_rejection(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     http.post(TEXTS, status=201, payload=created("failed", error="Unsubscribed recipient"))
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert (result.outcome, result.error_code, result.error_detail) == (
         Outcome.REJECTED, "failed", "Unsubscribed recipient")
 
 
-async def test_one_message_per_request(session: aiohttp.ClientSession) -> None:
-    courier = adapter(session)
+async def test_one_message_per_request(message: MakeMessage, adapter: MakeAdapter) -> None:
+    courier = adapter()
     assert courier.max_batch == 1
     with pytest.raises(ValueError, match="exceeds"):
         await courier.send([message(1), message(2)])
@@ -197,10 +185,16 @@ def jsonapi_error(status: int, code: str, detail: str) -> dict[str, Any]:
     ids=["400", "400-many", "401", "403", "404-bare", "409"],
 )
 async def test_errors_are_rejections(
-    session: aiohttp.ClientSession, http: Any, status: int, payload: Any, code: str, detail: str
+    http: Any,
+    status: int,
+    payload: Any,
+    code: str,
+    detail: str,
+    message: MakeMessage,
+    adapter: MakeAdapter,
 ) -> None:
     http.post(TEXTS, status=status, payload=payload)
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     # 401/403 are the account's problem, not the message's (issue 17 item 1)
     outcome = Outcome.ACCOUNT if status in (401, 402, 403) else Outcome.REJECTED
     assert (result.outcome, result.error_code) == (outcome, code)
@@ -209,38 +203,32 @@ async def test_errors_are_rejections(
 
 
 async def test_429_is_retry_after_the_given_seconds(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     http.post(TEXTS, status=429, headers={"Retry-After": "12"},
               payload=jsonapi_error(429, "TooManyRequests", "slow down"))
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert (result.outcome, result.retry_after) == (Outcome.RETRY, 12)
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
-async def test_5xx_is_unknown(session: aiohttp.ClientSession, http: Any, status: int) -> None:
+async def test_5xx_is_unknown(
+    http: Any, status: int, message: MakeMessage, adapter: MakeAdapter
+) -> None:
     http.post(TEXTS, status=status, body=b"oops")
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert (result.outcome, result.error_code) == (Outcome.UNKNOWN, str(status))
-
-
-def _refused() -> aiohttp.ClientConnectorError:
-    key = SimpleNamespace(host="carium.test", port=443, ssl=True)
-    return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     ("exception", "outcome"),
-    [(TimeoutError(), Outcome.UNKNOWN), (aiohttp.ServerDisconnectedError(), Outcome.UNKNOWN),
-     (aiohttp.ConnectionTimeoutError("connect timeout"), Outcome.RETRY),
-     (_refused(), Outcome.RETRY)],
-    ids=["timeout", "dropped", "connect-timeout", "refused"],
+    transport_failures("carium.test"),
 )
 async def test_transport_failures(
-    session: aiohttp.ClientSession, http: Any, exception: Exception, outcome: Outcome
+    http: Any, exception: Exception, outcome: Outcome, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     http.post(TEXTS, exception=exception)
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert result.outcome is outcome
 
 
@@ -254,13 +242,13 @@ def callback(status: str = "delivered", **attributes: Any) -> dict[str, Any]:
     return doc
 
 
-def parse(session: aiohttp.ClientSession, body: Any, query: dict[str, str] | None = None) -> Any:
-    return adapter(session).parse_webhook(JSON, orjson.dumps(body), query or {})
+def parse(adapter: MakeAdapter, body: Any, query: dict[str, str] | None = None) -> Any:
+    return adapter().parse_webhook(JSON, orjson.dumps(body), query or {})
 
 
-def test_status_callback_is_a_receipt(session: aiohttp.ClientSession) -> None:
+def test_status_callback_is_a_receipt(adapter: MakeAdapter) -> None:
     body = callback(**{"last-modified-at": "2024-05-01T10:00:05Z"})
-    events = parse(session, body, {"secret": "s3cret"})
+    events = parse(adapter, body, {"secret": "s3cret"})
     (receipt,) = events.receipts
     assert receipt.provider_message_id == TEXT_ID
     assert receipt.message_id == 42
@@ -276,19 +264,19 @@ def test_status_callback_is_a_receipt(session: aiohttp.ClientSession) -> None:
     assert not events.inbound
 
 
-def test_failure_carries_its_error(session: aiohttp.ClientSession) -> None:
-    (receipt,) = parse(session, callback("undelivered", error="Unreachable handset")).receipts
+def test_failure_carries_its_error(adapter: MakeAdapter) -> None:
+    (receipt,) = parse(adapter, callback("undelivered", error="Unreachable handset")).receipts
     assert (receipt.error_code, receipt.error_detail) == ("undelivered", "Unreachable handset")
     body = callback("failed", error="Carrier violation", **{"error-code": "30007"})
-    (receipt,) = parse(session, body).receipts
+    (receipt,) = parse(adapter, body).receipts
     assert (receipt.error_code, receipt.error_detail) == ("30007", "Carrier violation")
 
 
 def test_unknown_status_is_kept_and_logged(
-    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture, adapter: MakeAdapter
 ) -> None:
     with caplog.at_level(logging.WARNING, "engine.providers.courier"):
-        (receipt,) = parse(session, callback("canceled")).receipts
+        (receipt,) = parse(adapter, callback("canceled")).receipts
     assert (receipt.status, receipt.provider_status) == (None, "canceled")
     assert "canceled" in caplog.text
 
@@ -297,9 +285,7 @@ def test_unknown_status_is_kept_and_logged(
     "where",
     ["attributes-string", "top-level", "meta", "merged", "absent"],
 )
-def test_our_id_wherever_callback_json_is_echoed(
-    session: aiohttp.ClientSession, where: str
-) -> None:
+def test_our_id_wherever_callback_json_is_echoed(where: str, adapter: MakeAdapter) -> None:
     body = created("sent")
     attributes = body["data"]["attributes"]
     if where == "attributes-string":
@@ -310,15 +296,15 @@ def test_our_id_wherever_callback_json_is_echoed(
         body["meta"] = {"message_id": 42}
     elif where == "merged":
         body["message_id"] = "42"
-    (receipt,) = parse(session, body).receipts
+    (receipt,) = parse(adapter, body).receipts
     assert receipt.message_id == (None if where == "absent" else 42)
     assert receipt.provider_message_id == TEXT_ID
 
 
-def test_our_id_alone_is_enough(session: aiohttp.ClientSession) -> None:
+def test_our_id_alone_is_enough(adapter: MakeAdapter) -> None:
     body = {"data": {"type": "texts", "attributes": {
         "status": "sent", "callback-json": {"message_id": 7}}}}
-    (receipt,) = parse(session, body).receipts
+    (receipt,) = parse(adapter, body).receipts
     assert (receipt.provider_message_id, receipt.message_id) == (None, 7)
 
 
@@ -338,13 +324,13 @@ def test_our_id_alone_is_enough(session: aiohttp.ClientSession) -> None:
          "without an id"),
     ],
 )
-def test_malformed_callbacks(session: aiohttp.ClientSession, body: bytes, reason: str) -> None:
+def test_malformed_callbacks(body: bytes, reason: str, adapter: MakeAdapter) -> None:
     with pytest.raises(MalformedWebhook, match=reason):
-        adapter(session).parse_webhook(JSON, body, {})
+        adapter().parse_webhook(JSON, body, {})
 
 
-def test_webhook_secret_in_the_query(session: aiohttp.ClientSession) -> None:
-    courier = adapter(session)
+def test_webhook_secret_in_the_query(adapter: MakeAdapter) -> None:
+    courier = adapter()
     assert courier.webhook_authentic({}, {"secret": "s3cret"})
     assert not courier.webhook_authentic({}, {"secret": "wrong"})
     assert not courier.webhook_authentic({}, {})
@@ -366,13 +352,13 @@ def seed(name: str) -> Any:
 
 
 async def test_our_request_has_the_seed_samples_shape(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
     sample = seed("create_text_request.txt")
     http.post(TEXTS, status=201, payload=seed("create_text_response.txt"))
-    (result,) = await adapter(session, organization_id=ORG_ID).send([message(42)])
+    (result,) = await adapter(organization_id=ORG_ID).send([message(42)])
     assert result == SendResult(Outcome.ACCEPTED, "11111111-1111-1111-1111-111111111111")
-    ours = orjson.loads(sent(http)[0].kwargs["data"])
+    ours = orjson.loads(sent("POST", TEXTS)[0].kwargs["data"])
     assert set(ours) == set(sample)
     assert set(ours["data"]) == set(sample["data"])
     assert set(ours["data"]["attributes"]) == set(sample["data"]["attributes"])
@@ -381,10 +367,10 @@ async def test_our_request_has_the_seed_samples_shape(
 
 
 async def test_the_seed_error_sample_is_a_rejection(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     http.post(TEXTS, status=400, payload=seed("error_response.txt"))
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert (result.outcome, result.error_code, result.error_detail) == (
         Outcome.REJECTED, "string", "string")
 
@@ -401,15 +387,14 @@ async def test_the_seed_error_sample_is_a_rejection(
 )
 @pytest.mark.parametrize("shape", ["texts", "twilio"])
 def test_failure_vocabulary(
-    session: aiohttp.ClientSession, shape: str, word: str, status: MessageStatus,
-    code: str | None
+    shape: str, word: str, status: MessageStatus, code: str | None, adapter: MakeAdapter
 ) -> None:
     """After acceptance nothing is ``failed``: a failure is ``undelivered``, code kept."""
     if shape == "texts":
-        events = parse(session, callback(word))
+        events = parse(adapter, callback(word))
     else:
         body = urlencode({"MessageSid": "SM1", "MessageStatus": word}).encode()
-        events = adapter(session).parse_webhook(FORM, body, {"message_id": "42"})
+        events = adapter().parse_webhook(FORM, body, {"message_id": "42"})
     (receipt,) = events.receipts
     assert (receipt.status, receipt.error_code, receipt.message_id) == (status, code, 42)
 
@@ -420,7 +405,7 @@ def test_a_201_failure_is_still_refused_at_send() -> None:
 
 
 @pytest.mark.parametrize("echo", [True, False])
-def test_twilio_style_status_fields(session: aiohttp.ClientSession, echo: bool) -> None:
+def test_twilio_style_status_fields(echo: bool, adapter: MakeAdapter) -> None:
     fields = {"MessageSid": "SMabc", "SmsSid": "SMabc", "AccountSid": "AC1",
               "MessageStatus": "undelivered", "SmsStatus": "undelivered",
               "ErrorCode": "30003", "ErrorMessage": "Unreachable destination handset",
@@ -430,16 +415,16 @@ def test_twilio_style_status_fields(session: aiohttp.ClientSession, echo: bool) 
         fields["callback-json"] = '{"message_id": 42}'
         del query["message_id"]
     body = urlencode(fields).encode()
-    (receipt,) = adapter(session).parse_webhook(FORM, body, query).receipts
+    (receipt,) = adapter().parse_webhook(FORM, body, query).receipts
     assert (receipt.provider_message_id, receipt.message_id) == ("SMabc", 42)
     assert (receipt.status, receipt.error_code, receipt.error_detail) == (
         MessageStatus.UNDELIVERED, "30003", "Unreachable destination handset")
     assert "s3cret" not in orjson.dumps(receipt.raw).decode()
 
 
-def test_the_callback_urls_message_id_wins(session: aiohttp.ClientSession) -> None:
+def test_the_callback_urls_message_id_wins(adapter: MakeAdapter) -> None:
     body = created("delivered")  # no callback-json at all
-    (receipt,) = parse(session, body, {"secret": "s3cret", "message_id": "9"}).receipts
+    (receipt,) = parse(adapter, body, {"secret": "s3cret", "message_id": "9"}).receipts
     assert (receipt.provider_message_id, receipt.message_id) == (TEXT_ID, 9)
     assert receipt.raw["message_id"] == "9" and "secret" not in receipt.raw
 
@@ -448,18 +433,18 @@ def test_the_callback_urls_message_id_wins(session: aiohttp.ClientSession) -> No
 @pytest.mark.parametrize(("text", "opted_out"), [("STOP", True), ("start", False),
                                                  ("thanks", None)])
 def test_replies_in_either_shape(
-    session: aiohttp.ClientSession, shape: str, text: str, opted_out: bool | None
+    shape: str, text: str, opted_out: bool | None, adapter: MakeAdapter
 ) -> None:
     query = {"secret": "s3cret", "message_id": "42", "event": "reply"}
     if shape == "twilio":
         body = urlencode({"MessageSid": "SMr", "From": "+14155550100", "To": "+15550100000",
                           "Body": text}).encode()
-        events = adapter(session).parse_webhook(FORM, body, query)
+        events = adapter().parse_webhook(FORM, body, query)
     else:
         doc = {"data": {"id": "r-1", "type": "text-receive-logs", "attributes": {
             "created-at": "2024-05-01T10:00:00Z", "message": text, "sender": "+14155550100",
             "sid": "SMr", "to": "+15550100000"}}, "meta": {}}
-        events = parse(session, doc, query)
+        events = parse(adapter, doc, query)
     (reply,) = events.inbound
     assert (reply.from_, reply.text, reply.provider_message_id) == ("+14155550100", text, "SMr")
     assert not events.receipts
@@ -468,25 +453,23 @@ def test_replies_in_either_shape(
                                                          else [opted_out])
 
 
-async def test_poll_one_text_with_the_seed_response(
-    session: aiohttp.ClientSession, http: Any
-) -> None:
+async def test_poll_one_text_with_the_seed_response(http: Any, adapter: MakeAdapter) -> None:
     text_id = "11111111-1111-1111-1111-111111111111"
     http.get(f"{TEXTS}{text_id}/", payload=seed("get_text_response.txt"))
     http.get(f"{TEXTS}missing/", status=404, payload=seed("error_response.txt"))
-    courier = adapter(session)
+    courier = adapter()
     assert courier.supports_polling
     (receipt,) = await courier.poll([text_id, "missing"])
     assert (receipt.provider_message_id, receipt.status) == (text_id, MessageStatus.SENT)
 
 
 async def test_poll_several_texts_to_one_number_with_one_list(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     for text_id in ("t1", "t2"):
         http.post(TEXTS, status=201, payload={"data": {"id": text_id, "type": "texts",
                                                        "attributes": {"status": "accepted"}}})
-    courier = adapter(session)
+    courier = adapter()
     await courier.send([message(1)])
     await courier.send([message(2)])
     listed = seed("list_texts_response.txt")

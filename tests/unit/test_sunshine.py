@@ -11,21 +11,26 @@ import hmac
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import orjson
 import pytest
 from pydantic import ValidationError
-from yarl import URL
 
 from engine.errors import ConfigError
-from engine.providers import ACCOUNT_TYPES, adapter_for
-from engine.providers.base import AccountReason, MalformedWebhook, Outbound, Outcome, SendResult
+from engine.providers import ACCOUNT_TYPES
+from engine.providers.base import AccountReason, MalformedWebhook, Outcome, SendResult
 from engine.providers.sunshine import SunshineAccount, SunshineAdapter, app_jwt, hs256
 from engine.status import MessageStatus
-from tests.aioresponses_compat import MockedHTTP
+from tests.unit.adapter_case import (
+    AdapterCase,
+    MakeAccount,
+    MakeAdapter,
+    MakeMessage,
+    Sent,
+    transport_failures,
+)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "sunshine"
 BASE = "https://sunco.test"
@@ -52,32 +57,13 @@ def seed(name: str) -> Any:
     return json.loads((FIXTURES / f"{name}.json").read_text())
 
 
-def account(**extra: Any) -> SunshineAccount:
-    data = {"type": "sunshine", "app_id": APP, "key_id": KEY_ID, "key_secret": SECRET,
-            "integration_id": INTEGRATION, "base_url": BASE,
-            "webhook_secret": "8564b3e6a8b20a4bdb68b05ce9bc5936", **extra}
-    return SunshineAccount.model_validate({k: v for k, v in data.items() if v is not None})
-
-
-def message(n: int = 1, to: str = NUMBER, body: str = "Hello") -> Outbound:
-    return Outbound(message_id=n, to=to, body=body, sender=None)
-
-
-@pytest.fixture
-def http() -> Any:
-    with MockedHTTP() as mocked:
-        yield mocked
-
-
-def adapter(session: aiohttp.ClientSession, **extra: Any) -> SunshineAdapter:
-    made = adapter_for("sunco", account(**extra), session)
-    assert isinstance(made, SunshineAdapter)
-    return made
-
-
-def sent(http: Any, method: str, url: str) -> list[Any]:
-    calls: list[Any] = http.requests.get((method, URL(url, encoded=True)), [])
-    return calls
+CASE = AdapterCase(
+    "sunco", SunshineAccount, SunshineAdapter,
+    {"type": "sunshine", "app_id": APP, "key_id": KEY_ID, "key_secret": SECRET,
+     "integration_id": INTEGRATION, "base_url": BASE,
+     "webhook_secret": "8564b3e6a8b20a4bdb68b05ce9bc5936"},
+    to=NUMBER,
+)
 
 
 def body(call: Any) -> Any:
@@ -97,12 +83,12 @@ def cold_path(http: Any, base: str = BASE) -> None:
 # --- account and auth ------------------------------------------------------------------------
 
 
-def test_registered_under_its_type() -> None:
+def test_registered_under_its_type(account: MakeAccount) -> None:
     assert ACCOUNT_TYPES["sunshine"] is SunshineAccount
     assert account(base_url=None).url == "https://api.smooch.io"
 
 
-def test_the_zendesk_host_from_the_subdomain() -> None:
+def test_the_zendesk_host_from_the_subdomain(account: MakeAccount) -> None:
     assert account(base_url=None, subdomain="acme").url == "https://acme.zendesk.com/sc"
     with pytest.raises(ValidationError, match="not both"):
         account(subdomain="acme")
@@ -110,12 +96,12 @@ def test_the_zendesk_host_from_the_subdomain() -> None:
         account(base_url=None, subdomain="acme.evil.com/x")
 
 
-def test_the_v1_notifications_path_is_gone() -> None:
+def test_the_v1_notifications_path_is_gone(account: MakeAccount) -> None:
     with pytest.raises(ValidationError, match="notifications_path"):
         account(notifications_path="/v1.1/apps/{app_id}/notifications")
 
 
-def test_auth_must_be_basic_or_jwt() -> None:
+def test_auth_must_be_basic_or_jwt(account: MakeAccount) -> None:
     with pytest.raises(ValidationError, match="auth"):
         account(auth="oauth")
 
@@ -155,11 +141,17 @@ def test_app_jwt_against_an_independent_computation() -> None:
     ("app_67a0e949f0305f4a391e9d97", "account", "jwt_payload_account"),
 ])
 async def test_jwt_scope_follows_the_key(
-    session: aiohttp.ClientSession, http: Any, key_id: str, scope: str | None, payload: str
+    http: Any,
+    key_id: str,
+    scope: str | None,
+    payload: str,
+    message: MakeMessage,
+    adapter: MakeAdapter,
+    sent: Sent,
 ) -> None:
     cold_path(http)
-    await adapter(session, auth="jwt", key_id=key_id, jwt_scope=scope).send([message()])
-    (call,) = sent(http, "POST", f"{V2}/users")
+    await adapter(auth="jwt", key_id=key_id, jwt_scope=scope).send([message()])
+    (call,) = sent("POST", f"{V2}/users")
     token = call.kwargs["headers"]["Authorization"].removeprefix("Bearer ")
     header, claims, _ = token.split(".")
     expected_header = seed("jwt_header")  # the seed's example is an account key's
@@ -172,20 +164,20 @@ async def test_jwt_scope_follows_the_key(
 
 
 async def test_first_send_creates_user_conversation_and_client(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
     cold_path(http)
-    sunco = adapter(session)
+    sunco = adapter()
     assert await sunco.send([message(42)]) == [SendResult(Outcome.ACCEPTED, MESSAGE_ID)]
-    (user,) = sent(http, "POST", USERS)
+    (user,) = sent("POST", USERS)
     assert body(user) == {"externalId": NUMBER}
-    (conversation,) = sent(http, "POST", CONVERSATIONS)
+    (conversation,) = sent("POST", CONVERSATIONS)
     assert body(conversation) == {"type": "personal", "participants": [{"userId": USER_ID}]}
-    (client,) = sent(http, "POST", CLIENTS)
+    (client,) = sent("POST", CLIENTS)
     assert body(client) == {
         "matchCriteria": {"type": "twilio", "integrationId": INTEGRATION, "phoneNumber": NUMBER},
         "confirmation": {"type": "immediate"}, "target": {"conversationId": CONVERSATION_ID}}
-    (post,) = sent(http, "POST", MESSAGES)
+    (post,) = sent("POST", MESSAGES)
     assert body(post) == {"author": {"type": "business"},
                           "content": {"type": "text", "text": "Hello"},
                           "destination": {"integrationId": INTEGRATION}}
@@ -195,20 +187,20 @@ async def test_first_send_creates_user_conversation_and_client(
 
 
 async def test_later_sends_to_the_number_post_only_the_message(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
     cold_path(http)
     http.post(MESSAGES, status=201, payload={"messages": [{"id": "second"}]})
-    sunco = adapter(session)
+    sunco = adapter()
     await sunco.send([message(1)])
     (second,) = await sunco.send([message(2, body="Again")])
     assert second == SendResult(Outcome.ACCEPTED, "second")
-    assert [len(sent(http, "POST", u)) for u in (USERS, CONVERSATIONS, CLIENTS, MESSAGES)] == [
+    assert [len(sent("POST", u)) for u in (USERS, CONVERSATIONS, CLIENTS, MESSAGES)] == [
         1, 1, 1, 2]
 
 
 async def test_an_existing_user_is_looked_up_and_its_conversation_reused(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
     """409 on create: the user exists (a restart, another engine): GET it by externalId,
     list its conversations, link the client (409: linked already), post."""
@@ -219,14 +211,14 @@ async def test_an_existing_user_is_looked_up_and_its_conversation_reused(
         seed("create_conversation_response")["conversation"]], "meta": {"hasMore": False}})
     http.post(CLIENTS, status=409, payload={"errors": [{"code": "conflict", "title": "x"}]})
     http.post(MESSAGES, status=201, payload=seed("post_message_response"))
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert result == SendResult(Outcome.ACCEPTED, MESSAGE_ID)
-    assert len(sent(http, "GET", GET_USER)) == 1
-    assert sent(http, "POST", CONVERSATIONS) == []
+    assert len(sent("GET", GET_USER)) == 1
+    assert sent("POST", CONVERSATIONS) == []
 
 
 async def test_an_existing_user_without_a_conversation_gets_one(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
     http.post(USERS, status=409, payload={"errors": [{"code": "conflict", "title": "x"}]})
     http.get(GET_USER, status=200, payload=seed("get_user_response"))
@@ -234,30 +226,30 @@ async def test_an_existing_user_without_a_conversation_gets_one(
     http.post(CONVERSATIONS, status=201, payload=seed("create_conversation_response"))
     http.post(CLIENTS, status=201, payload=seed("create_client_response"))
     http.post(MESSAGES, status=201, payload=seed("post_message_response"))
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert result.outcome is Outcome.ACCEPTED
-    assert len(sent(http, "POST", CONVERSATIONS)) == 1
+    assert len(sent("POST", CONVERSATIONS)) == 1
 
 
-async def test_the_zendesk_host(session: aiohttp.ClientSession, http: Any) -> None:
+async def test_the_zendesk_host(http: Any, message: MakeMessage, adapter: MakeAdapter) -> None:
     cold_path(http, "https://acme.zendesk.com/sc")
-    (result,) = await adapter(session, base_url=None, subdomain="acme").send([message()])
+    (result,) = await adapter(base_url=None, subdomain="acme").send([message()])
     assert result == SendResult(Outcome.ACCEPTED, MESSAGE_ID)
 
 
 async def test_concurrent_sends_to_one_number_share_one_lookup(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
     cold_path(http)
     http.post(MESSAGES, status=201, payload={"messages": [{"id": "m2"}]})
-    sunco = adapter(session)
+    sunco = adapter()
     results = await asyncio.gather(sunco.send([message(1)]), sunco.send([message(2)]))
     assert {r.provider_message_id for (r,) in results} == {MESSAGE_ID, "m2"}
-    assert len(sent(http, "POST", USERS)) == 1
+    assert len(sent("POST", USERS)) == 1
 
 
-async def test_the_cache_is_bounded(session: aiohttp.ClientSession, http: Any) -> None:
-    sunco = adapter(session, cache_size=1)
+async def test_the_cache_is_bounded(http: Any, message: MakeMessage, adapter: MakeAdapter) -> None:
+    sunco = adapter(cache_size=1)
     for number in ("+15145550001", "+15145550002"):
         cold_path(http)
         await sunco.send([message(to=number)])
@@ -267,9 +259,9 @@ async def test_the_cache_is_bounded(session: aiohttp.ClientSession, http: Any) -
 
 
 async def test_a_cached_conversation_gone_is_looked_up_again(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
-    sunco = adapter(session)
+    sunco = adapter()
     sunco.conversations.put(NUMBER, "deleted")
     http.post(f"{CONVERSATIONS}/deleted/messages", status=404,
               payload={"errors": [{"code": "not_found", "title": "Conversation not found"}]})
@@ -283,9 +275,9 @@ async def test_a_cached_conversation_gone_is_looked_up_again(
     "payload", [{"messages": []}, {"notification": {"_id": "x"}}, None],
     ids=["empty", "v1-shape", "not-json"])
 async def test_an_unreadable_2xx_is_unknown(
-    session: aiohttp.ClientSession, http: Any, payload: Any
+    http: Any, payload: Any, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
-    sunco = adapter(session)
+    sunco = adapter()
     sunco.conversations.put(NUMBER, CONVERSATION_ID)
     if payload is None:
         http.post(MESSAGES, status=201, body=b"created")
@@ -307,9 +299,9 @@ async def test_an_unreadable_2xx_is_unknown(
     ],
 )
 async def test_4xx_on_the_post_are_rejections_with_the_error_code(
-    session: aiohttp.ClientSession, http: Any, status: int, code: str, title: str
+    http: Any, status: int, code: str, title: str, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
-    sunco = adapter(session)
+    sunco = adapter()
     sunco.conversations.put(NUMBER, CONVERSATION_ID)
     http.post(MESSAGES, status=status, payload={"errors": [{"code": code, "title": title}]})
     (result,) = await sunco.send([message()])
@@ -319,10 +311,10 @@ async def test_4xx_on_the_post_are_rejections_with_the_error_code(
 
 
 async def test_the_seed_error_example_is_the_accounts_problem(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     http.post(USERS, status=401, payload=seed("error_response"))
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert (result.outcome, result.reason, result.error_code, result.error_detail) == (
         Outcome.ACCOUNT, AccountReason.AUTH, "unauthorized", "Authorization is required")
 
@@ -332,10 +324,15 @@ async def test_the_seed_error_example_is_the_accounts_problem(
     [(429, {"Retry-After": "30"}, Outcome.RETRY, 30), (409, {}, Outcome.RETRY, None),
      (500, {}, Outcome.UNKNOWN, None), (503, {}, Outcome.UNKNOWN, None)])
 async def test_the_post_retry_and_unknown(
-    session: aiohttp.ClientSession, http: Any, status: int, headers: dict[str, str],
-    outcome: Outcome, after: float | None
+    http: Any,
+    status: int,
+    headers: dict[str, str],
+    outcome: Outcome,
+    after: float | None,
+    message: MakeMessage,
+    adapter: MakeAdapter,
 ) -> None:
-    sunco = adapter(session)
+    sunco = adapter()
     sunco.conversations.put(NUMBER, CONVERSATION_ID)
     http.post(MESSAGES, status=status, headers=headers,
               payload={"errors": [{"code": "x", "title": "y"}]})
@@ -348,42 +345,34 @@ async def test_the_post_retry_and_unknown(
                                      {"exception": aiohttp.ServerDisconnectedError()}],
                          ids=["500", "timeout", "dropped"])
 async def test_a_lookup_that_fails_is_retry_not_unknown(
-    session: aiohttp.ClientSession, http: Any, failure: dict[str, Any]
+    http: Any, failure: dict[str, Any], message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
     """Nothing was posted yet, so the message is provably not sent."""
     http.post(USERS, **failure)
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert result.outcome is Outcome.RETRY
-    assert sent(http, "POST", MESSAGES) == []
+    assert sent("POST", MESSAGES) == []
 
 
 async def test_a_number_the_client_refuses_is_rejected(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     http.post(USERS, status=201, payload=seed("create_user_response"))
     http.post(CONVERSATIONS, status=201, payload=seed("create_conversation_response"))
     http.post(CLIENTS, status=400, payload={"errors": [
         {"code": "bad_request", "title": "matchCriteria.phoneNumber must be E.164"}]})
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert (result.outcome, result.error_code) == (Outcome.REJECTED, "bad_request")
-
-
-def _refused() -> aiohttp.ClientConnectorError:
-    key = SimpleNamespace(host="sunco.test", port=443, ssl=True)
-    return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     ("exception", "outcome"),
-    [(TimeoutError(), Outcome.UNKNOWN), (aiohttp.ServerDisconnectedError(), Outcome.UNKNOWN),
-     (aiohttp.ConnectionTimeoutError("connect timeout"), Outcome.RETRY),
-     (_refused(), Outcome.RETRY)],
-    ids=["timeout", "dropped", "connect-timeout", "refused"],
+    transport_failures("sunco.test"),
 )
 async def test_transport_failures_on_the_post(
-    session: aiohttp.ClientSession, http: Any, exception: Exception, outcome: Outcome
+    http: Any, exception: Exception, outcome: Outcome, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
-    sunco = adapter(session)
+    sunco = adapter()
     sunco.conversations.put(NUMBER, CONVERSATION_ID)
     http.post(MESSAGES, exception=exception)
     (result,) = await sunco.send([message()])
@@ -393,13 +382,13 @@ async def test_transport_failures_on_the_post(
 # --- the webhook subscription ----------------------------------------------------------------
 
 
-async def test_subscribe_creates_the_webhook(session: aiohttp.ClientSession, http: Any) -> None:
+async def test_subscribe_creates_the_webhook(http: Any, adapter: MakeAdapter, sent: Sent) -> None:
     hooks = f"{V2}/integrations/5e554d2cac66fb73a3c01871/webhooks"
     http.post(hooks, status=201, payload=seed("webhook_response"))
-    sunco = adapter(session, webhook_integration_id="5e554d2cac66fb73a3c01871")
+    sunco = adapter(webhook_integration_id="5e554d2cac66fb73a3c01871")
     made = await sunco.subscribe("https://engine.example.com")
     assert made == seed("webhook_response")
-    (call,) = sent(http, "POST", hooks)
+    (call,) = sent("POST", hooks)
     assert body(call) == {
         "target": "https://engine.example.com/webhooks/sunco",
         "triggers": ["conversation:message", "conversation:message:delivery:channel",
@@ -408,9 +397,9 @@ async def test_subscribe_creates_the_webhook(session: aiohttp.ClientSession, htt
         "includeFullSource": True, "includeFullUser": True}
 
 
-async def test_subscribe_needs_the_custom_integration(session: aiohttp.ClientSession) -> None:
+async def test_subscribe_needs_the_custom_integration(adapter: MakeAdapter) -> None:
     with pytest.raises(ConfigError, match="webhook_integration_id"):
-        await adapter(session).subscribe("https://engine.example.com")
+        await adapter().subscribe("https://engine.example.com")
 
 
 # --- webhooks --------------------------------------------------------------------------------
@@ -459,8 +448,8 @@ TWILIO_CLIENT = {"id": "61290a4f7821c3f206d690a3", "type": "twilio", "status": "
     [("channel", MessageStatus.SENT), ("user", MessageStatus.DELIVERED),
      ("failure", MessageStatus.UNDELIVERED)],
 )
-def test_delivery_events(session: aiohttp.ClientSession, kind: str, status: MessageStatus) -> None:
-    events = adapter(session).parse_webhook(JSON, envelope(delivery(kind)), {})
+def test_delivery_events(kind: str, status: MessageStatus, adapter: MakeAdapter) -> None:
+    events = adapter().parse_webhook(JSON, envelope(delivery(kind)), {})
     (receipt,) = events.receipts
     assert receipt.status is status
     assert receipt.provider_message_id == "5f748c1a2b5315fc007e7977"
@@ -471,48 +460,48 @@ def test_delivery_events(session: aiohttp.ClientSession, kind: str, status: Mess
     assert not events.inbound
 
 
-def test_failure_carries_the_error(session: aiohttp.ClientSession) -> None:
+def test_failure_carries_the_error(adapter: MakeAdapter) -> None:
     body = envelope(delivery("failure", error={"code": "bad_request",
                                                 "message": "Carrier rejected the message"}))
-    (receipt,) = adapter(session).parse_webhook(JSON, body, {}).receipts
+    (receipt,) = adapter().parse_webhook(JSON, body, {}).receipts
     assert (receipt.error_code, receipt.error_detail) == (
         "bad_request", "Carrier rejected the message")
 
 
-def test_failure_with_an_underlying_error(session: aiohttp.ClientSession) -> None:
+def test_failure_with_an_underlying_error(adapter: MakeAdapter) -> None:
     body = envelope(delivery("failure", error={"code": "bad_request", "underlyingError": {
         "message": "This message is being sent outside the allowed window", "code": 10}}))
-    (receipt,) = adapter(session).parse_webhook(JSON, body, {}).receipts
+    (receipt,) = adapter().parse_webhook(JSON, body, {}).receipts
     assert receipt.error_detail == "This message is being sent outside the allowed window"
 
 
-def test_several_events_in_one_call(session: aiohttp.ClientSession) -> None:
+def test_several_events_in_one_call(adapter: MakeAdapter) -> None:
     body = envelope(delivery("channel", "e1", "m1"), delivery("user", "e2", "m1"),
                     delivery("channel", "e3", "m2"))
-    receipts = adapter(session).parse_webhook(JSON, body, {}).receipts
+    receipts = adapter().parse_webhook(JSON, body, {}).receipts
     assert [(r.event_id, r.provider_message_id, r.status) for r in receipts] == [
         ("e1", "m1", MessageStatus.SENT), ("e2", "m1", MessageStatus.DELIVERED),
         ("e3", "m2", MessageStatus.SENT)]
 
 
-def test_unknown_delivery_type_is_kept_unmapped(session: aiohttp.ClientSession) -> None:
-    (receipt,) = adapter(session).parse_webhook(JSON, envelope(delivery("carrier")), {}).receipts
+def test_unknown_delivery_type_is_kept_unmapped(adapter: MakeAdapter) -> None:
+    (receipt,) = adapter().parse_webhook(JSON, envelope(delivery("carrier")), {}).receipts
     assert receipt.status is None
     assert receipt.provider_status == "conversation:message:delivery:carrier"
 
 
-def test_other_event_types_are_ignored(session: aiohttp.ClientSession) -> None:
+def test_other_event_types_are_ignored(adapter: MakeAdapter) -> None:
     client_add = {"id": "e9", "createdAt": "2021-08-27T15:53:06.744Z", "type": "client:add",
                   "payload": {"client": TWILIO_CLIENT, "reason": "channelLinking"}}
     read = {"id": "e10", "createdAt": "2021-08-27T15:53:06.744Z", "type": "conversation:read",
             "payload": {"conversation": {"id": "c"}, "activity": {"type": "conversation:read"}}}
-    events = adapter(session).parse_webhook(JSON, envelope(client_add, read), {})
+    events = adapter().parse_webhook(JSON, envelope(client_add, read), {})
     assert (events.receipts, events.inbound, events.opt_changes) == ((), (), ())
 
 
-def test_a_user_reply_is_inbound(session: aiohttp.ClientSession) -> None:
+def test_a_user_reply_is_inbound(adapter: MakeAdapter) -> None:
     body = envelope(user_message("Thanks!", TWILIO_CLIENT))
-    events = adapter(session).parse_webhook(JSON, body, {})
+    events = adapter().parse_webhook(JSON, body, {})
     (reply,) = events.inbound
     assert (reply.from_, reply.text, reply.provider_message_id) == (
         "+15145555555", "Thanks!", "5f40256af057d0000dda9bd7")
@@ -523,16 +512,16 @@ def test_a_user_reply_is_inbound(session: aiohttp.ClientSession) -> None:
 @pytest.mark.parametrize(("word", "opted_out"), [("STOP", True), ("stop.", True),
                                                  ("Unsubscribe", True), ("START", False)])
 def test_stop_and_start_replies_are_opt_changes(
-    session: aiohttp.ClientSession, word: str, opted_out: bool
+    word: str, opted_out: bool, adapter: MakeAdapter
 ) -> None:
     body = envelope(user_message(word, TWILIO_CLIENT))
-    (change,) = adapter(session).parse_webhook(JSON, body, {}).opt_changes
+    (change,) = adapter().parse_webhook(JSON, body, {}).opt_changes
     assert (change.phone, change.opted_out, change.channel) == ("+15145555555", opted_out, "sms")
 
 
-def test_the_phone_may_come_from_the_raw_client(session: aiohttp.ClientSession) -> None:
+def test_the_phone_may_come_from_the_raw_client(adapter: MakeAdapter) -> None:
     client = {**TWILIO_CLIENT, "externalId": "user-7", "raw": {"from": "15145550000"}}
-    (reply,) = adapter(session).parse_webhook(JSON, envelope(user_message("STOP", client)),
+    (reply,) = adapter().parse_webhook(JSON, envelope(user_message("STOP", client)),
                                               {}).inbound
     assert reply.from_ == "+15145550000"
 
@@ -547,16 +536,16 @@ def test_the_phone_may_come_from_the_raw_client(session: aiohttp.ClientSession) 
     ids=["no-client", "not-a-phone", "business"],
 )
 def test_messages_without_a_phone_or_from_us_are_ignored(
-    session: aiohttp.ClientSession, event: dict[str, Any]
+    event: dict[str, Any], adapter: MakeAdapter
 ) -> None:
-    events = adapter(session).parse_webhook(JSON, envelope(event), {})
+    events = adapter().parse_webhook(JSON, envelope(event), {})
     assert (events.inbound, events.opt_changes) == ((), ())
 
 
-def test_a_non_text_user_message_is_ignored(session: aiohttp.ClientSession) -> None:
+def test_a_non_text_user_message_is_ignored(adapter: MakeAdapter) -> None:
     event = user_message("x", TWILIO_CLIENT)
     event["payload"]["message"]["content"] = {"type": "image", "mediaUrl": "https://x/y.png"}
-    assert adapter(session).parse_webhook(JSON, envelope(event), {}).inbound == ()
+    assert adapter().parse_webhook(JSON, envelope(event), {}).inbound == ()
 
 
 @pytest.mark.parametrize(
@@ -569,10 +558,10 @@ def test_a_non_text_user_message_is_ignored(session: aiohttp.ClientSession) -> N
     ],
 )
 def test_malformed_envelopes(
-    session: aiohttp.ClientSession, content_type: str, body: bytes, reason: str
+    content_type: str, body: bytes, reason: str, adapter: MakeAdapter
 ) -> None:
     with pytest.raises(MalformedWebhook, match=reason):
-        adapter(session).parse_webhook(content_type, body, {})
+        adapter().parse_webhook(content_type, body, {})
 
 
 @pytest.mark.parametrize(
@@ -586,11 +575,11 @@ def test_malformed_envelopes(
     ],
 )
 def test_one_bad_event_is_kept_and_the_rest_applied(
-    session: aiohttp.ClientSession, bad: Any, reason: str
+    bad: Any, reason: str, adapter: MakeAdapter
 ) -> None:
     """SunCo does not retry a 400: the envelope is read, the bad event kept with no status."""
     body = envelope(delivery("user", "e1", "m1"), bad, user_message("STOP", TWILIO_CLIENT))
-    events = adapter(session).parse_webhook(JSON, body, {})
+    events = adapter().parse_webhook(JSON, body, {})
     good, kept = events.receipts
     assert (good.provider_message_id, good.status) == ("m1", MessageStatus.DELIVERED)
     assert kept.status is None and kept.provider_status.startswith("malformed:")
@@ -598,8 +587,8 @@ def test_one_bad_event_is_kept_and_the_rest_applied(
     assert [o.phone for o in events.opt_changes] == ["+15145555555"]
 
 
-def test_webhook_secret_in_the_x_api_key_header(session: aiohttp.ClientSession) -> None:
-    sunco = adapter(session)
+def test_webhook_secret_in_the_x_api_key_header(adapter: MakeAdapter) -> None:
+    sunco = adapter()
     secret = "8564b3e6a8b20a4bdb68b05ce9bc5936"
     assert sunco.webhook_authentic({"X-API-Key": secret}, {})
     assert sunco.webhook_authentic({"x-api-key": secret}, {})
@@ -620,19 +609,19 @@ def test_webhook_secret_in_the_x_api_key_header(session: aiohttp.ClientSession) 
     ids=["author.user", "payload.user"],
 )
 def test_a_reply_without_a_client_is_resolved_through_the_user(
-    session: aiohttp.ClientSession, event: dict[str, Any]
+    event: dict[str, Any], adapter: MakeAdapter
 ) -> None:
-    events = adapter(session).parse_webhook(JSON, envelope(event), {})
+    events = adapter().parse_webhook(JSON, envelope(event), {})
     assert [(i.from_, i.text) for i in events.inbound] == [("+15145555555", "STOP")]
     assert [(o.phone, o.opted_out) for o in events.opt_changes] == [("+15145555555", True)]
 
 
 async def test_a_reply_with_only_a_user_id_is_resolved_from_our_own_send(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     """parse_webhook cannot do I/O; the user this adapter created carries the number."""
     cold_path(http)
-    sunco = adapter(session)
+    sunco = adapter()
     await sunco.send([message()])
     event = user_message("STOP")
     event["payload"]["message"]["author"]["userId"] = USER_ID
@@ -640,7 +629,7 @@ async def test_a_reply_with_only_a_user_id_is_resolved_from_our_own_send(
     assert reply.from_ == NUMBER
 
 
-def test_the_seed_client_add_event_is_ignored(session: aiohttp.ClientSession) -> None:
+def test_the_seed_client_add_event_is_ignored(adapter: MakeAdapter) -> None:
     body = (FIXTURES / "client_add_event.json").read_bytes()
-    events = adapter(session).parse_webhook(JSON, body, {})
+    events = adapter().parse_webhook(JSON, body, {})
     assert (events.receipts, events.inbound, events.opt_changes) == ((), (), ())

@@ -7,7 +7,6 @@ import base64
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -17,7 +16,7 @@ from aioresponses import CallbackResult
 from pydantic import ValidationError
 from yarl import URL
 
-from engine.providers import ACCOUNT_TYPES, adapter_for
+from engine.providers import ACCOUNT_TYPES
 from engine.providers.base import MalformedWebhook, Outbound, Outcome, SendResult
 from engine.providers.zingle import (
     DEFAULT_NAMESPACE,
@@ -27,7 +26,15 @@ from engine.providers.zingle import (
     message_uuid,
 )
 from engine.status import MessageStatus
-from tests.aioresponses_compat import CompatResponse, MockedHTTP
+from tests.aioresponses_compat import CompatResponse
+from tests.unit.adapter_case import (
+    AdapterCase,
+    MakeAccount,
+    MakeAdapter,
+    MakeMessage,
+    Sent,
+    refused,
+)
 
 BASE = "https://zingle.test"
 SERVICE = "1d06e84f-8152-4de7-983d-a2d88b73734a"
@@ -36,32 +43,13 @@ SEND = f"{BASE}/v1/services/{SERVICE}/messages"
 OK = {"text": "OK", "status_code": 200, "description": None}
 
 
-def account(**extra: Any) -> ZingleAccount:
-    data = {"type": "zingle", "username": "ops@example.com", "password": "pw-123",
-            "service_id": SERVICE, "channel_type_id": CHANNEL_TYPE, "base_url": BASE,
-            "webhook_secret": "s3cret", **extra}
-    return ZingleAccount.model_validate({k: v for k, v in data.items() if v is not None})
-
-
-def message(n: int = 1, to: str = "+18585551214", body: str = "Hello") -> Outbound:
-    return Outbound(message_id=n, to=to, body=body, sender=None)
-
-
-@pytest.fixture
-def http() -> Any:
-    with MockedHTTP() as mocked:
-        yield mocked
-
-
-def adapter(session: aiohttp.ClientSession, **extra: Any) -> ZingleAdapter:
-    made = adapter_for("zingle-main", account(**extra), session)
-    assert isinstance(made, ZingleAdapter)
-    return made
-
-
-def sent(http: Any, method: str, url: str) -> list[Any]:
-    calls: list[Any] = http.requests.get((method, URL(url)), [])
-    return calls
+CASE = AdapterCase(
+    "zingle-main", ZingleAccount, ZingleAdapter,
+    {"type": "zingle", "username": "ops@example.com", "password": "pw-123",
+     "service_id": SERVICE, "channel_type_id": CHANNEL_TYPE, "base_url": BASE,
+     "webhook_secret": "s3cret"},
+    to="+18585551214",
+)
 
 
 def error_body(status: int, code: int | None, description: str | None = None) -> dict[str, Any]:
@@ -88,7 +76,9 @@ def test_registered_under_its_type() -> None:
     ],
     ids=["neither", "no-password", "no-username", "basic-without-password"],
 )
-def test_credentials_must_be_usable(credentials: dict[str, Any], error: str) -> None:
+def test_credentials_must_be_usable(
+    credentials: dict[str, Any], error: str, account: MakeAccount
+) -> None:
     with pytest.raises(ValidationError, match=error):
         account(**credentials)
 
@@ -104,7 +94,9 @@ def test_credentials_must_be_usable(credentials: dict[str, Any], error: str) -> 
     ],
     ids=["basic", "jwt-from-the-api", "jwt-renewed", "jwt-static", "basic-chosen"],
 )
-def test_auth_modes(credentials: dict[str, Any], bearer: bool, renewable: bool) -> None:
+def test_auth_modes(
+    credentials: dict[str, Any], bearer: bool, renewable: bool, account: MakeAccount
+) -> None:
     made = account(**credentials)
     assert (made.bearer, made.renewable) == (bearer, renewable)
 
@@ -117,12 +109,14 @@ def test_service_and_channel_type_are_required() -> None:
 # --- sending ---------------------------------------------------------------------------------
 
 
-async def test_send_request_as_documented(session: aiohttp.ClientSession, http: Any) -> None:
+async def test_send_request_as_documented(
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
+) -> None:
     http.post(SEND, payload={"status": OK, "result": {"message_ids": [
         "739094d3-191e-4c49-b208-a9be816c39b0"]}})
-    results = await adapter(session, sender="+17605554396").send([message(42)])
+    results = await adapter(sender="+17605554396").send([message(42)])
     assert results == [SendResult(Outcome.ACCEPTED, "739094d3-191e-4c49-b208-a9be816c39b0")]
-    (call,) = sent(http, "POST", SEND)
+    (call,) = sent("POST", SEND)
     assert orjson.loads(call.kwargs["data"]) == {
         "sender_type": "service",
         "sender": {"id": SERVICE, "channel_value": "+17605554396"},
@@ -140,23 +134,23 @@ async def test_send_request_as_documented(session: aiohttp.ClientSession, http: 
 
 
 async def test_bearer_jwt_and_the_message_sender(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, adapter: MakeAdapter, sent: Sent
 ) -> None:
     http.post(SEND, payload={"status": OK, "result": {"message_ids": ["m-1"]}})
-    zingle = adapter(session, username=None, password=None, jwt="eyJhbGc.eyJzdWI.sig")
+    zingle = adapter(username=None, password=None, jwt="eyJhbGc.eyJzdWI.sig")
     await zingle.send([Outbound(7, "+18585551214", "Hi", sender="+17605550000")])
-    (call,) = sent(http, "POST", SEND)
+    (call,) = sent("POST", SEND)
     assert call.kwargs["headers"]["Authorization"] == "Bearer eyJhbGc.eyJzdWI.sig"
     assert orjson.loads(call.kwargs["data"])["sender"] == {
         "id": SERVICE, "channel_value": "+17605550000"}
 
 
 async def test_without_a_sender_only_the_service_id_is_sent(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
     http.post(SEND, payload={"status": OK, "result": {"message_ids": ["m-1"]}})
-    await adapter(session).send([message()])
-    assert orjson.loads(sent(http, "POST", SEND)[0].kwargs["data"])["sender"] == {"id": SERVICE}
+    await adapter().send([message()])
+    assert orjson.loads(sent("POST", SEND)[0].kwargs["data"])["sender"] == {"id": SERVICE}
 
 
 def test_the_uuid_is_deterministic_per_message_and_namespace() -> None:
@@ -168,15 +162,15 @@ def test_the_uuid_is_deterministic_per_message_and_namespace() -> None:
 
 
 async def test_a_retried_message_carries_the_same_uuid(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
     http.post(SEND, exception=TimeoutError())
     http.post(SEND, payload={"status": OK, "result": {"message_ids": ["m-1"]}})
-    zingle = adapter(session, uuid_namespace="11111111-2222-3333-4444-555555555555")
+    zingle = adapter(uuid_namespace="11111111-2222-3333-4444-555555555555")
     first = await zingle.send([message(9)])
     second = await zingle.send([message(9)])
     assert (first[0].outcome, second[0].outcome) == (Outcome.RETRY, Outcome.ACCEPTED)
-    keys = {orjson.loads(c.kwargs["data"])["uuid"] for c in sent(http, "POST", SEND)}
+    keys = {orjson.loads(c.kwargs["data"])["uuid"] for c in sent("POST", SEND)}
     assert keys == {str(uuid.uuid5(uuid.UUID("11111111-2222-3333-4444-555555555555"), "9"))}
 
 
@@ -186,13 +180,13 @@ async def test_a_retried_message_carries_the_same_uuid(
     ids=["no-ids", "no-result", "not-json"],
 )
 async def test_an_unreadable_200_is_retry_because_sends_are_idempotent(
-    session: aiohttp.ClientSession, http: Any, payload: Any
+    http: Any, payload: Any, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     if payload is None:
         http.post(SEND, body=b"<html>ok</html>")
     else:
         http.post(SEND, payload=payload)
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert (result.outcome, result.error_code) == (Outcome.RETRY, "bad_response")
 
 
@@ -205,10 +199,10 @@ async def test_an_unreadable_200_is_retry_because_sends_are_idempotent(
      (400, 3638), (403, 3108)],
 )
 async def test_documented_errors_are_rejections(
-    session: aiohttp.ClientSession, http: Any, status: int, code: int
+    http: Any, status: int, code: int, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     http.post(SEND, status=status, payload=error_body(status, code, f"problem {code}"))
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     # 2601/2602 are the account's problem, not the message's (issue 17 item 1)
     outcome = Outcome.ACCOUNT if code in (2601, 2602) else Outcome.REJECTED
     assert (result.outcome, result.error_code) == (outcome, str(code))
@@ -222,53 +216,48 @@ def test_every_documented_code_is_tested() -> None:
 
 
 async def test_an_error_without_a_description_uses_the_table(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     http.post(SEND, status=400, payload=error_body(400, "2606"))
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert (result.error_code, result.error_detail) == ("2606", "invalid phone number format")
 
 
 @pytest.mark.parametrize(("status", "body"), [(401, b""), (405, b"Method Not Allowed")])
 async def test_errors_without_a_zingle_body_use_the_http_status(
-    session: aiohttp.ClientSession, http: Any, status: int, body: bytes
+    http: Any, status: int, body: bytes, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     http.post(SEND, status=status, body=body)
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     outcome = Outcome.ACCOUNT if status == 401 else Outcome.REJECTED
     assert (result.outcome, result.error_code) == (outcome, str(status))
 
 
 async def test_server_error_2600_in_a_4xx_is_retry(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     http.post(SEND, status=400, payload=error_body(400, 2600, "Server error"))
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert (result.outcome, result.error_code) == (Outcome.RETRY, "2600")
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
 async def test_5xx_is_retry_because_sends_are_idempotent(
-    session: aiohttp.ClientSession, http: Any, status: int
+    http: Any, status: int, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     http.post(SEND, status=status, payload=error_body(status, 2600, "Server error"))
-    zingle = adapter(session)
+    zingle = adapter()
     assert zingle.idempotent_sends
     (result,) = await zingle.send([message()])
     assert (result.outcome, result.error_code) == (Outcome.RETRY, str(status))
 
 
 async def test_429_is_retry_after_the_given_seconds(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     http.post(SEND, status=429, headers={"Retry-After": "12"})
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert (result.outcome, result.retry_after) == (Outcome.RETRY, 12)
-
-
-def _refused() -> aiohttp.ClientConnectorError:
-    key = SimpleNamespace(host="zingle.test", port=443, ssl=True)
-    return aiohttp.ClientConnectorError(key, ConnectionRefusedError(111, "Connection refused"))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -277,15 +266,15 @@ def _refused() -> aiohttp.ClientConnectorError:
         (TimeoutError(), "timeout"),
         (aiohttp.ServerDisconnectedError(), "connection_lost"),
         (aiohttp.ConnectionTimeoutError("connect timeout"), "connect_error"),
-        (_refused(), "connect_error"),
+        (refused("zingle.test"), "connect_error"),
     ],
     ids=["timeout", "dropped", "connect-timeout", "refused"],
 )
 async def test_transport_failures_are_all_retry(
-    session: aiohttp.ClientSession, http: Any, exception: Exception, code: str
+    http: Any, exception: Exception, code: str, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     http.post(SEND, exception=exception)
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert (result.outcome, result.error_code) == (Outcome.RETRY, code)
 
 
@@ -299,7 +288,7 @@ def lookup(message_id: str, **fields: Any) -> dict[str, Any]:
         "recipient_type": "contact", "read_at": None, **fields}}
 
 
-async def test_poll_maps_statuses(session: aiohttp.ClientSession, http: Any) -> None:
+async def test_poll_maps_statuses(http: Any, adapter: MakeAdapter, sent: Sent) -> None:
     http.get(f"{SEND}/m-sent", payload=lookup("m-sent", executed_at=1442249020, statuses=[]))
     http.get(f"{SEND}/m-failed", payload=lookup("m-failed", executed_at=1442249020, statuses=[
         {"type": "failed", "description": "Carrier rejected", "created_at": 1442249030}]))
@@ -307,7 +296,7 @@ async def test_poll_maps_statuses(session: aiohttp.ClientSession, http: Any) -> 
     http.get(f"{SEND}/m-delayed", payload=lookup("m-delayed", is_delayed=True,
                                                  executed_at=None))
     http.get(f"{SEND}/m-gone", status=404, payload=error_body(404, 3600, "Message not found"))
-    zingle = adapter(session)
+    zingle = adapter()
     assert zingle.supports_polling
     found = await zingle.poll(["m-sent", "m-failed", "m-queued", "m-delayed", "m-gone"])
     by_id = {r.provider_message_id: r for r in found}
@@ -322,37 +311,33 @@ async def test_poll_maps_statuses(session: aiohttp.ClientSession, http: Any) -> 
         MessageStatus.SENT, "queued")
     assert by_id["m-delayed"].provider_status == "delayed"
     assert all(r.message_id is None for r in found)
-    (call,) = sent(http, "GET", f"{SEND}/m-sent")
+    (call,) = sent("GET", f"{SEND}/m-sent")
     assert call.kwargs["headers"]["Authorization"].startswith("Basic ")
 
 
-async def test_poll_never_reports_delivered(session: aiohttp.ClientSession, http: Any) -> None:
+async def test_poll_never_reports_delivered(http: Any, adapter: MakeAdapter) -> None:
     """Zingle has no delivered signal: ``read_at`` on an outbound message is not read."""
     http.get(f"{SEND}/m-1", payload=lookup("m-1", executed_at=1, read_at=2, statuses=[]))
-    (receipt,) = await adapter(session).poll(["m-1"])
+    (receipt,) = await adapter().poll(["m-1"])
     assert receipt.status is MessageStatus.SENT
 
 
-async def test_poll_keeps_an_unknown_status_type(
-    session: aiohttp.ClientSession, http: Any
-) -> None:
+async def test_poll_keeps_an_unknown_status_type(http: Any, adapter: MakeAdapter) -> None:
     http.get(f"{SEND}/m-1", payload=lookup("m-1", executed_at=1, statuses=[
         {"type": "carrier_accepted", "description": None, "created_at": 2}]))
-    (receipt,) = await adapter(session).poll(["m-1"])
+    (receipt,) = await adapter().poll(["m-1"])
     assert (receipt.status, receipt.provider_status) == (MessageStatus.SENT, "carrier_accepted")
 
 
-async def test_poll_leaves_out_unreadable_and_unreachable(
-    session: aiohttp.ClientSession, http: Any
-) -> None:
+async def test_poll_leaves_out_unreadable_and_unreachable(http: Any, adapter: MakeAdapter) -> None:
     http.get(f"{SEND}/a", body=b"not json")
     http.get(f"{SEND}/b", status=500)
     http.get(f"{SEND}/c", exception=aiohttp.ServerDisconnectedError())
-    assert await adapter(session).poll(["a", "b", "c"]) == []
+    assert await adapter().poll(["a", "b", "c"]) == []
 
 
 async def test_poll_runs_concurrently_up_to_the_account_limit(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, adapter: MakeAdapter
 ) -> None:
     flight = {"now": 0, "most": 0}
 
@@ -366,7 +351,7 @@ async def test_poll_runs_concurrently_up_to_the_account_limit(
 
     for n in range(6):
         http.get(f"{SEND}/m{n}", callback=slow)
-    found = await adapter(session, concurrency=2).poll([f"m{n}" for n in range(6)])
+    found = await adapter(concurrency=2).poll([f"m{n}" for n in range(6)])
     assert sorted(r.provider_message_id or "" for r in found) == [f"m{n}" for n in range(6)]
     assert flight["most"] == 2
 
@@ -382,8 +367,8 @@ SAMPLE = {
 JSON = "application/json"
 
 
-def test_seed_sample_block_is_an_opt_out(session: aiohttp.ClientSession) -> None:
-    events = adapter(session).parse_webhook(JSON, orjson.dumps(SAMPLE), {})
+def test_seed_sample_block_is_an_opt_out(adapter: MakeAdapter) -> None:
+    events = adapter().parse_webhook(JSON, orjson.dumps(SAMPLE), {})
     (change,) = events.opt_changes
     assert (change.phone, change.opted_out, change.channel) == ("+14065551212", True, "sms")
     assert change.raw == SAMPLE
@@ -391,15 +376,15 @@ def test_seed_sample_block_is_an_opt_out(session: aiohttp.ClientSession) -> None
     assert not events.inbound
 
 
-def test_unblock_is_an_opt_in(session: aiohttp.ClientSession) -> None:
+def test_unblock_is_an_opt_in(adapter: MakeAdapter) -> None:
     body = orjson.dumps({**SAMPLE, "action": "unblock", "contact_phone": "14065551212"})
-    (change,) = adapter(session).parse_webhook(JSON, body, {}).opt_changes
+    (change,) = adapter().parse_webhook(JSON, body, {}).opt_changes
     assert (change.phone, change.opted_out) == ("+14065551212", False)
 
 
-def test_an_inbound_block_is_not_an_opt_out(session: aiohttp.ClientSession) -> None:
+def test_an_inbound_block_is_not_an_opt_out(adapter: MakeAdapter) -> None:
     body = orjson.dumps({**SAMPLE, "direction": "inbound"})
-    assert adapter(session).parse_webhook(JSON, body, {}).opt_changes == ()
+    assert adapter().parse_webhook(JSON, body, {}).opt_changes == ()
 
 
 @pytest.mark.parametrize(
@@ -415,14 +400,14 @@ def test_an_inbound_block_is_not_an_opt_out(session: aiohttp.ClientSession) -> N
     ],
 )
 def test_malformed_webhooks(
-    session: aiohttp.ClientSession, content_type: str, body: bytes, reason: str
+    content_type: str, body: bytes, reason: str, adapter: MakeAdapter
 ) -> None:
     with pytest.raises(MalformedWebhook, match=reason):
-        adapter(session).parse_webhook(content_type, body, {})
+        adapter().parse_webhook(content_type, body, {})
 
 
-def test_webhook_secret_in_a_header(session: aiohttp.ClientSession) -> None:
-    zingle = adapter(session)
+def test_webhook_secret_in_a_header(adapter: MakeAdapter) -> None:
+    zingle = adapter()
     assert zingle.webhook_authentic({"X-Webhook-Secret": "s3cret"}, {})
     assert zingle.webhook_authentic({"x-webhook-secret": "s3cret"}, {})
     assert not zingle.webhook_authentic({"X-Webhook-Secret": "wrong"}, {})
@@ -437,9 +422,9 @@ def test_webhook_secret_in_a_header(session: aiohttp.ClientSession) -> None:
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "zingle"
 
 
-def test_the_seeds_sample_payload_is_an_opt_out(session: aiohttp.ClientSession) -> None:
+def test_the_seeds_sample_payload_is_an_opt_out(adapter: MakeAdapter) -> None:
     body = (FIXTURES / "opt_in_sample_payload.json").read_bytes()
-    (change,) = adapter(session).parse_webhook(JSON, body, {}).opt_changes
+    (change,) = adapter().parse_webhook(JSON, body, {}).opt_changes
     assert (change.phone, change.opted_out, change.channel) == ("+14065551212", True, "sms")
     assert change.raw == orjson.loads(body)
 
@@ -460,11 +445,11 @@ def test_the_seeds_schema_names_every_field_the_sample_has() -> None:
      ("082 555 1234", "+27215551234", "+27825551234")],
 )
 def test_a_formatted_contact_phone_is_read_in_the_services_country(
-    session: aiohttp.ClientSession, contact_phone: str, service_phone: str | None, e164: str
+    contact_phone: str, service_phone: str | None, e164: str, adapter: MakeAdapter
 ) -> None:
     body = orjson.dumps({**SAMPLE, "contact_phone": contact_phone,
                          "service_phone": service_phone})
-    (change,) = adapter(session).parse_webhook(JSON, body, {}).opt_changes
+    (change,) = adapter().parse_webhook(JSON, body, {}).opt_changes
     assert change.phone == e164
 
 
@@ -488,11 +473,15 @@ def test_a_formatted_contact_phone_is_read_in_the_services_country(
     ids=["executed-sent", "queued-sent", "failed-undelivered", "undelivered", "delivered"],
 )
 async def test_polled_status_rows(
-    session: aiohttp.ClientSession, http: Any, fields: dict[str, Any], status: MessageStatus,
-    word: str, code: str | None,
+    http: Any,
+    fields: dict[str, Any],
+    status: MessageStatus,
+    word: str,
+    code: str | None,
+    adapter: MakeAdapter,
 ) -> None:
     http.get(f"{SEND}/m-1", payload=lookup("m-1", **fields))
-    (receipt,) = await adapter(session).poll(["m-1"])
+    (receipt,) = await adapter().poll(["m-1"])
     assert (receipt.status, receipt.provider_status, receipt.error_code) == (status, word, code)
 
 
@@ -503,22 +492,20 @@ async def test_polled_status_rows(
     ids=["refused-3613", "refused-2606", "server-error-retry", "auth-2601"],
 )
 async def test_send_refusals_are_failed_not_undelivered(
-    session: aiohttp.ClientSession, http: Any, status: int, code: int, outcome: Outcome
+    http: Any, status: int, code: int, outcome: Outcome, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     """A refusal at send is the dispatcher's ``failed`` (or a retry), never ``undelivered``."""
     http.post(SEND, status=status, payload=error_body(status, code, "no"))
-    (result,) = await adapter(session).send([message()])
+    (result,) = await adapter().send([message()])
     assert (result.outcome, result.error_code) == (outcome, str(code))
 
 
-async def test_iso_8601_dates_are_read_as_the_seed_says(
-    session: aiohttp.ClientSession, http: Any
-) -> None:
+async def test_iso_8601_dates_are_read_as_the_seed_says(http: Any, adapter: MakeAdapter) -> None:
     http.get(f"{SEND}/m-1", payload=lookup("m-1", executed_at="2015-09-14T16:43:40Z",
                                            statuses=[]))
     http.get(f"{SEND}/m-2", payload=lookup("m-2", executed_at=1, statuses=[
         {"type": "failed", "description": "x", "created_at": "2015-09-14T16:43:50+00:00"}]))
-    found = {r.provider_message_id: r for r in await adapter(session).poll(["m-1", "m-2"])}
+    found = {r.provider_message_id: r for r in await adapter().poll(["m-1", "m-2"])}
     assert found["m-1"].occurred_at == datetime(2015, 9, 14, 16, 43, 40, tzinfo=UTC)
     assert found["m-2"].occurred_at == datetime(2015, 9, 14, 16, 43, 50, tzinfo=UTC)
 
@@ -541,8 +528,8 @@ def accepted(http: Any, times: int = 1) -> None:
         http.post(SEND, payload={"status": OK, "result": {"message_ids": ["m-1"]}})
 
 
-def bearers(http: Any) -> list[str]:
-    return [c.kwargs["headers"]["Authorization"] for c in sent(http, "POST", SEND)]
+def bearers(sent: Sent) -> list[str]:
+    return [c.kwargs["headers"]["Authorization"] for c in sent("POST", SEND)]
 
 
 @pytest.mark.parametrize(
@@ -555,54 +542,54 @@ def bearers(http: Any) -> list[str]:
     ids=["result-jwt-expires_in", "result-token-expires_at", "top-level-claim", "access_token"],
 )
 async def test_a_jwt_is_obtained_with_basic_credentials_then_used(
-    session: aiohttp.ClientSession, http: Any, answer: Any
+    http: Any, answer: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
     token = a_jwt(3600)
     http.get(JWT_API, payload=answer(token))
     accepted(http, 2)
-    zingle = adapter(session, auth="jwt")
+    zingle = adapter(auth="jwt")
     await zingle.send([message(1)])
     await zingle.send([message(2)])
-    (obtain,) = sent(http, "GET", JWT_API)
+    (obtain,) = sent("GET", JWT_API)
     expected = base64.b64encode(b"ops@example.com:pw-123").decode()
     assert obtain.kwargs["headers"]["Authorization"] == f"Basic {expected}"
-    assert bearers(http) == [f"Bearer {token}"] * 2  # obtained once, used twice
+    assert bearers(sent) == [f"Bearer {token}"] * 2  # obtained once, used twice
     assert zingle.jwts_obtained == 1
 
 
 async def test_a_jwt_is_renewed_before_it_expires(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
     """Once 80% of its lifetime has passed, the next request renews it first."""
     old, new = a_jwt(0.05), a_jwt(3600)
     http.get(JWT_API, payload={"result": {"jwt": new}})
     accepted(http)
-    zingle = adapter(session, jwt=old)  # the configured JWT, with credentials to renew it
+    zingle = adapter(jwt=old)  # the configured JWT, with credentials to renew it
     await asyncio.sleep(0.05)
     await zingle.send([message()])
-    assert bearers(http) == [f"Bearer {new}"]
+    assert bearers(sent) == [f"Bearer {new}"]
 
 
 async def test_a_401_renews_the_jwt_and_retries_once(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
     revoked, new = a_jwt(3600), a_jwt(3600, "again")
     http.post(SEND, status=401, payload=error_body(401, 2601, "Authentication failed"))
     http.get(JWT_API, payload={"result": {"jwt": new}})
     accepted(http)
-    zingle = adapter(session, jwt=revoked)
+    zingle = adapter(jwt=revoked)
     (result,) = await zingle.send([message()])
     assert result.outcome is Outcome.ACCEPTED
-    assert bearers(http) == [f"Bearer {revoked}", f"Bearer {new}"]
+    assert bearers(sent) == [f"Bearer {revoked}", f"Bearer {new}"]
 
 
 async def test_wrong_credentials_at_the_jwt_api_are_zingles_401(
-    session: aiohttp.ClientSession, http: Any
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
     http.get(JWT_API, status=401, payload=error_body(401, 2601, "Authentication failed"))
-    (result,) = await adapter(session, auth="jwt").send([message()])
+    (result,) = await adapter(auth="jwt").send([message()])
     assert (result.outcome, result.error_code) == (Outcome.ACCOUNT, "2601")
-    assert sent(http, "POST", SEND) == []  # nothing was sent
+    assert sent("POST", SEND) == []  # nothing was sent
 
 
 @pytest.mark.parametrize(
@@ -611,25 +598,29 @@ async def test_wrong_credentials_at_the_jwt_api_are_zingles_401(
     ids=["unreachable", "503", "no-token"],
 )
 async def test_a_jwt_api_failure_is_retry(
-    session: aiohttp.ClientSession, http: Any, failure: dict[str, Any]
+    http: Any, failure: dict[str, Any], message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     http.get(JWT_API, **failure)
-    (result,) = await adapter(session, auth="jwt").send([message()])
+    (result,) = await adapter(auth="jwt").send([message()])
     assert (result.outcome, result.error_code) == (Outcome.RETRY, "jwt_unavailable")
 
 
-async def test_a_static_jwt_is_never_renewed(session: aiohttp.ClientSession, http: Any) -> None:
+async def test_a_static_jwt_is_never_renewed(
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
+) -> None:
     http.post(SEND, status=401, payload=error_body(401, 2601, "Authentication failed"))
-    zingle = adapter(session, username=None, password=None, jwt=a_jwt(-10))
+    zingle = adapter(username=None, password=None, jwt=a_jwt(-10))
     (result,) = await zingle.send([message()])
     assert (result.outcome, result.error_code) == (Outcome.ACCOUNT, "2601")
-    assert sent(http, "GET", JWT_API) == []
+    assert sent("GET", JWT_API) == []
 
 
-async def test_concurrent_requests_renew_once(session: aiohttp.ClientSession, http: Any) -> None:
+async def test_concurrent_requests_renew_once(
+    http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
+) -> None:
     http.get(JWT_API, payload={"result": {"jwt": a_jwt(3600)}})
     accepted(http, 5)
-    zingle = adapter(session, auth="jwt")
+    zingle = adapter(auth="jwt")
     await asyncio.gather(*(zingle.send([message(n)]) for n in range(5)))
     assert zingle.jwts_obtained == 1
-    assert len(sent(http, "GET", JWT_API)) == 1
+    assert len(sent("GET", JWT_API)) == 1
