@@ -69,13 +69,23 @@ def run_simulator(port: int, webhook_url: str | None, ready: Any) -> None:
     With receipts it also rejects numbers ending 0000, a realistic share of failures;
     without (the limit and the peer), it accepts everything.
     """
+
     async def main() -> None:
-        family = FamilySettings(webhook_url=webhook_url, webhook_secret=SECRET, delivered=0.9,
-                                undelivered=0.05, receipt_delay=(0.0, 0.5), duplicates=0.05,
-                                out_of_order=0.05,
-                                reject_suffixes=("0000",) if webhook_url else ())
-        await serve(SimulatorSettings(seed=1, default=family, max_pending_receipts=50_000,
-                                      post_workers=16), "127.0.0.1", port)
+        family = FamilySettings(
+            webhook_url=webhook_url,
+            webhook_secret=SECRET,
+            delivered=0.9,
+            undelivered=0.05,
+            receipt_delay=(0.0, 0.5),
+            duplicates=0.05,
+            out_of_order=0.05,
+            reject_suffixes=("0000",) if webhook_url else (),
+        )
+        await serve(
+            SimulatorSettings(seed=1, default=family, max_pending_receipts=50_000, post_workers=16),
+            "127.0.0.1",
+            port,
+        )
         ready.set()
         await asyncio.Event().wait()
 
@@ -89,15 +99,15 @@ class Simulator:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         ready = multiprocessing.Event()
-        self.proc = multiprocessing.Process(target=run_simulator,
-                                            args=(self.port, webhook_url, ready), daemon=True)
+        self.proc = multiprocessing.Process(
+            target=run_simulator, args=(self.port, webhook_url, ready), daemon=True
+        )
         self.proc.start()
         if not ready.wait(30):
             raise SystemExit("the simulator did not start")
 
     async def stats(self) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as session, session.get(
-                f"{self.url}/sim/stats") as resp:
+        async with aiohttp.ClientSession() as session, session.get(f"{self.url}/sim/stats") as resp:
             stats: dict[str, Any] = await resp.json()
             return stats
 

@@ -55,8 +55,16 @@ async def raw_limit(url: str, n: int, batch: int, concurrency: int) -> float:
         while not queue.empty():
             i = queue.get_nowait()
             if batch > 1:
-                body = {"messages": [{"to": f"+2783{(i * batch + k):07d}", "body": "Hi there",
-                                      "reference": str(i * batch + k)} for k in range(batch)]}
+                body = {
+                    "messages": [
+                        {
+                            "to": f"+2783{(i * batch + k):07d}",
+                            "body": "Hi there",
+                            "reference": str(i * batch + k),
+                        }
+                        for k in range(batch)
+                    ]
+                }
             else:
                 body = {"to": f"+2783{i:07d}", "body": "Hi there", "reference": str(i)}
             async with session.post(url + path, data=orjson.dumps(body), headers=headers) as r:
@@ -70,12 +78,24 @@ async def raw_limit(url: str, n: int, batch: int, concurrency: int) -> float:
 
 
 async def engine_rate(url: str, sim_url: str, n: int, bulk: bool, concurrency: int) -> float:
-    account = {"type": "simulator", "base_url": sim_url, "rate": 1_000_000,
-               "concurrency": concurrency, "bulk": bulk, "batch_size": 100}
+    account = {
+        "type": "simulator",
+        "base_url": sim_url,
+        "rate": 1_000_000,
+        "concurrency": concurrency,
+        "bulk": bulk,
+        "batch_size": 100,
+    }
     config = EngineConfig.model_validate({"providers": {"sim": account}})
-    spec = Campaign.from_spec({"name": "bench", "provider": "sim", "schedule": {"now": True},
-                               "audience": {"groups": ["all"]},
-                               "message": {"body": "Hi {{ first_name }}"}})
+    spec = Campaign.from_spec(
+        {
+            "name": "bench",
+            "provider": "sim",
+            "schedule": {"now": True},
+            "audience": {"groups": ["all"]},
+            "message": {"body": "Hi {{ first_name }}"},
+        }
+    )
     conn = await db.connect(url)
     await conn.execute(FILL.replace("$1", str(n)))
     now = datetime.now(UTC)
@@ -85,8 +105,9 @@ async def engine_rate(url: str, sim_url: str, n: int, bulk: bool, concurrency: i
         await Expander(pool, config, "bench").run_once()
         connector = aiohttp.TCPConnector(limit=concurrency)
         async with aiohttp.ClientSession(connector=connector) as session:
-            dispatcher = Dispatcher(pool, config, "bench",
-                                    {"sim": adapter_for("sim", config.providers["sim"], session)})
+            dispatcher = Dispatcher(
+                pool, config, "bench", {"sim": adapter_for("sim", config.providers["sim"], session)}
+            )
             started = time.perf_counter()
             await dispatcher.drain()
             elapsed = time.perf_counter() - started
@@ -119,6 +140,7 @@ def main() -> None:
         asyncio.run(measure(args, sim.url))
     finally:
         sim.stop()
+
 
 if __name__ == "__main__":
     main()

@@ -58,8 +58,14 @@ def write_contacts(path: Path, n: int) -> None:
             if number in seen:
                 continue
             seen.add(number)
-            writer.writerow([f"+2782{number:07d}", f"Name{number % 5000}",
-                             rng.choice(["en", "es", "pt-BR", ""]), rng.choice("abc")])
+            writer.writerow(
+                [
+                    f"+2782{number:07d}",
+                    f"Name{number % 5000}",
+                    rng.choice(["en", "es", "pt-BR", ""]),
+                    rng.choice("abc"),
+                ]
+            )
 
 
 async def copy_limit(url: str, n: int) -> float:
@@ -68,20 +74,47 @@ async def copy_limit(url: str, n: int) -> float:
     try:
         await conn.execute("CREATE TABLE copy_probe (LIKE messages INCLUDING ALL)")
         run_id = await conn.fetchval(
-            "INSERT INTO campaigns (name, spec, spec_hash) VALUES ('probe', '{}', '')"
-            " RETURNING id")
-        run_id = await conn.fetchval("INSERT INTO campaign_runs (campaign_id, scheduled_for)"
-                                     " VALUES ($1, now()) RETURNING id", run_id)
+            "INSERT INTO campaigns (name, spec, spec_hash) VALUES ('probe', '{}', '') RETURNING id"
+        )
+        run_id = await conn.fetchval(
+            "INSERT INTO campaign_runs (campaign_id, scheduled_for)"
+            " VALUES ($1, now()) RETURNING id",
+            run_id,
+        )
         now = datetime.now(UTC)
-        rows = [(run_id, f"+2783{i:07d}", "sim", "Hi Name there, as a b member you get 20%"
-                 " off today. Reply STOP to opt out", "GSM-7", 1, 1, "queued", now, now)
-                for i in range(n)]
+        rows = [
+            (
+                run_id,
+                f"+2783{i:07d}",
+                "sim",
+                "Hi Name there, as a b member you get 20% off today. Reply STOP to opt out",
+                "GSM-7",
+                1,
+                1,
+                "queued",
+                now,
+                now,
+            )
+            for i in range(n)
+        ]
         started = time.perf_counter()
         for i in range(0, n, 5000):
             await conn.copy_records_to_table(
-                "copy_probe", records=rows[i:i + 5000],
-                columns=("run_id", "phone", "account", "body", "encoding", "segments", "cost",
-                         "status", "next_attempt_at", "expires_at"))
+                "copy_probe",
+                records=rows[i : i + 5000],
+                columns=(
+                    "run_id",
+                    "phone",
+                    "account",
+                    "body",
+                    "encoding",
+                    "segments",
+                    "cost",
+                    "status",
+                    "next_attempt_at",
+                    "expires_at",
+                ),
+            )
         rate = n / (time.perf_counter() - started)
         await conn.execute("DROP TABLE copy_probe")
         await conn.execute("DELETE FROM campaigns WHERE name = 'probe'")
@@ -148,8 +181,10 @@ async def one_run(args: argparse.Namespace, bulk: bool) -> dict[str, Any]:
     try:
         client, simulator = Usage.cpu(os.getpid()), Usage.cpu(raw_sim.proc.pid)
         raw = await raw_limit(raw_sim.url, raw_n, 100 if bulk else 1, args.concurrency)
-        raw_cpu = ((Usage.cpu(os.getpid()) - client) * 1000 / raw_n,
-                   (Usage.cpu(raw_sim.proc.pid) - simulator) * 1000 / raw_n)
+        raw_cpu = (
+            (Usage.cpu(os.getpid()) - client) * 1000 / raw_n,
+            (Usage.cpu(raw_sim.proc.pid) - simulator) * 1000 / raw_n,
+        )
     finally:
         raw_sim.stop()
     async with fresh_database(args.database_url, f"e2e_{label}") as url:
@@ -164,8 +199,9 @@ async def one_run(args: argparse.Namespace, bulk: bool) -> dict[str, Any]:
     return figures
 
 
-async def engine_run(args: argparse.Namespace, url: str, sim: Simulator, port: int,
-                     bulk: bool) -> dict[str, Any]:
+async def engine_run(
+    args: argparse.Namespace, url: str, sim: Simulator, port: int, bulk: bool
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "engine.yaml"
         config_path.write_text(
@@ -173,7 +209,8 @@ async def engine_run(args: argparse.Namespace, url: str, sim: Simulator, port: i
             f"providers:\n  sim:\n    type: simulator\n    base_url: {sim.url}\n"
             f"    rate: 1000000\n    concurrency: {args.concurrency}\n"
             f"    bulk: {'true' if bulk else 'false'}\n    batch_size: 100\n"
-            f"    webhook_secret: {SECRET}\n")
+            f"    webhook_secret: {SECRET}\n"
+        )
         config = EngineConfig.model_validate({"providers": {"sim": {"type": "simulator"}}})
         conn = await db.connect(url)
         postgres = await conn.fetchval("SHOW server_version")
@@ -182,19 +219,37 @@ async def engine_run(args: argparse.Namespace, url: str, sim: Simulator, port: i
         started = time.perf_counter()
         report = await contacts_import.import_contacts(conn, csv_path, group="all", region="ZA")
         imported = report.rows / (time.perf_counter() - started)
-        spec = Campaign.from_spec({
-            "name": "bench", "provider": "sim", "schedule": {"now": True},
-            "audience": {"groups": ["all"]},
-            "message": {"body": "Hi {{ first_name }}, as a {{ tier }} member you get 20% off"
-                                " today. Reply STOP to opt out",
-                        "locales": {"es": "Hola {{ first_name }}, 20% de descuento hoy."
-                                          " Responde STOP para salir"}}})
+        spec = Campaign.from_spec(
+            {
+                "name": "bench",
+                "provider": "sim",
+                "schedule": {"now": True},
+                "audience": {"groups": ["all"]},
+                "message": {
+                    "body": "Hi {{ first_name }}, as a {{ tier }} member you get 20% off"
+                    " today. Reply STOP to opt out",
+                    "locales": {
+                        "es": "Hola {{ first_name }}, 20% de descuento hoy."
+                        " Responde STOP para salir"
+                    },
+                },
+            }
+        )
         usage = Usage(sim.proc.pid)
         wall = time.perf_counter()
         await campaigns.apply_campaign(conn, spec, config_path, config)
         daemon = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "engine", "--config", str(config_path), "--log-level",
-            "WARNING", "run", env={**os.environ, "DATABASE_URL": url}, cwd=REPO)
+            sys.executable,
+            "-m",
+            "engine",
+            "--config",
+            str(config_path),
+            "--log-level",
+            "WARNING",
+            "run",
+            env={**os.environ, "DATABASE_URL": url},
+            cwd=REPO,
+        )
         try:
             counts = await wait_final(conn, daemon.pid, usage, args.timeout)
         finally:
@@ -205,9 +260,15 @@ async def engine_run(args: argparse.Namespace, url: str, sim: Simulator, port: i
         await conn.close()
     stats = await sim.stats()
     most = max(stats["per_number"].values(), default=0)
-    figures.update(wall=wall, imported=imported, counts=counts, most=most, usage=usage,
-                   postgres=postgres,
-                   accepted=stats["accepted"])
+    figures.update(
+        wall=wall,
+        imported=imported,
+        counts=counts,
+        most=most,
+        usage=usage,
+        postgres=postgres,
+        accepted=stats["accepted"],
+    )
     return figures
 
 
@@ -220,12 +281,12 @@ async def wait_final(conn: Any, pid: int, usage: Usage, within: float) -> dict[s
         usage.sample(pid)
         runs = await conn.fetch("SELECT status::text FROM campaign_runs")
         if runs and all(r["status"] == "completed" for r in runs):
-            rows = await conn.fetch("SELECT status::text, count(*) AS n FROM messages"
-                                    " GROUP BY 1")
+            rows = await conn.fetch("SELECT status::text, count(*) AS n FROM messages GROUP BY 1")
             return {r["status"]: r["n"] for r in rows}
         if time.monotonic() > deadline:
-            raise SystemExit(f"the run did not complete within {within:.0f}s: "
-                             f"{[r['status'] for r in runs]}")
+            raise SystemExit(
+                f"the run did not complete within {within:.0f}s: {[r['status'] for r in runs]}"
+            )
         await asyncio.sleep(0.5)
 
 
@@ -253,24 +314,33 @@ async def measured(conn: Any) -> dict[str, Any]:
 def show(f: dict[str, Any]) -> bool:
     u: Usage = f["usage"]
     total_cpu = u.daemon_cpu + u.postgres_cpu or 1
-    print(f"\n== {f['label']} account, {f['recipients']:,} recipients"
-          f" (PostgreSQL {f['postgres']})")
+    print(f"\n== {f['label']} account, {f['recipients']:,} recipients (PostgreSQL {f['postgres']})")
     print(f"wall time (apply -> run completed, every message final): {f['wall']:.1f}s")
     print(f"import:    {f['imported']:>10,.0f} rows/s")
-    print(f"expansion: {f['expand']:>10,.0f} recipients/s  ({f['expand'] / f['copy']:.0%} of a"
-          f" bare COPY at {f['copy']:,.0f} rows/s)")
-    print(f"dispatch:  {f['dispatch']:>10,.0f} messages/s   ({f['dispatch'] / f['raw']:.0%} of a"
-          f" bare aiohttp client at {f['raw']:,.0f} msg/s)")
+    print(
+        f"expansion: {f['expand']:>10,.0f} recipients/s  ({f['expand'] / f['copy']:.0%} of a"
+        f" bare COPY at {f['copy']:,.0f} rows/s)"
+    )
+    print(
+        f"dispatch:  {f['dispatch']:>10,.0f} messages/s   ({f['dispatch'] / f['raw']:.0%} of a"
+        f" bare aiohttp client at {f['raw']:,.0f} msg/s)"
+    )
     print(f"receipts:  {f['receipts']:>10,.0f} applied/s")
-    print(f"bare client CPU per message: client {f['raw_cpu'][0]:.2f} ms, simulator"
-          f" {f['raw_cpu'][1]:.2f} ms")
+    print(
+        f"bare client CPU per message: client {f['raw_cpu'][0]:.2f} ms, simulator"
+        f" {f['raw_cpu'][1]:.2f} ms"
+    )
     per = 1000 / max(f["recipients"], 1)
-    print(f"daemon peak memory: {u.daemon_peak_mib:.0f} MiB; CPU: daemon {u.daemon_cpu:.1f}s,"
-          f" PostgreSQL {u.postgres_cpu:.1f}s ({u.daemon_cpu / total_cpu:.0%} engine),"
-          f" simulator {u.simulator_cpu:.1f}s")
-    print(f"CPU per message: daemon {u.daemon_cpu * per:.2f} ms, PostgreSQL"
-          f" {u.postgres_cpu * per:.2f} ms, simulator {u.simulator_cpu * per:.2f} ms"
-          f" ({os.cpu_count()} cores)")
+    print(
+        f"daemon peak memory: {u.daemon_peak_mib:.0f} MiB; CPU: daemon {u.daemon_cpu:.1f}s,"
+        f" PostgreSQL {u.postgres_cpu:.1f}s ({u.daemon_cpu / total_cpu:.0%} engine),"
+        f" simulator {u.simulator_cpu:.1f}s"
+    )
+    print(
+        f"CPU per message: daemon {u.daemon_cpu * per:.2f} ms, PostgreSQL"
+        f" {u.postgres_cpu * per:.2f} ms, simulator {u.simulator_cpu * per:.2f} ms"
+        f" ({os.cpu_count()} cores)"
+    )
     print(f"final statuses: {f['counts']}")
     print(f"simulator accepted {f['accepted']:,}; most messages to one number: {f['most']}")
     return f["most"] <= 1 and not set(f["counts"]) & {"queued", "sending", "sent"}
@@ -283,12 +353,17 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=3600)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--only", choices=("single", "bulk"))
-    parser.add_argument("--peer", action="store_true",
-                        help="also send the same N through pgqueuer (pip install .[bench])")
+    parser.add_argument(
+        "--peer",
+        action="store_true",
+        help="also send the same N through pgqueuer (pip install .[bench])",
+    )
     args = parser.parse_args()
     memory = psutil.virtual_memory().total / 2**30
-    print(f"machine: {os.cpu_count()} cores, {memory:.0f} GiB, {platform.platform()},"
-          f" Python {platform.python_version()}; N = {args.n:,}")
+    print(
+        f"machine: {os.cpu_count()} cores, {memory:.0f} GiB, {platform.platform()},"
+        f" Python {platform.python_version()}; N = {args.n:,}"
+    )
     ok = True
     single_rate = None
     for bulk in (False, True):
@@ -306,8 +381,10 @@ def main() -> None:
         finally:
             sim.stop()
         print(f"\n== pgqueuer peer ({peer_config(args.concurrency)})")
-        print(f"peer: {peer:,.0f} messages/s; engine single-send {single_rate:,.0f} messages/s"
-              f" = {single_rate / peer:.1f}x the peer")
+        print(
+            f"peer: {peer:,.0f} messages/s; engine single-send {single_rate:,.0f} messages/s"
+            f" = {single_rate / peer:.1f}x the peer"
+        )
     if not ok:
         raise SystemExit("a message did not end final, or a number received two")
 

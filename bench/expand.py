@@ -51,11 +51,13 @@ SPEC = {
     "audience": {"groups": ["all"], "exclude_groups": ["staff"]},
     "message": {
         "body": "Hi {{ first_name | default('there') }}, as a {{ tier }} member you get "
-                "{{ discount }}% off today. Reply STOP to opt out",
-        "locales": {"es": "Hola {{ first_name }}, {{ discount }}% de descuento hoy. "
-                          "Responde STOP para salir",
-                    "pt-BR": "Olá {{ first_name }}, {{ discount }}% de desconto hoje. "
-                             "Responda SAIR para sair"},
+        "{{ discount }}% off today. Reply STOP to opt out",
+        "locales": {
+            "es": "Hola {{ first_name }}, {{ discount }}% de descuento hoy. "
+            "Responde STOP para salir",
+            "pt-BR": "Olá {{ first_name }}, {{ discount }}% de desconto hoje. "
+            "Responda SAIR para sair",
+        },
         "encoding": "smart",
     },
     "vars": {"discount": 20},
@@ -71,8 +73,9 @@ async def run(args: argparse.Namespace) -> None:
         print(f"generated {args.n:,} contacts in {time.perf_counter() - started:.1f}s")
         config = EngineConfig()
         now = datetime.now(UTC)
-        await campaigns.apply_campaign(conn, Campaign.from_spec(SPEC), Path("bench.yaml"),
-                                       config, now=now)
+        await campaigns.apply_campaign(
+            conn, Campaign.from_spec(SPEC), Path("bench.yaml"), config, now=now
+        )
         await scheduler.create_due_runs(conn, now, timedelta(hours=1))
         rss_before = peak_rss_mib()
         async with db.pool(url, min_size=2, max_size=4) as pool:
@@ -87,8 +90,10 @@ async def run(args: argparse.Namespace) -> None:
             elapsed = time.perf_counter() - started
         assert result is not None
         await conn.close()
-        print(f"expanded run {result.run_id}: {result.recipients:,} recipients in {elapsed:.2f}s"
-              f" = {result.recipients / elapsed:,.0f} recipients/s")
+        print(
+            f"expanded run {result.run_id}: {result.recipients:,} recipients in {elapsed:.2f}s"
+            f" = {result.recipients / elapsed:,.0f} recipients/s"
+        )
         print(f"counts: {dict(result.counts)}; estimated cost {result.estimated_cost}")
         print(f"peak RSS: {peak_rss_mib():.0f} MiB (before expansion {rss_before:.0f} MiB)")
         if profiler:

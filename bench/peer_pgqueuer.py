@@ -110,8 +110,9 @@ async def _enqueue(url: str, ids: list[int]) -> float:
         started = time.perf_counter()
         for i in range(0, len(ids), ENQUEUE_CHUNK):
             chunk = ids[i : i + ENQUEUE_CHUNK]
-            await queries.enqueue([ENTRYPOINT] * len(chunk), [str(m).encode() for m in chunk],
-                                  [0] * len(chunk))
+            await queries.enqueue(
+                [ENTRYPOINT] * len(chunk), [str(m).encode() for m in chunk], [0] * len(chunk)
+            )
         rate = len(ids) / (time.perf_counter() - started)
         # A queue in service has statistics (autovacuum analyzes it); a table bulk-loaded a
         # moment ago has none, and pgqueuer's dequeue then costs time in proportion to the
@@ -133,8 +134,9 @@ async def _drain(url: str, sim_url: str, concurrency: int) -> float:
     first: list[float] = []
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with (
-        asyncpg.create_pool(url, min_size=config["pool_size"],
-                            max_size=config["pool_size"]) as pool,
+        asyncpg.create_pool(
+            url, min_size=config["pool_size"], max_size=config["pool_size"]
+        ) as pool,
         aiohttp.ClientSession(connector=connector) as session,
     ):
         listen = await asyncpg.connect(url)
@@ -150,23 +152,37 @@ async def _drain(url: str, sim_url: str, concurrency: int) -> float:
             message_id = int(job.payload or b"")
             async with db.acquire() as db_conn:
                 row = await db_conn.fetchrow(
-                    "SELECT phone, body, sender FROM messages WHERE id = $1", message_id)
-                body = {"to": row["phone"], "body": row["body"], "sender": row["sender"],
-                        "reference": str(message_id)}
-                async with http.post(ctx.resources["sim_url"] + "/sim/v1/messages",
-                                     data=orjson.dumps(body), headers=HEADERS) as resp:
+                    "SELECT phone, body, sender FROM messages WHERE id = $1", message_id
+                )
+                body = {
+                    "to": row["phone"],
+                    "body": row["body"],
+                    "sender": row["sender"],
+                    "reference": str(message_id),
+                }
+                async with http.post(
+                    ctx.resources["sim_url"] + "/sim/v1/messages",
+                    data=orjson.dumps(body),
+                    headers=HEADERS,
+                ) as resp:
                     data = orjson.loads(await resp.read())
                     if resp.status != 200:
                         raise RuntimeError(f"message {message_id}: {resp.status} {data}")
                 await db_conn.execute(
                     "UPDATE messages SET status = 'sent', provider_message_id = $2,"
                     " sent_at = now(), attempts = attempts + 1, updated_at = now()"
-                    " WHERE id = $1", message_id, data["id"])
+                    " WHERE id = $1",
+                    message_id,
+                    data["id"],
+                )
 
         try:
             # the QueueManager alone: no schedules, so no SchedulerManager to stop
-            await pgq.qm.run(batch_size=config["batch_size"], mode=QueueExecutionMode.drain,
-                             max_concurrent_tasks=config["max_concurrent_tasks"])
+            await pgq.qm.run(
+                batch_size=config["batch_size"],
+                mode=QueueExecutionMode.drain,
+                max_concurrent_tasks=config["max_concurrent_tasks"],
+            )
             ended = time.perf_counter()
         finally:
             if not listen.is_closed():
@@ -222,10 +238,13 @@ async def measure(args: argparse.Namespace, sim_url: str) -> None:
     print("pgqueuer peer configuration:")
     for key, value in peer_config(args.concurrency).items():
         print(f"  {key:<22} {value}")
-    rate = await peer_rate(args.database_url, sim_url, args.n, args.concurrency,
-                           report=lambda line: print(f"  {line}"))
-    print(f"pgqueuer peer: {args.n:,} messages, {rate:,.0f} msg/s "
-          "(first job started to queue drained; every message sent, each number once)")
+    rate = await peer_rate(
+        args.database_url, sim_url, args.n, args.concurrency, report=lambda line: print(f"  {line}")
+    )
+    print(
+        f"pgqueuer peer: {args.n:,} messages, {rate:,.0f} msg/s "
+        "(first job started to queue drained; every message sent, each number once)"
+    )
     print(f"peak RSS of this process: {peak_rss_mib():.0f} MiB")
 
 
@@ -241,6 +260,7 @@ def main() -> None:
         asyncio.run(measure(args, sim.url))
     finally:
         sim.stop()
+
 
 if __name__ == "__main__":
     main()

@@ -61,8 +61,9 @@ STATUSES = ("delivered",) * 18 + ("undelivered", "failed")
 # --- the server process -------------------------------------------------------------------
 
 
-def run_server(url: str | None, port: int, mode: str, every: float, flush: float,
-               ready: EventType) -> None:
+def run_server(
+    url: str | None, port: int, mode: str, every: float, flush: float, ready: EventType
+) -> None:
     """A webhook server in a process of its own, until killed.
 
     ``raw``: a bare aiohttp app answering 200; ``backlog``: the engine's handler and
@@ -71,8 +72,9 @@ def run_server(url: str | None, port: int, mode: str, every: float, flush: float
     asyncio.run(_serve(url, port, mode, every, flush, ready))
 
 
-async def _serve(url: str | None, port: int, mode: str, every: float, flush: float,
-                 ready: EventType) -> None:
+async def _serve(
+    url: str | None, port: int, mode: str, every: float, flush: float, ready: EventType
+) -> None:
     app = web.Application()
     if url is None:
         app.router.add_post("/webhooks/{account}", _bare)
@@ -80,7 +82,8 @@ async def _serve(url: str | None, port: int, mode: str, every: float, flush: flo
         ready.set()
         await asyncio.Event().wait()
     config = EngineConfig.model_validate(
-        {"providers": {"sim": {"type": "simulator", "webhook_secret": SECRET}}})
+        {"providers": {"sim": {"type": "simulator", "webhook_secret": SECRET}}}
+    )
     async with db.pool(url, min_size=2, max_size=6) as pool, aiohttp.ClientSession() as session:
         adapters = {n: adapter_for(n, a, session) for n, a in config.providers.items()}
         writer = ReceiptWriter(pool, flush_interval=flush)
@@ -116,14 +119,16 @@ async def reconcile_forever(reconciler: Reconciler, every: float) -> None:
 # --- the client process -------------------------------------------------------------------
 
 
-def run_clients(port: int, n: int, per_post: int, clients: int,
-                results: multiprocessing.Queue[Any]) -> None:
+def run_clients(
+    port: int, n: int, per_post: int, clients: int, results: multiprocessing.Queue[Any]
+) -> None:
     """Post n receipts, per_post per call, over ``clients`` keep-alive connections.
 
     A minimal HTTP/1.1 client on asyncio streams: on a 2-core machine every cycle the
     client spends is taken from the server, and aiohttp's client costs about twice as much.
     Every answer is read and its status checked.
     """
+
     async def main() -> dict[str, Any]:
         calls = iter(range(0, n, per_post))
         failures = 0
@@ -149,13 +154,29 @@ def run_clients(port: int, n: int, per_post: int, clients: int,
 def _request(first: int, last: int) -> bytes:
     """One webhook call carrying receipts first+1..last, stamped with the time of posting."""
     at = datetime.now(UTC).isoformat()
-    body = orjson.dumps({"events": [
-        {"id": f"e{i}", "message_id": f"sim-{i}", "reference": None,
-         "status": STATUSES[i % len(STATUSES)], "code": None, "detail": None, "at": at}
-        for i in range(first + 1, last + 1)]})
-    return (b"POST /webhooks/sim HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            b"Content-Type: application/json\r\nX-Webhook-Secret: " + SECRET.encode() +
-            b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    body = orjson.dumps(
+        {
+            "events": [
+                {
+                    "id": f"e{i}",
+                    "message_id": f"sim-{i}",
+                    "reference": None,
+                    "status": STATUSES[i % len(STATUSES)],
+                    "code": None,
+                    "detail": None,
+                    "at": at,
+                }
+                for i in range(first + 1, last + 1)
+            ]
+        }
+    )
+    return (
+        b"POST /webhooks/sim HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/json\r\nX-Webhook-Secret: "
+        + SECRET.encode()
+        + b"\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
 
 
 def _content_length(head: bytes) -> int:
@@ -173,15 +194,19 @@ def post_all(url: str | None, args: argparse.Namespace, mode: str) -> float:
     """Start the server, post everything from the client process; receipts per second."""
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
-    server = ctx.Process(target=run_server, daemon=True,
-                         args=(url, args.port, mode, args.every, args.flush_interval, ready))
+    server = ctx.Process(
+        target=run_server,
+        daemon=True,
+        args=(url, args.port, mode, args.every, args.flush_interval, ready),
+    )
     server.start()
     try:
         if not ready.wait(60):
             raise SystemExit("the webhook server did not start")
         results: multiprocessing.Queue[Any] = ctx.Queue()
-        client = ctx.Process(target=run_clients,
-                             args=(args.port, args.n, args.per_post, args.clients, results))
+        client = ctx.Process(
+            target=run_clients, args=(args.port, args.n, args.per_post, args.clients, results)
+        )
         client.start()
         figures: dict[str, Any] = results.get()
         client.join()
@@ -247,8 +272,10 @@ async def backlog(args: argparse.Namespace) -> None:
         acked = await asyncio.to_thread(post_all, url, args, "backlog")
         applied = await backlog_rate(url, args.n)
         await check(url, args.n)
-    print(f"backlog: acknowledged durably       {acked:>8,.0f} receipts/s; "
-          f"then applied {applied:>8,.0f} receipts/s")
+    print(
+        f"backlog: acknowledged durably       {acked:>8,.0f} receipts/s; "
+        f"then applied {applied:>8,.0f} receipts/s"
+    )
 
 
 async def live(args: argparse.Namespace) -> None:
@@ -256,10 +283,12 @@ async def live(args: argparse.Namespace) -> None:
         await prepare(url, args.n)
         acked = await asyncio.to_thread(post_all, url, args, "live")
         row = await check(url, args.n)
-    print(f"live:    acknowledged durably       {acked:>8,.0f} receipts/s; "
-          f"applied {args.n / row['span']:>8,.0f} receipts/s; post→applied "
-          f"p50 {row['p50'] * 1000:,.0f} ms, p95 {row['p95'] * 1000:,.0f} ms "
-          f"(reconciler every {args.every:g} s)")
+    print(
+        f"live:    acknowledged durably       {acked:>8,.0f} receipts/s; "
+        f"applied {args.n / row['span']:>8,.0f} receipts/s; post→applied "
+        f"p50 {row['p50'] * 1000:,.0f} ms, p95 {row['p95'] * 1000:,.0f} ms "
+        f"(reconciler every {args.every:g} s)"
+    )
 
 
 def main() -> None:
@@ -267,16 +296,23 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=200_000)
     parser.add_argument("--per-post", type=int, default=1)
     parser.add_argument("--clients", type=int, default=64)
-    parser.add_argument("--every", type=float, default=0.5,
-                        help="seconds between reconciler passes in the live phase")
-    parser.add_argument("--flush-interval", type=float, default=0.005,
-                        help="the writer's group-commit window, seconds")
+    parser.add_argument(
+        "--every",
+        type=float,
+        default=0.5,
+        help="seconds between reconciler passes in the live phase",
+    )
+    parser.add_argument(
+        "--flush-interval",
+        type=float,
+        default=0.005,
+        help="the writer's group-commit window, seconds",
+    )
     parser.add_argument("--phases", default="raw,backlog,live")
     parser.add_argument("--port", type=int, default=18091)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     args = parser.parse_args()
-    print(f"{args.n:,} receipts, {args.per_post} per call, "
-          f"{args.clients} keep-alive connections")
+    print(f"{args.n:,} receipts, {args.per_post} per call, {args.clients} keep-alive connections")
     phases = {"raw": raw, "backlog": backlog, "live": live}
     for name in args.phases.split(","):
         asyncio.run(phases[name](args))

@@ -62,9 +62,15 @@ async def mark_up(conn: asyncpg.Connection, account: str) -> bool:
 class AccountHealth:
     """The dispatcher's view of which accounts may send, kept in step with the database."""
 
-    def __init__(self, pool: asyncpg.Pool, adapters: Mapping[str, Adapter[Any]],
-                 metrics: Metrics | None = None, *, first: float = PROBE_FIRST,
-                 cap: float = PROBE_CAP) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        adapters: Mapping[str, Adapter[Any]],
+        metrics: Metrics | None = None,
+        *,
+        first: float = PROBE_FIRST,
+        cap: float = PROBE_CAP,
+    ) -> None:
         self.pool = pool
         self.adapters = adapters
         self.metrics = metrics
@@ -85,12 +91,18 @@ class AccountHealth:
         detail = f"{result.error_code}: {result.error_detail or ''}".strip(": ")
         self._set(account, Down(reason, detail))
         async with self.pool.acquire() as conn:
-            was_up = await conn.fetchval(QUERIES["account_down"], account, reason, detail,
-                                         self.first, self.cap)
+            was_up = await conn.fetchval(
+                QUERIES["account_down"], account, reason, detail, self.first, self.cap
+            )
             await conn.execute(QUERIES["notify_accounts"])
         if was_up:
-            log.warning("account %s cannot send (%s: %s): paused, its messages stay queued",
-                        account, reason, detail, extra={"account": account, "reason": reason})
+            log.warning(
+                "account %s cannot send (%s: %s): paused, its messages stay queued",
+                account,
+                reason,
+                detail,
+                extra={"account": account, "reason": reason},
+            )
 
     async def refresh(self) -> None:
         """Read every account's health (another daemon, or ``providers check``, may have
@@ -110,8 +122,9 @@ class AccountHealth:
         for account in self.down:
             task = self._probes.get(account)
             if task is None or task.done():
-                self._probes[account] = asyncio.create_task(self._probe(account),
-                                                            name=f"probe-{account}")
+                self._probes[account] = asyncio.create_task(
+                    self._probe(account), name=f"probe-{account}"
+                )
 
     async def close(self) -> None:
         """Cancel probes in progress."""
@@ -124,27 +137,42 @@ class AccountHealth:
         """Check the account if its probe is due and no other daemon took it."""
         try:
             async with self.pool.acquire() as conn:
-                due = await conn.fetchrow(QUERIES["claim_account_probe"], account, self.first,
-                                          self.cap)
+                due = await conn.fetchrow(
+                    QUERIES["claim_account_probe"], account, self.first, self.cap
+                )
             if due is None:
                 return
             try:
                 said = await self.adapters[account].check()
             except CheckFailed as exc:
-                log.info("account %s still cannot send: %s", account, exc,
-                         extra={"account": account})
+                log.info(
+                    "account %s still cannot send: %s", account, exc, extra={"account": account}
+                )
                 async with self.pool.acquire() as conn:
-                    await conn.execute(QUERIES["account_probe_failed"], account,
-                                       exc.reason and str(exc.reason), str(exc))
+                    await conn.execute(
+                        QUERIES["account_probe_failed"],
+                        account,
+                        exc.reason and str(exc.reason),
+                        str(exc),
+                    )
                 return
             async with self.pool.acquire() as conn:
                 await mark_up(conn, account)
-            log.warning("account %s authenticates again (%s): resuming", account, said,
-                        extra={"account": account})
-        except (EngineError, OSError, TimeoutError, aiohttp.ClientError,
-                asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("probe of account %s failed: %s", account, exc,
-                        extra={"account": account})
+            log.warning(
+                "account %s authenticates again (%s): resuming",
+                account,
+                said,
+                extra={"account": account},
+            )
+        except (
+            EngineError,
+            OSError,
+            TimeoutError,
+            aiohttp.ClientError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+        ) as exc:
+            log.warning("probe of account %s failed: %s", account, exc, extra={"account": account})
 
     def _set(self, account: str, down: Down) -> None:
         self.down[account] = down

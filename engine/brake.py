@@ -37,8 +37,10 @@ class FailureBrake:
         rejections = sum(recent)
         if rejections < self.ratio * len(recent):
             return False
-        reason = (f"paused by the failure brake: {rejections} of the last {len(recent)} sends "
-                  "were rejected")
+        reason = (
+            f"paused by the failure brake: {rejections} of the last {len(recent)} sends "
+            "were rejected"
+        )
         async with self.pool.acquire() as conn:
             await conn.execute(QUERIES["pause_run"], self.run_id, reason)
         log.warning(reason, extra={"run": self.run_id})

@@ -123,7 +123,8 @@ def _read_text(path: Path) -> str:
         data = file.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
         raise CampaignFileError(
-            [f"{path}: the file is larger than 1 MiB, the limit for a campaign file"])
+            [f"{path}: the file is larger than 1 MiB, the limit for a campaign file"]
+        )
     return data.decode("utf-8")
 
 

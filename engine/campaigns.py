@@ -90,8 +90,14 @@ def content_hash(campaign: Campaign) -> str:
     return digest.hexdigest()
 
 
-async def apply_campaign(conn: asyncpg.Connection, campaign: Campaign, source: Path,
-                         config: EngineConfig, *, now: datetime | None = None) -> Applied:
+async def apply_campaign(
+    conn: asyncpg.Connection,
+    campaign: Campaign,
+    source: Path,
+    config: EngineConfig,
+    *,
+    now: datetime | None = None,
+) -> Applied:
     """Store or update one campaign; refuse while one of its runs is in progress."""
     now = now or utcnow()
     digest = content_hash(campaign)
@@ -106,12 +112,14 @@ async def apply_campaign(conn: asyncpg.Connection, campaign: Campaign, source: P
         next_run = first_firing(campaign, now)
         spec = campaign.spec_json()
         if row is None:
-            campaign_id = await conn.fetchval(QUERIES["insert_campaign"], campaign.name, spec,
-                                              digest, str(source), next_run)
+            campaign_id = await conn.fetchval(
+                QUERIES["insert_campaign"], campaign.name, spec, digest, str(source), next_run
+            )
         else:
             campaign_id = row["id"]
-            await conn.execute(QUERIES["update_campaign"], campaign_id, spec, digest,
-                               str(source), next_run)
+            await conn.execute(
+                QUERIES["update_campaign"], campaign_id, spec, digest, str(source), next_run
+            )
     report = await _load_file(conn, campaign_id, campaign, config)
     action = "created" if row is None else "updated"
     if row is not None and row["archived_at"] is not None:
@@ -124,11 +132,13 @@ async def _refuse_if_running(conn: asyncpg.Connection, campaign_id: int, name: s
     if active is not None:
         raise CampaignError(
             f"campaign {name!r} has run {active['id']} in progress ({active['status']}); "
-            "wait for it to finish, or pause or cancel it, before changing the campaign")
+            "wait for it to finish, or pause or cancel it, before changing the campaign"
+        )
 
 
-async def _load_file(conn: asyncpg.Connection, campaign_id: int, campaign: Campaign,
-                     config: EngineConfig) -> ImportReport | None:
+async def _load_file(
+    conn: asyncpg.Connection, campaign_id: int, campaign: Campaign, config: EngineConfig
+) -> ImportReport | None:
     await conn.execute(QUERIES["clear_invalid_recipients"], campaign_id)
     group = file_group(campaign.name)
     await conn.execute(QUERIES["clear_group_members"], group)
@@ -137,15 +147,22 @@ async def _load_file(conn: asyncpg.Connection, campaign_id: int, campaign: Campa
     report = await _import_file(conn, Path(campaign.audience.file), group, config)
     if report.invalid:
         bad = report.invalid
-        await conn.execute(QUERIES["insert_invalid_recipients_of_file"], campaign_id,
-                           [p.line for p in bad], [p.raw for p in bad], [p.reason for p in bad])
+        await conn.execute(
+            QUERIES["insert_invalid_recipients_of_file"],
+            campaign_id,
+            [p.line for p in bad],
+            [p.raw for p in bad],
+            [p.reason for p in bad],
+        )
     return report
 
 
-async def _unarchive(conn: asyncpg.Connection, campaign_id: int, campaign: Campaign,
-                     now: datetime) -> Applied:
-    next_run = await conn.fetchval(QUERIES["unarchive_campaign"], campaign_id,
-                                   first_firing(campaign, now))
+async def _unarchive(
+    conn: asyncpg.Connection, campaign_id: int, campaign: Campaign, now: datetime
+) -> Applied:
+    next_run = await conn.fetchval(
+        QUERIES["unarchive_campaign"], campaign_id, first_firing(campaign, now)
+    )
     return Applied(campaign.name, "unarchived", next_run)
 
 
@@ -172,8 +189,14 @@ async def campaign_row(conn: asyncpg.Connection, name: str) -> asyncpg.Record:
 async def create_run_now(conn: asyncpg.Connection, name: str) -> int:
     """A manual run of the campaign, due now (the scheduler's expander picks it up)."""
     row = await campaign_row(conn, name)
-    run_id: int = await conn.fetchval(QUERIES["insert_manual_run"], row["id"], utcnow(),
-                                      "manual", RunStatus.SCHEDULED.value, row["spec"])
+    run_id: int = await conn.fetchval(
+        QUERIES["insert_manual_run"],
+        row["id"],
+        utcnow(),
+        "manual",
+        RunStatus.SCHEDULED.value,
+        row["spec"],
+    )
     return run_id
 
 
@@ -188,8 +211,9 @@ class TestSend:
     detail: str | None
 
 
-async def create_test_send(conn: asyncpg.Connection, name: str, phone: str,
-                           config: EngineConfig) -> TestSend:
+async def create_test_send(
+    conn: asyncpg.Connection, name: str, phone: str, config: EngineConfig
+) -> TestSend:
     """Render the campaign for one number and queue it as a run of its own.
 
     A test run bypasses the audience, the budget and the frequency cap, but never an
@@ -203,8 +227,14 @@ async def create_test_send(conn: asyncpg.Connection, name: str, phone: str,
         raise CampaignError(f"{phone} has opted out; a test send is not allowed")
     async with conn.transaction():
         now = utcnow()
-        run_id = await conn.fetchval(QUERIES["insert_manual_run"], row["id"], now, "test",
-                                     RunStatus.SENDING.value, row["spec"])
+        run_id = await conn.fetchval(
+            QUERIES["insert_manual_run"],
+            row["id"],
+            now,
+            "test",
+            RunStatus.SENDING.value,
+            row["spec"],
+        )
         plan = plan_run(run_id, campaign, config)
         values = plan.decide(rec, SendTiming(campaign, now), None)
         assert values is not None  # a test recipient is never excluded
@@ -218,9 +248,18 @@ async def _test_recipient(conn: asyncpg.Connection, phone: str, channel: str) ->
     if known is not None:
         return dict(known)
     suppressed = await conn.fetchval(QUERIES["is_suppressed_on"], phone, channel)
-    return {"id": None, "phone": phone, "first_name": "Test", "last_name": "Recipient",
-            "locale": None, "timezone": None, "attributes": {}, "excluded": False,
-            "suppressed": suppressed, "recent": 0}
+    return {
+        "id": None,
+        "phone": phone,
+        "first_name": "Test",
+        "last_name": "Recipient",
+        "locale": None,
+        "timezone": None,
+        "attributes": {},
+        "excluded": False,
+        "suppressed": suppressed,
+        "recent": 0,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,8 +313,18 @@ class Notable:
         for problem in problems:
             if len(self.skipped) >= self.skipped_limit:
                 return
-            self.skipped.append(Sample(mask(problem.raw), None, "invalid_number", None, None,
-                                       None, None, f"file line {problem.line}: {problem.reason}"))
+            self.skipped.append(
+                Sample(
+                    mask(problem.raw),
+                    None,
+                    "invalid_number",
+                    None,
+                    None,
+                    None,
+                    None,
+                    f"file line {problem.line}: {problem.reason}",
+                )
+            )
 
 
 @dataclass(slots=True)
@@ -312,9 +361,15 @@ class Preview:
             self.smart_saves += segments - sms.analyze(body, smart=True).segments
 
 
-async def preview_campaign(conn: asyncpg.Connection, campaign: Campaign, config: EngineConfig,
-                           *, limit: int = 5, batch_size: int = 5000,
-                           skipped: int = 10) -> Preview:
+async def preview_campaign(
+    conn: asyncpg.Connection,
+    campaign: Campaign,
+    config: EngineConfig,
+    *,
+    limit: int = 5,
+    batch_size: int = 5000,
+    skipped: int = 10,
+) -> Preview:
     """Decide every recipient exactly as a run would, inside a transaction rolled back after."""
     preview = Preview(budget=campaign.limits.budget, notable=Notable(skipped))
     plan = plan_run(0, campaign, config)
@@ -342,8 +397,9 @@ async def preview_campaign(conn: asyncpg.Connection, campaign: Campaign, config:
     return preview
 
 
-async def _preview_file(conn: asyncpg.Connection, campaign: Campaign,
-                        config: EngineConfig, notable: Notable) -> int:
+async def _preview_file(
+    conn: asyncpg.Connection, campaign: Campaign, config: EngineConfig, notable: Notable
+) -> int:
     if campaign.audience.file is None:
         return 0
     group = file_group(campaign.name)
@@ -353,13 +409,15 @@ async def _preview_file(conn: asyncpg.Connection, campaign: Campaign,
     return report.invalid_total
 
 
-async def _import_file(conn: asyncpg.Connection, path: Path, group: str,
-                       config: EngineConfig) -> ImportReport:
+async def _import_file(
+    conn: asyncpg.Connection, path: Path, group: str, config: EngineConfig
+) -> ImportReport:
     """Import the validated audience file, opened so that only that file is read."""
     with audiencefile.opened(path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
-        return await import_contacts(conn, text, group=group, region=config.default_region,
-                                     name=str(path))
+        return await import_contacts(
+            conn, text, group=group, region=config.default_region, name=str(path)
+        )
 
 
 def _sample(preview: Preview, row: Row, limit: int) -> None:
@@ -377,7 +435,8 @@ class Requeued:
 
 
 async def resume_over_budget(
-    conn: asyncpg.Connection, name: str,
+    conn: asyncpg.Connection,
+    name: str,
     balance: Callable[[str], Awaitable[Decimal | None]] | None = None,
 ) -> Requeued | None:
     """Re-check the budget gate for the campaign's latest run if it is ``over_budget``.
@@ -394,12 +453,14 @@ async def resume_over_budget(
             return Requeued(run["id"], 0, run["newer_firing"])
         held = await conn.fetchrow(QUERIES["over_budget_messages"], run["id"])
         funds = await balance(run["account"] or campaign.provider) if balance else None
-        status, reason = budget_gate(campaign, {MessageStatus.QUEUED.value: held["n"]},
-                                     held["cost"], funds)
+        status, reason = budget_gate(
+            campaign, {MessageStatus.QUEUED.value: held["n"]}, held["cost"], funds
+        )
         if status is RunStatus.OVER_BUDGET:
             raise CampaignError(
                 f"run {run['id']} of {name!r} is still over budget: {reason}; raise "
-                "limits.budget in the campaign file, apply it, then resume")
+                "limits.budget in the campaign file, apply it, then resume"
+            )
         requeued = await conn.fetchval(QUERIES["requeue_over_budget"], run["id"])
         await conn.execute(QUERIES["notify_work"], f"run:{run['id']}")
     return Requeued(run["id"], int(requeued or 0))

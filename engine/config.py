@@ -127,7 +127,6 @@ class EngineConfig(Strict):
         return value.upper()
 
 
-
 def config_path(explicit: str | os.PathLike[str] | None, env: Mapping[str, str]) -> Path:
     """The config file to read: ``--config``, else ``$ENGINE_CONFIG``, else ``./engine.yaml``."""
     if explicit:
@@ -198,10 +197,15 @@ def secret_problems(doc: yamldoc.Document) -> list[str]:
         if "webhook_secret" in account:
             problems += _short(doc, loc, account["webhook_secret"])
         elif _needs_secret(account.get("type")):
-            problems.append(doc.problem(loc, f"a {account['type']} account needs a"
-                                        " webhook_secret (its webhook would take anyone's"
-                                        " receipts and opt-outs; `engine demo` needs no"
-                                        " config)"))
+            problems.append(
+                doc.problem(
+                    loc,
+                    f"a {account['type']} account needs a"
+                    " webhook_secret (its webhook would take anyone's"
+                    " receipts and opt-outs; `engine demo` needs no"
+                    " config)",
+                )
+            )
     return problems
 
 
@@ -217,5 +221,3 @@ def _short(doc: yamldoc.Document, loc: yamldoc.Loc, value: Any) -> list[str]:
     if len(str(value)) < MIN_SECRET:
         return [doc.problem(loc, f"is too short: use at least {MIN_SECRET} characters")]
     return []
-
-

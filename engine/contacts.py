@@ -82,14 +82,16 @@ def parse_filters(pairs: Sequence[str]) -> dict[str, str]:
     return found
 
 
-async def list_contacts(conn: asyncpg.Connection, *, group: str | None,
-                        attributes: dict[str, str], limit: int) -> ContactPage:
+async def list_contacts(
+    conn: asyncpg.Connection, *, group: str | None, attributes: dict[str, str], limit: int
+) -> ContactPage:
     """Contacts matching a group and attribute values, in the order they were added."""
     if group is not None:
         await require_group(conn, group)
     rows = await conn.fetch(QUERIES["list_contacts"], group, attributes, limit)
-    return ContactPage([_contact(r, r["suppressed"]) for r in rows],
-                       rows[0]["total"] if rows else 0)
+    return ContactPage(
+        [_contact(r, r["suppressed"]) for r in rows], rows[0]["total"] if rows else 0
+    )
 
 
 async def contact_detail(conn: asyncpg.Connection, phone: str) -> ContactDetail:
@@ -99,13 +101,26 @@ async def contact_detail(conn: asyncpg.Connection, phone: str) -> ContactDetail:
         raise ContactsError(f"no contact with number {phone}")
     suppressions = await conn.fetch(QUERIES["suppressions_of_phone"], phone)
     recent = await conn.fetch(QUERIES["recent_messages_of_phone"], phone, RECENT_MESSAGES)
-    return ContactDetail(_contact(row, bool(suppressions)), row["created_at"],
-                         row["updated_at"], suppressions, recent)
+    return ContactDetail(
+        _contact(row, bool(suppressions)),
+        row["created_at"],
+        row["updated_at"],
+        suppressions,
+        recent,
+    )
 
 
 def _contact(row: asyncpg.Record, suppressed: bool) -> ContactRow:
-    return ContactRow(row["phone"], row["first_name"], row["last_name"], row["locale"],
-                      row["timezone"], dict(row["attributes"]), tuple(row["groups"]), suppressed)
+    return ContactRow(
+        row["phone"],
+        row["first_name"],
+        row["last_name"],
+        row["locale"],
+        row["timezone"],
+        dict(row["attributes"]),
+        tuple(row["groups"]),
+        suppressed,
+    )
 
 
 async def require_group(conn: asyncpg.Connection, group: str) -> None:
@@ -137,12 +152,13 @@ async def remove_contacts_of_group(conn: asyncpg.Connection, group: str) -> int:
 async def _refuse_while_expanding(conn: asyncpg.Connection) -> None:
     run = await conn.fetchrow(QUERIES["expanding_run"])
     if run is not None:
-        raise ContactsError(f"run {run['id']} of campaign {run['name']!r} is reading its "
-                            "audience; remove contacts once it is sending (see engine status)")
+        raise ContactsError(
+            f"run {run['id']} of campaign {run['name']!r} is reading its "
+            "audience; remove contacts once it is sending (see engine status)"
+        )
 
 
-async def remove_members(conn: asyncpg.Connection, group: str,
-                         phones: Sequence[str]) -> list[str]:
+async def remove_members(conn: asyncpg.Connection, group: str, phones: Sequence[str]) -> list[str]:
     """Take these numbers out of the group; the numbers that were members."""
     await require_group(conn, group)
     rows = await conn.fetch(QUERIES["remove_group_members"], group, list(phones))

@@ -27,8 +27,7 @@ async def wake_daemons(conn: asyncpg.Connection, payload: str) -> None:
     await conn.execute(QUERIES["notify_work"], payload)
 
 
-async def _control(conn: asyncpg.Connection, query: str, name: str,
-                   *args: str) -> Controlled:
+async def _control(conn: asyncpg.Connection, query: str, name: str, *args: str) -> Controlled:
     """Run a control query on a campaign that must exist, then wake the daemons."""
     before = str((await campaigns.campaign_row(conn, name))["status"])
     rows: list[asyncpg.Record] = await conn.fetch(QUERIES[query], name, *args)

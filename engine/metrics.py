@@ -29,31 +29,59 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.sent = Counter("engine_messages_sent", "Send results by account and outcome",
-                            ["account", "outcome"], registry=r)
-        self.send_latency = Histogram("engine_send_latency_seconds",
-                                      "Duration of one provider request", ["account"],
-                                      buckets=LATENCY_BUCKETS, registry=r)
-        self.limiter_wait = Histogram("engine_rate_limiter_wait_seconds",
-                                      "Time a request waited for rate tokens", ["account"],
-                                      buckets=LATENCY_BUCKETS, registry=r)
-        self.receipt_lag = Histogram("engine_receipt_lag_seconds",
-                                     "Time from sent to a final status", ["account"],
-                                     buckets=LAG_BUCKETS, registry=r)
-        self.queue_depth = Gauge("engine_queue_depth", "Queued messages", ["account"],
-                                 registry=r)
-        self.oldest_due = Gauge("engine_oldest_due_seconds",
-                                "Age of the oldest due queued message", ["account"],
-                                registry=r)
-        self.receipts_pending = Gauge("engine_receipts_pending",
-                                      "Receipts not yet matched to a message", ["account"],
-                                      registry=r)
+        self.sent = Counter(
+            "engine_messages_sent",
+            "Send results by account and outcome",
+            ["account", "outcome"],
+            registry=r,
+        )
+        self.send_latency = Histogram(
+            "engine_send_latency_seconds",
+            "Duration of one provider request",
+            ["account"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.limiter_wait = Histogram(
+            "engine_rate_limiter_wait_seconds",
+            "Time a request waited for rate tokens",
+            ["account"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.receipt_lag = Histogram(
+            "engine_receipt_lag_seconds",
+            "Time from sent to a final status",
+            ["account"],
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge("engine_queue_depth", "Queued messages", ["account"], registry=r)
+        self.oldest_due = Gauge(
+            "engine_oldest_due_seconds",
+            "Age of the oldest due queued message",
+            ["account"],
+            registry=r,
+        )
+        self.receipts_pending = Gauge(
+            "engine_receipts_pending",
+            "Receipts not yet matched to a message",
+            ["account"],
+            registry=r,
+        )
         self.runs = Gauge("engine_runs", "Campaign runs by status", ["status"], registry=r)
-        self.messages = Gauge("engine_messages", "Messages of active runs by account and status",
-                              ["account", "status"], registry=r)
-        self.account_up = Gauge("engine_account_up",
-                                "1 if the account can send, 0 while it is paused (auth, credit)",
-                                ["account"], registry=r)
+        self.messages = Gauge(
+            "engine_messages",
+            "Messages of active runs by account and status",
+            ["account", "status"],
+            registry=r,
+        )
+        self.account_up = Gauge(
+            "engine_account_up",
+            "1 if the account can send, 0 while it is paused (auth, credit)",
+            ["account"],
+            registry=r,
+        )
 
     def watch_accounts(self, accounts: Iterable[str]) -> None:
         """Show every configured account as up until the database says otherwise."""
@@ -78,10 +106,16 @@ class Metrics:
         self.receipts_pending.clear()
         for row in await conn.fetch(QUERIES["receipts_pending"]):
             self.receipts_pending.labels(row["account"]).set(row["pending"])
-        self._set(self.runs, {(r["status"],): r["n"]
-                              for r in await conn.fetch(QUERIES["runs_by_status"])})
-        self._set(self.messages, {(r["account"], r["status"]): r["n"]
-                                  for r in await conn.fetch(QUERIES["active_messages"])})
+        self._set(
+            self.runs, {(r["status"],): r["n"] for r in await conn.fetch(QUERIES["runs_by_status"])}
+        )
+        self._set(
+            self.messages,
+            {
+                (r["account"], r["status"]): r["n"]
+                for r in await conn.fetch(QUERIES["active_messages"])
+            },
+        )
         for row in await conn.fetch(QUERIES["account_health"]):
             self.account_up.labels(row["account"]).set(1 if row["up"] else 0)
 
@@ -99,13 +133,15 @@ class _WebhookCollector(Collector):
         self.stats = stats
 
     def collect(self) -> Iterator[Metric]:
-        calls = CounterMetricFamily("engine_webhooks", "Webhook calls by account and result",
-                                    labels=["account", "result"])
+        calls = CounterMetricFamily(
+            "engine_webhooks", "Webhook calls by account and result", labels=["account", "result"]
+        )
         for (account, result), count in sorted(self.stats.calls.items()):
             calls.add_metric([account, result], count)
         yield calls
-        receipts = CounterMetricFamily("engine_receipts_received", "Receipts stored",
-                                       labels=["account"])
+        receipts = CounterMetricFamily(
+            "engine_receipts_received", "Receipts stored", labels=["account"]
+        )
         for account, count in sorted(self.stats.receipts.items()):
             receipts.add_metric([account], count)
         yield receipts

@@ -29,7 +29,6 @@ LOCK_KEY = 0x6D6967726174
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
-
 @dataclass(frozen=True, slots=True)
 class Migration:
     """One migration file."""
@@ -99,8 +98,12 @@ async def migrate(conn: asyncpg.Connection, directory: Path | None = None) -> li
                 continue
             async with conn.transaction():
                 await conn.execute(migration.sql)
-                await conn.execute(QUERIES["record_migration"], migration.version,
-                                   migration.name, migration.checksum)
+                await conn.execute(
+                    QUERIES["record_migration"],
+                    migration.version,
+                    migration.name,
+                    migration.checksum,
+                )
             log.info("applied migration %04d_%s", migration.version, migration.name)
             done.append(migration)
         return done
@@ -122,18 +125,19 @@ async def status(conn: asyncpg.Connection, directory: Path | None = None) -> lis
     return states
 
 
-async def require_current(conn: asyncpg.Connection, directory: Path | None = None,
-                          *, where: str | None = None) -> None:
+async def require_current(
+    conn: asyncpg.Connection, directory: Path | None = None, *, where: str | None = None
+) -> None:
     """Raise MigrationError naming the command to run when migrations are pending.
 
     ``where`` names the database (a redacted URL or a data folder) when it has no tables at
     all: the usual sign of a command run outside the project's folder.
     """
-    if where is not None and not await conn.fetchval(
-            QUERIES["migrations_table_exists"]):
+    if where is not None and not await conn.fetchval(QUERIES["migrations_table_exists"]):
         raise MigrationError(f"the database at {where} has no tables; run `engine db migrate`")
     pending = [s.migration for s in await status(conn, directory) if s.applied_at is None]
     if pending:
         names = ", ".join(f"{m.version:04d}_{m.name}" for m in pending)
         raise MigrationError(
-            f"the database is not up to date (pending: {names}); run 'engine db migrate'")
+            f"the database is not up to date (pending: {names}); run 'engine db migrate'"
+        )

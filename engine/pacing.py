@@ -57,4 +57,3 @@ class AccountState:
         delay = self.paused_until - asyncio.get_running_loop().time()
         if delay > 0:
             await asyncio.sleep(delay)
-

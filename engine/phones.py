@@ -312,7 +312,6 @@ def _country_code_length(phone: str) -> int:
     return 0
 
 
-
 def is_e164(phone: str) -> bool:
     """Whether ``phone`` is written in E.164: ``+`` and 7 to 15 digits."""
     return _E164.fullmatch(phone) is not None
@@ -336,7 +335,6 @@ def as_e164(number: str) -> str:
     if text.isdigit() and not text.startswith("0"):
         return "+" + text
     return text
-
 
 
 def parse_e164(value: str, region: str | None) -> str:

@@ -43,15 +43,24 @@ class Poller:
     before each batch (the account's rate limiter).
     """
 
-    def __init__(self, pool: asyncpg.Pool, adapters: Mapping[str, Adapter[Any]], *,
-                 poll_after: timedelta = timedelta(minutes=10),
-                 window: timedelta = timedelta(hours=72), batch: int = 100,
-                 interval: timedelta = timedelta(minutes=1),
-                 schedule: Sequence[timedelta] = (timedelta(minutes=4), timedelta(minutes=10),
-                                                  timedelta(minutes=45)),
-                 max_interval: timedelta = timedelta(hours=6),
-                 webhookless: Collection[str] | None = None,
-                 limit: Callable[[str, int], Awaitable[None]] | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        adapters: Mapping[str, Adapter[Any]],
+        *,
+        poll_after: timedelta = timedelta(minutes=10),
+        window: timedelta = timedelta(hours=72),
+        batch: int = 100,
+        interval: timedelta = timedelta(minutes=1),
+        schedule: Sequence[timedelta] = (
+            timedelta(minutes=4),
+            timedelta(minutes=10),
+            timedelta(minutes=45),
+        ),
+        max_interval: timedelta = timedelta(hours=6),
+        webhookless: Collection[str] | None = None,
+        limit: Callable[[str, int], Awaitable[None]] | None = None,
+    ) -> None:
         self.pool = pool
         self.adapters = {name: a for name, a in adapters.items() if a.supports_polling}
         self.poll_after = poll_after
@@ -61,9 +70,14 @@ class Poller:
         self.schedule = list(schedule)
         self.max_interval = max_interval
         self.webhookless = frozenset(
-            webhookless if webhookless is not None else
-            (name for name, a in self.adapters.items()
-             if not getattr(a, "delivery_webhooks", True)))
+            webhookless
+            if webhookless is not None
+            else (
+                name
+                for name, a in self.adapters.items()
+                if not getattr(a, "delivery_webhooks", True)
+            )
+        )
         self.limit = limit
         self.redact = Redactor.of(adapters.values())
 
@@ -81,8 +95,9 @@ class Poller:
         async with self.pool.acquire() as conn:
             started = await conn.fetchval(QUERIES["db_now"])
         names = list(self.adapters)
-        results = await asyncio.gather(*(self._poll_account(n, started) for n in names),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._poll_account(n, started) for n in names), return_exceptions=True
+        )
         total = 0
         for name, result in zip(names, results, strict=True):
             if isinstance(result, BaseException):
@@ -98,9 +113,16 @@ class Poller:
         total = 0
         while True:
             async with self.pool.acquire() as conn:
-                claimed = await conn.fetch(QUERIES["claim_polls"], name, first, self.window,
-                                           self.batch, self.max_interval, started,
-                                           self.schedule)
+                claimed = await conn.fetch(
+                    QUERIES["claim_polls"],
+                    name,
+                    first,
+                    self.window,
+                    self.batch,
+                    self.max_interval,
+                    started,
+                    self.schedule,
+                )
             ids = [row["provider_message_id"] for row in claimed if row["poll"]]
             if ids:
                 total += await self._look_up(name, ids)

@@ -50,8 +50,7 @@ RANK: Mapping[str, int] = {S.SENT: 1, S.DELIVERED: 2, S.UNDELIVERED: 2, S.FAILED
 #: message statuses whose send result is not recorded yet: their receipts wait
 NOT_SENT = frozenset({S.QUEUED.value, S.SENDING.value})
 #: message statuses a receipt may say something about
-REPORTABLE = frozenset({S.SENT, S.UNKNOWN, S.EXPIRED, S.DELIVERED, S.READ, S.UNDELIVERED,
-                        S.FAILED})
+REPORTABLE = frozenset({S.SENT, S.UNKNOWN, S.EXPIRED, S.DELIVERED, S.READ, S.UNDELIVERED, S.FAILED})
 FAILURES = frozenset({S.UNDELIVERED.value, S.FAILED.value})
 
 
@@ -119,8 +118,9 @@ class Change:
             self.failed_at, self.code, self.detail = receipt.at, receipt.code, receipt.detail
 
 
-def fold(message_id: int, current: str, receipts: Sequence[Seen],
-         provider_id: str | None = None) -> tuple[Change | None, dict[int, ReceiptOutcome]]:
+def fold(
+    message_id: int, current: str, receipts: Sequence[Seen], provider_id: str | None = None
+) -> tuple[Change | None, dict[int, ReceiptOutcome]]:
     """Apply one message's receipts in rank order; the change (None if none) and each
     receipt's outcome."""
     change = Change(message_id, current, current)

@@ -65,12 +65,18 @@ _UNAVAILABLE = (OSError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError
 class ReceiptWriter:
     """Group-committed, durable storage of webhook events (see the module docstring)."""
 
-    def __init__(self, pool: asyncpg.Pool, *, flush_interval: float = 0.005,
-                 max_rows: int = 1000, opt_out_keywords: Iterable[str] = OPT_OUT_WORDS,
-                 opt_in_keywords: Iterable[str] = OPT_IN_WORDS,
-                 help_keywords: Iterable[str] = HELP_WORDS,
-                 on_flush: Callable[[int], None] | None = None,
-                 redact: Redactor | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        flush_interval: float = 0.005,
+        max_rows: int = 1000,
+        opt_out_keywords: Iterable[str] = OPT_OUT_WORDS,
+        opt_in_keywords: Iterable[str] = OPT_IN_WORDS,
+        help_keywords: Iterable[str] = HELP_WORDS,
+        on_flush: Callable[[int], None] | None = None,
+        redact: Redactor | None = None,
+    ) -> None:
         self.pool = pool
         #: masks the accounts' secrets in every payload stored
         self.redact = redact or Redactor()
@@ -159,8 +165,11 @@ class ReceiptWriter:
             if len(batch) > 1 and not isinstance(exc, _UNAVAILABLE):
                 # one request's data may have broken the batch: store the others one by
                 # one, so only the culprit's caller gets the error
-                log.warning("receipt batch refused (%s): retrying its %d requests one by one",
-                            exc, len(batch))
+                log.warning(
+                    "receipt batch refused (%s): retrying its %d requests one by one",
+                    exc,
+                    len(batch),
+                )
                 for item in batch:
                     await self._flush([item])
                 return
@@ -177,8 +186,12 @@ class ReceiptWriter:
 
     def _failed(self, batch: list[_Waiting], exc: BaseException) -> None:
         self.stats.failed_flushes += 1
-        log.error("storing %d webhook calls failed: %r", len(batch), exc,
-                  extra={"account": batch[0].account})
+        log.error(
+            "storing %d webhook calls failed: %r",
+            len(batch),
+            exc,
+            extra={"account": batch[0].account},
+        )
         _fail(batch, exc)
 
     async def _store(self, batch: list[_Waiting]) -> int:
@@ -207,12 +220,12 @@ class ReceiptWriter:
         self.stats.suppressed += counts["suppressed"]
         self.stats.lifted += counts["lifted"]
         if counts["suppressed"] or counts["lifted"]:
-            log.info("opt-outs: %d numbers suppressed, %d lifted", counts["suppressed"],
-                     counts["lifted"])
+            log.info(
+                "opt-outs: %d numbers suppressed, %d lifted", counts["suppressed"], counts["lifted"]
+            )
 
 
 def _fail(batch: Iterable[_Waiting], exc: BaseException) -> None:
     for item in batch:
         if not item.future.done():
             item.future.set_exception(exc)
-

@@ -70,8 +70,9 @@ class Keywords:
     @classmethod
     def of(cls, opt_out: Iterable[str], opt_in: Iterable[str], help: Iterable[str]) -> Keywords:
         """Keywords from any spelling."""
-        return cls(*(frozenset(w.strip().upper() for w in words)
-                     for words in (opt_out, opt_in, help)))
+        return cls(
+            *(frozenset(w.strip().upper() for w in words) for words in (opt_out, opt_in, help))
+        )
 
     def action(self, text: str) -> str | None:
         """``opt_out``, ``opt_in``, ``help``, or None for any other text."""
@@ -135,11 +136,18 @@ class ReceiptRows:
         """One receipt, secrets masked; values PostgreSQL would refuse are made harmless,
         or raise Unstorable (before anything is added) where they cannot be."""
         values = (
-            account, _id(receipt.provider_message_id), _in_range(receipt.message_id, _BIGINT),
-            _id(receipt.event_id), receipt.status.value if receipt.status else None,
-            _text(receipt.provider_status), _text(receipt.error_code),
-            _detail(receipt.error_detail, self.redact), _in_range(receipt.part, _SMALLINT),
-            _aware(receipt.occurred_at), _json(receipt.raw, self.redact), receipt.opt_out,
+            account,
+            _id(receipt.provider_message_id),
+            _in_range(receipt.message_id, _BIGINT),
+            _id(receipt.event_id),
+            receipt.status.value if receipt.status else None,
+            _text(receipt.provider_status),
+            _text(receipt.error_code),
+            _detail(receipt.error_detail, self.redact),
+            _in_range(receipt.part, _SMALLINT),
+            _aware(receipt.occurred_at),
+            _json(receipt.raw, self.redact),
+            receipt.opt_out,
             receipt.rejected is not None,
         )
         for column, value in zip(self.columns, values, strict=True):
@@ -184,8 +192,16 @@ class InboundRows:
         elif action is not None:
             number = _e164(phone, account)
             action, phone = (action, number) if number else (None, phone)
-        self._row(account, phone, channel, reply.text, reply.provider_message_id,
-                  reply.in_reply_to, action, reply.raw)
+        self._row(
+            account,
+            phone,
+            channel,
+            reply.text,
+            reply.provider_message_id,
+            reply.in_reply_to,
+            action,
+            reply.raw,
+        )
 
     def _notice(self, account: str, change: OptChange) -> None:
         phone = _e164(change.phone, account)
@@ -194,11 +210,27 @@ class InboundRows:
         action = "opt_out" if change.opted_out else "opt_in"
         self._row(account, phone, change.channel, None, None, None, action, change.raw)
 
-    def _row(self, account: str, phone: str, channel: str, body: str | None,
-             provider_id: str | None, in_reply_to: str | None, action: str | None,
-             raw: Mapping[str, Any]) -> None:
-        values = (account, _id(phone), _text(channel), _text(body), _id(provider_id),
-                  _id(in_reply_to), action, _json(raw, self.redact))
+    def _row(
+        self,
+        account: str,
+        phone: str,
+        channel: str,
+        body: str | None,
+        provider_id: str | None,
+        in_reply_to: str | None,
+        action: str | None,
+        raw: Mapping[str, Any],
+    ) -> None:
+        values = (
+            account,
+            _id(phone),
+            _text(channel),
+            _text(body),
+            _id(provider_id),
+            _id(in_reply_to),
+            action,
+            _json(raw, self.redact),
+        )
         for column, value in zip(self.columns, values, strict=True):
             column.append(value)
 
@@ -206,8 +238,11 @@ class InboundRows:
 def _e164(phone: str, account: str) -> str | None:
     number = international(phone)
     if number is None:
-        log.warning("opt change for %s ignored: not an international number", mask(phone),
-                    extra={"account": account})
+        log.warning(
+            "opt change for %s ignored: not an international number",
+            mask(phone),
+            extra={"account": account},
+        )
     return number
 
 

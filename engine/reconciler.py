@@ -66,8 +66,9 @@ class _Batch:
     @property
     def part_messages(self) -> list[int]:
         """Messages with per-part receipts in this batch."""
-        return sorted(mid for mid, rows in self.matched.items()
-                      if any(r["part"] is not None for r in rows))
+        return sorted(
+            mid for mid, rows in self.matched.items() if any(r["part"] is not None for r in rows)
+        )
 
     def decide(self, earlier_parts: Mapping[int, list[asyncpg.Record]]) -> None:
         """Fold each message's receipts into its change."""
@@ -76,14 +77,19 @@ class _Batch:
             seen = [_seen(r) for r in rows if r["part"] is None]
             parts = [r for r in rows if r["part"] is not None]
             if parts:
-                seen.append(_parts_receipt(parts, earlier_parts.get(mid, []),
-                                           first["segments"] or 1))
-            change, outcomes = fold(mid, first["message_status"], seen,
-                                    first["message_provider_id"])
+                seen.append(
+                    _parts_receipt(parts, earlier_parts.get(mid, []), first["segments"] or 1)
+                )
+            change, outcomes = fold(
+                mid, first["message_status"], seen, first["message_provider_id"]
+            )
             whole = outcomes.pop(-1, None)  # the parts' combined receipt
             for row in parts:
-                outcomes[row["id"]] = (ReceiptOutcome.APPLIED if whole is ReceiptOutcome.APPLIED
-                                       else ReceiptOutcome.PARTIAL)
+                outcomes[row["id"]] = (
+                    ReceiptOutcome.APPLIED
+                    if whole is ReceiptOutcome.APPLIED
+                    else ReceiptOutcome.PARTIAL
+                )
             for receipt_id, outcome in outcomes.items():
                 self.settle[receipt_id] = (outcome, mid, "settle")
             if change is not None:
@@ -99,8 +105,18 @@ class _Batch:
 
     def change_columns(self) -> tuple[list[Any], ...]:
         """The arrays of ``apply_receipts``."""
-        names = ("id", "expected", "status", "sent_at", "delivered_at", "read_at",
-                 "failed_at", "code", "detail", "provider_id")
+        names = (
+            "id",
+            "expected",
+            "status",
+            "sent_at",
+            "delivered_at",
+            "read_at",
+            "failed_at",
+            "code",
+            "detail",
+            "provider_id",
+        )
         return tuple([getattr(c, name) for c in self.changes] for name in names)
 
     def settle_columns(self) -> tuple[list[Any], ...]:
@@ -110,28 +126,47 @@ class _Batch:
 
 
 def _seen(row: asyncpg.Record) -> Seen:
-    return Seen(row["id"], row["status"], row["at"], row["error_code"], row["error_detail"],
-                row["provider_message_id"], row["part"])
+    return Seen(
+        row["id"],
+        row["status"],
+        row["at"],
+        row["error_code"],
+        row["error_detail"],
+        row["provider_message_id"],
+        row["part"],
+    )
 
 
-def _parts_receipt(rows: Sequence[asyncpg.Record], earlier: Sequence[asyncpg.Record],
-                   segments: int) -> Seen:
+def _parts_receipt(
+    rows: Sequence[asyncpg.Record], earlier: Sequence[asyncpg.Record], segments: int
+) -> Seen:
     """The batch's part receipts, with those recorded before, as one whole-message receipt
     (id -1)."""
     status = parts_status([(r["part"], r["status"]) for r in (*earlier, *rows)], segments)
     failing = [r for r in (*rows, *earlier) if r["status"] in FAILURES]
     source = failing[0] if failing else rows[-1]
-    return Seen(-1, status, max(r["at"] for r in rows), source["error_code"],
-                source["error_detail"], rows[0]["provider_message_id"])
+    return Seen(
+        -1,
+        status,
+        max(r["at"] for r in rows),
+        source["error_code"],
+        source["error_detail"],
+        rows[0]["provider_message_id"],
+    )
 
 
 class Reconciler:
     """Applies stored receipts to messages (see the module docstring)."""
 
-    def __init__(self, pool: asyncpg.Pool, *, batch: int = 5000,
-                 give_up_after: timedelta = timedelta(days=7),
-                 retry_after: timedelta = timedelta(seconds=1),
-                 max_retry_after: timedelta = timedelta(minutes=10)) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        batch: int = 5000,
+        give_up_after: timedelta = timedelta(days=7),
+        retry_after: timedelta = timedelta(seconds=1),
+        max_retry_after: timedelta = timedelta(minutes=10),
+    ) -> None:
         self.pool = pool
         self.batch = batch
         self.give_up_after = give_up_after
@@ -145,8 +180,11 @@ class Reconciler:
         async with self.pool.acquire() as conn:
             gave_up = await conn.execute(QUERIES["give_up_receipts"], self.give_up_after)
             if gave_up != "UPDATE 0":
-                log.warning("receipts matched no message for %s: %s settled as unmatched",
-                            self.give_up_after, gave_up.split()[-1])
+                log.warning(
+                    "receipts matched no message for %s: %s settled as unmatched",
+                    self.give_up_after,
+                    gave_up.split()[-1],
+                )
             started = await conn.fetchval(QUERIES["db_now"])
             settled = 0
             while True:
@@ -167,15 +205,19 @@ class Reconciler:
                 await conn.execute(QUERIES["lock_messages"], [c.id for c in batch.changes])
                 updated = await conn.fetch(QUERIES["apply_receipts"], *batch.change_columns())
                 batch.lost({row["id"] for row in updated})
-            suppressed = await conn.fetchval(QUERIES["settle_receipts"],
-                                             *batch.settle_columns(), self.retry_after,
-                                             self.max_retry_after)
+            suppressed = await conn.fetchval(
+                QUERIES["settle_receipts"],
+                *batch.settle_columns(),
+                self.retry_after,
+                self.max_retry_after,
+            )
         if suppressed:
             log.info("opt-out receipts: %d numbers suppressed", suppressed)
         return self._count(batch), len(batch.rows)
 
-    async def _earlier_parts(self, conn: asyncpg.Connection,
-                             messages: list[int]) -> dict[int, list[asyncpg.Record]]:
+    async def _earlier_parts(
+        self, conn: asyncpg.Connection, messages: list[int]
+    ) -> dict[int, list[asyncpg.Record]]:
         if not messages:
             return {}
         await conn.execute(QUERIES["lock_messages"], messages)
@@ -195,6 +237,9 @@ class Reconciler:
                 if outcome is ReceiptOutcome.UNKNOWN_STATUS:
                     unknown[accounts[receipt_id]] += 1
         for account, count in unknown.items():
-            log.warning("%d receipts with a status we do not know: kept, nothing changed",
-                        count, extra={"account": account})
+            log.warning(
+                "%d receipts with a status we do not know: kept, nothing changed",
+                count,
+                extra={"account": account},
+            )
         return settled

@@ -31,18 +31,23 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets = frozenset(secret for secret in secrets if len(secret) >= MIN_REDACTED)
-        forms = {form for secret in self._secrets
-                 for form in (secret, quote(secret, safe=""), quote_plus(secret))}
+        forms = {
+            form
+            for secret in self._secrets
+            for form in (secret, quote(secret, safe=""), quote_plus(secret))
+        }
         # longest first, so a secret that contains another is masked whole
         self._forms = sorted(forms, key=len, reverse=True)
-        self._needles = frozenset(needle for form in self._forms for needle in
-                                  (form.encode(), orjson.dumps(form)[1:-1]))
+        self._needles = frozenset(
+            needle for form in self._forms for needle in (form.encode(), orjson.dumps(form)[1:-1])
+        )
 
     @classmethod
     def of(cls, accounts: Iterable[Any]) -> Redactor:
         """A redactor for the secrets of these accounts (or of these adapters' accounts)."""
-        return cls(secret for item in accounts
-                   for secret in getattr(item, "account", item).secret_values())
+        return cls(
+            secret for item in accounts for secret in getattr(item, "account", item).secret_values()
+        )
 
     def __bool__(self) -> bool:
         return bool(self._forms)
@@ -65,8 +70,9 @@ class Redactor:
         if isinstance(value, str):
             return self.text(value).replace("\x00", "\ufffd")  # jsonb refuses \u0000
         if isinstance(value, Mapping):
-            return {self.value(k) if isinstance(k, str) else k: self.value(v)
-                    for k, v in value.items()}
+            return {
+                self.value(k) if isinstance(k, str) else k: self.value(v) for k, v in value.items()
+            }
         if isinstance(value, list | tuple):
             return [self.value(v) for v in value]
         if isinstance(value, int) and not isinstance(value, bool) and value not in _INT_RANGE:
@@ -80,8 +86,11 @@ class Redactor:
             data = orjson.dumps(value, default=str)
         except orjson.JSONEncodeError:
             data = orjson.dumps(self.value(value), default=str)  # big integers: as text
-        if (b"\\u0000" in data or any(needle in data for needle in self._needles)
-                or (b"%" in data and self._forms)):
+        if (
+            b"\\u0000" in data
+            or any(needle in data for needle in self._needles)
+            or (b"%" in data and self._forms)
+        ):
             data = orjson.dumps(self.value(value), default=str)
         return data.decode()
 

@@ -33,7 +33,7 @@ QUERY = 1000
 
 def excerpt(body: bytes, redact: Redactor, limit: int = EXCERPT) -> str:
     """The start of ``body`` as text PostgreSQL holds, secrets masked before the cut."""
-    text = body[:16 * limit].decode(errors="replace")
+    text = body[: 16 * limit].decode(errors="replace")
     return _clean(redact.text(text))[:limit]
 
 
@@ -41,12 +41,24 @@ def _clean(text: str) -> str:
     return text.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL
 
 
-async def store_rejected(pool: asyncpg.Pool, account: str, reason: str, content_type: str,
-                         params: Mapping[str, str], body: bytes, redact: Redactor) -> None:
+async def store_rejected(
+    pool: asyncpg.Pool,
+    account: str,
+    reason: str,
+    content_type: str,
+    params: Mapping[str, str],
+    body: bytes,
+    redact: Redactor,
+) -> None:
     """Store one refused call; raise the database's error if it cannot."""
     query = excerpt(urlencode(list(params.items())).encode(), redact, QUERY)
     async with pool.acquire() as conn:
-        await conn.execute(QUERIES["insert_rejected_webhook"], account,
-                           _clean(redact.text(reason))[:REASON],
-                           _clean(content_type)[:200] or None, query or None, len(body),
-                           excerpt(body, redact))
+        await conn.execute(
+            QUERIES["insert_rejected_webhook"],
+            account,
+            _clean(redact.text(reason))[:REASON],
+            _clean(content_type)[:200] or None,
+            query or None,
+            len(body),
+            excerpt(body, redact),
+        )

@@ -41,7 +41,6 @@ LABELS = {
 }
 
 
-
 def render(report: Report, fmt: Format, *, raw: bool = False) -> str:
     """The report as an aligned text table, CSV (a blank line between tables) or JSON.
 

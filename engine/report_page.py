@@ -64,6 +64,7 @@ def _body(data: PageData) -> str:
 def _section(title: str, ident: str, content: str) -> str:
     return f'<section id="{ident}"><h2>{escape(title)}</h2>{content}</section>'
 
+
 def _status_table(statuses: tuple[tuple[str, int], ...]) -> str:
     total = sum(n for s, n in statuses if s != "duplicate")
     rows = "".join(

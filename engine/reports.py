@@ -97,7 +97,6 @@ SUMMARY_COLUMNS = (
 )
 
 
-
 class ReportError(EngineError):
     """A report names a campaign or run that does not exist, or cannot be written."""
 
@@ -207,6 +206,7 @@ async def _run_report(conn: asyncpg.Connection, outcome: asyncpg.Record) -> Repo
             _latency_table(latency),
         ),
     )
+
 
 def _statuses_table(outcome: Mapping[str, Any]) -> Table:
     recipients = outcome["recipients"] or 0

@@ -60,8 +60,9 @@ def classify(times: list[datetime], now: datetime, grace: timedelta) -> list[Run
     return statuses
 
 
-async def create_due_runs(conn: asyncpg.Connection, now: datetime,
-                          misfire_grace: timedelta) -> list[Firing]:
+async def create_due_runs(
+    conn: asyncpg.Connection, now: datetime, misfire_grace: timedelta
+) -> list[Firing]:
     """Create the runs of every due campaign and move each campaign to its next firing."""
     fired: list[Firing] = []
     async with conn.transaction():
@@ -71,19 +72,34 @@ async def create_due_runs(conn: asyncpg.Connection, now: datetime,
     return fired
 
 
-async def _fire(conn: asyncpg.Connection, campaign_id: int, campaign: Campaign,
-                first: datetime, now: datetime, grace: timedelta) -> list[Firing]:
+async def _fire(
+    conn: asyncpg.Connection,
+    campaign_id: int,
+    campaign: Campaign,
+    first: datetime,
+    now: datetime,
+    grace: timedelta,
+) -> list[Firing]:
     times = firings_due(campaign, first, now)
     fired = []
     for when, status in zip(times, classify(times, now, grace), strict=True):
         reason = None
         if status is RunStatus.MISSED:
             reason = f"missed: no scheduler ran within {grace} of {when.isoformat()}"
-        run_id = await conn.fetchval(QUERIES["insert_run"], campaign_id, when, "scheduled",
-                                     status.value, reason, campaign.spec_json())
+        run_id = await conn.fetchval(
+            QUERIES["insert_run"],
+            campaign_id,
+            when,
+            "scheduled",
+            status.value,
+            reason,
+            campaign.spec_json(),
+        )
         fired.append(Firing(campaign.name, when, status, run_id))
-        log.info("campaign fired", extra={"campaign": campaign.name, "run": run_id,
-                                          "status": status.value})
+        log.info(
+            "campaign fired",
+            extra={"campaign": campaign.name, "run": run_id, "status": status.value},
+        )
     following = campaign.schedule.next_fire_time(max(times[-1], now))
     await conn.execute(QUERIES["set_next_run"], campaign_id, following)
     return fired

@@ -64,8 +64,9 @@ class Recorder:
     #: a provider's error text may echo what we sent it (a callback URL with its secret)
     redact: Redactor
 
-    async def record(self, chunks: Sequence[Chunk], held: Sequence[Held],
-                     cancelled: bool) -> list[bool]:
+    async def record(
+        self, chunks: Sequence[Chunk], held: Sequence[Held], cancelled: bool
+    ) -> list[bool]:
         """Write these chunks' results and the held messages in one UPDATE; return which
         results were rejections."""
         batch = _Batch(self.max_attempts, self.rng, utcnow(), self.redact)
@@ -109,8 +110,9 @@ class Results:
             taken, self.pending, self.rows = self.pending, [], 0
             await self._write(taken, (), cancelled=False)
 
-    async def settle(self, chunks: Sequence[Chunk], waiting: Sequence[Held],
-                     cancelled: bool) -> None:
+    async def settle(
+        self, chunks: Sequence[Chunk], waiting: Sequence[Held], cancelled: bool
+    ) -> None:
         """Write everything not written yet: the last group, messages held for quiet hours,
         and on cancellation the chunks that never got an answer. A group being written when
         the batch was cancelled is waited for first."""
@@ -121,8 +123,7 @@ class Results:
         if rest or waiting:
             await self._write(rest, waiting, cancelled)
 
-    async def _write(self, chunks: list[Chunk], waiting: Sequence[Held],
-                     cancelled: bool) -> None:
+    async def _write(self, chunks: list[Chunk], waiting: Sequence[Held], cancelled: bool) -> None:
         for chunk in chunks:
             chunk.recorded = True
         # shielded: a stop while the UPDATE is on its way must not leave it half-known
@@ -170,13 +171,30 @@ class _Batch:
             self._retry(row, result)
             return
         if result.outcome is Outcome.ACCOUNT:  # not the message's fault: no attempt spent
-            self._row(row["id"], MessageStatus.QUEUED, None, result.error_code,
-                      result.error_detail, self.now, 1)
+            self._row(
+                row["id"],
+                MessageStatus.QUEUED,
+                None,
+                result.error_code,
+                result.error_detail,
+                self.now,
+                1,
+            )
             return
-        status = {Outcome.ACCEPTED: MessageStatus.SENT, Outcome.REJECTED: MessageStatus.FAILED,
-                  Outcome.UNKNOWN: MessageStatus.UNKNOWN}[result.outcome]
-        self._row(row["id"], status, result.provider_message_id, result.error_code,
-                  result.error_detail, None, 0)
+        status = {
+            Outcome.ACCEPTED: MessageStatus.SENT,
+            Outcome.REJECTED: MessageStatus.FAILED,
+            Outcome.UNKNOWN: MessageStatus.UNKNOWN,
+        }[result.outcome]
+        self._row(
+            row["id"],
+            status,
+            result.provider_message_id,
+            result.error_code,
+            result.error_detail,
+            None,
+            0,
+        )
         self.rejected.append(result.outcome is Outcome.REJECTED)
 
     def _retry(self, row: asyncpg.Record, result: SendResult) -> None:
@@ -185,20 +203,41 @@ class _Batch:
             return
         if row["attempts"] >= self.max_attempts:
             detail = f"{result.error_code}: {result.error_detail or ''}".strip(": ")
-            self._row(row["id"], MessageStatus.FAILED, None, "retries_exhausted",
-                      f"{row['attempts']} attempts, last {detail}", None, 0)
+            self._row(
+                row["id"],
+                MessageStatus.FAILED,
+                None,
+                "retries_exhausted",
+                f"{row['attempts']} attempts, last {detail}",
+                None,
+                0,
+            )
             return
         delay = result.retry_after or backoff(row["attempts"], self.rng)
-        self._row(row["id"], MessageStatus.QUEUED, None, result.error_code, result.error_detail,
-                  self.now + timedelta(seconds=delay), 0)
+        self._row(
+            row["id"],
+            MessageStatus.QUEUED,
+            None,
+            result.error_code,
+            result.error_detail,
+            self.now + timedelta(seconds=delay),
+            0,
+        )
 
     def hold(self, row: asyncpg.Record, until: datetime) -> None:
         """Back to the queue until the recipient's quiet hours end."""
         self._row(row["id"], MessageStatus.QUEUED, None, "quiet_hours", None, until, 1)
 
-    def _row(self, message_id: int, status: MessageStatus, provider_id: str | None,
-             code: str | None, detail: str | None, next_at: datetime | None,
-             refund: int) -> None:
+    def _row(
+        self,
+        message_id: int,
+        status: MessageStatus,
+        provider_id: str | None,
+        code: str | None,
+        detail: str | None,
+        next_at: datetime | None,
+        refund: int,
+    ) -> None:
         self.ids.append(message_id)
         self.statuses.append(status.value)
         self.provider_ids.append(provider_id)
@@ -209,5 +248,12 @@ class _Batch:
 
     def columns(self) -> tuple[list[Any], ...]:
         """The arrays, in the statement's parameter order."""
-        return (self.ids, self.statuses, self.provider_ids, self.codes, self.details,
-                self.next_at, self.refunds)
+        return (
+            self.ids,
+            self.statuses,
+            self.provider_ids,
+            self.codes,
+            self.details,
+            self.next_at,
+            self.refunds,
+        )

@@ -77,7 +77,6 @@ def _checks(info: ValidationInfo) -> Checks:
 # --- small values ----------------------------------------------------------------------
 
 
-
 @dataclass(frozen=True, slots=True)
 class FrequencyCap:
     """At most ``count`` messages per recipient in any ``period``, across campaigns."""
@@ -148,14 +147,12 @@ def _positive(value: timedelta) -> timedelta:
     return value
 
 
-
 def _cron_expr(value: str) -> str:
     expr = " ".join(value.split())
     trigger = cron_trigger(expr)
     if trigger.get_next_fire_time(None, datetime(2000, 1, 1, tzinfo=UTC)) is None:
         raise ValueError(f"cron expression {expr!r} never fires")
     return expr
-
 
 
 # --- phone numbers, names, templates ---------------------------------------------------

@@ -37,8 +37,13 @@ from typing import Any
 from engine.errors import EngineError
 
 BINOPS: dict[str, Callable[[Any, Any], Any]] = {
-    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
-    "//": operator.floordiv, "**": operator.pow, "%": operator.mod,
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "//": operator.floordiv,
+    "**": operator.pow,
+    "%": operator.mod,
 }
 
 
@@ -76,10 +81,12 @@ class Budget:
         if self.steps > self.limits.steps:
             raise TemplateLimitError(
                 f"more than the limit of {self.limits.steps} steps "
-                "(loop iterations, calls, filters and operators)")
+                "(loop iterations, calls, filters and operators)"
+            )
         if time.monotonic() > self.deadline:
             raise TemplateLimitError(
-                f"longer than the time limit of {self.limits.seconds:g} s per message")
+                f"longer than the time limit of {self.limits.seconds:g} s per message"
+            )
 
     def write(self, size: int) -> None:
         """Count ``size`` characters of output."""
@@ -90,7 +97,8 @@ class Budget:
     def over_output(self) -> TemplateLimitError:
         """The error for output past the limit."""
         return TemplateLimitError(
-            f"more than the limit of {self.limits.output} characters of output")
+            f"more than the limit of {self.limits.output} characters of output"
+        )
 
 
 DEFAULT_LIMITS = Limits()
@@ -219,8 +227,11 @@ def _ints(values: Iterable[Any]) -> int:
 
 def _check_printf(fmt: str, args: Any) -> None:
     """``fmt % args`` (and the ``format`` filter): widths, precisions and the values used."""
-    values = list(args.values()) if isinstance(args, Mapping) else (
-        list(args) if isinstance(args, tuple) else [args])
+    values = (
+        list(args.values())
+        if isinstance(args, Mapping)
+        else (list(args) if isinstance(args, tuple) else [args])
+    )
     size, fields, star = len(fmt), 0, False
     for found in _PRINTF.finditer(fmt):
         fields += 1
@@ -248,8 +259,9 @@ def _check_format(fmt: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) ->
 # --- calls and filters ------------------------------------------------------------------
 
 
-def _arg(args: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: str,
-         default: Any = None) -> Any:
+def _arg(
+    args: tuple[Any, ...], kwargs: Mapping[str, Any], index: int, name: str, default: Any = None
+) -> Any:
     return args[index] if len(args) > index else kwargs.get(name, default)
 
 
@@ -276,8 +288,9 @@ def _check_replace(text: Any, old: Any, new: Any, count: Any) -> None:
     _need(len(text) + found * len(new))
 
 
-def _check_str_method(text: str | bytes, name: str, args: tuple[Any, ...],
-                      kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def _check_str_method(
+    text: str | bytes, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Refuse a string method call whose result would be past the limit."""
     if name in ("center", "ljust", "rjust", "zfill"):
         _check_width(_arg(args, kwargs, 0, "width"))
@@ -286,8 +299,12 @@ def _check_str_method(text: str | bytes, name: str, args: tuple[Any, ...],
         tabs = text.count("\t") if isinstance(text, str) else text.count(b"\t")
         _need(len(text) + tabs * (tab if _is_int(tab) else 0))
     elif name == "replace":
-        _check_replace(text, _arg(args, kwargs, 0, "old"), _arg(args, kwargs, 1, "new"),
-                       _arg(args, kwargs, 2, "count", -1))
+        _check_replace(
+            text,
+            _arg(args, kwargs, 0, "old"),
+            _arg(args, kwargs, 1, "new"),
+            _arg(args, kwargs, 2, "count", -1),
+        )
     elif name == "join" and args:
         return (_joined(args[0], text), *args[1:]), kwargs
     elif name == "format" and isinstance(text, str):
@@ -300,8 +317,9 @@ def _check_str_method(text: str | bytes, name: str, args: tuple[Any, ...],
     return args, kwargs
 
 
-def check_call(obj: Any, args: tuple[Any, ...],
-               kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def check_call(
+    obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Count a call and refuse it if its result would be past a limit; maybe new args."""
     current().step()
     method = getattr(obj, "__wrapped__", obj)  # the sandbox wraps str.format
@@ -346,8 +364,12 @@ def _join(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterAr
 
 
 def _replace(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArgs:
-    _check_replace(str(value), _arg(args, kwargs, 0, "old"), _arg(args, kwargs, 1, "new"),
-                   _arg(args, kwargs, 2, "count"))
+    _check_replace(
+        str(value),
+        _arg(args, kwargs, 0, "old"),
+        _arg(args, kwargs, 1, "new"),
+        _arg(args, kwargs, 2, "count"),
+    )
     return value, args, kwargs
 
 
@@ -362,8 +384,9 @@ def _slice(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterA
 
 
 def _urlize(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArgs:
-    extra = sum(len(str(_arg(args, kwargs, i, name) or "")) for i, name in ((2, "target"),
-                                                                         (3, "rel")))
+    extra = sum(
+        len(str(_arg(args, kwargs, i, name) or "")) for i, name in ((2, "target"), (3, "rel"))
+    )
     text = str(value)
     _need(3 * len(text) + (text.count(" ") + 1) * (extra + 40))  # each word may be a link
     return value, args, kwargs
@@ -396,9 +419,17 @@ def _sum(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> FilterArg
 
 
 FILTER_CHECKS: dict[str, Callable[[Any, tuple[Any, ...], dict[str, Any]], FilterArgs]] = {
-    "center": _center, "indent": _indent, "wordwrap": _wordwrap, "format": _format,
-    "join": _join, "replace": _replace, "batch": _batch, "slice": _slice, "sum": _sum,
-    "urlize": _urlize, "tojson": _tojson,
+    "center": _center,
+    "indent": _indent,
+    "wordwrap": _wordwrap,
+    "format": _format,
+    "join": _join,
+    "replace": _replace,
+    "batch": _batch,
+    "slice": _slice,
+    "sum": _sum,
+    "urlize": _urlize,
+    "tojson": _tojson,
 }
 
 

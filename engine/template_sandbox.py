@@ -90,8 +90,9 @@ class _LimitedCodeGenerator(CodeGenerator):
     def visit_Template(self, node: nodes.Template, frame: Frame | None = None) -> None:
         for loop in node.find_all(nodes.For):
             if not (isinstance(loop.iter, nodes.Filter) and loop.iter.name == LOOP_FILTER):
-                loop.iter = nodes.Filter(loop.iter, LOOP_FILTER, [], [], None, None,
-                                         lineno=loop.iter.lineno)
+                loop.iter = nodes.Filter(
+                    loop.iter, LOOP_FILTER, [], [], None, None, lineno=loop.iter.lineno
+                )
         super().visit_Template(node, frame)
 
     def visit_Output(self, node: nodes.Output, frame: Frame) -> None:
@@ -145,8 +146,9 @@ class _NotConstant(EngineError):
     """The expression needs the recipient's values."""
 
 
-def constant_problem(env: LimitedEnvironment, tree: nodes.Template,
-                     limits: Limits) -> tuple[int, str] | None:
+def constant_problem(
+    env: LimitedEnvironment, tree: nodes.Template, limits: Limits
+) -> tuple[int, str] | None:
     """(line, problem) of the first constant expression past a limit, if any."""
     token = start(limits)
     try:
@@ -175,6 +177,7 @@ def _scan(env: LimitedEnvironment, context: Context, node: nodes.Node) -> tuple[
 
 def _constant(env: LimitedEnvironment, context: Context, node: nodes.Node) -> Any:
     """Evaluate a constant expression the way the compiled template would."""
+
     def value(n: nodes.Node) -> Any:
         return _constant(env, context, n)
 

@@ -146,8 +146,9 @@ class MessageTemplates:
         finally:
             template_limits.stop(budget)
         if _UNSTORABLE.search(text):
-            raise RenderError("the message holds a character that cannot be stored "
-                              "(NUL or an unpaired surrogate)")
+            raise RenderError(
+                "the message holds a character that cannot be stored (NUL or an unpaired surrogate)"
+            )
         return Rendered(text, locale_used)
 
     def choose(self, locale: str | None) -> tuple[str | None, Template]:

@@ -82,12 +82,24 @@ log = logging.getLogger(__name__)
 #: how much of a refused body goes into the log
 EXCERPT = 200
 #: errors an adapter may raise on a body it cannot read, beyond MalformedWebhook
-_UNREADABLE = (MalformedWebhook, ValueError, TypeError, KeyError, IndexError, AttributeError,
-               ArithmeticError, RecursionError)
+_UNREADABLE = (
+    MalformedWebhook,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    AttributeError,
+    ArithmeticError,
+    RecursionError,
+)
 #: storage refused the data itself (retrying cannot help): invalid values (22xxx),
 #: constraints (23xxx), limits such as an index entry too large (54xxx)
-_REFUSED = (Unstorable, asyncpg.DataError, asyncpg.IntegrityConstraintViolationError,
-            asyncpg.ProgramLimitExceededError)
+_REFUSED = (
+    Unstorable,
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.ProgramLimitExceededError,
+)
 #: the database is out of reach: a refused call cannot be stored as rejected either
 _UNAVAILABLE = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
 #: ``/webhooks/{account}/`` and the secret segment after it (up to a space or the query)
@@ -150,26 +162,32 @@ def _bad_http_one_line(record: logging.LogRecord) -> bool:
     return True
 
 
-def require_secrets(accounts: Mapping[str, AccountBase], open_accounts: Collection[str] = ()
-                    ) -> None:
+def require_secrets(
+    accounts: Mapping[str, AccountBase], open_accounts: Collection[str] = ()
+) -> None:
     """Raise ConfigError for an account whose provider signs nothing, with no ``webhook_secret``.
 
     Such accounts (``webhook_needs_secret``: the simulator) may go without one only when
     named in ``open_accounts`` (the demo and tests).
     """
     for name, account in accounts.items():
-        if (account.webhook_secret is None and name not in open_accounts
-                and account.webhook_needs_secret):
+        if (
+            account.webhook_secret is None
+            and name not in open_accounts
+            and account.webhook_needs_secret
+        ):
             raise ConfigError(
                 f"providers.{name}.webhook_secret: a {account.type} account needs one to serve"
                 " webhooks (anyone could post its receipts and opt-outs): set it in"
-                " engine.yaml, or try `engine demo`")
+                " engine.yaml, or try `engine demo`"
+            )
 
 
 def same_secret(given: str, wanted: str) -> bool:
     """Constant-time comparison that never raises, whatever bytes ``given`` came from."""
-    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
-                               wanted.encode("utf-8", "surrogateescape"))
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogateescape"), wanted.encode("utf-8", "surrogateescape")
+    )
 
 
 @dataclass(slots=True)
@@ -216,9 +234,14 @@ class WebhookStats:
 class WebhookHandler:
     """The webhook endpoint of every configured account."""
 
-    def __init__(self, adapters: Mapping[str, Adapter[Any]], writer: ReceiptWriter, *,
-                 open_accounts: Collection[str] = (),
-                 answer_within: float = 4.0) -> None:
+    def __init__(
+        self,
+        adapters: Mapping[str, Adapter[Any]],
+        writer: ReceiptWriter,
+        *,
+        open_accounts: Collection[str] = (),
+        answer_within: float = 4.0,
+    ) -> None:
         self.adapters = dict(adapters)
         self.writer = writer
         #: a call not stored by then is answered 503 (its events are still written, and the
@@ -226,22 +249,29 @@ class WebhookHandler:
         #: a timeout counts as ten failures there)
         self.answer_within = answer_within
         self.stats = WebhookStats()
-        self._open = frozenset(name for name, adapter in self.adapters.items()
-                               if adapter.account.webhook_secret is None
-                               and name in open_accounts)
+        self._open = frozenset(
+            name
+            for name, adapter in self.adapters.items()
+            if adapter.account.webhook_secret is None and name in open_accounts
+        )
         require_secrets({name: a.account for name, a in self.adapters.items()}, self._open)
         _mask_access_log()
         for name, adapter in self.adapters.items():
             if adapter.account.webhook_secret is None and name not in self._open:
-                log.warning("%s has no webhook_secret: its webhook refuses every call (401)",
-                            name, extra={"account": name})
+                log.warning(
+                    "%s has no webhook_secret: its webhook refuses every call (401)",
+                    name,
+                    extra={"account": name},
+                )
 
     def routes(self) -> list[web.RouteDef]:
         """The routes to mount on the daemon's app."""
-        return [web.post("/webhooks/{account}", self.handle),
-                web.get("/webhooks/{account}", self.handle, allow_head=False),
-                web.post("/webhooks/{account}/{secret:.*}", self.handle),
-                web.get("/webhooks/{account}/{secret:.*}", self.handle, allow_head=False)]
+        return [
+            web.post("/webhooks/{account}", self.handle),
+            web.get("/webhooks/{account}", self.handle, allow_head=False),
+            web.post("/webhooks/{account}/{secret:.*}", self.handle),
+            web.get("/webhooks/{account}/{secret:.*}", self.handle, allow_head=False),
+        ]
 
     async def handle(self, request: web.Request) -> web.Response:
         """Authenticate, parse, store, answer."""
@@ -253,8 +283,10 @@ class WebhookHandler:
         in_path = path_secret(request.raw_path) if "secret" in request.match_info else None
         if not self._authentic(name, adapter, request, in_path):
             self.stats.calls[name, "unauthorized"] += 1
-            log.warning("webhook call without the right secret refused", extra={
-                "account": name, "remote": request.remote})
+            log.warning(
+                "webhook call without the right secret refused",
+                extra={"account": name, "remote": request.remote},
+            )
             return _answer(401, "unauthorized")
         params: Mapping[str, str] = request.query
         if in_path is not None and in_path[1]:
@@ -271,8 +303,13 @@ class WebhookHandler:
         except _REFUSED as exc:  # storing can never work: a retry must not be invited
             return await self._reject(name, adapter, ctype, params, body, exc)
 
-    def _authentic(self, name: str, adapter: Adapter[Any], request: web.Request,
-                   in_path: tuple[str, list[tuple[str, str]]] | None) -> bool:
+    def _authentic(
+        self,
+        name: str,
+        adapter: Adapter[Any],
+        request: web.Request,
+        in_path: tuple[str, list[tuple[str, str]]] | None,
+    ) -> bool:
         secret = adapter.account.webhook_secret
         if secret is None:
             return name in self._open
@@ -284,9 +321,17 @@ class WebhookHandler:
         except (UnicodeError, ValueError):  # a header that is not text is not our secret
             return False
 
-    async def _reject(self, name: str, adapter: Adapter[Any], ctype: str,
-                      params: Mapping[str, str], body: bytes, exc: BaseException, *,
-                      bug: bool = False) -> web.Response:
+    async def _reject(
+        self,
+        name: str,
+        adapter: Adapter[Any],
+        ctype: str,
+        params: Mapping[str, str],
+        body: bytes,
+        exc: BaseException,
+        *,
+        bug: bool = False,
+    ) -> web.Response:
         """Answer 400 to a call that authenticated but cannot be stored, once it is stored
         as rejected (503 if even that cannot be done for want of the database)."""
         self._refused(name, body, exc, bug=bug)
@@ -294,16 +339,29 @@ class WebhookHandler:
         kept = {k: v for k, v in params.items() if k != hidden}
         try:
             async with asyncio.timeout(self.answer_within):
-                await store_rejected(self.writer.pool, name, str(exc) or type(exc).__name__,
-                                     ctype, kept, body, self.writer.redact)
+                await store_rejected(
+                    self.writer.pool,
+                    name,
+                    str(exc) or type(exc).__name__,
+                    ctype,
+                    kept,
+                    body,
+                    self.writer.redact,
+                )
         except _UNAVAILABLE as err:
             self.stats.calls[name, "failed"] += 1
-            log.error("rejected webhook call not stored, answered 503: %s",
-                      self.writer.redact.text(repr(err)), extra={"account": name})
+            log.error(
+                "rejected webhook call not stored, answered 503: %s",
+                self.writer.redact.text(repr(err)),
+                extra={"account": name},
+            )
             return _answer(503, "not stored, try again")
         except Exception as err:  # the row itself was refused: the call is still a 400
-            log.error("rejected webhook call not stored: %s",
-                      self.writer.redact.text(repr(err)), extra={"account": name})
+            log.error(
+                "rejected webhook call not stored: %s",
+                self.writer.redact.text(repr(err)),
+                extra={"account": name},
+            )
         return _answer(400, "malformed")
 
     def _refused(self, name: str, body: bytes, exc: BaseException, *, bug: bool = False) -> None:
@@ -311,9 +369,14 @@ class WebhookHandler:
         self.stats.calls[name, "malformed"] += 1
         redact = self.writer.redact
         # masked before it is cut, so no secret is left half-visible at the cut
-        excerpt = redact.text(body[:16 * EXCERPT].decode(errors="replace"))[:EXCERPT]
-        log.warning("malformed webhook refused: %s: %r", redact.text(str(exc))[:EXCERPT],
-                    excerpt, exc_info=exc if bug else None, extra={"account": name})
+        excerpt = redact.text(body[: 16 * EXCERPT].decode(errors="replace"))[:EXCERPT]
+        log.warning(
+            "malformed webhook refused: %s: %r",
+            redact.text(str(exc))[:EXCERPT],
+            excerpt,
+            exc_info=exc if bug else None,
+            extra={"account": name},
+        )
 
     async def _store(self, name: str, events: WebhookEvents) -> web.Response:
         """Write the events; raise what _REFUSED names (the caller stores them as rejected)."""
@@ -324,8 +387,11 @@ class WebhookHandler:
             raise
         except Exception as exc:  # the database, or the daemon stopping: the provider retries
             self.stats.calls[name, "failed"] += 1
-            log.error("webhook call not stored, answered 503: %s",
-                      self.writer.redact.text(repr(exc)), extra={"account": name})
+            log.error(
+                "webhook call not stored, answered 503: %s",
+                self.writer.redact.text(repr(exc)),
+                extra={"account": name},
+            )
             return _answer(503, "not stored, try again")
         self.stats.calls[name, "accepted"] += 1
         self.stats.count(name, events)
@@ -333,10 +399,15 @@ class WebhookHandler:
 
 
 def _answer(status: int, text: str) -> web.Response:
-    return web.Response(body=_BODIES.get(text) or orjson.dumps({"status": text}), status=status,
-                        content_type="application/json")
+    return web.Response(
+        body=_BODIES.get(text) or orjson.dumps({"status": text}),
+        status=status,
+        content_type="application/json",
+    )
 
 
 #: the answers, encoded once (the 200 is on the hot path)
-_BODIES = {text: orjson.dumps({"status": text}) for text in (
-    "ok", "unknown account", "unauthorized", "malformed", "not stored, try again")}
+_BODIES = {
+    text: orjson.dumps({"status": text})
+    for text in ("ok", "unknown account", "unauthorized", "malformed", "not stored, try again")
+}

@@ -131,8 +131,12 @@ class _Loader(yaml.SafeLoader):
             self._count_alias(self.peek_event())  # type: ignore[no-untyped-call]
             return super().compose_node(parent, index)
         if self._depth >= MAX_DEPTH:
-            raise ComposerError(None, None, f"values are nested more than {MAX_DEPTH} levels deep",
-                                self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+            raise ComposerError(
+                None,
+                None,
+                f"values are nested more than {MAX_DEPTH} levels deep",
+                self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+            )
         self._depth += 1
         try:
             node = super().compose_node(parent, index)
@@ -153,9 +157,12 @@ class _Loader(yaml.SafeLoader):
         self._aliased += size
         if self._aliased > MAX_ALIAS_NODES:
             raise ComposerError(
-                None, None,
+                None,
+                None,
                 f"alias *{anchor} expands the document past {MAX_ALIAS_NODES} aliased values "
-                "(a YAML bomb?): write the values out instead", event.start_mark)
+                "(a YAML bomb?): write the values out instead",
+                event.start_mark,
+            )
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
         """Construct one value; a value PyYAML cannot build is an error at its position."""

@@ -36,15 +36,27 @@ from engine.errors import CampaignFileError, EngineError
 __all__ = ["build_parser", "main"]
 
 #: the command groups in the order ``engine --help`` lists them
-GROUPS = (db_commands, contact_commands, group_commands, campaign_commands, sms_commands,
-          daemon_commands, report_commands, provider_commands)
+GROUPS = (
+    db_commands,
+    contact_commands,
+    group_commands,
+    campaign_commands,
+    sms_commands,
+    daemon_commands,
+    report_commands,
+    provider_commands,
+)
 
 
 def _global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="PATH", help="engine.yaml to use")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text",
-                        help="json: one JSON object per line, for log shippers")
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="json: one JSON object per line, for log shippers",
+    )
     parser.add_argument("--log-level", help="log level (default: INFO for run, WARNING else)")
     parser.add_argument("--version", action="version", version=f"engine {__version__}")
 

@@ -23,8 +23,10 @@ from engine.untrusted import printable_lines
 
 def _load(ctx: Context, paths: Sequence[str]) -> list[tuple[Path, Campaign]]:
     loaded, problems = campaign_loader.load_paths(
-        [Path(p) for p in paths], accounts=set(ctx.config.providers),
-        default_region=ctx.config.default_region)
+        [Path(p) for p in paths],
+        accounts=set(ctx.config.providers),
+        default_region=ctx.config.default_region,
+    )
     if problems:
         raise CampaignFileError(problems)
     return loaded
@@ -33,8 +35,10 @@ def _load(ctx: Context, paths: Sequence[str]) -> list[tuple[Path, Campaign]]:
 async def campaign_validate(ctx: Context, args: argparse.Namespace) -> int:
     """Check campaign files; no database needed."""
     loaded, problems = campaign_loader.load_paths(
-        [Path(p) for p in args.paths], accounts=set(ctx.config.providers),
-        default_region=ctx.config.default_region)
+        [Path(p) for p in args.paths],
+        accounts=set(ctx.config.providers),
+        default_region=ctx.config.default_region,
+    )
     for path, campaign in loaded:
         print(f"{path}: ok ({campaign.name})")
     for problem in problems:
@@ -61,8 +65,9 @@ async def campaign_preview(ctx: Context, args: argparse.Namespace) -> int:
     """Render samples and totals for a campaign file against the database."""
     [(_, campaign)] = _load(ctx, [args.file])
     async with ctx.connection() as conn:
-        preview = await campaigns.preview_campaign(conn, campaign, ctx.config, limit=args.limit,
-                                                   skipped=args.skipped)
+        preview = await campaigns.preview_campaign(
+            conn, campaign, ctx.config, limit=args.limit, skipped=args.skipped
+        )
     _print_preview(preview)
     return 0
 
@@ -75,8 +80,10 @@ def _print_preview(preview: campaigns.Preview) -> None:
     for status, count in sorted(preview.statuses.items()):
         if status != "queued":
             print(f"  {status}: {count}")
-    print(f"segments: {preview.segments}   estimated cost: {preview.cost} credits"
-          + (f" (budget {preview.budget})" if preview.budget is not None else ""))
+    print(
+        f"segments: {preview.segments}   estimated cost: {preview.cost} credits"
+        + (f" (budget {preview.budget})" if preview.budget is not None else "")
+    )
     if preview.budget is not None and preview.cost > preview.budget:
         print("  over budget: a run would not start")
     if preview.ucs2_messages:
@@ -91,11 +98,31 @@ async def campaign_list(ctx: Context, args: argparse.Namespace) -> int:
     """Campaigns with their next run and last run's outcome."""
     async with ctx.connection() as conn:
         rows = await overview.campaign_list(conn, archived=args.all)
-    print_table(["campaign", "status", "next run", "last run", "run status", "estimated cost",
-                 "cost of accepted messages", "counts"],
-                [(r["name"], r["status"], r["next_run_at"], r["scheduled_for"],
-                  r["run_status"], r["estimated_cost"], r["cost"], r["counts"] or None)
-                 for r in rows])
+    print_table(
+        [
+            "campaign",
+            "status",
+            "next run",
+            "last run",
+            "run status",
+            "estimated cost",
+            "cost of accepted messages",
+            "counts",
+        ],
+        [
+            (
+                r["name"],
+                r["status"],
+                r["next_run_at"],
+                r["scheduled_for"],
+                r["run_status"],
+                r["estimated_cost"],
+                r["cost"],
+                r["counts"] or None,
+            )
+            for r in rows
+        ],
+    )
     return 0
 
 
@@ -112,10 +139,31 @@ async def campaign_runs(ctx: Context, args: argparse.Namespace) -> int:
     """A campaign's runs, newest first."""
     async with ctx.connection() as conn:
         runs = await overview.campaign_runs(conn, args.name, args.limit)
-    print_table(["run", "kind", "scheduled for", "status", "estimated cost",
-                 "cost of accepted messages", "counts", "reason"],
-                [(r["id"], r["kind"], r["scheduled_for"], r["status"], r["estimated_cost"],
-                  r["cost"], r["live_counts"] or None, r["reason"]) for r in runs])
+    print_table(
+        [
+            "run",
+            "kind",
+            "scheduled for",
+            "status",
+            "estimated cost",
+            "cost of accepted messages",
+            "counts",
+            "reason",
+        ],
+        [
+            (
+                r["id"],
+                r["kind"],
+                r["scheduled_for"],
+                r["status"],
+                r["estimated_cost"],
+                r["cost"],
+                r["live_counts"] or None,
+                r["reason"],
+            )
+            for r in runs
+        ],
+    )
     return 0
 
 
@@ -130,19 +178,22 @@ async def campaign_test(ctx: Context, args: argparse.Namespace) -> int:
     return 0 if sent.status == "queued" else 1
 
 
-
 async def campaign_archive(ctx: Context, args: argparse.Namespace) -> int:
     """Stop a campaign's future firings and hide it from the list; history stays."""
     async with ctx.connection() as conn:
         await campaigns.campaign_row(conn, args.name)
-        confirm(f"Archive campaign {args.name!r} (no more firings; its runs and messages "
-                "are kept)?", args)
+        confirm(
+            f"Archive campaign {args.name!r} (no more firings; its runs and messages are kept)?",
+            args,
+        )
         archived = await campaigns.archive_campaign(conn, args.name)
     if not archived:
         print(f"{args.name}: already archived")
         return 0
-    print(f"{args.name}: archived; hidden from 'engine campaign list' (--all shows it); "
-          "apply its file again to bring it back")
+    print(
+        f"{args.name}: archived; hidden from 'engine campaign list' (--all shows it); "
+        "apply its file again to bring it back"
+    )
     return 0
 
 
@@ -167,8 +218,10 @@ def print_notable(preview: campaigns.Preview) -> None:
 
 def print_sample(sample: campaigns.Sample) -> None:
     """One rendered sample: who, locale, status, encoding, size and cost, then the text."""
-    print(f"{sample.phone}  [{sample.locale or 'default'}]  {sample.status}  "
-          f"{sample.encoding or '-'}  {sample.segments or 0} seg  {sample.cost or 0} credits")
+    print(
+        f"{sample.phone}  [{sample.locale or 'default'}]  {sample.status}  "
+        f"{sample.encoding or '-'}  {sample.segments or 0} seg  {sample.cost or 0} credits"
+    )
     shown = sample.text if sample.text is not None else sample.detail
     print(f"    {printable_lines(shown or '')}")
 
@@ -184,12 +237,22 @@ def add_commands(sub: Commands) -> None:
     preview = command(campaign, "preview", campaign_preview, "rendered samples, totals, cost")
     preview.add_argument("file")
     preview.add_argument("--limit", type=int, default=5, help="samples to show (default 5)")
-    preview.add_argument("--skipped", type=int, default=10, metavar="N",
-                         help="skipped recipients to show (default 10)")
-    command(campaign, "list", campaign_list, "campaigns, next run and last outcome") \
-        .add_argument("--all", action="store_true", help="archived campaigns too")
-    archive = command(campaign, "archive", campaign_archive,
-                      "stop a campaign's firings and hide it (history is kept)")
+    preview.add_argument(
+        "--skipped",
+        type=int,
+        default=10,
+        metavar="N",
+        help="skipped recipients to show (default 10)",
+    )
+    command(campaign, "list", campaign_list, "campaigns, next run and last outcome").add_argument(
+        "--all", action="store_true", help="archived campaigns too"
+    )
+    archive = command(
+        campaign,
+        "archive",
+        campaign_archive,
+        "stop a campaign's firings and hide it (history is kept)",
+    )
     archive.add_argument("name")
     yes(archive)
     command(campaign, "send", campaign_send, "create a run now").add_argument("name")

@@ -40,12 +40,15 @@ async def contacts_import(ctx: Context, args: argparse.Namespace) -> int:
     region = args.region or ctx.config.default_region
     async with ctx.connection() as conn:
         report = await import_contacts(
-            conn, path, group=args.group, region=region, progress=_progress_bar())
+            conn, path, group=args.group, region=region, progress=_progress_bar()
+        )
     if sys.stderr.isatty():
         sys.stderr.write("\n")
-    print(f"{report.rows} rows: {report.imported} new, {report.updated} updated, "
-          f"{report.invalid_total} invalid, {report.duplicates_in_file} repeated in the file"
-          + (f"; group {report.group}" if report.group else ""))
+    print(
+        f"{report.rows} rows: {report.imported} new, {report.updated} updated, "
+        f"{report.invalid_total} invalid, {report.duplicates_in_file} repeated in the file"
+        + (f"; group {report.group}" if report.group else "")
+    )
     for problem in report.invalid:
         print(f"{path}:{problem.line}: invalid: {problem.raw!r}: {problem.reason}")
     for problem in report.warnings:
@@ -60,8 +63,9 @@ async def contacts_suppress(ctx: Context, args: argparse.Namespace) -> int:
     """Opt a number out of every campaign."""
     phone = number(ctx, args.number, args.region)
     async with ctx.connection() as conn:
-        added = await audience.suppress(conn, phone, reason=args.reason, source="cli",
-                                        channel=args.channel)
+        added = await audience.suppress(
+            conn, phone, reason=args.reason, source="cli", channel=args.channel
+        )
     print(f"{phone} suppressed" if added else f"{phone} was already suppressed")
     return 0
 
@@ -87,12 +91,24 @@ async def contacts_list(ctx: Context, args: argparse.Namespace) -> int:
     """Contacts of a group or with attribute values, masked unless --unmasked."""
     filters = contacts.parse_filters(args.attr)
     async with ctx.connection() as conn:
-        page = await contacts.list_contacts(conn, group=args.group, attributes=filters,
-                                            limit=args.limit)
-    print_table(["phone", "name", "locale", "timezone", "groups", "attributes", "opted out"],
-                [(_shown(c.phone, args), _name(c.first_name, c.last_name), c.locale,
-                  c.timezone, ",".join(c.groups) or None, c.attributes or None,
-                  "yes" if c.suppressed else None) for c in page.contacts])
+        page = await contacts.list_contacts(
+            conn, group=args.group, attributes=filters, limit=args.limit
+        )
+    print_table(
+        ["phone", "name", "locale", "timezone", "groups", "attributes", "opted out"],
+        [
+            (
+                _shown(c.phone, args),
+                _name(c.first_name, c.last_name),
+                c.locale,
+                c.timezone,
+                ",".join(c.groups) or None,
+                c.attributes or None,
+                "yes" if c.suppressed else None,
+            )
+            for c in page.contacts
+        ],
+    )
     if page.total > len(page.contacts):
         print(f"{len(page.contacts)} of {page.total} contacts shown (--limit N for more)")
     else:
@@ -106,21 +122,31 @@ async def contacts_show(ctx: Context, args: argparse.Namespace) -> int:
     async with ctx.connection() as conn:
         detail = await contacts.contact_detail(conn, phone)
     c = detail.contact
-    for label, value in (("phone", _shown(c.phone, args)),
-                         ("name", _name(c.first_name, c.last_name)), ("locale", c.locale),
-                         ("timezone", c.timezone), ("groups", ", ".join(c.groups) or None),
-                         ("added", detail.created_at), ("updated", detail.updated_at)):
+    for label, value in (
+        ("phone", _shown(c.phone, args)),
+        ("name", _name(c.first_name, c.last_name)),
+        ("locale", c.locale),
+        ("timezone", c.timezone),
+        ("groups", ", ".join(c.groups) or None),
+        ("added", detail.created_at),
+        ("updated", detail.updated_at),
+    ):
         print(f"{label + ':':<10} {cell(value)}")
     for key, value in sorted(c.attributes.items()):
         print(f"  {key}: {value}")
     print("\nopt-outs:")
-    print_table(["channel", "reason", "source", "since"],
-                [(s["channel"], s["reason"], s["source"], s["created_at"])
-                 for s in detail.suppressions])
+    print_table(
+        ["channel", "reason", "source", "since"],
+        [(s["channel"], s["reason"], s["source"], s["created_at"]) for s in detail.suppressions],
+    )
     print(f"\nlatest messages (up to {contacts.RECENT_MESSAGES}):")
-    print_table(["when", "campaign", "run", "kind", "status", "detail"],
-                [(m["created_at"], m["campaign"], m["run_id"], m["kind"], m["status"],
-                  m["error_detail"]) for m in detail.recent])
+    print_table(
+        ["when", "campaign", "run", "kind", "status", "detail"],
+        [
+            (m["created_at"], m["campaign"], m["run_id"], m["kind"], m["status"], m["error_detail"])
+            for m in detail.recent
+        ],
+    )
     return 0
 
 
@@ -132,8 +158,10 @@ async def contacts_remove(ctx: Context, args: argparse.Namespace) -> int:
     async with ctx.connection() as conn:
         if args.group:
             size = await contacts.group_size(conn, args.group)
-            confirm(f"Remove the {size} contacts of group {args.group!r} (from every group; "
-                    f"{kept})?", args)
+            confirm(
+                f"Remove the {size} contacts of group {args.group!r} (from every group; {kept})?",
+                args,
+            )
             removed = await contacts.remove_contacts_of_group(conn, args.group)
             print(f"removed {removed} contacts; group {args.group!r} is now empty")
             return 0
@@ -151,8 +179,6 @@ def _not_found(asked: Sequence[str], found: Sequence[str], what: str) -> None:
         print(f"{what}: {', '.join(missing)}")
 
 
-
-
 def add_commands(sub: Commands) -> None:
     """``engine contacts ...``."""
     people = group(sub, "contacts", "contacts: import, list, show, remove, suppress, ...")
@@ -160,8 +186,10 @@ def add_commands(sub: Commands) -> None:
     imp.add_argument("file")
     imp.add_argument("--group", help="add the imported contacts to this group")
     imp.add_argument("--region", metavar="CC", help="region for numbers without +country")
-    for name, handler, text in (("suppress", contacts_suppress, "opt a number out"),
-                                ("unsuppress", contacts_unsuppress, "lift an opt-out")):
+    for name, handler, text in (
+        ("suppress", contacts_suppress, "opt a number out"),
+        ("unsuppress", contacts_unsuppress, "lift an opt-out"),
+    ):
         cmd = command(people, name, handler, text)
         cmd.add_argument("number")
         cmd.add_argument("--region", metavar="CC")
@@ -170,17 +198,24 @@ def add_commands(sub: Commands) -> None:
             cmd.add_argument("--reason")
     lst = command(people, "list", contacts_list, "list contacts (numbers masked)")
     lst.add_argument("--group", metavar="NAME", help="members of this group only")
-    lst.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE",
-                     help="attribute or field value to match (repeatable)")
+    lst.add_argument(
+        "--attr",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="attribute or field value to match (repeatable)",
+    )
     lst.add_argument("--limit", type=int, default=50, help="contacts to show (default 50)")
     lst.add_argument("--unmasked", action="store_true", help="show whole phone numbers")
-    show = command(people, "show", contacts_show,
-                   "one contact: fields, groups, opt-outs, latest messages")
+    show = command(
+        people, "show", contacts_show, "one contact: fields, groups, opt-outs, latest messages"
+    )
     show.add_argument("number")
     show.add_argument("--region", metavar="CC")
     show.add_argument("--unmasked", action="store_true", help="show the whole phone number")
-    rm = command(people, "remove", contacts_remove,
-                 "delete contacts (their messages and opt-outs are kept)")
+    rm = command(
+        people, "remove", contacts_remove, "delete contacts (their messages and opt-outs are kept)"
+    )
     rm.add_argument("numbers", nargs="*", metavar="NUMBER")
     rm.add_argument("--group", metavar="NAME", help="every contact of this group")
     rm.add_argument("--region", metavar="CC")

@@ -61,8 +61,12 @@ class Context:
 
 def _created(pgdata: Path) -> None:
     # a command run outside the project's folder creates an empty database: say so
-    print(f"engine: created a new embedded PostgreSQL database in {pgdata} (no database_url"
-          " in engine.yaml, no $DATABASE_URL)", file=sys.stderr, flush=True)
+    print(
+        f"engine: created a new embedded PostgreSQL database in {pgdata} (no database_url"
+        " in engine.yaml, no $DATABASE_URL)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def number(ctx: Context, raw: str, region: str | None = None) -> str:

@@ -43,8 +43,10 @@ async def campaign_pause(ctx: Context, args: argparse.Namespace) -> int:
     """Pause a campaign and its runs in progress."""
     async with ctx.connection() as conn:
         before, rows = await control.pause_campaign(conn, args.name, _who())
-    print(_ended(args.name, before, "pause", len(rows))
-          or f"{args.name}: paused ({len(rows)} run(s) in progress paused)")
+    print(
+        _ended(args.name, before, "pause", len(rows))
+        or f"{args.name}: paused ({len(rows)} run(s) in progress paused)"
+    )
     return 0
 
 
@@ -54,22 +56,24 @@ async def campaign_resume(ctx: Context, args: argparse.Namespace) -> int:
         before, rows = await control.resume_campaign(conn, args.name)
     async with ctx.connection() as conn, aiohttp.ClientSession() as session:
         requeued = await campaigns.resume_over_budget(
-            conn, args.name, lambda account: _balance_of(ctx, session, account))
+            conn, args.name, lambda account: _balance_of(ctx, session, account)
+        )
     # a one-off stopped over budget has finished firing: its run is what resume is for
     if requeued is None and (ended := _ended(args.name, before, "resume", len(rows))):
         print(ended)
     elif rows or requeued is None:
         print(f"{args.name}: resumed ({len(rows)} run(s) continue)")
     if requeued is not None and requeued.newer_firing is not None:
-        print(f"run {requeued.run_id} stays over budget: the campaign fires anew at "
-              f"{cell(requeued.newer_firing)} with the budget as applied")
+        print(
+            f"run {requeued.run_id} stays over budget: the campaign fires anew at "
+            f"{cell(requeued.newer_firing)} with the budget as applied"
+        )
     elif requeued is not None:
         print(f"run {requeued.run_id}: within budget now, {requeued.messages} messages queued")
     return 0
 
 
-async def _balance_of(ctx: Context, session: aiohttp.ClientSession,
-                      account: str) -> Decimal | None:
+async def _balance_of(ctx: Context, session: aiohttp.ClientSession, account: str) -> Decimal | None:
     """The account's credit balance, or None when unknown or unreadable (as the expander)."""
     if account not in ctx.config.providers:
         return None
@@ -87,8 +91,6 @@ async def campaign_cancel(ctx: Context, args: argparse.Namespace) -> int:
         _, [row] = await control.cancel_campaign(conn, args.name, _who())
     print(f"{args.name}: cancelled ({row['runs']} run(s), {row['messages']} unsent messages)")
     return 0
-
-
 
 
 def add_commands(campaign: Commands) -> None:

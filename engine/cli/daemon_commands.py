@@ -71,20 +71,30 @@ async def status(ctx: Context, args: argparse.Namespace) -> int:
         now = await overview.engine_status(conn)
     workers, runs, queues = now.workers, now.runs, now.queues
     print("daemons:")
-    print_table(["worker", "roles", "started", "heartbeat"],
-                [(w["id"], ",".join(w["roles"]), w["started_at"], w["heartbeat_at"])
-                 for w in workers])
+    print_table(
+        ["worker", "roles", "started", "heartbeat"],
+        [(w["id"], ",".join(w["roles"]), w["started_at"], w["heartbeat_at"]) for w in workers],
+    )
     print("\nruns in progress:")
-    print_table(["run", "campaign", "kind", "status", "scheduled for", "counts"],
-                [(r["id"], r["name"], r["kind"], r["status"], r["scheduled_for"],
-                  r["counts"] or None) for r in runs])
+    print_table(
+        ["run", "campaign", "kind", "status", "scheduled for", "counts"],
+        [
+            (r["id"], r["name"], r["kind"], r["status"], r["scheduled_for"], r["counts"] or None)
+            for r in runs
+        ],
+    )
     print("\nqueues:")
-    print_table(["account", "queued", "due now", "oldest due (s)"],
-                [(q["account"], q["queued"], q["due"],
-                  round(q["oldest_due_seconds"] or 0)) for q in queues])
+    print_table(
+        ["account", "queued", "due now", "oldest due (s)"],
+        [
+            (q["account"], q["queued"], q["due"], round(q["oldest_due_seconds"] or 0))
+            for q in queues
+        ],
+    )
     print("\nreceipts awaiting a match:")
-    print_table(["account", "pending"],
-                [(p["account"], p["pending"]) for p in now.pending_receipts])
+    print_table(
+        ["account", "pending"], [(p["account"], p["pending"]) for p in now.pending_receipts]
+    )
     _print_accounts(ctx, now.account_health)
     await _print_balances(ctx)
     return 0
@@ -113,8 +123,10 @@ def _print_accounts(ctx: Context, health: Sequence[asyncpg.Record]) -> None:
     messages stay queued, never failed."""
     rows = {r["account"]: r for r in health}
     print("\naccounts:")
-    print_table(["account", "state", "reason", "since", "next probe"],
-                [_account_row(name, rows.get(name)) for name in ctx.config.providers])
+    print_table(
+        ["account", "state", "reason", "since", "next probe"],
+        [_account_row(name, rows.get(name)) for name in ctx.config.providers],
+    )
 
 
 def _account_row(name: str, row: asyncpg.Record | None) -> tuple[Any, ...]:
@@ -123,10 +135,10 @@ def _account_row(name: str, row: asyncpg.Record | None) -> tuple[Any, ...]:
     return (name, "down", f"{row['reason']}: {row['detail']}", row["since"], row["retry_at"])
 
 
-
 def add_commands(sub: Commands) -> None:
     """``engine run`` and ``engine status``."""
     run = command(sub, "run", run_daemon, "run the daemon (until SIGTERM or SIGINT)")
-    run.add_argument("--only", metavar="ROLES",
-                     help="a subset of scheduler,dispatcher,webhooks (default: all)")
+    run.add_argument(
+        "--only", metavar="ROLES", help="a subset of scheduler,dispatcher,webhooks (default: all)"
+    )
     command(sub, "status", status, "live daemons, runs, queues, receipts and balances")

@@ -18,10 +18,10 @@ async def groups_list(ctx: Context, args: argparse.Namespace) -> int:
     """List groups and their members."""
     async with ctx.connection() as conn:
         groups = await audience.list_groups(conn)
-    print_table(["group", "members", "created"],
-                [(g.name, g.members, g.created_at) for g in groups])
+    print_table(
+        ["group", "members", "created"], [(g.name, g.members, g.created_at) for g in groups]
+    )
     return 0
-
 
 
 def _numbers(ctx: Context, args: argparse.Namespace) -> list[str]:
@@ -49,8 +49,10 @@ async def groups_remove_members(ctx: Context, args: argparse.Namespace) -> int:
         raise EngineError("no valid numbers to remove")
     async with ctx.connection() as conn:
         await contacts.require_group(conn, args.name)
-        confirm(f"Remove {len(phones)} number(s) from group {args.name!r} "
-                "(the contacts are kept)?", args)
+        confirm(
+            f"Remove {len(phones)} number(s) from group {args.name!r} (the contacts are kept)?",
+            args,
+        )
         removed = await contacts.remove_members(conn, args.name, phones)
     print(f"removed {len(removed)} of {len(phones)} number(s) from group {args.name!r}")
     if len(removed) < len(phones):
@@ -63,8 +65,11 @@ async def groups_delete(ctx: Context, args: argparse.Namespace) -> int:
     async with ctx.connection() as conn:
         size = await contacts.group_size(conn, args.name)
         for use in await contacts.campaigns_using_group(conn, args.name):
-            effect = ("it will no longer exclude these contacts" if use.excludes
-                      else "it will no longer reach these contacts through it")
+            effect = (
+                "it will no longer exclude these contacts"
+                if use.excludes
+                else "it will no longer reach these contacts through it"
+            )
             print(f"warning: campaign {use.campaign!r} uses group {args.name!r}: {effect}")
         confirm(f"Delete group {args.name!r} ({size} members; the contacts are kept)?", args)
         await contacts.delete_group(conn, args.name)
@@ -72,16 +77,20 @@ async def groups_delete(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-
 def add_commands(sub: Commands) -> None:
     """``engine groups ...``."""
     groups = group(sub, "groups", "contact groups")
     command(groups, "list", groups_list, "list groups and their sizes")
-    rmm = command(groups, "remove-members", groups_remove_members,
-                  "take numbers out of a group (contacts are kept)")
+    rmm = command(
+        groups,
+        "remove-members",
+        groups_remove_members,
+        "take numbers out of a group (contacts are kept)",
+    )
     rmm.add_argument("name")
-    rmm.add_argument("items", nargs="+", metavar="FILE|NUMBER",
-                     help="numbers, or CSV files with a phone column")
+    rmm.add_argument(
+        "items", nargs="+", metavar="FILE|NUMBER", help="numbers, or CSV files with a phone column"
+    )
     rmm.add_argument("--region", metavar="CC")
     yes(rmm)
     delete = command(groups, "delete", groups_delete, "delete a group (its contacts are kept)")

@@ -20,8 +20,7 @@ def group(sub: Commands, name: str, help_text: str) -> Commands:
     return parser.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
 
 
-def command(sub: Commands, name: str, handler: Handler,
-            help_text: str) -> argparse.ArgumentParser:
+def command(sub: Commands, name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
     """One command run by ``handler``."""
     parser = sub.add_parser(name, help=help_text, description=help_text)
     parser.set_defaults(handler=handler)
@@ -30,5 +29,9 @@ def command(sub: Commands, name: str, handler: Handler,
 
 def yes(parser: argparse.ArgumentParser) -> None:
     """The ``--yes`` of a destructive command."""
-    parser.add_argument("--yes", "-y", action="store_true",
-                        help="do not ask for confirmation (needed when stdin is not a terminal)")
+    parser.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="do not ask for confirmation (needed when stdin is not a terminal)",
+    )

@@ -30,8 +30,10 @@ async def providers_subscribe(ctx: Context, args: argparse.Namespace) -> int:
         adapter = adapter_for(args.account, account, session, public_url=public_url)
         subscribe = getattr(adapter, "subscribe", None)
         if subscribe is None:
-            print(f"{args.account}: this provider has no subscription API; set its callback URL"
-                  f" to {adapter.webhook_url(public_url)} in its dashboard")
+            print(
+                f"{args.account}: this provider has no subscription API; set its callback URL"
+                f" to {adapter.webhook_url(public_url)} in its dashboard"
+            )
             return 0
         created = await subscribe(public_url)
     print(f"{args.account}: subscribed {adapter.webhook_url(public_url)}")
@@ -61,7 +63,6 @@ async def providers_check(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-
 async def simulator_serve(ctx: Context, args: argparse.Namespace) -> int:
     """Serve the provider simulator until interrupted."""
     settings = SimulatorSettings()
@@ -83,17 +84,21 @@ async def simulator_serve(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-
 def add_commands(sub: Commands) -> None:
     """``engine providers ...`` and ``engine simulator``."""
     providers = group(sub, "providers", "provider accounts")
-    command(providers, "subscribe", providers_subscribe,
-            "create the provider-side webhook subscription").add_argument("account")
-    command(providers, "check", providers_check,
-            "one authenticated read (balance, token info); resumes a paused account"
-            ).add_argument("account")
+    command(
+        providers, "subscribe", providers_subscribe, "create the provider-side webhook subscription"
+    ).add_argument("account")
+    command(
+        providers,
+        "check",
+        providers_check,
+        "one authenticated read (balance, token info); resumes a paused account",
+    ).add_argument("account")
     simulator = command(sub, "simulator", simulator_serve, "serve the provider simulator")
     simulator.add_argument("--host", default="127.0.0.1")
     simulator.add_argument("--port", type=int, default=8090)
-    simulator.add_argument("--settings", metavar="FILE",
-                           help="YAML simulator settings (faults, receipts per provider)")
+    simulator.add_argument(
+        "--settings", metavar="FILE", help="YAML simulator settings (faults, receipts per provider)"
+    )

@@ -35,8 +35,9 @@ async def export(ctx: Context, args: argparse.Namespace) -> int:
     from engine import reports
 
     async with ctx.connection() as conn:
-        rows = await reports.export_csv(conn, args.name, args.run, Path(args.out),
-                                        masked=args.masked, raw=args.raw)
+        rows = await reports.export_csv(
+            conn, args.name, args.run, Path(args.out), masked=args.masked, raw=args.raw
+        )
     print(f"wrote {rows} rows to {args.out}")
     return 0
 
@@ -45,9 +46,9 @@ async def demo(ctx: Context, args: argparse.Namespace) -> int:
     """A whole campaign on the simulator, with live progress and the outcome."""
     from engine.demo import run_demo
 
-    return await run_demo(Path(args.dir) if args.dir else None,
-                          Path(args.campaigns) if args.campaigns else None)
-
+    return await run_demo(
+        Path(args.dir) if args.dir else None, Path(args.campaigns) if args.campaigns else None
+    )
 
 
 def add_commands(sub: Commands) -> None:
@@ -65,7 +66,14 @@ def add_commands(sub: Commands) -> None:
     exp.add_argument("--masked", action="store_true", help="masked phone numbers only")
     exp.add_argument("--raw", action="store_true", help=RAW)
     demo_cmd = command(sub, "demo", demo, "run a whole campaign on the simulator")
-    demo_cmd.add_argument("--dir", metavar="PATH", help="keep the demo's database and files"
-                          " in PATH (default: a temporary directory, removed at the end)")
-    demo_cmd.add_argument("--campaigns", metavar="DIR",
-                          help="campaign files to apply (default: the examples it ships)")
+    demo_cmd.add_argument(
+        "--dir",
+        metavar="PATH",
+        help="keep the demo's database and files"
+        " in PATH (default: a temporary directory, removed at the end)",
+    )
+    demo_cmd.add_argument(
+        "--campaigns",
+        metavar="DIR",
+        help="campaign files to apply (default: the examples it ships)",
+    )

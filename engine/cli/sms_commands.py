@@ -20,10 +20,13 @@ def sms_report(
     """The analysis of one text as a JSON-able dict (what ``engine sms analyze`` prints)."""
     result = sms.analyze(text, smart=smart)
     report: dict[str, Any] = {
-        "encoding": str(result.encoding), "units": result.units, "segments": result.segments,
+        "encoding": str(result.encoding),
+        "units": result.units,
+        "segments": result.segments,
         "parts": list(result.parts),
-        "non_gsm": [{"index": i, "char": c, "codepoint": f"U+{ord(c):04X}"}
-                    for i, c in result.non_gsm],
+        "non_gsm": [
+            {"index": i, "char": c, "codepoint": f"U+{ord(c):04X}"} for i, c in result.non_gsm
+        ],
         "replacements": [{"from": a, "to": b, "count": n} for a, b, n in result.replacements],
     }
     if result.encoding is sms.UCS2 and not smart:
@@ -42,8 +45,9 @@ def _print_sms_report(report: dict[str, Any]) -> None:
     for index, part in enumerate(report["parts"], 1):
         print(f"  part {index}: {part!r}")
     if report["non_gsm"]:
-        chars = ", ".join(f"{c['char']!r} ({c['codepoint']}) at {c['index']}"
-                          for c in report["non_gsm"][:20])
+        chars = ", ".join(
+            f"{c['char']!r} ({c['codepoint']}) at {c['index']}" for c in report["non_gsm"][:20]
+        )
         print(f"UCS-2 because of: {chars}")
     if "smart_segments" in report:
         saved = report["segments"] - report["smart_segments"]
@@ -51,8 +55,9 @@ def _print_sms_report(report: dict[str, Any]) -> None:
     for rep in report["replacements"]:
         print(f"  replaced {rep['from']!r} -> {rep['to']!r} x{rep['count']}")
     if "cost" in report:
-        print(f"cost:     {report['cost']} credits to {report['to']} "
-              f"({report['rate']} per segment)")
+        print(
+            f"cost:     {report['cost']} credits to {report['to']} ({report['rate']} per segment)"
+        )
 
 
 async def sms_analyze(ctx: Context, args: argparse.Namespace) -> int:

@@ -54,6 +54,7 @@ AnyAccount = Annotated[
     Field(discriminator="type"),
 ]
 
+
 def default_accounts() -> dict[str, AnyAccount]:
     """The accounts of an engine with no engine.yaml: one local simulator account."""
     return {"simulator": SimulatorAccount()}

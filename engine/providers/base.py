@@ -141,8 +141,11 @@ class AccountBase(Strict):
 
     def secret_values(self) -> list[str]:
         """Every secret of this account (webhook secret, tokens, passwords), to redact."""
-        return [value.get_secret_value() for value in self.__dict__.values()
-                if isinstance(value, SecretStr)]
+        return [
+            value.get_secret_value()
+            for value in self.__dict__.values()
+            if isinstance(value, SecretStr)
+        ]
 
 
 def as_e164(number: str) -> str:
@@ -317,8 +320,10 @@ class Adapter(ABC, Generic[AccountT]):
         if isinstance(result, SendResult):
             raise CheckFailed(f"{what}: {result.error_code} {result.error_detail or ''}".rstrip())
         if not result.ok:
-            raise CheckFailed(f"{what}: HTTP {result.status}: {_detail(result.body)}",
-                              ACCOUNT_STATUSES.get(result.status))
+            raise CheckFailed(
+                f"{what}: HTTP {result.status}: {_detail(result.body)}",
+                ACCOUNT_STATUSES.get(result.status),
+            )
         summary = self.check_summary(result.json())
         return f"{what}: HTTP {result.status}" + (f", {summary}" if summary else "")
 
@@ -342,7 +347,11 @@ class Adapter(ABC, Generic[AccountT]):
         headers = self._headers if data is None else self._json_headers
         try:
             async with self.session.request(
-                method, self.account.url + path, data=data, headers=headers, params=params,
+                method,
+                self.account.url + path,
+                data=data,
+                headers=headers,
+                params=params,
                 timeout=self._timeout,
             ) as resp:
                 response = Response(resp.status, resp.headers, await resp.read())
@@ -357,8 +366,13 @@ class Adapter(ABC, Generic[AccountT]):
         return self._screen(response)
 
     def _failed(self, result: SendResult) -> SendResult:
-        log.debug("%s: %s (%s)", self.name, result.error_code, result.outcome,
-                  extra={"provider": self.name})
+        log.debug(
+            "%s: %s (%s)",
+            self.name,
+            result.error_code,
+            result.outcome,
+            extra={"provider": self.name},
+        )
         return result
 
     def _screen(self, response: Response) -> Response | SendResult:

@@ -127,9 +127,7 @@ class CourierAdapter(Adapter[CourierAccount]):
     webhook_secret_name = "secret"
     supports_polling = True
 
-    def __init__(
-        self, name: str, account: CourierAccount, session: aiohttp.ClientSession
-    ) -> None:
+    def __init__(self, name: str, account: CourierAccount, session: aiohttp.ClientSession) -> None:
         super().__init__(name, account, session)
         self._warned = False
         self._targets: OrderedDict[str, str] = OrderedDict()
@@ -171,8 +169,11 @@ class CourierAdapter(Adapter[CourierAccount]):
             attributes["callback-one-off"] = False
         elif not self._warned:
             self._warned = True
-            log.warning("%s: no webhooks.public_url, so courier cannot report statuses",
-                        self.name, extra={"provider": self.name})
+            log.warning(
+                "%s: no webhooks.public_url, so courier cannot report statuses",
+                self.name,
+                extra={"provider": self.name},
+            )
         return {"data": {"type": "texts", "attributes": attributes}, "meta": {}}
 
     async def send_one(self, message: Outbound) -> SendResult:
@@ -202,8 +203,12 @@ class CourierAdapter(Adapter[CourierAccount]):
         if data.get("MessageStatus") or data.get("SmsStatus"):
             return WebhookEvents(receipts=(_twilio_receipt(data, extra),))
         if data.get("From") and "Body" in data:
-            return _reply(data["From"], data["Body"], data.get("MessageSid") or
-                          data.get("SmsSid"), {**data, **extra})
+            return _reply(
+                data["From"],
+                data["Body"],
+                data.get("MessageSid") or data.get("SmsSid"),
+                {**data, **extra},
+            )
         raise MalformedWebhook("neither a texts document nor Twilio-style status or reply")
 
     def _scrubbed(self, value: Any) -> Any:
@@ -239,7 +244,8 @@ class CourierAdapter(Adapter[CourierAccount]):
                 found = await self._list(target)
             missing = [i for i in ids if i not in found]
             return [found[i] for i in ids if i in found] + [
-                r for i in missing if (r := await one(i)) is not None]
+                r for i in missing if (r := await one(i)) is not None
+            ]
 
         async def one(text_id: str) -> Receipt | None:
             async with limit:
@@ -258,16 +264,22 @@ class CourierAdapter(Adapter[CourierAccount]):
 
     async def _list(self, target: str) -> dict[str, Receipt]:
         """``GET /v1/texts/?account-id=…&filter[target]=…``: the texts to one number."""
-        params = {"account-id": self.account.account_id, "filter[target]": target,
-                  "page[limit]": "1000"}
+        params = {
+            "account-id": self.account.account_id,
+            "filter[target]": target,
+            "page[limit]": "1000",
+        }
         result = await self._request("GET", TEXTS, params=params)
         if isinstance(result, SendResult) or not result.ok:
             return {}
         data = self._scrubbed(result.json())
         items = data.get("data") if isinstance(data, dict) else None
         found = (_polled({"data": item}) for item in items) if isinstance(items, list) else ()
-        return {r.provider_message_id: r for r in found
-                if r is not None and r.provider_message_id is not None}
+        return {
+            r.provider_message_id: r
+            for r in found
+            if r is not None and r.provider_message_id is not None
+        }
 
 
 def _from_document(data: dict[str, Any], extra: dict[str, str]) -> WebhookEvents:
@@ -298,8 +310,11 @@ def _reply(sender: str, text: str, provider_id: str | None, raw: dict[str, Any])
 
 def _twilio_receipt(data: dict[str, Any], extra: dict[str, str]) -> Receipt:
     """Twilio's status callback fields, as courier may relay them [G]."""
-    attributes = {"status": str(data.get("MessageStatus") or data.get("SmsStatus")),
-                  "error-code": data.get("ErrorCode"), "error": data.get("ErrorMessage")}
+    attributes = {
+        "status": str(data.get("MessageStatus") or data.get("SmsStatus")),
+        "error-code": data.get("ErrorCode"),
+        "error": data.get("ErrorMessage"),
+    }
     provider_id = _opt_str(data.get("MessageSid") or data.get("SmsSid"))
     our_id = _our_id(extra, data, {})
     if provider_id is None and our_id is None:
@@ -314,8 +329,7 @@ def _polled(data: Any) -> Receipt | None:
     if not isinstance(attributes, dict) or not isinstance(attributes.get("status"), str):
         return None
     assert isinstance(resource, dict)
-    return _receipt(_opt_str(resource.get("id")), _our_id({}, data, attributes), attributes,
-                    data)
+    return _receipt(_opt_str(resource.get("id")), _our_id({}, data, attributes), attributes, data)
 
 
 def _created(data: Any) -> SendResult:
@@ -327,8 +341,9 @@ def _created(data: Any) -> SendResult:
     attributes = attributes if isinstance(attributes, dict) else {}
     word = str(attributes.get("status") or "").strip().lower()
     if word in FAILURES:
-        return SendResult.rejected(str(attributes.get("error-code") or word),
-                                   _opt_str(attributes.get("error")))
+        return SendResult.rejected(
+            str(attributes.get("error-code") or word), _opt_str(attributes.get("error"))
+        )
     return SendResult.accepted(str(resource["id"]))
 
 
@@ -338,19 +353,26 @@ def _error(response: Response) -> SendResult:
     found = data.get("errors") if isinstance(data, dict) else None
     errors = [e for e in found if isinstance(e, dict)] if isinstance(found, list) else []
     code = next((str(e["code"]) for e in errors if e.get("code")), str(response.status))
-    details = [str(e.get("detail") or e.get("title")) for e in errors
-               if e.get("detail") or e.get("title")]
+    details = [
+        str(e.get("detail") or e.get("title")) for e in errors if e.get("detail") or e.get("title")
+    ]
     detail = "; ".join(details) or response.body[:200].decode(errors="replace")
     if 400 <= response.status < 500:
         return client_error(response.status, code, detail)
     return SendResult.unknown(code, detail)  # 1xx/3xx: not a documented answer
 
 
-def _our_id(extra: Mapping[str, str], data: dict[str, Any],
-            attributes: dict[str, Any]) -> int | None:
+def _our_id(
+    extra: Mapping[str, str], data: dict[str, Any], attributes: dict[str, Any]
+) -> int | None:
     """Our message id: the callback URL's ``message_id``, else the echoed ``callback-json``."""
-    for echoed in (extra, attributes.get("callback-json"), data.get("callback-json"),
-                   data.get("meta"), data):
+    for echoed in (
+        extra,
+        attributes.get("callback-json"),
+        data.get("callback-json"),
+        data.get("meta"),
+        data,
+    ):
         if isinstance(echoed, str):
             try:
                 echoed = orjson.loads(echoed)
@@ -369,8 +391,7 @@ def _receipt(
 ) -> Receipt:
     word = attributes["status"].strip().lower()
     if word not in STATUSES:
-        log.warning("unknown courier status %r kept unmapped", word,
-                    extra={"provider": "courier"})
+        log.warning("unknown courier status %r kept unmapped", word, extra={"provider": "courier"})
     failed = word in FAILURES
     return Receipt(
         provider_message_id=provider_id,

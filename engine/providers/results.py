@@ -38,7 +38,10 @@ class AccountReason(StrEnum):
 
 #: HTTP statuses that are the account's problem, not the message's
 ACCOUNT_STATUSES: Mapping[int, AccountReason] = {
-    401: AccountReason.AUTH, 403: AccountReason.AUTH, 402: AccountReason.CREDIT}
+    401: AccountReason.AUTH,
+    403: AccountReason.AUTH,
+    402: AccountReason.CREDIT,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,14 +90,14 @@ class SendResult:
         return cls(Outcome.UNKNOWN, None, code, detail)
 
     @classmethod
-    def account(cls, reason: AccountReason, code: str, detail: str | None = None
-                ) -> SendResult:
+    def account(cls, reason: AccountReason, code: str, detail: str | None = None) -> SendResult:
         """The account cannot send (credentials, suspension, credit): not the message's fault."""
         return cls(Outcome.ACCOUNT, None, code, detail, None, reason)
 
 
-def client_error(status: int, code: str, detail: str | None,
-                 reason: AccountReason | None = None) -> SendResult:
+def client_error(
+    status: int, code: str, detail: str | None, reason: AccountReason | None = None
+) -> SendResult:
     """A 4xx answer: the account's problem for 401/403/402 (or when the adapter names a
     ``reason`` for a documented code), else a rejection of the message."""
     reason = reason or ACCOUNT_STATUSES.get(status)

@@ -88,8 +88,12 @@ class SimulatorAdapter(Adapter[SimulatorAccount]):
 
     def _payload(self, message: Outbound) -> dict[str, Any]:
         sender = message.sender or self.account.sender
-        return {"to": message.to, "body": message.body, "sender": sender,
-                "reference": str(message.message_id)}
+        return {
+            "to": message.to,
+            "body": message.body,
+            "sender": sender,
+            "reference": str(message.message_id),
+        }
 
     async def send_one(self, message: Outbound) -> SendResult:
         """``POST /sim/v1/messages``."""
@@ -151,8 +155,9 @@ def _error_result(response: Response, data: Any) -> SendResult:
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict) and error.get("code"):
         return client_error(response.status, str(error["code"]), error.get("detail"))
-    return client_error(response.status, str(response.status),
-                        response.body[:200].decode(errors="replace"))
+    return client_error(
+        response.status, str(response.status), response.body[:200].decode(errors="replace")
+    )
 
 
 def _receipt(event: dict[str, Any]) -> Receipt:
@@ -161,8 +166,9 @@ def _receipt(event: dict[str, Any]) -> Receipt:
         raise MalformedWebhook("event without a status")
     reference = str(event.get("reference") or "")
     if status not in STATUSES:
-        log.warning("unknown simulator status %r kept unmapped", status,
-                    extra={"provider": "simulator"})
+        log.warning(
+            "unknown simulator status %r kept unmapped", status, extra={"provider": "simulator"}
+        )
     return Receipt(
         provider_message_id=_opt_str(event.get("message_id")),
         message_id=int(reference) if reference.isdigit() else None,
@@ -180,8 +186,9 @@ def _inbound(event: dict[str, Any]) -> Inbound:
     sender, text = event.get("from"), event.get("text")
     if not isinstance(sender, str) or not isinstance(text, str):
         raise MalformedWebhook("inbound event without from and text")
-    return Inbound(as_e164(sender), text, _opt_str(event.get("id")),
-                   _opt_str(event.get("in_reply_to")), event)
+    return Inbound(
+        as_e164(sender), text, _opt_str(event.get("id")), _opt_str(event.get("in_reply_to")), event
+    )
 
 
 def _opt_str(value: Any) -> str | None:

@@ -198,8 +198,7 @@ class SunshineAdapter(Adapter[SunshineAccount]):
     # 409 is "it exists" on the lookups; send_one makes it ``retry`` for the message post
     retryable_statuses = frozenset({429})
 
-    def __init__(self, name: str, account: SunshineAccount,
-                 session: aiohttp.ClientSession) -> None:
+    def __init__(self, name: str, account: SunshineAccount, session: aiohttp.ClientSession) -> None:
         super().__init__(name, account, session)
         self.conversations = Lru(account.cache_size)  # E.164 → conversation id
         self.numbers = Lru(account.cache_size)  # user id → E.164, for replies
@@ -232,9 +231,11 @@ class SunshineAdapter(Adapter[SunshineAccount]):
         return _posted(result)
 
     async def _post(self, conversation: str, message: Outbound) -> Response | SendResult:
-        body = {"author": {"type": "business"},
-                "content": {"type": "text", "text": message.body},
-                "destination": {"integrationId": self.account.integration_id}}
+        body = {
+            "author": {"type": "business"},
+            "content": {"type": "text", "text": message.body},
+            "destination": {"integrationId": self.account.integration_id},
+        }
         path = f"{self._app}/conversations/{quote(conversation, safe='')}/messages"
         return await self._request("POST", path, json=body)
 
@@ -291,22 +292,30 @@ class SunshineAdapter(Adapter[SunshineAccount]):
 
     async def _listed(self, user_id: str) -> str | None:
         """The user's first personal conversation (any, if none says personal)."""
-        result = await self._request("GET", f"{self._app}/conversations",
-                                     params={"filter[userId]": user_id})
+        result = await self._request(
+            "GET", f"{self._app}/conversations", params={"filter[userId]": user_id}
+        )
         data = result.json() if isinstance(result, Response) and result.ok else None
         found = data.get("conversations") if isinstance(data, dict) else None
-        found = [c for c in found if isinstance(c, dict) and c.get("id")] if isinstance(
-            found, list) else []
+        found = (
+            [c for c in found if isinstance(c, dict) and c.get("id")]
+            if isinstance(found, list)
+            else []
+        )
         personal = [c for c in found if c.get("type") == "personal"] or found
         return str(personal[0]["id"]) if personal else None
 
     async def _link(self, user_id: str, number: str, conversation: str) -> SendResult | None:
         """Link an SMS client for the number (409: it is linked already)."""
-        body = {"matchCriteria": {"type": self.account.client_type,
-                                  "integrationId": self.account.integration_id,
-                                  "phoneNumber": number},
-                "confirmation": {"type": "immediate"},
-                "target": {"conversationId": conversation}}
+        body = {
+            "matchCriteria": {
+                "type": self.account.client_type,
+                "integrationId": self.account.integration_id,
+                "phoneNumber": number,
+            },
+            "confirmation": {"type": "immediate"},
+            "target": {"conversationId": conversation},
+        }
         path = f"{self._app}/users/{quote(user_id, safe='')}/clients"
         made = await self._call("POST", path, body)
         return made if isinstance(made, SendResult) else None
@@ -339,18 +348,25 @@ class SunshineAdapter(Adapter[SunshineAccount]):
         if integration is None:
             raise ConfigError(
                 f"{self.name}: set webhook_integration_id to a custom integration's id (SunCo "
-                "webhooks belong to one; create it in the dashboard)")
-        body = {"target": self.webhook_url(public_url), "triggers": list(TRIGGERS),
-                "includeFullSource": True, "includeFullUser": True}
+                "webhooks belong to one; create it in the dashboard)"
+            )
+        body = {
+            "target": self.webhook_url(public_url),
+            "triggers": list(TRIGGERS),
+            "includeFullSource": True,
+            "includeFullUser": True,
+        }
         path = f"{self._app}/integrations/{quote(integration, safe='')}/webhooks"
         result = await self._request("POST", path, json=body)
         if isinstance(result, SendResult):
-            raise ProviderTemporaryError(f"{self.name}: webhook: {result.error_code} "
-                                         f"{result.error_detail or ''}".rstrip())
+            raise ProviderTemporaryError(
+                f"{self.name}: webhook: {result.error_code} {result.error_detail or ''}".rstrip()
+            )
         if not result.ok:
             error = _error(result)
             raise ProviderPermanentError(
-                f"{self.name}: webhook: {error.error_code}: {error.error_detail}")
+                f"{self.name}: webhook: {error.error_code}: {error.error_detail}"
+            )
         data = result.json()
         return data if isinstance(data, dict) else {}
 
@@ -371,12 +387,16 @@ class SunshineAdapter(Adapter[SunshineAccount]):
                 elif kind == MESSAGE and (reply := self._reply(event)) is not None:
                     replies.append(reply)
             except MalformedWebhook as exc:
-                log.warning("unreadable SunCo event stored as rejected: %s", exc,
-                            extra={"provider": self.name})
+                log.warning(
+                    "unreadable SunCo event stored as rejected: %s",
+                    exc,
+                    extra={"provider": self.name},
+                )
                 receipts.append(unreadable(event, str(exc)))
         opts = [opt_change_for_reply(r.from_, r.text, r.raw) for r in replies]
-        return WebhookEvents(tuple(receipts), tuple(replies),
-                             tuple(o for o in opts if o is not None))
+        return WebhookEvents(
+            tuple(receipts), tuple(replies), tuple(o for o in opts if o is not None)
+        )
 
     def _reply(self, event: dict[str, Any]) -> Inbound | None:
         """A text a user sent from a phone; None for anything else."""
@@ -390,17 +410,23 @@ class SunshineAdapter(Adapter[SunshineAccount]):
             return None  # an image, a location, ...: no text to read
         phone = self._phone(event["payload"], message, author)
         if phone is None:
-            log.info("SunCo user message without a phone number ignored",
-                     extra={"provider": self.name})
+            log.info(
+                "SunCo user message without a phone number ignored", extra={"provider": self.name}
+            )
             return None
         return Inbound(phone, content["text"], opt_str(message.get("id")), None, event)
 
-    def _phone(self, payload: dict[str, Any], message: dict[str, Any],
-               author: dict[str, Any]) -> str | None:
+    def _phone(
+        self, payload: dict[str, Any], message: dict[str, Any], author: dict[str, Any]
+    ) -> str | None:
         """The number from the client, else the author's user (object or known id)."""
         client = dig(message, "source", "client", raw=True)
-        candidates = [dig(client, "externalId"), dig(client, "raw", "from"),
-                      dig(author, "user", "externalId"), dig(payload, "user", "externalId")]
+        candidates = [
+            dig(client, "externalId"),
+            dig(client, "raw", "from"),
+            dig(author, "user", "externalId"),
+            dig(payload, "user", "externalId"),
+        ]
         user_id = dig(author, "userId") or dig(author, "user", "id")
         if user_id is not None:
             candidates.append(self.numbers.get(user_id))
@@ -437,6 +463,3 @@ def _error(response: Response) -> SendResult:
     if 400 <= response.status < 500:
         return client_error(response.status, code, detail)
     return SendResult.unknown(code, detail)  # 1xx/3xx: not a documented answer
-
-
-

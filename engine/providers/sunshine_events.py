@@ -51,10 +51,18 @@ def unreadable(event: Any, reason: str) -> Receipt:
     not lost and an analyst finds it (outcome ``rejected``, the reason in error_detail)."""
     raw = event if isinstance(event, dict) else {"event": event}
     kind = raw.get("type") if isinstance(raw.get("type"), str) else "?"
-    return Receipt(provider_message_id=dig(raw, "payload", "message", "id"), message_id=None,
-                   status=None, provider_status=f"malformed:{kind}",
-                   error_code="malformed", error_detail=reason, event_id=dig(raw, "id"),
-                   occurred_at=timestamp(raw.get("createdAt")), raw=raw, rejected=reason)
+    return Receipt(
+        provider_message_id=dig(raw, "payload", "message", "id"),
+        message_id=None,
+        status=None,
+        provider_status=f"malformed:{kind}",
+        error_code="malformed",
+        error_detail=reason,
+        event_id=dig(raw, "id"),
+        occurred_at=timestamp(raw.get("createdAt")),
+        raw=raw,
+        rejected=reason,
+    )
 
 
 def receipt(kind: str, event: dict[str, Any]) -> Receipt:
@@ -65,8 +73,9 @@ def receipt(kind: str, event: dict[str, Any]) -> Receipt:
         raise MalformedWebhook(f"{kind} without payload.message.id")
     status = STATUSES.get(kind)
     if status is None:
-        log.warning("unknown SunCo delivery event %r kept unmapped", kind,
-                    extra={"provider": "sunshine"})
+        log.warning(
+            "unknown SunCo delivery event %r kept unmapped", kind, extra={"provider": "sunshine"}
+        )
     error = payload.get("error")
     error = error if isinstance(error, dict) else {}
     detail = dig(error, "message") or dig(error, "underlyingError", "message")

@@ -141,9 +141,12 @@ class ZenviaAdapter(Adapter[ZenviaAccount]):
 
     def _payload(self, message: Outbound) -> dict[str, Any]:
         to = message.to.lstrip("+") if self.account.channel in PHONE_CHANNELS else message.to
-        return {"from": message.sender or self.account.sender, "to": to,
-                "contents": [{"type": "text", "text": message.body}],
-                "externalId": str(message.message_id)}
+        return {
+            "from": message.sender or self.account.sender,
+            "to": to,
+            "contents": [{"type": "text", "text": message.body}],
+            "externalId": str(message.message_id),
+        }
 
     async def send_one(self, message: Outbound) -> SendResult:
         """``POST /v2/channels/{channel}/messages``."""
@@ -169,8 +172,12 @@ class ZenviaAdapter(Adapter[ZenviaAccount]):
             return WebhookEvents(receipts=(_receipt(data),))
         if data["type"] == "MESSAGE":
             return self._message_event(data)
-        log.info("%s: Zenvia event of type %r ignored", self.name, data["type"],
-                 extra={"provider": self.name})
+        log.info(
+            "%s: Zenvia event of type %r ignored",
+            self.name,
+            data["type"],
+            extra={"provider": self.name},
+        )
         return WebhookEvents()
 
     def _message_event(self, event: dict[str, Any]) -> WebhookEvents:
@@ -182,8 +189,11 @@ class ZenviaAdapter(Adapter[ZenviaAccount]):
         sender, contents = message.get("from"), message.get("contents")
         if not isinstance(sender, str) or not sender or not isinstance(contents, list):
             raise MalformedWebhook("MESSAGE event without message.from and message.contents")
-        text = "\n".join(c["text"] for c in contents if isinstance(c, dict)
-                         and c.get("type") == "text" and isinstance(c.get("text"), str))
+        text = "\n".join(
+            c["text"]
+            for c in contents
+            if isinstance(c, dict) and c.get("type") == "text" and isinstance(c.get("text"), str)
+        )
         channel = str(message.get("channel") or event.get("channel") or self.account.channel)
         phone = as_e164(sender) if channel in PHONE_CHANNELS else sender
         reply = Inbound(phone, text, _opt_str(message.get("id")), None, event)
@@ -205,18 +215,28 @@ class ZenviaAdapter(Adapter[ZenviaAccount]):
         webhook: dict[str, Any] = {"url": self.webhook_url(public_url)}
         secret = self.account.webhook_secret
         if secret is None:
-            log.warning("%s: no webhook_secret: anyone may post to the webhook", self.name,
-                        extra={"provider": self.name})
+            log.warning(
+                "%s: no webhook_secret: anyone may post to the webhook",
+                self.name,
+                extra={"provider": self.name},
+            )
         else:
             webhook["headers"] = {self.webhook_secret_name: secret.get_secret_value()}
         channel = self.account.channel
         made: dict[str, Any] = {}
-        for event_type, criteria in (("MESSAGE_STATUS", {"channel": channel}),
-                                     ("MESSAGE", {"channel": channel, "direction": "IN"})):
-            made[event_type] = await self._create_subscription({
-                "eventType": event_type, "webhook": webhook, "criteria": criteria,
-                "status": "ACTIVE", "version": "v2",
-            })
+        for event_type, criteria in (
+            ("MESSAGE_STATUS", {"channel": channel}),
+            ("MESSAGE", {"channel": channel, "direction": "IN"}),
+        ):
+            made[event_type] = await self._create_subscription(
+                {
+                    "eventType": event_type,
+                    "webhook": webhook,
+                    "criteria": criteria,
+                    "status": "ACTIVE",
+                    "version": "v2",
+                }
+            )
         return made
 
     async def _create_subscription(self, body: dict[str, Any]) -> Any:

@@ -143,8 +143,7 @@ ERROR_CODES: Mapping[int, str] = {
 }
 RETRYABLE_CODES = frozenset({2600})
 #: codes that are the account's problem, not the message's
-ACCOUNT_CODES: Mapping[int, AccountReason] = {2601: AccountReason.AUTH,
-                                              2602: AccountReason.AUTH}
+ACCOUNT_CODES: Mapping[int, AccountReason] = {2601: AccountReason.AUTH, 2602: AccountReason.AUTH}
 
 #: ``statuses[].type`` values, onto ours: ``failed`` is the only documented one and, as the
 #: message had been accepted, it is ``undelivered``; the others are guesses [G]
@@ -219,8 +218,7 @@ class ZingleAdapter(Adapter[ZingleAccount]):
     supports_polling = True
     idempotent_sends = True
 
-    def __init__(self, name: str, account: ZingleAccount,
-                 session: aiohttp.ClientSession) -> None:
+    def __init__(self, name: str, account: ZingleAccount, session: aiohttp.ClientSession) -> None:
         super().__init__(name, account, session)
         self._jwt = account.jwt.get_secret_value() if account.bearer and account.jwt else None
         #: wall-clock time after which the JWT is renewed before use
@@ -237,7 +235,11 @@ class ZingleAdapter(Adapter[ZingleAccount]):
         return {"Authorization": f"Bearer {jwt.get_secret_value()}"} if jwt else {}
 
     async def _request(
-        self, method: str, path: str, *, json: Any = None,
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
         params: Mapping[str, str] | None = None,
     ) -> Response | SendResult:
         """Any call, with a JWT renewed before it expires and once more on a 401."""
@@ -282,10 +284,17 @@ class ZingleAdapter(Adapter[ZingleAccount]):
         except (aiohttp.ClientError, TimeoutError) as exc:
             return SendResult.retry("jwt_unavailable", str(exc) or type(exc).__name__)
         if not response.ok:
-            log.warning("%s: the JWT API answered %d", self.name, response.status,
-                        extra={"provider": self.name})
-            return response if response.status < 500 else SendResult.retry(
-                "jwt_unavailable", f"the JWT API answered {response.status}")
+            log.warning(
+                "%s: the JWT API answered %d",
+                self.name,
+                response.status,
+                extra={"provider": self.name},
+            )
+            return (
+                response
+                if response.status < 500
+                else SendResult.retry("jwt_unavailable", f"the JWT API answered {response.status}")
+            )
         found = token_from(response.json(), self.account.jwt_lifetime)
         if found is None:
             return SendResult.retry("jwt_unavailable", "the JWT API answered without a token")
@@ -329,8 +338,12 @@ class ZingleAdapter(Adapter[ZingleAccount]):
         status = data.get("status") if isinstance(data, dict) else None
         status = status if isinstance(status, dict) else {}
         code = _error_code(status.get("error_code"))
-        detail = (status.get("description") or status.get("error_message")
-                  or ERROR_CODES.get(code or 0) or response.body[:200].decode(errors="replace"))
+        detail = (
+            status.get("description")
+            or status.get("error_message")
+            or ERROR_CODES.get(code or 0)
+            or response.body[:200].decode(errors="replace")
+        )
         if code in RETRYABLE_CODES:
             return SendResult.retry(str(code), detail)
         if 400 <= response.status < 500:
@@ -351,8 +364,11 @@ class ZingleAdapter(Adapter[ZingleAccount]):
         data = decode_body(content_type or "application/json", body)
         if not isinstance(data, dict):
             raise MalformedWebhook("expected a JSON object")
-        action, direction, phone = data.get("action"), data.get("direction"), data.get(
-            "contact_phone")
+        action, direction, phone = (
+            data.get("action"),
+            data.get("direction"),
+            data.get("contact_phone"),
+        )
         if action not in ("block", "unblock"):
             raise MalformedWebhook("action must be block or unblock")
         if direction not in ("inbound", "outbound"):
@@ -372,7 +388,8 @@ class ZingleAdapter(Adapter[ZingleAccount]):
         async def one(provider_id: str) -> Receipt | None:
             async with limit:
                 result = await self._request(
-                    "GET", f"{self._messages}/{quote(provider_id, safe='')}")
+                    "GET", f"{self._messages}/{quote(provider_id, safe='')}"
+                )
             if isinstance(result, SendResult) or not result.ok:
                 return None
             return _polled(provider_id, result.json())
@@ -389,21 +406,32 @@ def _polled(provider_id: str, data: Any) -> Receipt | None:
     statuses = [s for s in message.get("statuses") or () if isinstance(s, dict)]
     for entry in statuses:
         if entry.get("type") not in STATUSES:
-            log.warning("unknown Zingle status %r kept unmapped", entry.get("type"),
-                        extra={"provider": "zingle"})
+            log.warning(
+                "unknown Zingle status %r kept unmapped",
+                entry.get("type"),
+                extra={"provider": "zingle"},
+            )
     final = [s for s in statuses if STATUSES.get(str(s.get("type"))) in _FINAL]
     failure = next((s for s in final if STATUSES[str(s["type"])] in _FAILED), None)
     pid = str(message.get("id") or provider_id)
     if failure is not None or final:
         entry = failure or final[-1]
         word = str(entry["type"])
-        return Receipt(pid, None, STATUSES[word], word, word if failure else None,
-                       _opt_str(entry.get("description")) if failure else None,
-                       occurred_at=zingle_date(entry.get("created_at")), raw=message)
+        return Receipt(
+            pid,
+            None,
+            STATUSES[word],
+            word,
+            word if failure else None,
+            _opt_str(entry.get("description")) if failure else None,
+            occurred_at=zingle_date(entry.get("created_at")),
+            raw=message,
+        )
     executed = zingle_date(message.get("executed_at"))
     latest = str(statuses[-1].get("type")) if statuses else None
-    word = latest or ("executed" if executed else
-                      "delayed" if message.get("is_delayed") else "queued")
+    word = latest or (
+        "executed" if executed else "delayed" if message.get("is_delayed") else "queued"
+    )
     return Receipt(pid, None, MessageStatus.SENT, word, occurred_at=executed, raw=message)
 
 
@@ -436,5 +464,3 @@ def contact_number(phone: str, service_phone: Any) -> str:
 
 def _opt_str(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
-
-

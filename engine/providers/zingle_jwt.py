@@ -39,14 +39,14 @@ def token_from(data: Any, lifetime: timedelta) -> tuple[str, float] | None:
     for place in (holder, data):
         if not isinstance(place, dict):
             continue
-        token = next((place[k] for k in TOKEN_KEYS if isinstance(place.get(k), str)
-                      and place[k]), None)
+        token = next(
+            (place[k] for k in TOKEN_KEYS if isinstance(place.get(k), str) and place[k]), None
+        )
         if token is None:
             continue
         expires = zingle_date(place.get("expires_at"))
         seconds = place.get("expires_in")
-        if expires is None and isinstance(seconds, int | float) and not isinstance(seconds,
-                                                                                  bool):
+        if expires is None and isinstance(seconds, int | float) and not isinstance(seconds, bool):
             return token, _renew_time(time.time() + seconds)
         if expires is not None:
             return token, _renew_time(expires.timestamp())
@@ -57,8 +57,7 @@ def token_from(data: Any, lifetime: timedelta) -> tuple[str, float] | None:
 def renew_at(jwt: str, lifetime: timedelta) -> float:
     """When to renew a JWT: by its ``exp`` claim, else ``lifetime`` from now."""
     expires = jwt_expiry(jwt)
-    return _renew_time(expires if expires is not None else time.time()
-                       + lifetime.total_seconds())
+    return _renew_time(expires if expires is not None else time.time() + lifetime.total_seconds())
 
 
 def _renew_time(expires: float) -> float:

@@ -152,8 +152,11 @@ class ZoomConnectAdapter(Adapter[ZoomConnectAccount]):
         return {"email": self.account.email, "token": self.account.token.get_secret_value()}
 
     def _request_body(self, message: Outbound) -> dict[str, str]:
-        body = {"recipientNumber": message.to, "message": message.body,
-                "dataField": str(message.message_id)}
+        body = {
+            "recipientNumber": message.to,
+            "message": message.body,
+            "dataField": str(message.message_id),
+        }
         if self.account.campaign:
             body["campaign"] = self.account.campaign
         return body
@@ -184,8 +187,12 @@ class ZoomConnectAdapter(Adapter[ZoomConnectAccount]):
         if isinstance(result, SendResult):
             return [result] * len(batch)
         if result.status in (403, 404):  # this account may not use send-bulk
-            log.warning("%s: send-bulk answered %d, sending singly from now on", self.name,
-                        result.status, extra={"provider": self.name})
+            log.warning(
+                "%s: send-bulk answered %d, sending singly from now on",
+                self.name,
+                result.status,
+                extra={"provider": self.name},
+            )
             self._bulk_refused = True
             return await self._send_singly(batch)
         if result.status == 400:  # nothing was taken: find the bad one(s) singly
@@ -198,8 +205,7 @@ class ZoomConnectAdapter(Adapter[ZoomConnectAccount]):
             return [SendResult.unknown("bad_response", "sendSmsResponses do not match")] * len(
                 batch
             )
-        return [self._remember(m, _item_result(item)) for m, item in zip(batch, items,
-                                                                          strict=True)]
+        return [self._remember(m, _item_result(item)) for m, item in zip(batch, items, strict=True)]
 
     async def _send_singly(self, batch: Sequence[Outbound]) -> list[SendResult]:
         limit = asyncio.Semaphore(self.account.concurrency)
@@ -239,9 +245,13 @@ class ZoomConnectAdapter(Adapter[ZoomConnectAccount]):
             opt = self._opt_out(receipt, params)
             return WebhookEvents(receipts=(receipt,), opt_changes=(opt,) if opt else ())
         if params.get("from") and "message" in params:
-            reply = Inbound(as_e164(params["from"]), params["message"],
-                            params.get("messageId") or None,
-                            params.get("repliedToMessageId") or None, params)
+            reply = Inbound(
+                as_e164(params["from"]),
+                params["message"],
+                params.get("messageId") or None,
+                params.get("repliedToMessageId") or None,
+                params,
+            )
             opt = opt_change_for_reply(reply.from_, reply.text, params)
             return WebhookEvents(inbound=(reply,), opt_changes=(opt,) if opt else ())
         raise MalformedWebhook("neither a delivery report (status) nor a reply (from, message)")
@@ -269,9 +279,13 @@ class ZoomConnectAdapter(Adapter[ZoomConnectAccount]):
         if number is None and receipt.provider_message_id is not None:
             number = self._numbers.get(receipt.provider_message_id)
         if number is None:  # the reconciler suppresses it from the message (opt_out)
-            log.info("%s: FAILED_OPTOUT for message %s, whose number is unknown here: "
-                     "suppressed once the receipt is applied", self.name,
-                     receipt.provider_message_id, extra={"provider": self.name})
+            log.info(
+                "%s: FAILED_OPTOUT for message %s, whose number is unknown here: "
+                "suppressed once the receipt is applied",
+                self.name,
+                receipt.provider_message_id,
+                extra={"provider": self.name},
+            )
             return None
         return OptChange(as_e164(number), True, "sms", dict(params))
 
@@ -361,13 +375,16 @@ def _error(response: Response) -> SendResult:
     """A 4xx: RestErrorDTO's code on a 400, else the HTTP status."""
     data = response.json()
     dto = data if isinstance(data, dict) else {}
-    detail = dto.get("message") or dto.get("developerMessage") or response.body[:200].decode(
-        errors="replace"
+    detail = (
+        dto.get("message")
+        or dto.get("developerMessage")
+        or response.body[:200].decode(errors="replace")
     )
     code = dto.get("code") if response.status == 400 else None
     if 400 <= response.status < 500:
-        return client_error(response.status, str(code if code is not None else response.status),
-                            detail)
+        return client_error(
+            response.status, str(code if code is not None else response.status), detail
+        )
     return SendResult.unknown(str(response.status), detail)  # 1xx/3xx: not a documented answer
 
 
@@ -377,8 +394,9 @@ def _receipt(params: dict[str, str]) -> Receipt:
         raise MalformedWebhook("delivery report without messageId or dataField")
     word = params["status"].strip().upper()
     if word not in STATUSES:
-        log.warning("unknown ZoomConnect status %r kept unmapped", word,
-                    extra={"provider": "zoomconnect"})
+        log.warning(
+            "unknown ZoomConnect status %r kept unmapped", word, extra={"provider": "zoomconnect"}
+        )
     return Receipt(
         provider_message_id=provider_id,
         message_id=int(data_field) if data_field.isdigit() else None,

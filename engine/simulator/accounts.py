@@ -34,8 +34,7 @@ class AccountSwitch:
     revoked: set[str] = field(default_factory=set)
     no_credit: set[str] = field(default_factory=set)
 
-    def set(self, family: str, *, valid: bool | None = None, credit: bool | None = None
-            ) -> None:
+    def set(self, family: str, *, valid: bool | None = None, credit: bool | None = None) -> None:
         """Revoke (``valid=False``) or renew credentials; empty or refill the credit."""
         for wanted, names in ((valid, self.revoked), (credit, self.no_credit)):
             if wanted is False:
@@ -56,8 +55,9 @@ ACCOUNTS = web.AppKey("accounts", AccountSwitch)
 _OWNERS = web.AppKey("route_owners", Mapping[AbstractResource, ProviderRoutes])
 
 
-def install(app: web.Application, owners: Mapping[AbstractResource, ProviderRoutes],
-            stats: Stats) -> None:
+def install(
+    app: web.Application, owners: Mapping[AbstractResource, ProviderRoutes], stats: Stats
+) -> None:
     """Add the switch to a simulator app; ``owners`` maps each family route to its family."""
     app[ACCOUNTS] = AccountSwitch()
     app[_OWNERS] = owners
@@ -86,12 +86,22 @@ async def _control(request: web.Request) -> web.Response:
     family = data.get("family") if isinstance(data, dict) else None
     known = {routes.family for routes in request.app[_OWNERS].values()}
     if family not in known or not any(isinstance(v, bool) for v in flags.values()):
-        return json_response({"error": "expected {family, valid?: bool, credit?: bool} for "
-                                       f"one of {sorted(known)}"}, 400)
+        return json_response(
+            {
+                "error": "expected {family, valid?: bool, credit?: bool} for "
+                f"one of {sorted(known)}"
+            },
+            400,
+        )
     switch = request.app[ACCOUNTS]
     switch.set(str(family), valid=_flag(flags["valid"]), credit=_flag(flags["credit"]))
-    return json_response({"family": family, "valid": family not in switch.revoked,
-                          "credit": family not in switch.no_credit})
+    return json_response(
+        {
+            "family": family,
+            "valid": family not in switch.revoked,
+            "credit": family not in switch.no_credit,
+        }
+    )
 
 
 def _flag(value: object) -> bool | None:

@@ -83,8 +83,9 @@ class Simulator:
         if rejection is not None:
             self.stats.rejected += 1
             return rejection
-        message = SimMessage(routes.new_id(self.serial()), item.to, item.body, item.reference,
-                             callback=item.callback)
+        message = SimMessage(
+            routes.new_id(self.serial()), item.to, item.body, item.reference, callback=item.callback
+        )
         self.stats.accepted += 1
         self.stats.per_number[item.to] += 1
         self.credit -= 1
@@ -100,16 +101,25 @@ class Simulator:
         settings, rng = routes.settings, self.rng
         draw = rng.random()
         undelivered = min(settings.undelivered, 1 - settings.delivered)
-        message.final = ("delivered" if draw < settings.delivered else
-                         "undelivered" if draw < settings.delivered + undelivered
-                         else "failed")
+        message.final = (
+            "delivered"
+            if draw < settings.delivered
+            else "undelivered"
+            if draw < settings.delivered + undelivered
+            else "failed"
+        )
         delay = rng.uniform(*settings.receipt_delay)
         now, wall = asyncio.get_running_loop().time(), datetime.now(UTC)
         message.settles_at = now + delay
         if not routes.posts_receipts or (settings.webhook_url is None and message.callback is None):
             return
-        final = SimEvent(f"evt-{self.serial()}", message.final,
-                         wall + timedelta(seconds=delay), now + delay, message)
+        final = SimEvent(
+            f"evt-{self.serial()}",
+            message.final,
+            wall + timedelta(seconds=delay),
+            now + delay,
+            message,
+        )
         events = [final]
         if settings.sent_receipts:
             sent_due = final.due + 0.005 if rng.random() < settings.out_of_order else now
@@ -134,5 +144,6 @@ class Simulator:
     def inbound(self, routes: ProviderRoutes, extra: dict[str, str]) -> None:
         """Queue a reply for a family's webhook."""
         loop_now, wall = asyncio.get_running_loop().time(), datetime.now(UTC)
-        self.poster.submit(routes, SimEvent(f"in-{self.serial()}", "inbound", wall, loop_now,
-                                            extra=extra))
+        self.poster.submit(
+            routes, SimEvent(f"in-{self.serial()}", "inbound", wall, loop_now, extra=extra)
+        )

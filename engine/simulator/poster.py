@@ -40,9 +40,7 @@ class ReceiptPoster:
         self.idle.set()
         self._has_room = asyncio.Event()
         self._has_room.set()
-        self._inbox: asyncio.Queue[tuple[float, int, ProviderRoutes, SimEvent]] = (
-            asyncio.Queue()
-        )
+        self._inbox: asyncio.Queue[tuple[float, int, ProviderRoutes, SimEvent]] = asyncio.Queue()
         self._ready: dict[str, asyncio.Queue[SimEvent]] = {}
         self._order = itertools.count()
 
@@ -71,8 +69,9 @@ class ReceiptPoster:
                     continue
                 self._ready[routes.family] = asyncio.Queue()
                 for n in range(self.sim.settings.post_workers):
-                    group.create_task(self._worker(session, routes),
-                                      name=f"sim-receipts-{routes.family}-{n}")
+                    group.create_task(
+                        self._worker(session, routes), name=f"sim-receipts-{routes.family}-{n}"
+                    )
 
     async def _schedule(self) -> None:
         heap: list[tuple[float, int, ProviderRoutes, SimEvent]] = []

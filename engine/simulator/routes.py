@@ -61,9 +61,7 @@ class ProviderRoutes(ABC):
         """An error response in the provider's format."""
 
     @abstractmethod
-    def send_response(
-        self, outcomes: Sequence[SimMessage | Rejection], bulk: bool
-    ) -> web.Response:
+    def send_response(self, outcomes: Sequence[SimMessage | Rejection], bulk: bool) -> web.Response:
         """The answer to a send request."""
 
     @abstractmethod

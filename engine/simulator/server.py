@@ -40,8 +40,12 @@ def build_app(
     app[SIMULATOR] = sim
     app[STATS] = sim.stats
     app[FAMILIES] = {cls.family: cls(sim) for cls in families}
-    owners = {route.resource: routes for routes in app[FAMILIES].values()
-              for route in app.router.add_routes(routes.routes()) if route.resource}
+    owners = {
+        route.resource: routes
+        for routes in app[FAMILIES].values()
+        for route in app.router.add_routes(routes.routes())
+        if route.resource
+    }
     accounts.install(app, owners, sim.stats)
     app.router.add_get("/sim/stats", _stats)
     app.router.add_post("/sim/inbound/{family}", _inbound_route)

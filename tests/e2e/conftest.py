@@ -50,16 +50,21 @@ def _runner(capsys: pytest.CaptureFixture[str]) -> Cli:
 
 
 @pytest.fixture
-def cli(project: Path, database_url: str, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> Cli:
+def cli(
+    project: Path,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Cli:
     """``engine ARGS`` on this test's migrated database (``$DATABASE_URL``)."""
     monkeypatch.setenv("DATABASE_URL", database_url)
     return _runner(capsys)
 
 
 @pytest.fixture
-def cli_offline(project: Path, monkeypatch: pytest.MonkeyPatch,
-                capsys: pytest.CaptureFixture[str]) -> Cli:
+def cli_offline(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Cli:
     """``engine ARGS`` for commands that need no database (validate, sms analyze, ...): the
     one named cannot be reached, so none is used by mistake and no embedded server starts."""
     monkeypatch.setenv("DATABASE_URL", UNREACHABLE)

@@ -100,8 +100,11 @@ def table_rows() -> list[str]:
 
 def row_commands(synopsis: str) -> list[str]:
     """The commands a synopsis names: `campaign pause|resume|cancel NAME` names three."""
-    words = list(itertools.takewhile(
-        lambda w: re.fullmatch(r"[a-z][a-z-]*(\|[a-z][a-z-]*)*", w), synopsis.split()))
+    words = list(
+        itertools.takewhile(
+            lambda w: re.fullmatch(r"[a-z][a-z-]*(\|[a-z][a-z-]*)*", w), synopsis.split()
+        )
+    )
     return [" ".join(c) for c in itertools.product(*(w.split("|") for w in words))]
 
 
@@ -121,8 +124,12 @@ def test_a_row_names_every_option_of_its_commands_and_no_other() -> None:
         for command in row_commands(row):
             if command not in commands:
                 continue  # reported by the test above
-            known = {o for a in commands[command]._actions for o in a.option_strings
-                     if o.startswith("--") and o != "--help"}
+            known = {
+                o
+                for a in commands[command]._actions
+                for o in a.option_strings
+                if o.startswith("--") and o != "--help"
+            }
             unknown += [f"{command} {o}" for o in sorted(named - known)]
             undocumented += [f"{command} {o}" for o in sorted(known - named)]
     assert (unknown, undocumented) == ([], []), "options no command has, options no row names"
@@ -130,7 +137,10 @@ def test_a_row_names_every_option_of_its_commands_and_no_other() -> None:
 
 def test_the_row_reader_sees_alternatives_and_stops_at_arguments() -> None:
     assert row_commands("campaign pause|resume|cancel NAME") == [
-        "campaign pause", "campaign resume", "campaign cancel"]
+        "campaign pause",
+        "campaign resume",
+        "campaign cancel",
+    ]
     assert row_commands("contacts remove NUMBER…|--group NAME [--yes]") == ["contacts remove"]
     assert row_commands("report [NAME] [--run ID]") == ["report"]
 
@@ -148,13 +158,13 @@ def test_db_url_with_an_unset_variable_is_one_line(cli_offline: Cli, project: Pa
     (project / "engine.yaml").write_text("database_url: ${NOPE_DB}\n")
     result = cli_offline("db", "url")
     assert one_line(result) == (
-        "engine.yaml:1:15: database_url: environment variable NOPE_DB is not set")
+        "engine.yaml:1:15: database_url: environment variable NOPE_DB is not set"
+    )
 
 
 def test_db_stop_with_nothing_running_says_so(cli_offline: Cli, project: Path) -> None:
     result = cli_offline("db", "stop")
-    assert (result.code, result.out, result.err) == (
-        0, "embedded PostgreSQL is not running\n", "")
+    assert (result.code, result.out, result.err) == (0, "embedded PostgreSQL is not running\n", "")
     assert not (project / ".engine").exists()  # nothing was created or started
 
 
@@ -177,9 +187,13 @@ def test_sms_analyze_text_and_json_say_the_same(cli_offline: Cli) -> None:
     as_json = cli_offline("sms", "analyze", text, "--json")
     assert (as_json.code, as_json.err) == (0, "")
     assert json.loads(as_json.out) == {
-        "encoding": "UCS-2", "units": 71, "segments": 2, "parts": [text[:67], text[67:]],
+        "encoding": "UCS-2",
+        "units": 71,
+        "segments": 2,
+        "parts": [text[:67], text[67:]],
         "non_gsm": [{"index": 6, "char": "—", "codepoint": "U+2014"}],
-        "replacements": [], "smart_segments": 1,
+        "replacements": [],
+        "smart_segments": 1,
     }
     smart = json.loads(cli_offline("sms", "analyze", text, "--smart", "--json").out)
     assert (smart["encoding"], smart["segments"]) == ("GSM-7", 1)
@@ -188,9 +202,11 @@ def test_sms_analyze_text_and_json_say_the_same(cli_offline: Cli) -> None:
 
 def test_sms_analyze_errors_are_one_line(cli_offline: Cli) -> None:
     assert one_line(cli_offline("sms", "analyze", "hi", "--to", "123")) == (
-        "not a valid phone number: '123'")
+        "not a valid phone number: '123'"
+    )
     assert one_line(cli_offline("sms", "analyze", "hi", "--to", ANN, "--account", "nope")) == (
-        "no provider account 'nope' in the configuration")
+        "no provider account 'nope' in the configuration"
+    )
 
 
 # --- contacts and groups ---------------------------------------------------------------
@@ -199,7 +215,8 @@ def test_sms_analyze_errors_are_one_line(cli_offline: Cli) -> None:
 def people(cli: Cli, project: Path) -> None:
     """Ann, Bob and Cy in group 'all'; Ann and Dee in 'vip'."""
     (project / "all.csv").write_text(
-        f"phone,first_name\n{ANN},Ann\n{BOB},Bob\nnot-a-number,X\n{CY},Cy\n{BOB},Bob\n")
+        f"phone,first_name\n{ANN},Ann\n{BOB},Bob\nnot-a-number,X\n{CY},Cy\n{BOB},Bob\n"
+    )
     (project / "vip.csv").write_text(f"phone,first_name\n{ANN},Ann\n{DEE},Dee\n")
     assert cli("contacts", "import", "all.csv", "--group", "all").code == 0
     assert cli("contacts", "import", "vip.csv", "--group", "vip").code == 0
@@ -209,11 +226,13 @@ def test_contacts_import_reports_its_rows_and_groups_list_counts_them(
     cli: Cli, project: Path
 ) -> None:
     (project / "all.csv").write_text(
-        f"phone,first_name\n{ANN},Ann\n{BOB},Bob\nnot-a-number,X\n{CY},Cy\n{BOB},Bob\n")
+        f"phone,first_name\n{ANN},Ann\n{BOB},Bob\nnot-a-number,X\n{CY},Cy\n{BOB},Bob\n"
+    )
     result = cli("contacts", "import", "all.csv", "--group", "all")
     assert (result.code, result.err) == (0, "")
     assert result.out.splitlines()[0] == (
-        "5 rows: 3 new, 0 updated, 1 invalid, 1 repeated in the file; group all")
+        "5 rows: 3 new, 0 updated, 1 invalid, 1 repeated in the file; group all"
+    )
     assert "all.csv:4: invalid: 'not-a-number'" in result.out
     (project / "vip.csv").write_text(f"phone,first_name\n{ANN},Ann\n{DEE},Dee\n")
     again = cli("contacts", "import", "vip.csv", "--group", "vip")
@@ -221,7 +240,10 @@ def test_contacts_import_reports_its_rows_and_groups_list_counts_them(
     groups = cli("groups", "list")
     assert groups.code == 0
     assert [line.split()[:2] for line in groups.out.splitlines()] == [
-        ["group", "members"], ["all", "3"], ["vip", "2"]]
+        ["group", "members"],
+        ["all", "3"],
+        ["vip", "2"],
+    ]
 
 
 def test_contacts_import_errors_are_one_line(cli: Cli, project: Path) -> None:
@@ -229,7 +251,8 @@ def test_contacts_import_errors_are_one_line(cli: Cli, project: Path) -> None:
     (project / "tel.csv").write_text("name,tel\nAnn,1\n")
     assert one_line(cli("contacts", "import", "tel.csv")) == (
         "tel.csv:1: the header needs a 'phone' column; none of its 2 columns is named phone"
-        " (names ignore case, and spaces become _)")
+        " (names ignore case, and spaces become _)"
+    )
     assert cli("groups", "list").out.splitlines()[1:] == []  # nothing imported
 
 
@@ -238,34 +261,45 @@ def test_suppress_and_unsuppress(cli: Cli, project: Path) -> None:
     assert cli("contacts", "suppress", ANN, "--reason", "asked").out == f"{ANN} suppressed\n"
     assert cli("contacts", "suppress", ANN).out == f"{ANN} was already suppressed\n"
     assert cli("contacts", "suppress", "082 100 0002", "--region", "ZA").out == (
-        f"{BOB} suppressed\n")
+        f"{BOB} suppressed\n"
+    )
     listed = cli("contacts", "list", "--unmasked").out
     opted = [line.split()[0] for line in listed.splitlines()[1:-1] if line.endswith("yes")]
     assert opted == [ANN, BOB], listed
     assert cli("contacts", "unsuppress", ANN).out == f"{ANN} unsuppressed\n"
     assert cli("contacts", "unsuppress", ANN).out == f"{ANN} was not suppressed\n"
     listed = cli("contacts", "list", "--unmasked").out
-    assert [line.split()[0] for line in listed.splitlines()[1:-1] if line.endswith("yes")] == [
-        BOB]
+    assert [line.split()[0] for line in listed.splitlines()[1:-1] if line.endswith("yes")] == [BOB]
     for command in ("suppress", "unsuppress"):
         assert one_line(cli("contacts", command, "nonsense")) == (
-            "not a valid phone number: 'nonsense'")
+            "not a valid phone number: 'nonsense'"
+        )
 
 
 # --- campaign files --------------------------------------------------------------------
 
 
-def write_campaign(path: Path, name: str = "promo", *, group: str = "all",
-                   schedule: str = "cron: \"0 9 * * *\"", provider: str = "simulator",
-                   body: str = "Hi {{ first_name }}") -> Path:
-    path.write_text(f"name: {name}\nprovider: {provider}\nschedule:\n  {schedule}\n"
-                    f"audience:\n  groups: [{group}]\nmessage:\n  body: \"{body}\"\n")
+def write_campaign(
+    path: Path,
+    name: str = "promo",
+    *,
+    group: str = "all",
+    schedule: str = 'cron: "0 9 * * *"',
+    provider: str = "simulator",
+    body: str = "Hi {{ first_name }}",
+) -> Path:
+    path.write_text(
+        f"name: {name}\nprovider: {provider}\nschedule:\n  {schedule}\n"
+        f'audience:\n  groups: [{group}]\nmessage:\n  body: "{body}"\n'
+    )
     return path
 
 
 def write_bad_campaign(path: Path) -> Path:
-    path.write_text("name: bad\nprovider: simulator\nschedule:\n  now: true\n"
-                    "audience:\n  groups: [all]\nmessage:\n  bodyy: \"Hi\"\n")
+    path.write_text(
+        "name: bad\nprovider: simulator\nschedule:\n  now: true\n"
+        'audience:\n  groups: [all]\nmessage:\n  bodyy: "Hi"\n'
+    )
     return path
 
 
@@ -322,8 +356,13 @@ def test_send_creates_a_run_that_runs_lists(cli: Cli, project: Path) -> None:
     cli("campaign", "apply", str(write_campaign(project / "promo.yaml")))
     sent = cli("campaign", "send", "promo")
     assert (sent.code, sent.err) == (0, "")
-    run_id = int(re.fullmatch(r"run (\d+) of promo created; a running daemon expands and sends"
-                              r" it\n", sent.out)[1])  # type: ignore[index]
+    run_id = int(
+        re.fullmatch(
+            r"run (\d+) of promo created; a running daemon expands and sends"
+            r" it\n",
+            sent.out,
+        )[1]
+    )  # type: ignore[index]
     runs = cli("campaign", "runs", "promo")
     assert runs.code == 0
     [row] = runs.out.splitlines()[1:]
@@ -347,11 +386,14 @@ def test_test_send_queues_one_message_but_never_to_an_opted_out_number(
     assert stranger.code == 0 and stranger.out.endswith("\n    Hi Test\n")
     cli("contacts", "suppress", CY)
     assert one_line(cli("campaign", "test", "promo", "--to", CY)) == (
-        f"{CY} has opted out; a test send is not allowed")
+        f"{CY} has opted out; a test send is not allowed"
+    )
     assert one_line(cli("campaign", "test", "promo", "--to", "xx")) == (
-        "not a valid phone number: 'xx'")
+        "not a valid phone number: 'xx'"
+    )
     assert one_line(cli("campaign", "test", "nope", "--to", BOB)) == (
-        "no campaign named 'nope' (apply its file first)")
+        "no campaign named 'nope' (apply its file first)"
+    )
 
 
 async def expanded(cli: Cli, project: Path, pool: asyncpg.Pool) -> int:
@@ -371,33 +413,36 @@ async def test_cancel_ends_the_queued_messages_cancelled(
     result = await asyncio.to_thread(cli, "campaign", "cancel", "promo")
     assert (result.code, result.err) == (0, "")
     assert result.out == "promo: cancelled (1 run(s), 2 unsent messages)\n"
-    rows = await conn.fetch("SELECT phone, status::text FROM messages WHERE run_id = $1"
-                            " ORDER BY phone", run_id)
-    assert [tuple(r) for r in rows] == [(ANN, "cancelled"), (BOB, "cancelled"),
-                                        (CY, "suppressed")]
-    run = await conn.fetchrow("SELECT status::text, reason FROM campaign_runs WHERE id = $1",
-                              run_id)
+    rows = await conn.fetch(
+        "SELECT phone, status::text FROM messages WHERE run_id = $1 ORDER BY phone", run_id
+    )
+    assert [tuple(r) for r in rows] == [(ANN, "cancelled"), (BOB, "cancelled"), (CY, "suppressed")]
+    run = await conn.fetchrow(
+        "SELECT status::text, reason FROM campaign_runs WHERE id = $1", run_id
+    )
     assert run["status"] == "cancelled" and run["reason"].startswith("cancelled by ")
     listed = await asyncio.to_thread(cli, "campaign", "list")
     assert listed.out.splitlines()[1].split()[:3] == ["promo", "cancelled", "-"]
 
 
-def test_a_cancelled_campaign_is_not_said_to_be_paused_or_resumed(
-    cli: Cli, project: Path
-) -> None:
+def test_a_cancelled_campaign_is_not_said_to_be_paused_or_resumed(cli: Cli, project: Path) -> None:
     cli("campaign", "apply", str(write_campaign(project / "promo.yaml")))
     assert cli("campaign", "cancel", "promo").out == (
-        "promo: cancelled (0 run(s), 0 unsent messages)\n")
+        "promo: cancelled (0 run(s), 0 unsent messages)\n"
+    )
     for command in ("pause", "resume"):
         assert one_line(cli("campaign", command, "promo")) == (
-            f"promo is cancelled; there is nothing to {command}")
+            f"promo is cancelled; there is nothing to {command}"
+        )
     assert cli("campaign", "list").out.splitlines()[1].split()[:2] == ["promo", "cancelled"]
     # a run asked for by name after the cancel is still controlled, and says so
     cli("campaign", "send", "promo")
     assert cli("campaign", "pause", "promo").out == (
-        "promo: 1 run(s) in progress paused; the campaign stays cancelled\n")
+        "promo: 1 run(s) in progress paused; the campaign stays cancelled\n"
+    )
     assert cli("campaign", "resume", "promo").out == (
-        "promo: 1 run(s) continue; the campaign stays cancelled\n")
+        "promo: 1 run(s) continue; the campaign stays cancelled\n"
+    )
 
 
 async def test_a_finished_one_off_has_nothing_to_pause(
@@ -406,25 +451,27 @@ async def test_a_finished_one_off_has_nothing_to_pause(
     path = write_campaign(project / "once.yaml", "once", schedule="now: true")
     assert (await asyncio.to_thread(cli, "campaign", "apply", str(path))).code == 0
     run_id = await expand_due(pool)  # nobody in its group: the run completes at once
-    assert await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1",
-                               run_id) == "completed"
+    assert (
+        await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1", run_id)
+        == "completed"
+    )
     for command in ("pause", "resume"):
         assert one_line(await asyncio.to_thread(cli, "campaign", command, "once")) == (
-            f"once is finished; there is nothing to {command}")
+            f"once is finished; there is nothing to {command}"
+        )
 
 
 @pytest.mark.parametrize("command", ["pause", "resume", "cancel"])
 def test_control_of_an_unknown_campaign_is_one_line(cli: Cli, command: str) -> None:
     assert one_line(cli("campaign", command, "nope")) == (
-        "no campaign named 'nope' (apply its file first)")
+        "no campaign named 'nope' (apply its file first)"
+    )
 
 
 # --- report and export -------------------------------------------------------------------
 
 
-async def test_report_in_every_format(
-    cli: Cli, project: Path, pool: asyncpg.Pool
-) -> None:
+async def test_report_in_every_format(cli: Cli, project: Path, pool: asyncpg.Pool) -> None:
     run_id = await expanded(cli, project, pool)
 
     async def engine(*argv: str) -> Result:
@@ -438,15 +485,18 @@ async def test_report_in_every_format(
     assert header.split()[:6] == ["campaign", "run", "kind", "status", "scheduled", "recipients"]
     assert row.split()[:4] == ["promo", str(run_id), "scheduled", "sending"]
     latest = list(csv.DictReader((await engine("report", "--format", "csv")).out.splitlines()))
-    assert [(r["campaign"], r["run_id"], r["recipients"], r["queued"], r["suppressed"])
-            for r in latest] == [("promo", str(run_id), "3", "2", "1")]
+    assert [
+        (r["campaign"], r["run_id"], r["recipients"], r["queued"], r["suppressed"]) for r in latest
+    ] == [("promo", str(run_id), "3", "2", "1")]
     assert {"estimated_cost", "cost"} <= set(latest[0])
     # a campaign with one run shows that run in detail: four tables
     detail = json.loads((await engine("report", "promo", "--format", "json")).out)
     assert set(detail["tables"]) == {"run", "statuses", "failures", "latency"}
     assert detail["tables"]["run"]["run_id"] == run_id
     assert {s["status"]: s["messages"] for s in detail["tables"]["statuses"]} == {
-        "queued": 2, "suppressed": 1}
+        "queued": 2,
+        "suppressed": 1,
+    }
     by_id = await engine("report", "--run", str(run_id), "--format", "csv")
     tables = by_id.out.strip("\n").split("\n\n")
     assert len(tables) == 4 and tables[0].startswith("campaign_id,")
@@ -476,10 +526,13 @@ async def test_export_writes_one_row_per_recipient_masked_on_request(
     with (project / "promo.csv").open(newline="") as file:
         rows = list(csv.DictReader(file))
     assert [(r["run_id"], r["phone"], r["phone_masked"], r["status"]) for r in rows] == [
-        (str(run_id), ANN, "+27******001", "queued"), (str(run_id), BOB, "+27******002", "queued"),
-        (str(run_id), CY, "+27******003", "suppressed")]
-    masked = await asyncio.to_thread(cli, "export", "promo", "--run", str(run_id), "--out",
-                                     "masked.csv", "--masked")
+        (str(run_id), ANN, "+27******001", "queued"),
+        (str(run_id), BOB, "+27******002", "queued"),
+        (str(run_id), CY, "+27******003", "suppressed"),
+    ]
+    masked = await asyncio.to_thread(
+        cli, "export", "promo", "--run", str(run_id), "--out", "masked.csv", "--masked"
+    )
     assert masked.code == 0
     text = (project / "masked.csv").read_text()
     assert "phone," not in text.splitlines()[0].replace("phone_masked", "")
@@ -491,7 +544,8 @@ def test_export_errors_are_one_line_and_leave_no_file(cli: Cli, project: Path) -
     assert one_line(cli("export", "nope", "--out", "x.csv")) == "no campaign named 'nope'"
     assert one_line(cli("export", "promo", "--run", "999", "--out", "x.csv")) == "no run 999"
     assert one_line(cli("export", "promo", "--out", "missing/x.csv")).startswith(
-        "cannot write missing/x.csv")
+        "cannot write missing/x.csv"
+    )
     assert list(project.glob("x.csv*")) == []
 
 
@@ -507,33 +561,46 @@ def test_status_on_an_unmigrated_database_says_to_migrate(
 
 def test_run_with_an_unknown_role_is_one_line(cli_offline: Cli) -> None:
     assert one_line(cli_offline("run", "--only", "scheduler,mailer")) == (
-        "--only takes dispatcher, scheduler, webhooks")
+        "--only takes dispatcher, scheduler, webhooks"
+    )
 
 
 def test_providers_subscribe_without_an_api_prints_the_callback_url(
     cli_offline: Cli, project: Path
 ) -> None:
-    sim = ("providers:\n  sim:\n    type: simulator\n    base_url: http://127.0.0.1:1\n"
-           "    webhook_secret: a-webhook-secret-long-enough\n")
+    sim = (
+        "providers:\n  sim:\n    type: simulator\n    base_url: http://127.0.0.1:1\n"
+        "    webhook_secret: a-webhook-secret-long-enough\n"
+    )
     (project / "engine.yaml").write_text(sim)
     assert one_line(cli_offline("providers", "subscribe", "sim")) == (
-        "webhooks.public_url must be set: providers call the engine there")
+        "webhooks.public_url must be set: providers call the engine there"
+    )
     assert one_line(cli_offline("providers", "subscribe", "nope")) == (
-        "no provider account 'nope' in the configuration")
+        "no provider account 'nope' in the configuration"
+    )
     (project / "engine.yaml").write_text(
-        "webhooks:\n  public_url: https://engine.example.com\n" + sim)
+        "webhooks:\n  public_url: https://engine.example.com\n" + sim
+    )
     result = cli_offline("providers", "subscribe", "sim")
     assert (result.code, result.err) == (0, "")
-    assert result.out == ("sim: this provider has no subscription API; set its callback URL to"
-                          " https://engine.example.com/webhooks/sim in its dashboard\n")
+    assert result.out == (
+        "sim: this provider has no subscription API; set its callback URL to"
+        " https://engine.example.com/webhooks/sim in its dashboard\n"
+    )
 
 
 # --- the simulator ------------------------------------------------------------------------
 
 
 def engine_process(*args: str, cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "engine", *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", *args],
+        cwd=cwd,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 @pytest.fixture
@@ -559,8 +626,7 @@ def test_simulator_starts_serves_and_stops_on_ctrl_c(
     proc = simulator_process("--port", "0", "--settings", "sim.yaml")
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    url = re.fullmatch(r"simulator listening on (http://127\.0\.0\.1:\d+) \(stats at \S+\)\n",
-                       line)
+    url = re.fullmatch(r"simulator listening on (http://127\.0\.0\.1:\d+) \(stats at \S+\)\n", line)
     assert url is not None, line
     with urllib.request.urlopen(f"{url[1]}/sim/stats", timeout=10) as response:
         stats = json.loads(response.read())
@@ -591,9 +657,15 @@ SECRET = "an-acceptance-webhook-secret"
 async def daemon_simulator() -> AsyncIterator[tuple[RunningSimulator, int]]:
     """The simulator, calling back a daemon that will listen on the port given."""
     port = free_port()
-    settings = SimulatorSettings(seed=11, default=FamilySettings(
-        webhook_url=f"http://127.0.0.1:{port}/webhooks/sim", webhook_secret=SECRET,
-        latency=(0.005, 0.02), receipt_delay=(0.05, 0.2)))
+    settings = SimulatorSettings(
+        seed=11,
+        default=FamilySettings(
+            webhook_url=f"http://127.0.0.1:{port}/webhooks/sim",
+            webhook_secret=SECRET,
+            latency=(0.005, 0.02),
+            receipt_delay=(0.05, 0.2),
+        ),
+    )
     async with await serve(settings, "127.0.0.1", 0) as running:
         yield running, port
 
@@ -610,8 +682,11 @@ async def until(check: Callable[[], Awaitable[bool]], within: float = 10) -> boo
 
 @pytest.mark.slow
 async def test_pause_resume_and_cancel_reach_a_running_daemon(
-    daemon_simulator: tuple[RunningSimulator, int], cli: Cli, project: Path,
-    conn: asyncpg.Connection, database_url: str,
+    daemon_simulator: tuple[RunningSimulator, int],
+    cli: Cli,
+    project: Path,
+    conn: asyncpg.Connection,
+    database_url: str,
 ) -> None:
     simulator, port = daemon_simulator
     config = project / "engine.yaml"
@@ -619,7 +694,8 @@ async def test_pause_resume_and_cancel_reach_a_running_daemon(
         f"webhooks:\n  listen: 127.0.0.1:{port}\n  public_url: http://127.0.0.1:{port}\n"
         f"providers:\n  sim:\n    type: simulator\n    base_url: {simulator.url}\n"
         f"    rate: 20\n    webhook_secret: {SECRET}\n"
-        "lease: 2s\nshutdown_grace: 1s\nreceipt_window: 2s\n")
+        "lease: 2s\nshutdown_grace: 1s\nreceipt_window: 2s\n"
+    )
 
     async def engine(*argv: str) -> Result:
         result = await asyncio.to_thread(cli, *argv)
@@ -632,11 +708,15 @@ async def test_pause_resume_and_cancel_reach_a_running_daemon(
         await engine("contacts", "import", f"{name}.csv", "--group", name)
 
     async def count(name: str, statuses: str) -> int:
-        return int(await conn.fetchval(
-            "SELECT count(*) FROM messages m JOIN campaign_runs r ON r.id = m.run_id"
-            " JOIN campaigns c ON c.id = r.campaign_id"
-            " WHERE c.name = $1 AND m.status::text = ANY($2::text[])",
-            name, statuses.split()))
+        return int(
+            await conn.fetchval(
+                "SELECT count(*) FROM messages m JOIN campaign_runs r ON r.id = m.run_id"
+                " JOIN campaigns c ON c.id = r.campaign_id"
+                " WHERE c.name = $1 AND m.status::text = ANY($2::text[])",
+                name,
+                statuses.split(),
+            )
+        )
 
     daemon = Engine(config, database_url)
     await daemon.start()
@@ -645,9 +725,20 @@ async def test_pause_resume_and_cancel_reach_a_running_daemon(
         shown = (await engine("status")).out.split("runs in progress:")[0]
         assert len([line for line in shown.splitlines()[2:] if line]) == 1, shown  # ours
         for name in ("alpha", "beta"):
-            await engine("campaign", "apply", str(write_campaign(
-                project / f"{name}.yaml", name, group=name, provider="sim",
-                schedule="now: true", body="Hello from " + name)))
+            await engine(
+                "campaign",
+                "apply",
+                str(
+                    write_campaign(
+                        project / f"{name}.yaml",
+                        name,
+                        group=name,
+                        provider="sim",
+                        schedule="now: true",
+                        body="Hello from " + name,
+                    )
+                ),
+            )
         sent = "sent delivered undelivered failed unknown"
         assert await until(lambda: _all(count("alpha", sent), count("beta", sent), least=5), 30)
 
@@ -661,14 +752,24 @@ async def test_pause_resume_and_cancel_reach_a_running_daemon(
         assert simulator.stats.messages == heard
         assert await count("alpha", "queued") > 0
         assert await count("beta", "queued") == 0 and await count("beta", "cancelled") > 0
-        assert await conn.fetchval("SELECT r.status::text FROM campaign_runs r JOIN campaigns c"
-                                   " ON c.id = r.campaign_id WHERE c.name = 'beta'") == "cancelled"
+        assert (
+            await conn.fetchval(
+                "SELECT r.status::text FROM campaign_runs r JOIN campaigns c"
+                " ON c.id = r.campaign_id WHERE c.name = 'beta'"
+            )
+            == "cancelled"
+        )
 
         assert (await engine("campaign", "resume", "alpha")).out == (
-            "alpha: resumed (1 run(s) continue)\n")
-        assert await until(lambda: conn.fetchval(
-            "SELECT r.status = 'completed' FROM campaign_runs r JOIN campaigns c"
-            " ON c.id = r.campaign_id WHERE c.name = 'alpha'"), 60)
+            "alpha: resumed (1 run(s) continue)\n"
+        )
+        assert await until(
+            lambda: conn.fetchval(
+                "SELECT r.status = 'completed' FROM campaign_runs r JOIN campaigns c"
+                " ON c.id = r.campaign_id WHERE c.name = 'alpha'"
+            ),
+            60,
+        )
     finally:
         assert await daemon.signal(signal.SIGTERM) == 0, daemon.stderr[-3000:]
     rows = await conn.fetch("SELECT phone, status::text FROM messages")

@@ -32,8 +32,10 @@ ZONED = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d [A-Z+-][A-Za-z0-9+-]*")
 SECRET = "a-webhook-secret-long-enough"
 
 # engine run needs its simulator account to have a webhook secret (16+ characters)
-SIM = ("providers:\n  simulator:\n    type: simulator\n"
-       "    webhook_secret: a-long-enough-webhook-secret\n")
+SIM = (
+    "providers:\n  simulator:\n    type: simulator\n"
+    "    webhook_secret: a-long-enough-webhook-secret\n"
+)
 
 
 async def engine(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -43,22 +45,34 @@ async def engine(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, s
     return code, out, err
 
 
-def engine_process(*args: str, cwd: Path, env: dict[str, str] | None = None,
-                   **kwargs: object) -> subprocess.CompletedProcess[str]:
+def engine_process(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, **kwargs: object
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "ENGINE_CONFIG")}
     base["PYTHONPATH"] = str(REPO)
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
-        [sys.executable, "-m", "engine", *args], cwd=cwd, env={**base, **(env or {})},
-        text=True, timeout=120, **({"capture_output": True} | kwargs))
+        [sys.executable, "-m", "engine", *args],
+        cwd=cwd,
+        env={**base, **(env or {})},
+        text=True,
+        timeout=120,
+        **({"capture_output": True} | kwargs),
+    )
 
 
-def write_campaign(path: Path, *, provider: str = "simulator", budget: int | None = None,
-                   schedule: str = "now: true") -> Path:
+def write_campaign(
+    path: Path,
+    *,
+    provider: str = "simulator",
+    budget: int | None = None,
+    schedule: str = "now: true",
+) -> Path:
     limits = f"limits:\n  budget: {budget}\n" if budget is not None else ""
     path.write_text(
         f"name: promo\nprovider: {provider}\nschedule:\n  {schedule}\n"
         "audience:\n  groups: [all]\n"
-        f"message:\n  body: \"Hi {{{{ first_name | default('there') }}}}\"\n{limits}")
+        f"message:\n  body: \"Hi {{{{ first_name | default('there') }}}}\"\n{limits}"
+    )
     return path
 
 
@@ -85,9 +99,15 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float) -> Non
 async def sim() -> AsyncIterator[tuple[RunningSimulator, int]]:
     """The simulator, calling back a daemon that will listen on the port given."""
     port = free_port()
-    settings = SimulatorSettings(seed=5, default=FamilySettings(
-        webhook_url=f"http://127.0.0.1:{port}/webhooks/sim", webhook_secret=SECRET,
-        latency=(0.005, 0.02), receipt_delay=(0.05, 0.3)))
+    settings = SimulatorSettings(
+        seed=5,
+        default=FamilySettings(
+            webhook_url=f"http://127.0.0.1:{port}/webhooks/sim",
+            webhook_secret=SECRET,
+            latency=(0.005, 0.02),
+            receipt_delay=(0.05, 0.3),
+        ),
+    )
     async with await serve(settings, "127.0.0.1", 0) as running:
         yield running, port
 
@@ -105,8 +125,12 @@ def use_database(database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: P
 
 @pytest.mark.slow
 async def test_pause_then_resume_and_the_run_completes(
-    sim: tuple[RunningSimulator, int], conn: asyncpg.Connection, pool: asyncpg.Pool,
-    use_database: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    sim: tuple[RunningSimulator, int],
+    conn: asyncpg.Connection,
+    pool: asyncpg.Pool,
+    use_database: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     simulator, port = sim
     config = tmp_path / "engine.yaml"
@@ -114,11 +138,18 @@ async def test_pause_then_resume_and_the_run_completes(
         f"webhooks:\n  listen: 127.0.0.1:{port}\n  public_url: http://127.0.0.1:{port}\n"
         f"providers:\n  sim:\n    type: simulator\n    base_url: {simulator.url}\n"
         f"    rate: 50\n    webhook_secret: {SECRET}\n"
-        "lease: 2s\nshutdown_grace: 1s\nreceipt_window: 2s\n")
+        "lease: 2s\nshutdown_grace: 1s\nreceipt_window: 2s\n"
+    )
     phones = numbers(20)
     await add_contacts(conn, [{"phone": p} for p in phones])
-    assert (await engine(capsys, "campaign", "apply",
-                         str(write_campaign(tmp_path / "promo.yaml", provider="sim"))))[0] == 0
+    assert (
+        await engine(
+            capsys,
+            "campaign",
+            "apply",
+            str(write_campaign(tmp_path / "promo.yaml", provider="sim")),
+        )
+    )[0] == 0
     run_id = await expand_due(pool, config)
 
     code, out, err = await engine(capsys, "campaign", "pause", "promo")
@@ -126,18 +157,26 @@ async def test_pause_then_resume_and_the_run_completes(
     code, out, err = await engine(capsys, "campaign", "resume", "promo")
     assert (code, err) == (0, "")
     assert out == "promo: resumed (1 run(s) continue)\n"
-    assert await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1",
-                               run_id) == "sending"
+    assert (
+        await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1", run_id)
+        == "sending"
+    )
 
     daemon = Engine(config, use_database)
     await daemon.start()
-    await eventually(lambda: conn.fetchval(
-        "SELECT status = 'completed' FROM campaign_runs WHERE id = $1", run_id), 60)
+    await eventually(
+        lambda: conn.fetchval(
+            "SELECT status = 'completed' FROM campaign_runs WHERE id = $1", run_id
+        ),
+        60,
+    )
     assert await daemon.signal(signal.SIGTERM) == 0, daemon.stderr
     rows = await conn.fetch("SELECT status::text FROM messages WHERE run_id = $1", run_id)
     assert len(rows) == 20 and {r["status"] for r in rows} <= SETTLED
-    assert await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1",
-                               run_id) == "completed"
+    assert (
+        await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1", run_id)
+        == "completed"
+    )
     assert_once(simulator, phones)
 
 
@@ -145,19 +184,23 @@ async def test_pause_then_resume_and_the_run_completes(
 
 
 async def test_over_budget_run_cancels_its_messages_and_resume_sends_after_raising_it(
-    conn: asyncpg.Connection, pool: asyncpg.Pool, use_database: str, tmp_path: Path,
+    conn: asyncpg.Connection,
+    pool: asyncpg.Pool,
+    use_database: str,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     await add_contacts(conn, [{"phone": p} for p in numbers(5)])
     # a one-off far ahead, sent now by hand: applying it again does not fire it anew
-    later = "at: \"2099-01-01 09:00\""
+    later = 'at: "2099-01-01 09:00"'
     path = write_campaign(tmp_path / "promo.yaml", budget=4, schedule=later)
     assert (await engine(capsys, "campaign", "apply", str(path)))[0] == 0
     assert (await engine(capsys, "campaign", "send", "promo"))[0] == 0
     run_id = await expand_due(pool)
 
-    messages = await conn.fetch("SELECT status::text, error_code, error_detail FROM messages"
-                                " WHERE run_id = $1", run_id)
+    messages = await conn.fetch(
+        "SELECT status::text, error_code, error_detail FROM messages WHERE run_id = $1", run_id
+    )
     reason = "estimated cost 5 credits exceeds the budget of 4 credits"
     assert [tuple(m) for m in messages] == [("cancelled", "over_budget", reason)] * 5
     code, out, _ = await engine(capsys, "status")
@@ -168,23 +211,35 @@ async def test_over_budget_run_cancels_its_messages_and_resume_sends_after_raisi
 
     code, out, err = await engine(capsys, "campaign", "resume", "promo")
     assert (code, out) == (1, "")
-    assert err == (f"engine: run {run_id} of 'promo' is still over budget: {reason}; raise "
-                   "limits.budget in the campaign file, apply it, then resume\n")
+    assert err == (
+        f"engine: run {run_id} of 'promo' is still over budget: {reason}; raise "
+        "limits.budget in the campaign file, apply it, then resume\n"
+    )
 
     write_campaign(path, budget=10, schedule=later)
     assert (await engine(capsys, "campaign", "apply", str(path)))[0] == 0
     code, out, err = await engine(capsys, "campaign", "resume", "promo")
     assert (code, err) == (0, "")
     assert out == f"run {run_id}: within budget now, 5 messages queued\n"
-    run = await conn.fetchrow("SELECT status::text, reason, counts FROM campaign_runs"
-                              " WHERE id = $1", run_id)
+    run = await conn.fetchrow(
+        "SELECT status::text, reason, counts FROM campaign_runs WHERE id = $1", run_id
+    )
     assert (run["status"], run["reason"], run["counts"]) == ("sending", None, {"queued": 5})
-    assert await conn.fetchval("SELECT count(*) FROM messages WHERE run_id = $1 AND"
-                               " status = 'queued' AND error_code IS NULL", run_id) == 5
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM messages WHERE run_id = $1 AND"
+            " status = 'queued' AND error_code IS NULL",
+            run_id,
+        )
+        == 5
+    )
 
 
 async def test_resume_leaves_an_over_budget_run_when_a_new_firing_replaces_it(
-    conn: asyncpg.Connection, pool: asyncpg.Pool, use_database: str, tmp_path: Path,
+    conn: asyncpg.Connection,
+    pool: asyncpg.Pool,
+    use_database: str,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     await add_contacts(conn, [{"phone": p} for p in numbers(5)])
@@ -195,19 +250,24 @@ async def test_resume_leaves_an_over_budget_run_when_a_new_firing_replaces_it(
     assert (await engine(capsys, "campaign", "apply", str(path)))[0] == 0  # fires anew
     code, out, _ = await engine(capsys, "campaign", "resume", "promo")
     assert code == 0 and f"run {run_id} stays over budget: the campaign fires anew at" in out
-    assert await conn.fetchval("SELECT count(*) FROM messages WHERE run_id = $1 AND"
-                               " status = 'queued'", run_id) == 0
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM messages WHERE run_id = $1 AND status = 'queued'", run_id
+        )
+        == 0
+    )
 
 
 # --- listings -----------------------------------------------------------------------------
 
 
-async def sent_by_hand_and_tested(conn: asyncpg.Connection, pool: asyncpg.Pool, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+async def sent_by_hand_and_tested(
+    conn: asyncpg.Connection, pool: asyncpg.Pool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
     """A daily campaign sent once by hand to 3 contacts, then test-sent: (run id, apply's
     output)."""
     await add_contacts(conn, [{"phone": p} for p in numbers(3)])
-    path = write_campaign(tmp_path / "promo.yaml", schedule="cron: \"0 9 * * *\"")
+    path = write_campaign(tmp_path / "promo.yaml", schedule='cron: "0 9 * * *"')
     code, applied, _ = await engine(capsys, "campaign", "apply", str(path))
     assert code == 0
     assert (await engine(capsys, "campaign", "send", "promo"))[0] == 0
@@ -217,7 +277,10 @@ async def sent_by_hand_and_tested(conn: asyncpg.Connection, pool: asyncpg.Pool, 
 
 
 async def test_list_shows_the_last_real_run_not_a_test_send(
-    conn: asyncpg.Connection, pool: asyncpg.Pool, use_database: str, tmp_path: Path,
+    conn: asyncpg.Connection,
+    pool: asyncpg.Pool,
+    use_database: str,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     await sent_by_hand_and_tested(conn, pool, tmp_path, capsys)
@@ -228,7 +291,10 @@ async def test_list_shows_the_last_real_run_not_a_test_send(
 
 
 async def test_runs_list_and_report_name_both_costs(
-    conn: asyncpg.Connection, pool: asyncpg.Pool, use_database: str, tmp_path: Path,
+    conn: asyncpg.Connection,
+    pool: asyncpg.Pool,
+    use_database: str,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     await sent_by_hand_and_tested(conn, pool, tmp_path, capsys)
@@ -239,7 +305,10 @@ async def test_runs_list_and_report_name_both_costs(
 
 
 async def test_times_in_tables_say_their_zone(
-    conn: asyncpg.Connection, pool: asyncpg.Pool, use_database: str, tmp_path: Path,
+    conn: asyncpg.Connection,
+    pool: asyncpg.Pool,
+    use_database: str,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     run_id, applied = await sent_by_hand_and_tested(conn, pool, tmp_path, capsys)
@@ -262,10 +331,12 @@ async def test_port_in_use_is_one_line(tmp_path: Path, database_url: str) -> Non
         busy.listen()
         port = busy.getsockname()[1]
         result = await asyncio.to_thread(
-            engine_process, "simulator", "--port", str(port), cwd=tmp_path)
+            engine_process, "simulator", "--port", str(port), cwd=tmp_path
+        )
         (tmp_path / "engine.yaml").write_text(f"webhooks:\n  listen: 127.0.0.1:{port}\n{SIM}")
         daemon = await asyncio.to_thread(
-            engine_process, "run", cwd=tmp_path, env={"DATABASE_URL": database_url})
+            engine_process, "run", cwd=tmp_path, env={"DATABASE_URL": database_url}
+        )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and "address already in use" in result.stderr
     assert daemon.returncode == 1
@@ -277,29 +348,36 @@ def test_reader_gone_away_exits_quietly(tmp_path: Path) -> None:
     read, write = os.pipe()
     os.close(read)  # `engine ... | head` after head has exited
     try:
-        result = engine_process("sms", "analyze", "hello", cwd=tmp_path, stdout=write,
-                                stderr=subprocess.PIPE, capture_output=False)
+        result = engine_process(
+            "sms",
+            "analyze",
+            "hello",
+            cwd=tmp_path,
+            stdout=write,
+            stderr=subprocess.PIPE,
+            capture_output=False,
+        )
     finally:
         os.close(write)
     assert result.stderr == ""
     assert result.returncode == 128 + signal.SIGPIPE
 
 
-@pytest.mark.parametrize("url", [
-    "postgresql://admin:hunter2hunter2@db.example.com:notaport/engine",
-    "postgres://admin:hunter2hunter2@[::1/engine",
-    "mysql://admin:hunter2hunter2@db.example.com/engine",
-])
-def test_malformed_database_url_is_one_line_without_the_password(
-    tmp_path: Path, url: str
-) -> None:
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://admin:hunter2hunter2@db.example.com:notaport/engine",
+        "postgres://admin:hunter2hunter2@[::1/engine",
+        "mysql://admin:hunter2hunter2@db.example.com/engine",
+    ],
+)
+def test_malformed_database_url_is_one_line_without_the_password(tmp_path: Path, url: str) -> None:
     result = engine_process("campaign", "list", cwd=tmp_path, env={"DATABASE_URL": url})
     assert result.returncode == 1
     assert result.stderr.startswith("engine: malformed database URL ")
     assert result.stderr.count("\n") == 1
     assert "hunter2" not in result.stderr and "admin:***@" in result.stderr
-    debug = engine_process("--debug", "campaign", "list", cwd=tmp_path,
-                           env={"DATABASE_URL": url})
+    debug = engine_process("--debug", "campaign", "list", cwd=tmp_path, env={"DATABASE_URL": url})
     assert "Traceback" in debug.stderr
 
 
@@ -313,9 +391,7 @@ def test_password_in_query_parameters_is_redacted(tmp_path: Path) -> None:
 # --- the embedded database ----------------------------------------------------------------
 
 
-def test_embedded_database_created_now_is_named_and_refused_until_migrated(
-    tmp_path: Path
-) -> None:
+def test_embedded_database_created_now_is_named_and_refused_until_migrated(tmp_path: Path) -> None:
     pgdata = (tmp_path / ".engine" / "pgdata").resolve()
     try:
         first = engine_process("campaign", "list", cwd=tmp_path)
@@ -327,7 +403,8 @@ def test_embedded_database_created_now_is_named_and_refused_until_migrated(
         ]
         again = engine_process("groups", "list", cwd=tmp_path)
         assert again.stderr == (
-            f"engine: the database at {pgdata} has no tables; run `engine db migrate`\n")
+            f"engine: the database at {pgdata} has no tables; run `engine db migrate`\n"
+        )
         assert engine_process("db", "migrate", cwd=tmp_path).returncode == 0
         listed = engine_process("campaign", "list", cwd=tmp_path)
         assert (listed.returncode, listed.stderr) == (0, "")
@@ -343,11 +420,9 @@ async def test_engine_run_migrates_an_empty_database(
     await daemon.start()
     conn = await asyncpg.connect(empty_database_url)
     try:
-        await eventually(lambda: conn.fetchval(
-            "SELECT to_regclass('workers') IS NOT NULL"), 30)
+        await eventually(lambda: conn.fetchval("SELECT to_regclass('workers') IS NOT NULL"), 30)
         await eventually(lambda: conn.fetchval("SELECT count(*) > 0 FROM workers"), 30)
         assert await daemon.signal(signal.SIGTERM) == 0, daemon.stderr
         assert await conn.fetchval("SELECT count(*) FROM workers") == 1
     finally:
         await conn.close()
-

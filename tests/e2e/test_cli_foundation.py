@@ -15,8 +15,12 @@ def engine(
 ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "ENGINE_CONFIG")}
     return subprocess.run(
-        [sys.executable, "-m", "engine", *args], cwd=cwd, env={**base, **(env or {})},
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "engine", *args],
+        cwd=cwd,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

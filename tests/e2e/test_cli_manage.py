@@ -41,8 +41,12 @@ Run = Callable[..., Result]
 
 
 @pytest.fixture
-def engine(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-           capsys: pytest.CaptureFixture[str]) -> Run:
+def engine(
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> Run:
     """``engine("contacts", "list", stdin="y\\n", tty=True)``: one command's result."""
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.delenv("ENGINE_CONFIG", raising=False)
@@ -81,12 +85,19 @@ def people(engine: Run, tmp_path: Path) -> Run:
     return engine
 
 
-def write_campaign(tmp_path: Path, name: str = "promo", schedule: str = "now: true",
-                   audience: str = "groups: [all]", body: str = "Hi {{ first_name }}",
-                   extra: str = "") -> Path:
+def write_campaign(
+    tmp_path: Path,
+    name: str = "promo",
+    schedule: str = "now: true",
+    audience: str = "groups: [all]",
+    body: str = "Hi {{ first_name }}",
+    extra: str = "",
+) -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(f"name: {name}\nprovider: simulator\nschedule:\n  {schedule}\n"
-                    f"audience:\n  {audience}\nmessage:\n  body: \"{body}\"\n{extra}")
+    path.write_text(
+        f"name: {name}\nprovider: simulator\nschedule:\n  {schedule}\n"
+        f'audience:\n  {audience}\nmessage:\n  body: "{body}"\n{extra}'
+    )
     return path
 
 
@@ -114,8 +125,7 @@ def test_contacts_list_of_an_unknown_group_is_one_line(people: Run) -> None:
     assert bad.code == 1 and bad.err == "engine: --attr takes KEY=VALUE, not 'tier'\n"
 
 
-def test_contacts_show_has_fields_groups_optouts_and_messages(people: Run,
-                                                             tmp_path: Path) -> None:
+def test_contacts_show_has_fields_groups_optouts_and_messages(people: Run, tmp_path: Path) -> None:
     assert people("campaign", "apply", str(write_campaign(tmp_path))).code == 0
     assert people("campaign", "test", "promo", "--to", ANN).code == 0
     assert people("contacts", "suppress", ANN, "--reason", "asked").code == 0
@@ -134,8 +144,9 @@ def test_contacts_show_of_an_unknown_number(people: Run) -> None:
     assert result.code == 1 and result.err == "engine: no contact with number +27829999999\n"
 
 
-def test_removing_a_contact_keeps_its_messages_and_optout(people: Run, tmp_path: Path,
-                                                         database_url: str) -> None:
+def test_removing_a_contact_keeps_its_messages_and_optout(
+    people: Run, tmp_path: Path, database_url: str
+) -> None:
     people("campaign", "apply", str(write_campaign(tmp_path)))
     assert people("campaign", "test", "promo", "--to", BOB).code == 0
     people("contacts", "suppress", BOB)
@@ -148,8 +159,9 @@ def test_removing_a_contact_keeps_its_messages_and_optout(people: Run, tmp_path:
     assert people("contacts", "list", "--group", "vip").out.endswith("1 contacts\n")
 
 
-def test_contacts_are_not_removed_under_an_expanding_run(people: Run, tmp_path: Path,
-                                                        database_url: str) -> None:
+def test_contacts_are_not_removed_under_an_expanding_run(
+    people: Run, tmp_path: Path, database_url: str
+) -> None:
     people("campaign", "apply", str(write_campaign(tmp_path)))
     people("campaign", "send", "promo")
     sql(database_url, "UPDATE campaign_runs SET status = 'expanding' RETURNING id")
@@ -178,13 +190,17 @@ DESTRUCTIVE = [
 
 
 def counts(url: str) -> tuple[int, int, int]:
-    return (sql(url, "SELECT count(*) FROM contacts"), sql(url, "SELECT count(*) FROM groups"),
-            sql(url, "SELECT count(*) FROM group_members"))
+    return (
+        sql(url, "SELECT count(*) FROM contacts"),
+        sql(url, "SELECT count(*) FROM groups"),
+        sql(url, "SELECT count(*) FROM group_members"),
+    )
 
 
 @pytest.mark.parametrize("argv", DESTRUCTIVE, ids=lambda a: " ".join(a[:2]))
-def test_without_a_terminal_or_yes_nothing_is_removed(people: Run, database_url: str,
-                                                      argv: tuple[str, ...]) -> None:
+def test_without_a_terminal_or_yes_nothing_is_removed(
+    people: Run, database_url: str, argv: tuple[str, ...]
+) -> None:
     before = counts(database_url)
     result = people(*argv)
     assert result.code == 1
@@ -194,8 +210,9 @@ def test_without_a_terminal_or_yes_nothing_is_removed(people: Run, database_url:
 
 
 @pytest.mark.parametrize("argv", DESTRUCTIVE, ids=lambda a: " ".join(a[:2]))
-def test_a_terminal_is_asked_and_no_keeps_everything(people: Run, database_url: str,
-                                                     argv: tuple[str, ...]) -> None:
+def test_a_terminal_is_asked_and_no_keeps_everything(
+    people: Run, database_url: str, argv: tuple[str, ...]
+) -> None:
     before = counts(database_url)
     declined = people(*argv, stdin="n\n", tty=True)
     assert declined.code == 1 and declined.err == "engine: not confirmed; nothing changed\n"
@@ -209,8 +226,9 @@ def test_a_terminal_is_asked_and_no_keeps_everything(people: Run, database_url: 
 # --- groups ---------------------------------------------------------------------------------
 
 
-def test_remove_members_from_a_file_and_numbers(people: Run, tmp_path: Path,
-                                                database_url: str) -> None:
+def test_remove_members_from_a_file_and_numbers(
+    people: Run, tmp_path: Path, database_url: str
+) -> None:
     (tmp_path / "leave.csv").write_text(f"name;phone\nAnn;{ANN}\nX;not-a-number\n")
     result = people("groups", "remove-members", "all", "leave.csv", DEE, CY, "--yes")
     assert result.code == 0, result.err
@@ -225,20 +243,24 @@ def test_remove_members_from_a_file_and_numbers(people: Run, tmp_path: Path,
     assert unknown.code == 1 and "no group named 'nope'" in unknown.err
 
 
-def test_delete_group_warns_about_campaigns_that_use_it(people: Run, tmp_path: Path,
-                                                         database_url: str) -> None:
-    path = write_campaign(tmp_path, schedule="cron: '0 9 * * *'",
-                          audience="groups: [all]\n  exclude_groups: [vip]")
+def test_delete_group_warns_about_campaigns_that_use_it(
+    people: Run, tmp_path: Path, database_url: str
+) -> None:
+    path = write_campaign(
+        tmp_path, schedule="cron: '0 9 * * *'", audience="groups: [all]\n  exclude_groups: [vip]"
+    )
     people("campaign", "apply", str(path))
     result = people("groups", "delete", "vip", "--yes")
     assert result.code == 0, result.err
-    assert ("warning: campaign 'promo' uses group 'vip': it will no longer exclude these "
-            "contacts\n") in result.out
+    assert (
+        "warning: campaign 'promo' uses group 'vip': it will no longer exclude these contacts\n"
+    ) in result.out
     assert result.out.endswith("group 'vip' deleted (2 memberships; contacts kept)\n")
     assert sql(database_url, "SELECT count(*) FROM contacts") == 4
     again = people("groups", "delete", "vip", "--yes")
     assert again.code == 1 and again.err == (
-        "engine: no group named 'vip' (see engine groups list)\n")
+        "engine: no group named 'vip' (see engine groups list)\n"
+    )
 
 
 # --- campaign archive ------------------------------------------------------------------------
@@ -323,14 +345,18 @@ def test_preview_shows_each_locale_encoding_the_longest_and_the_skipped(
     (tmp_path / "many.csv").write_text("phone,first_name\n" + rows)
     (tmp_path / "late.csv").write_text(
         "phone,first_name,locale\n+27823000001,Zoë,\n+27823000002,Eve,es\n"
-        f"+27823000003,{'L' * 170},\n+27823000004,Sam,\n")
+        f"+27823000003,{'L' * 170},\n+27823000004,Sam,\n"
+    )
     people("contacts", "import", "many.csv", "--group", "promo")
     people("contacts", "import", "late.csv", "--group", "promo")
     people("contacts", "suppress", "+27823000004", "--reason", "stop")
     (tmp_path / "file.csv").write_text("phone\nnot-a-number\n")
     path = write_campaign(
-        tmp_path, audience="groups: [promo]\n  file: file.csv", body="Hi {{ first_name }}",
-        extra="  locales:\n    es: \"Hola {{ first_name }}\"\n")
+        tmp_path,
+        audience="groups: [promo]\n  file: file.csv",
+        body="Hi {{ first_name }}",
+        extra='  locales:\n    es: "Hola {{ first_name }}"\n',
+    )
     result = people("campaign", "preview", str(path), "--limit", "2")
     assert result.code == 0, result.err
     out = result.out

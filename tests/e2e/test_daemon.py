@@ -24,8 +24,16 @@ from tests.integration.helpers import add_contacts, campaign, numbers
 from tests.net import free_port
 
 REPO = Path(__file__).resolve().parents[2]
-SETTLED = {"sent", "delivered", "undelivered", "failed", "unknown", "expired", "cancelled",
-           "suppressed"}
+SETTLED = {
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "unknown",
+    "expired",
+    "cancelled",
+    "suppressed",
+}
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +44,8 @@ def write_config(path: Path, sim_url: str, port: int, rate: int) -> Path:
         "providers:\n  sim:\n    type: simulator\n"
         f"    base_url: {sim_url}\n    rate: {rate}\n    concurrency: 4\n"
         "    webhook_secret: s3cret-s3cret-s3cret\n"
-        "lease: 2s\nshutdown_grace: 1s\n")
+        "lease: 2s\nshutdown_grace: 1s\n"
+    )
     return path
 
 
@@ -50,8 +59,15 @@ class Engine:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "engine", *self.args, env=self.env, cwd=REPO,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            sys.executable,
+            "-m",
+            "engine",
+            *self.args,
+            env=self.env,
+            cwd=REPO,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
 
     async def signal(self, signum: int) -> int:
         assert self.proc is not None
@@ -66,9 +82,17 @@ class Engine:
 @pytest.fixture
 async def sim(tmp_path: Path) -> AsyncIterator[tuple[RunningSimulator, int]]:
     port = free_port()
-    settings = SimulatorSettings(seed=3, default=FamilySettings(
-        webhook_url=f"http://127.0.0.1:{port}/webhooks/sim", webhook_secret="s3cret-s3cret-s3cret",
-        latency=(0.005, 0.02), receipt_delay=(0.05, 0.3), duplicates=0.1, out_of_order=0.1))
+    settings = SimulatorSettings(
+        seed=3,
+        default=FamilySettings(
+            webhook_url=f"http://127.0.0.1:{port}/webhooks/sim",
+            webhook_secret="s3cret-s3cret-s3cret",
+            latency=(0.005, 0.02),
+            receipt_delay=(0.05, 0.3),
+            duplicates=0.1,
+            out_of_order=0.1,
+        ),
+    )
     async with await serve(settings, "127.0.0.1", 0) as running:
         yield running, port
 
@@ -103,8 +127,7 @@ def assert_once(sim: RunningSimulator, phones: list[str]) -> None:
 
 
 async def test_sigterm_mid_campaign_then_restart(
-    sim: tuple[RunningSimulator, int], conn: asyncpg.Connection, database_url: str,
-    tmp_path: Path
+    sim: tuple[RunningSimulator, int], conn: asyncpg.Connection, database_url: str, tmp_path: Path
 ) -> None:
     simulator, port = sim
     config = write_config(tmp_path / "engine.yaml", simulator.url, port, rate=40)
@@ -126,8 +149,7 @@ async def test_sigterm_mid_campaign_then_restart(
 
 
 async def test_kill_9_mid_campaign_then_restart(
-    sim: tuple[RunningSimulator, int], conn: asyncpg.Connection, database_url: str,
-    tmp_path: Path
+    sim: tuple[RunningSimulator, int], conn: asyncpg.Connection, database_url: str, tmp_path: Path
 ) -> None:
     simulator, port = sim
     config = write_config(tmp_path / "engine.yaml", simulator.url, port, rate=40)
@@ -148,8 +170,7 @@ async def test_kill_9_mid_campaign_then_restart(
 
 
 async def test_two_daemons_share_one_accounts_rate(
-    sim: tuple[RunningSimulator, int], conn: asyncpg.Connection, database_url: str,
-    tmp_path: Path
+    sim: tuple[RunningSimulator, int], conn: asyncpg.Connection, database_url: str, tmp_path: Path
 ) -> None:
     simulator, port = sim
     config = write_config(tmp_path / "engine.yaml", simulator.url, port, rate=20)
@@ -180,8 +201,17 @@ async def test_two_daemons_share_one_accounts_rate(
 async def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "ENGINE_CONFIG")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine", "demo", "--campaigns", str(REPO / "campaigns"),
-        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "engine",
+        "demo",
+        "--campaigns",
+        str(REPO / "campaigns"),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     text = out.decode()
     assert proc.returncode == 0, err.decode()[-2000:]
@@ -199,8 +229,17 @@ async def test_demo_outside_the_repository_says_so_before_starting_anything(
 ) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "ENGINE_CONFIG")}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine", "demo", "--campaigns", str(tmp_path / "nowhere"),
-        cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "engine",
+        "demo",
+        "--campaigns",
+        str(tmp_path / "nowhere"),
+        cwd=tmp_path,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode != 0
     assert "needs campaigns/" in err.decode()

@@ -14,8 +14,9 @@ def test_run_with_no_config_refuses_the_secret_less_simulator(
     stops with one line saying what to do, before it listens."""
     result = engine("run", cwd=tmp_path, env={"DATABASE_URL": database_url})
     assert result.returncode == 1
-    assert result.stderr.startswith("engine: providers.simulator.webhook_secret: a simulator"
-                                    " account needs one")
+    assert result.stderr.startswith(
+        "engine: providers.simulator.webhook_secret: a simulator account needs one"
+    )
     assert "engine demo" in result.stderr
     assert len(result.stderr.splitlines()) == 1
 
@@ -23,8 +24,7 @@ def test_run_with_no_config_refuses_the_secret_less_simulator(
 def test_run_with_a_secret_less_simulator_in_the_file_is_a_config_error(
     tmp_path: Path, database_url: str
 ) -> None:
-    (tmp_path / "engine.yaml").write_text("providers:\n  sim:\n    type: simulator\n"
-                                          "    rate: 10\n")
+    (tmp_path / "engine.yaml").write_text("providers:\n  sim:\n    type: simulator\n    rate: 10\n")
     result = engine("run", cwd=tmp_path, env={"DATABASE_URL": database_url})
     assert result.returncode == 1
     assert result.stderr.startswith("engine: engine.yaml:3:5: providers.sim.webhook_secret:")

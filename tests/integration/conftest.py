@@ -12,8 +12,9 @@ from tests.integration.helpers import Receiver
 
 
 @pytest.fixture
-async def start_simulator() -> AsyncIterator[Callable[[SimulatorSettings],
-                                                      Awaitable[RunningSimulator]]]:
+async def start_simulator() -> AsyncIterator[
+    Callable[[SimulatorSettings], Awaitable[RunningSimulator]]
+]:
     """``await start_simulator(settings)``: a simulator on a free local port, closed after
     the test."""
     running: list[RunningSimulator] = []

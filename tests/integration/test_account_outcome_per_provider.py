@@ -23,16 +23,20 @@ async def test_refused_credentials_and_credit_are_the_accounts_problem(
     family = FAMILY[name]
     settings = SimulatorSettings(families={family: FamilySettings(webhook_url=None)})
     async with await serve(settings, "127.0.0.1", 0) as sim:
-        config = EngineConfig.model_validate({"providers": {
-            name: {**ACCOUNTS[name], "base_url": sim.url}}})
-        adapter = adapter_for(name, config.providers[name], session,
-                              public_url="http://127.0.0.1:9")
+        config = EngineConfig.model_validate(
+            {"providers": {name: {**ACCOUNTS[name], "base_url": sim.url}}}
+        )
+        adapter = adapter_for(
+            name, config.providers[name], session, public_url="http://127.0.0.1:9"
+        )
         message = Outbound(message_id=1, to="+27821234567", body="hello")
         assert (await adapter.send([message]))[0].outcome is Outcome.ACCEPTED
         assert await adapter.check()
 
-        for switch, reason, status in (({"valid": False}, AccountReason.AUTH, 401),
-                                       ({"credit": False}, AccountReason.CREDIT, 402)):
+        for switch, reason, status in (
+            ({"valid": False}, AccountReason.AUTH, 401),
+            ({"credit": False}, AccountReason.CREDIT, 402),
+        ):
             sim.app[SWITCH].set(family, **switch)
             (result,) = await adapter.send([Outbound(2, "+27821234568", "hello")])
             assert (result.outcome, result.reason) == (Outcome.ACCOUNT, reason)

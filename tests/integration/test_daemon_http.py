@@ -20,26 +20,34 @@ from tests.integration.helpers import add_contacts, campaign, numbers
 from tests.net import free_port
 
 
-async def running_daemon(conn: asyncpg.Connection, database_url: str,
-                         **webhooks: Any) -> AsyncIterator[tuple[Daemon, str]]:
+async def running_daemon(
+    conn: asyncpg.Connection, database_url: str, **webhooks: Any
+) -> AsyncIterator[tuple[Daemon, str]]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     family = FamilySettings(webhook_url=f"{url}/webhooks/sim", webhook_secret="s")
     async with await serve(SimulatorSettings(default=family), "127.0.0.1", 0) as sim:
-        config = EngineConfig.model_validate({
-            "webhooks": {"listen": f"127.0.0.1:{port}", "public_url": url, **webhooks},
-            "providers": {"sim": {"type": "simulator", "base_url": sim.url,
-                                  "webhook_secret": "s"}}})
+        config = EngineConfig.model_validate(
+            {
+                "webhooks": {"listen": f"127.0.0.1:{port}", "public_url": url, **webhooks},
+                "providers": {
+                    "sim": {"type": "simulator", "base_url": sim.url, "webhook_secret": "s"}
+                },
+            }
+        )
         await add_contacts(conn, [{"phone": p} for p in numbers(10)])
-        await campaigns.apply_campaign(conn, campaign(provider="sim"), Path("t.yaml"), config,
-                                       now=datetime.now(UTC))
+        await campaigns.apply_campaign(
+            conn, campaign(provider="sim"), Path("t.yaml"), config, now=datetime.now(UTC)
+        )
         stop = asyncio.Event()
         daemon = Daemon(config, database_url, poll_interval=0.2)
         task = asyncio.create_task(daemon.run(stop))
         try:
             for _ in range(100):
-                done = await conn.fetchval("SELECT count(*) FROM messages WHERE status IN"
-                                           " ('delivered', 'undelivered', 'failed')")
+                done = await conn.fetchval(
+                    "SELECT count(*) FROM messages WHERE status IN"
+                    " ('delivered', 'undelivered', 'failed')"
+                )
                 if done == 10:
                     break
                 await asyncio.sleep(0.1)
@@ -53,8 +61,7 @@ TOKEN = "reports-token-0123456789"
 
 
 @pytest.fixture
-async def daemon(conn: asyncpg.Connection, database_url: str
-                 ) -> AsyncIterator[tuple[Daemon, str]]:
+async def daemon(conn: asyncpg.Connection, database_url: str) -> AsyncIterator[tuple[Daemon, str]]:
     async for found in running_daemon(conn, database_url, reports_token=TOKEN):
         yield found
 
@@ -85,8 +92,9 @@ async def test_reports_need_the_token_when_one_is_set(
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{url}/reports/promo") as resp:
                 assert resp.status == 401
-            async with session.get(f"{url}/reports/promo",
-                                   headers={"Authorization": "Bearer t0ken"}) as resp:
+            async with session.get(
+                f"{url}/reports/promo", headers={"Authorization": "Bearer t0ken"}
+            ) as resp:
                 assert resp.status == 200
 
 
@@ -100,8 +108,9 @@ async def test_reports_are_closed_by_default_even_to_loopback(
         async with aiohttp.ClientSession() as session:
             async with session.get(f"{url}/reports/promo") as resp:
                 assert resp.status == 401
-            async with session.get(f"{url}/reports/promo",
-                                   headers={"X-Forwarded-For": "127.0.0.1"}) as resp:
+            async with session.get(
+                f"{url}/reports/promo", headers={"X-Forwarded-For": "127.0.0.1"}
+            ) as resp:
                 assert resp.status == 401
 
 
@@ -117,9 +126,15 @@ async def test_a_reports_token_that_is_not_text_is_refused(
     conn: asyncpg.Connection, database_url: str
 ) -> None:
     async for _, url in running_daemon(conn, database_url, reports_token=TOKEN):
-        assert await raw_status(url, b"GET /reports/promo HTTP/1.1\r\nHost: x\r\n"
-                                     b"Authorization: Bearer \xff\xfe\r\n"
-                                     b"Connection: close\r\n\r\n") == 401
+        assert (
+            await raw_status(
+                url,
+                b"GET /reports/promo HTTP/1.1\r\nHost: x\r\n"
+                b"Authorization: Bearer \xff\xfe\r\n"
+                b"Connection: close\r\n\r\n",
+            )
+            == 401
+        )
 
 
 async def raw_status(url: str, request: bytes) -> int:

@@ -380,8 +380,9 @@ async def test_results_are_recorded_while_the_rest_of_the_batch_is_sending(
     async with await simulator(latency=0.1) as sim:
         config = config_for(sim, concurrency=1)  # 20 requests one after another: 2 s
         run_id, _ = await setup_run(conn, pool, config, 20)
-        drain = asyncio.create_task(Dispatcher(pool, config, "d1", adapters(config, session))
-                                    .drain())
+        drain = asyncio.create_task(
+            Dispatcher(pool, config, "d1", adapters(config, session)).drain()
+        )
         seen = []
         while not drain.done():
             seen.append(await statuses(conn, run_id))
@@ -417,12 +418,17 @@ async def test_a_lane_holds_at_most_a_second_of_sending_claimed(
     async with await simulator(latency=0.05) as sim:
         config = config_for(sim, bulk=True, batch_size=100, rate=100)
         run_id, phones = await setup_run(conn, pool, config, 300)
-        drain = asyncio.create_task(Dispatcher(pool, config, "d1", adapters(config, session))
-                                    .drain())
+        drain = asyncio.create_task(
+            Dispatcher(pool, config, "d1", adapters(config, session)).drain()
+        )
         peak = 0
         while not drain.done():
-            peak = max(peak, await conn.fetchval(
-                "SELECT count(*) FROM messages WHERE run_id = $1 AND status = 'sending'", run_id))
+            peak = max(
+                peak,
+                await conn.fetchval(
+                    "SELECT count(*) FROM messages WHERE run_id = $1 AND status = 'sending'", run_id
+                ),
+            )
             await asyncio.sleep(0.02)
         await drain
         assert 0 < peak <= 100

@@ -338,42 +338,68 @@ async def test_account_balance_is_a_second_budget(
 
     await add_contacts(conn, [{"phone": p} for p in numbers(5)])
     async with await serve(SimulatorSettings(credit_balance=Decimal(4)), "127.0.0.1", 0) as sim:
-        config = EngineConfig.model_validate({"providers": {"zc": {
-            "type": "zoomconnect", "base_url": sim.url, "email": "a@b.c", "token": "t"}}})
+        config = EngineConfig.model_validate(
+            {
+                "providers": {
+                    "zc": {
+                        "type": "zoomconnect",
+                        "base_url": sim.url,
+                        "email": "a@b.c",
+                        "token": "t",
+                    }
+                }
+            }
+        )
         async with aiohttp.ClientSession() as session:
             adapter = adapter_for("zc", config.providers["zc"], session)
             run_id = await fire(conn, campaign(provider="zc"))
-            result = await Expander(pool, config, "w1", balance=lambda _: adapter.balance()
-                                    ).run_once()
+            result = await Expander(
+                pool, config, "w1", balance=lambda _: adapter.balance()
+            ).run_once()
     assert result is not None
     assert result.status is RunStatus.OVER_BUDGET
-    assert result.reason == ("estimated cost 5 credits exceeds the balance of 4 credits"
-                             " on account zc")
-    assert await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1",
-                               run_id) == "over_budget"
+    assert result.reason == (
+        "estimated cost 5 credits exceeds the balance of 4 credits on account zc"
+    )
+    assert (
+        await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1", run_id)
+        == "over_budget"
+    )
 
 
 def test_copy_line_is_the_row_as_copy_text_for_every_kind_of_recipient() -> None:
     """The hot path's cached COPY tails must say exactly what the row says."""
     config = EngineConfig.model_validate({"pricing": {"prefixes": {"27": "0.5"}}})
-    spec = campaign(message={"body": "Hi {{ first_name }}\t{{ tier }}", "max_segments": 1},
-                    schedule={"now": True, "quiet_hours": "21:00-08:00"})
+    spec = campaign(
+        message={"body": "Hi {{ first_name }}\t{{ tier }}", "max_segments": 1},
+        schedule={"now": True, "quiet_hours": "21:00-08:00"},
+    )
     plan = message_rows.plan_run(7, spec, config)
     timing = SendTiming(spec, datetime(2026, 1, 5, 12, tzinfo=UTC))
 
     def rec(i: int, phone: str, **fields: Any) -> dict[str, Any]:
-        return {"id": i, "phone": phone, "first_name": "Ann", "last_name": None, "locale": None,
-                "timezone": None, "attributes": {"tier": "gold"}, "excluded": False,
-                "suppressed": False, "recent": 0, **fields}
+        return {
+            "id": i,
+            "phone": phone,
+            "first_name": "Ann",
+            "last_name": None,
+            "locale": None,
+            "timezone": None,
+            "attributes": {"tier": "gold"},
+            "excluded": False,
+            "suppressed": False,
+            "recent": 0,
+            **fields,
+        }
 
     recipients = [
-        rec(1, "+27821234567"),                                # queued, priced, SA time zone
-        rec(2, "+27821234568", timezone="America/New_York"),   # same text, another zone
-        rec(3, "+27821234569"),                                # same tail as 1
-        rec(4, "+4915112345678"),                              # no price for +49
+        rec(1, "+27821234567"),  # queued, priced, SA time zone
+        rec(2, "+27821234568", timezone="America/New_York"),  # same text, another zone
+        rec(3, "+27821234569"),  # same tail as 1
+        rec(4, "+4915112345678"),  # no price for +49
         rec(5, "+27821234570", suppressed=True),
-        rec(6, "+27821234571", recent=3),                      # over the cap of 2
-        rec(7, "+27821234572", first_name="x" * 200),          # too long for 1 segment
+        rec(6, "+27821234571", recent=3),  # over the cap of 2
+        rec(7, "+27821234572", first_name="x" * 200),  # too long for 1 segment
     ]
     copy = message_rows.CopyText()
     lines = []
@@ -385,7 +411,14 @@ def test_copy_line_is_the_row_as_copy_text_for_every_kind_of_recipient() -> None
         lines.append(line.split("\t"))
     status = message_rows.COPY_COLUMNS.index("status")
     assert [fields[status] for fields in lines] == [
-        "queued", "queued", "queued", "failed", "suppressed", "frequency_capped", "too_long"]
+        "queued",
+        "queued",
+        "queued",
+        "failed",
+        "suppressed",
+        "frequency_capped",
+        "too_long",
+    ]
     at = message_rows.COPY_COLUMNS.index("next_attempt_at")
     assert lines[0][at] == lines[2][at] != lines[1][at]  # quiet hours read in each zone
     assert "Hi Ann\\tgold" in lines[0]  # a tab in the text is escaped, not a new column
@@ -404,11 +437,16 @@ async def test_a_render_postgresql_cannot_store_fails_that_recipient_only(
     assert result is not None
     assert result.status is RunStatus.SENDING
     assert await statuses(conn, run_id) == {
-        phones[0]: "queued", phones[1]: "render_error", phones[2]: "queued"}
+        phones[0]: "queued",
+        phones[1]: "render_error",
+        phones[2]: "queued",
+    }
     detail = await conn.fetchval(
-        "SELECT error_detail FROM messages WHERE phone = $1 AND run_id = $2", phones[1], run_id)
-    assert detail == ("the message holds a character that cannot be stored "
-                      "(NUL or an unpaired surrogate)")
+        "SELECT error_detail FROM messages WHERE phone = $1 AND run_id = $2", phones[1], run_id
+    )
+    assert detail == (
+        "the message holds a character that cannot be stored (NUL or an unpaired surrogate)"
+    )
 
 
 async def test_a_render_past_the_template_limits_fails_that_recipient_only(
@@ -422,9 +460,13 @@ async def test_a_render_past_the_template_limits_fails_that_recipient_only(
     assert result is not None
     assert result.status is RunStatus.SENDING
     assert await statuses(conn, run_id) == {
-        phones[0]: "queued", phones[1]: "render_error", phones[2]: "queued"}
+        phones[0]: "queued",
+        phones[1]: "render_error",
+        phones[2]: "queued",
+    }
     detail = await conn.fetchval(
-        "SELECT error_detail FROM messages WHERE phone = $1 AND run_id = $2", phones[1], run_id)
+        "SELECT error_detail FROM messages WHERE phone = $1 AND run_id = $2", phones[1], run_id
+    )
     assert detail == "a value would be longer than the limit of 100000 characters"
 
 
@@ -441,9 +483,18 @@ async def test_a_batch_is_rendered_off_the_event_loop_and_stops_when_cancelled()
     plan = message_rows.plan_run(7, spec, EngineConfig())
     timing = SendTiming(spec, datetime(2026, 1, 5, 12, tzinfo=UTC))
     records: Any = [
-        {"id": i, "phone": phone, "first_name": None, "last_name": None, "locale": None,
-         "timezone": None, "attributes": {"spy": Spy()}, "excluded": False,
-         "suppressed": False, "recent": 0}
+        {
+            "id": i,
+            "phone": phone,
+            "first_name": None,
+            "last_name": None,
+            "locale": None,
+            "timezone": None,
+            "attributes": {"spy": Spy()},
+            "excluded": False,
+            "suppressed": False,
+            "recent": 0,
+        }
         for i, phone in enumerate(numbers(3))
     ]
     lines = await expander._lines_off_loop(plan, records, timing, None)

@@ -76,8 +76,13 @@ async def test_misnamed_migration_file_is_an_error(tmp_path: Path) -> None:
 
 async def _run_engine(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "engine", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "engine",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await proc.communicate()
     assert proc.returncode is not None
@@ -87,9 +92,7 @@ async def _run_engine(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
 async def test_two_concurrent_migrate_processes(empty_database_url: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "ENGINE_CONFIG"}
     env["DATABASE_URL"] = empty_database_url
-    results = await asyncio.gather(
-        *(_run_engine("db", "migrate", env=env) for _ in range(2))
-    )
+    results = await asyncio.gather(*(_run_engine("db", "migrate", env=env) for _ in range(2)))
     assert [code for code, _, _ in results] == [0, 0], results
     outputs = sorted(out for _, out, _ in results)
     assert outputs[0].startswith("applied 0001_schema")
@@ -104,8 +107,11 @@ async def test_two_concurrent_migrate_processes(empty_database_url: str, tmp_pat
 
 @pytest.mark.parametrize(
     ("pg_type", "enum"),
-    [("message_status", MessageStatus), ("run_status", RunStatus),
-     ("campaign_status", CampaignStatus)],
+    [
+        ("message_status", MessageStatus),
+        ("run_status", RunStatus),
+        ("campaign_status", CampaignStatus),
+    ],
 )
 async def test_database_enums_equal_python_enums(
     conn: asyncpg.Connection, pg_type: str, enum: type

@@ -71,32 +71,52 @@ def scans(node: dict[str, Any]) -> Iterator[tuple[str, str | None, str | None]]:
 
 def message_scans(explained: dict[str, Any]) -> set[tuple[str, str | None]]:
     """How the plan reads the messages table: (node type, index) of each scan of it."""
-    return {(kind, index) for kind, relation, index in scans(explained["Plan"])
-            if relation == "messages" and "Scan" in kind}
+    return {
+        (kind, index)
+        for kind, relation, index in scans(explained["Plan"])
+        if relation == "messages" and "Scan" in kind
+    }
 
 
-async def test_claim_reads_the_runs_queue_through_its_index(
-        busy: asyncpg.Connection) -> None:
+async def test_claim_reads_the_runs_queue_through_its_index(busy: asyncpg.Connection) -> None:
     """claim_messages finds a run's due messages by messages_run_claim, not by a scan."""
     run_id = await busy.fetchval("SELECT min(id) FROM campaign_runs")
-    explained = await plan(busy, "claim_messages", run_id, 100, "worker-1",
-                           datetime.now(UTC) + timedelta(minutes=1), False)
+    explained = await plan(
+        busy,
+        "claim_messages",
+        run_id,
+        100,
+        "worker-1",
+        datetime.now(UTC) + timedelta(minutes=1),
+        False,
+    )
     used = message_scans(explained)
     assert ("Index Scan", "messages_run_claim") in used, used
     assert not any(kind == "Seq Scan" for kind, _ in used), used
 
 
-async def test_receipt_apply_updates_messages_by_their_key(
-        busy: asyncpg.Connection) -> None:
+async def test_receipt_apply_updates_messages_by_their_key(busy: asyncpg.Connection) -> None:
     """apply_receipts reaches each message of a batch by messages_pkey, not by a scan."""
     ids = await busy.fetchval(
         "SELECT array_agg(id) FROM (SELECT id FROM messages WHERE status = 'delivered'"
-        " ORDER BY id LIMIT 100) m")
+        " ORDER BY id LIMIT 100) m"
+    )
     now = datetime.now(UTC)
     n = len(ids)
-    explained = await plan(busy, "apply_receipts", ids, ["delivered"] * n, ["read"] * n,
-                           [now] * n, [now] * n, [now] * n, [None] * n, [None] * n,
-                           [None] * n, [None] * n)
+    explained = await plan(
+        busy,
+        "apply_receipts",
+        ids,
+        ["delivered"] * n,
+        ["read"] * n,
+        [now] * n,
+        [now] * n,
+        [now] * n,
+        [None] * n,
+        [None] * n,
+        [None] * n,
+        [None] * n,
+    )
     used = message_scans(explained)
     assert ("Index Scan", "messages_pkey") in used, used
     assert not any(kind == "Seq Scan" for kind, _ in used), used

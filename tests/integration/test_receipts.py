@@ -46,31 +46,58 @@ REPO = Path(__file__).resolve().parents[2]
 # --- messages written directly ------------------------------------------------------------
 
 
-async def make_run(conn: asyncpg.Connection, *messages: dict[str, Any],
-                   counts: dict[str, int] | None = None) -> tuple[int, list[int]]:
+async def make_run(
+    conn: asyncpg.Connection, *messages: dict[str, Any], counts: dict[str, int] | None = None
+) -> tuple[int, list[int]]:
     """A sending run with these messages (defaults: account sim, sent, provider id p<n>)."""
     cid = await conn.fetchval(
         "INSERT INTO campaigns (name, spec, spec_hash) VALUES ('c' || gen_random_uuid(),"
-        " '{}', 'h') RETURNING id")
+        " '{}', 'h') RETURNING id"
+    )
     run_id = await conn.fetchval(
         "INSERT INTO campaign_runs (campaign_id, scheduled_for, status, spec, counts)"
-        " VALUES ($1, now(), 'sending', '{}', $2) RETURNING id", cid, counts or {})
+        " VALUES ($1, now(), 'sending', '{}', $2) RETURNING id",
+        cid,
+        counts or {},
+    )
     ids = []
     for n, message in enumerate(messages, 1):
-        row = {"account": "sim", "status": "sent", "provider_message_id": f"p{n}",
-               "sent_at": datetime.now(UTC) - timedelta(seconds=5), "segments": 1,
-               "phone": f"+2782{run_id:03d}{n:04d}", **message}
-        ids.append(await conn.fetchval(
-            "INSERT INTO messages (run_id, phone, account, status, provider_message_id,"
-            " sent_at, segments, worker, error_code) VALUES ($1, $2, $3, $4::message_status,"
-            " $5, $6, $7, $8, $9) RETURNING id",
-            run_id, row["phone"], row["account"], row["status"], row["provider_message_id"],
-            row["sent_at"], row["segments"], row.get("worker"), row.get("error_code")))
+        row = {
+            "account": "sim",
+            "status": "sent",
+            "provider_message_id": f"p{n}",
+            "sent_at": datetime.now(UTC) - timedelta(seconds=5),
+            "segments": 1,
+            "phone": f"+2782{run_id:03d}{n:04d}",
+            **message,
+        }
+        ids.append(
+            await conn.fetchval(
+                "INSERT INTO messages (run_id, phone, account, status, provider_message_id,"
+                " sent_at, segments, worker, error_code) VALUES ($1, $2, $3, $4::message_status,"
+                " $5, $6, $7, $8, $9) RETURNING id",
+                run_id,
+                row["phone"],
+                row["account"],
+                row["status"],
+                row["provider_message_id"],
+                row["sent_at"],
+                row["segments"],
+                row.get("worker"),
+                row.get("error_code"),
+            )
+        )
     return run_id, ids
 
 
-def receipt(pid: str | None, status: S | None, *, mid: int | None = None,
-            word: str | None = None, **extra: Any) -> Receipt:
+def receipt(
+    pid: str | None,
+    status: S | None,
+    *,
+    mid: int | None = None,
+    word: str | None = None,
+    **extra: Any,
+) -> Receipt:
     return Receipt(pid, mid, status, word or (status.value if status else "?"), **extra)
 
 
@@ -84,14 +111,17 @@ async def add(conn: asyncpg.Connection, *receipts: Receipt, account: str = "sim"
 async def message(conn: asyncpg.Connection, mid: int) -> asyncpg.Record:
     return await conn.fetchrow(
         "SELECT status::text, provider_message_id, sent_at, delivered_at, read_at, failed_at,"
-        " error_code, error_detail FROM messages WHERE id = $1", mid)
+        " error_code, error_detail FROM messages WHERE id = $1",
+        mid,
+    )
 
 
 async def outcomes(conn: asyncpg.Connection) -> list[tuple[ReceiptOutcome | None, bool]]:
     """(outcome, applied) of every receipt, in arrival order; an outcome the enum does not
     know fails here."""
-    rows = await conn.fetch("SELECT outcome, applied_at IS NOT NULL AS applied FROM receipts"
-                            " ORDER BY id")
+    rows = await conn.fetch(
+        "SELECT outcome, applied_at IS NOT NULL AS applied FROM receipts ORDER BY id"
+    )
     return [(r["outcome"] and ReceiptOutcome(r["outcome"]), r["applied"]) for r in rows]
 
 
@@ -100,11 +130,25 @@ async def outcomes(conn: asyncpg.Connection) -> list[tuple[ReceiptOutcome | None
 
 @pytest.mark.parametrize(
     ("text", "action"),
-    [("STOP", "opt_out"), (" stop \n", "opt_out"), ("Stop!", "opt_out"), ("quit.", "opt_out"),
-     ("STOPALL", "opt_out"), ("unsubscribe", "opt_out"), ("Cancel", "opt_out"),
-     ("end", "opt_out"), ("START", "opt_in"), ("unstop", "opt_in"), ("OptIn", "opt_in"),
-     ("help", "help"), ("INFO", "help"), ("please stop", None), ("STOP NOW", None),
-     ("stopp", None), ("", None)],
+    [
+        ("STOP", "opt_out"),
+        (" stop \n", "opt_out"),
+        ("Stop!", "opt_out"),
+        ("quit.", "opt_out"),
+        ("STOPALL", "opt_out"),
+        ("unsubscribe", "opt_out"),
+        ("Cancel", "opt_out"),
+        ("end", "opt_out"),
+        ("START", "opt_in"),
+        ("unstop", "opt_in"),
+        ("OptIn", "opt_in"),
+        ("help", "help"),
+        ("INFO", "help"),
+        ("please stop", None),
+        ("STOP NOW", None),
+        ("stopp", None),
+        ("", None),
+    ],
 )
 def test_keywords(text: str, action: str | None) -> None:
     assert Keywords().action(text) == action
@@ -129,15 +173,21 @@ async def test_status_only_moves_forward(conn: asyncpg.Connection, pool: asyncpg
     read = await message(conn, mid)
     assert read["status"] == "read" and read["read_at"] is not None
     assert read["delivered_at"] == delivered["delivered_at"]
-    assert await outcomes(conn) == [("applied", True), ("stale", True), ("stale", True),
-                                    ("applied", True)]
+    assert await outcomes(conn) == [
+        ("applied", True),
+        ("stale", True),
+        ("stale", True),
+        ("applied", True),
+    ]
     assert reconciler.outcomes["sim", "applied"] == 2
 
 
 async def test_duplicates_change_nothing(conn: asyncpg.Connection, pool: asyncpg.Pool) -> None:
     _, (mid,) = await make_run(conn, {})
-    await add(conn, receipt("p1", S.UNDELIVERED, event_id="e1", error_code="005",
-                            error_detail="unreachable"))
+    await add(
+        conn,
+        receipt("p1", S.UNDELIVERED, event_id="e1", error_code="005", error_detail="unreachable"),
+    )
     await add(conn, receipt("p1", S.UNDELIVERED, event_id="e1"))  # a retried webhook
     assert await conn.fetchval("SELECT count(*) FROM receipts") == 1
     await Reconciler(pool).apply_pending()
@@ -146,7 +196,10 @@ async def test_duplicates_change_nothing(conn: asyncpg.Connection, pool: asyncpg
     await Reconciler(pool).apply_pending()
     assert await message(conn, mid) == first
     assert (first["status"], first["error_code"], first["error_detail"]) == (
-        "undelivered", "005", "unreachable")
+        "undelivered",
+        "005",
+        "unreachable",
+    )
     assert await outcomes(conn) == [("applied", True), ("duplicate", True)]
 
 
@@ -154,36 +207,62 @@ async def test_out_of_order_in_one_batch_furthest_wins(
     conn: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
     _, (a, b) = await make_run(conn, {}, {})
-    await add(conn, receipt("p1", S.READ), receipt("p1", S.SENT), receipt("p1", S.DELIVERED),
-              receipt("p2", S.DELIVERED), receipt("p2", S.FAILED))
+    await add(
+        conn,
+        receipt("p1", S.READ),
+        receipt("p1", S.SENT),
+        receipt("p1", S.DELIVERED),
+        receipt("p2", S.DELIVERED),
+        receipt("p2", S.FAILED),
+    )
     assert await Reconciler(pool).apply_pending() == 5
     first = await message(conn, a)
     assert first["status"] == "read"
     assert first["delivered_at"] is not None and first["read_at"] is not None
     # two final words: the first to arrive stands, the other is kept as stale
     assert (await message(conn, b))["status"] == "delivered"
-    assert await outcomes(conn) == [("applied", True), ("duplicate", True), ("applied", True),
-                                    ("applied", True), ("stale", True)]
+    assert await outcomes(conn) == [
+        ("applied", True),
+        ("duplicate", True),
+        ("applied", True),
+        ("applied", True),
+        ("stale", True),
+    ]
 
 
 async def test_receipt_before_the_send_result_waits_for_it(
     conn: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
     _, (by_ours, by_theirs) = await make_run(
-        conn, {"status": "sending", "provider_message_id": None, "worker": "w1"},
-        {"status": "sending", "provider_message_id": None, "worker": "w1"})
+        conn,
+        {"status": "sending", "provider_message_id": None, "worker": "w1"},
+        {"status": "sending", "provider_message_id": None, "worker": "w1"},
+    )
     reconciler = Reconciler(pool, retry_after=timedelta(0))
-    await add(conn, receipt("early-1", S.DELIVERED, mid=by_ours),  # our id echoed
-              receipt("early-2", S.FAILED, error_code="blocked"))  # the provider's id only
+    await add(
+        conn,
+        receipt("early-1", S.DELIVERED, mid=by_ours),  # our id echoed
+        receipt("early-2", S.FAILED, error_code="blocked"),
+    )  # the provider's id only
     assert await reconciler.apply_pending() == 0
     rows = await conn.fetch("SELECT outcome, applied_at, tries FROM receipts ORDER BY id")
     assert [(r["outcome"], r["applied_at"], r["tries"]) for r in rows] == [
-        ("waiting_for_send", None, 0), ("not_found", None, 1)]
+        ("waiting_for_send", None, 0),
+        ("not_found", None, 1),
+    ]
     assert await reconciler.apply_pending() == 0  # still not sent: still pending, not dropped
     # the dispatcher's result lands
-    await conn.execute(QUERIES["record_results"], [by_ours, by_theirs], ["sent", "sent"],
-                       ["early-1", "early-2"], [None, None], [None, None], [None, None],
-                       [0, 0], "w1")
+    await conn.execute(
+        QUERIES["record_results"],
+        [by_ours, by_theirs],
+        ["sent", "sent"],
+        ["early-1", "early-2"],
+        [None, None],
+        [None, None],
+        [None, None],
+        [0, 0],
+        "w1",
+    )
     assert await reconciler.apply_pending() == 2
     assert (await message(conn, by_ours))["status"] == "delivered"
     failed = await message(conn, by_theirs)
@@ -210,21 +289,34 @@ async def test_part_receipts_deliver_a_long_message_when_every_part_is(
 ) -> None:
     _, (long, failing) = await make_run(conn, {"segments": 3}, {"segments": 2})
     reconciler = Reconciler(pool)
-    await add(conn, receipt("p1", S.DELIVERED, part=1), receipt("p1", S.DELIVERED, part=2),
-              receipt("p2", S.DELIVERED, part=1))
+    await add(
+        conn,
+        receipt("p1", S.DELIVERED, part=1),
+        receipt("p1", S.DELIVERED, part=2),
+        receipt("p2", S.DELIVERED, part=1),
+    )
     await reconciler.apply_pending()
     assert (await message(conn, long))["status"] == "sent"
     await add(conn, receipt("p1", S.DELIVERED, part=2))  # a repeat does not count twice
     await reconciler.apply_pending()
     assert (await message(conn, long))["status"] == "sent"
-    await add(conn, receipt("p1", S.DELIVERED, part=3),
-              receipt("p2", S.UNDELIVERED, part=2, error_code="005"))
+    await add(
+        conn,
+        receipt("p1", S.DELIVERED, part=3),
+        receipt("p2", S.UNDELIVERED, part=2, error_code="005"),
+    )
     await reconciler.apply_pending()
     assert (await message(conn, long))["status"] == "delivered"
     undelivered = await message(conn, failing)
     assert (undelivered["status"], undelivered["error_code"]) == ("undelivered", "005")
     assert [o for o, _ in await outcomes(conn)] == [
-        "partial", "partial", "partial", "partial", "applied", "applied"]
+        "partial",
+        "partial",
+        "partial",
+        "partial",
+        "applied",
+        "applied",
+    ]
 
 
 async def test_unknown_provider_status_is_kept_and_changes_nothing(
@@ -242,13 +334,22 @@ async def test_a_final_receipt_settles_unknown_and_expired(
     conn: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
     _, (unknown, expired, cancelled) = await make_run(
-        conn, {"status": "unknown", "provider_message_id": None, "sent_at": None,
-               "error_code": "timeout"},
+        conn,
+        {
+            "status": "unknown",
+            "provider_message_id": None,
+            "sent_at": None,
+            "error_code": "timeout",
+        },
         {"status": "expired", "provider_message_id": None},
-        {"status": "cancelled", "provider_message_id": None})
-    await add(conn, receipt("late-1", S.DELIVERED, mid=unknown),
-              receipt("late-2", S.SENT, mid=expired),
-              receipt("late-3", S.DELIVERED, mid=cancelled))
+        {"status": "cancelled", "provider_message_id": None},
+    )
+    await add(
+        conn,
+        receipt("late-1", S.DELIVERED, mid=unknown),
+        receipt("late-2", S.SENT, mid=expired),
+        receipt("late-3", S.DELIVERED, mid=cancelled),
+    )
     await Reconciler(pool).apply_pending()
     settled = await message(conn, unknown)
     assert settled["status"] == "delivered"
@@ -278,12 +379,23 @@ async def test_every_outcome_the_database_stores_is_a_receipt_outcome(
     # receipts.outcome is a text column: these are the values the engine's SQL and the
     # reconciler store in it, each reached once, and they are exactly the enum's
     _, (_, _, queued, _) = await make_run(
-        conn, {}, {"status": "cancelled"}, {"status": "queued", "provider_message_id": None},
-        {"segments": 2})
-    await add(conn, receipt("p1", S.DELIVERED), receipt("p1", S.SENT), receipt("p2", S.READ),
-              receipt("p3", S.DELIVERED, mid=queued), receipt("nobody", S.DELIVERED),
-              receipt("p1", None, word="TELEPORTED"), receipt("p4", S.DELIVERED, part=1),
-              receipt("p1", None, word="??", rejected="unreadable"))
+        conn,
+        {},
+        {"status": "cancelled"},
+        {"status": "queued", "provider_message_id": None},
+        {"segments": 2},
+    )
+    await add(
+        conn,
+        receipt("p1", S.DELIVERED),
+        receipt("p1", S.SENT),
+        receipt("p2", S.READ),
+        receipt("p3", S.DELIVERED, mid=queued),
+        receipt("nobody", S.DELIVERED),
+        receipt("p1", None, word="TELEPORTED"),
+        receipt("p4", S.DELIVERED, part=1),
+        receipt("p1", None, word="??", rejected="unreadable"),
+    )
     await Reconciler(pool).apply_pending()
     await add(conn, receipt("p1", S.DELIVERED), receipt("p1", S.SENT))
     await Reconciler(pool).apply_pending()
@@ -301,11 +413,19 @@ async def test_concurrent_reconcilers_apply_each_receipt_once(
     await make_run(conn, *({} for _ in range(300)))
     for n in range(1, 301):  # out of order, and repeated, spread over many batches
         if n % 2:
-            await add(conn, receipt(f"p{n}", S.READ), receipt(f"p{n}", S.SENT),
-                      receipt(f"p{n}", S.DELIVERED))
+            await add(
+                conn,
+                receipt(f"p{n}", S.READ),
+                receipt(f"p{n}", S.SENT),
+                receipt(f"p{n}", S.DELIVERED),
+            )
         else:
-            await add(conn, receipt(f"p{n}", S.SENT), receipt(f"p{n}", S.UNDELIVERED),
-                      receipt(f"p{n}", S.UNDELIVERED))
+            await add(
+                conn,
+                receipt(f"p{n}", S.SENT),
+                receipt(f"p{n}", S.UNDELIVERED),
+                receipt(f"p{n}", S.UNDELIVERED),
+            )
     from engine import db
 
     async with db.pool(database_url, min_size=3, max_size=3) as pool:
@@ -322,24 +442,36 @@ async def test_concurrent_reconcilers_apply_each_receipt_once(
 
 
 async def test_run_completes_when_every_message_is_final(conn: asyncpg.Connection) -> None:
-    done, _ = await make_run(conn, {"status": "delivered"}, {"status": "failed"},
-                             {"status": "suppressed", "provider_message_id": None},
-                             counts={"queued": 2, "duplicate": 4})
-    waiting, _ = await make_run(conn, {"status": "delivered", "provider_message_id": "w1"},
-                                {"status": "sent", "provider_message_id": "w2"})
+    done, _ = await make_run(
+        conn,
+        {"status": "delivered"},
+        {"status": "failed"},
+        {"status": "suppressed", "provider_message_id": None},
+        counts={"queued": 2, "duplicate": 4},
+    )
+    waiting, _ = await make_run(
+        conn,
+        {"status": "delivered", "provider_message_id": "w1"},
+        {"status": "sent", "provider_message_id": "w2"},
+    )
     sending, _ = await make_run(conn, {"status": "queued", "provider_message_id": None})
     window = timedelta(hours=72)
     assert await complete_runs(conn, window) == 1
-    run = await conn.fetchrow("SELECT status::text, counts, finished_at FROM campaign_runs"
-                              " WHERE id = $1", done)
+    run = await conn.fetchrow(
+        "SELECT status::text, counts, finished_at FROM campaign_runs WHERE id = $1", done
+    )
     assert run["status"] == "completed" and run["finished_at"] is not None
     assert run["counts"] == {"delivered": 1, "failed": 1, "suppressed": 1, "duplicate": 4}
     # sent with the receipt window elapsed: nothing more to learn
     assert await complete_runs(conn, timedelta(seconds=1)) == 1
-    assert await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1",
-                               waiting) == "completed"
-    assert await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1",
-                               sending) == "sending"
+    assert (
+        await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1", waiting)
+        == "completed"
+    )
+    assert (
+        await conn.fetchval("SELECT status::text FROM campaign_runs WHERE id = $1", sending)
+        == "sending"
+    )
 
 
 # --- flows through the simulator ----------------------------------------------------------
@@ -361,8 +493,9 @@ class Stack:
 
     async def inbound(self, family: str, phone: str, text: str) -> None:
         """A recipient replies; the provider posts it to our webhook."""
-        async with self.server.session.post(f"{self.sim.url}/sim/inbound/{family}",
-                                            json={"from": phone, "text": text}) as resp:
+        async with self.server.session.post(
+            f"{self.sim.url}/sim/inbound/{family}", json={"from": phone, "text": text}
+        ) as resp:
             assert resp.status == 202
         await self.sim.receipts_done()
 
@@ -386,22 +519,51 @@ async def start(pool: asyncpg.Pool) -> AsyncIterator[Callable[..., Awaitable[Sta
             await web.TCPSite(runner, "127.0.0.1", 0).start()
             host, port = runner.addresses[0][:2]
             url = f"http://{host}:{port}"
-            settings = SimulatorSettings(seed=11, families={
-                family: FamilySettings.model_validate({
-                    "webhook_url": f"{url}/webhooks/{FAMILY_ACCOUNTS[family]}",
-                    "webhook_secret": SECRET, **options})
-                for family, options in families.items()})
+            settings = SimulatorSettings(
+                seed=11,
+                families={
+                    family: FamilySettings.model_validate(
+                        {
+                            "webhook_url": f"{url}/webhooks/{FAMILY_ACCOUNTS[family]}",
+                            "webhook_secret": SECRET,
+                            **options,
+                        }
+                    )
+                    for family, options in families.items()
+                },
+            )
             sim = await serve(settings, "127.0.0.1", 0)
             stack.push_async_callback(sim.close)
-            config = EngineConfig.model_validate({"providers": {
-                "sim": {"type": "simulator", "base_url": sim.url, "rate": 1000,
-                        "webhook_secret": SECRET},
-                "zingle": {"type": "zingle", "base_url": sim.url, "rate": 1000,
-                           "username": "u", "password": "p", "service_id": "svc",
-                           "channel_type_id": "ct", "webhook_secret": SECRET},
-                "zc": {"type": "zoomconnect", "base_url": sim.url, "rate": 1000,
-                       "email": "ops@example.com", "token": "t", "webhook_secret": SECRET},
-            }})
+            config = EngineConfig.model_validate(
+                {
+                    "providers": {
+                        "sim": {
+                            "type": "simulator",
+                            "base_url": sim.url,
+                            "rate": 1000,
+                            "webhook_secret": SECRET,
+                        },
+                        "zingle": {
+                            "type": "zingle",
+                            "base_url": sim.url,
+                            "rate": 1000,
+                            "username": "u",
+                            "password": "p",
+                            "service_id": "svc",
+                            "channel_type_id": "ct",
+                            "webhook_secret": SECRET,
+                        },
+                        "zc": {
+                            "type": "zoomconnect",
+                            "base_url": sim.url,
+                            "rate": 1000,
+                            "email": "ops@example.com",
+                            "token": "t",
+                            "webhook_secret": SECRET,
+                        },
+                    }
+                }
+            )
             from engine.receipt_writer import ReceiptWriter
 
             writer_ = ReceiptWriter(pool, **writer)
@@ -414,8 +576,9 @@ async def start(pool: asyncpg.Pool) -> AsyncIterator[Callable[..., Awaitable[Sta
         yield started
 
 
-async def send_run(conn: asyncpg.Connection, stack: Stack, count: int, provider: str = "sim",
-                   start: int = 1000001) -> tuple[int, list[str]]:
+async def send_run(
+    conn: asyncpg.Connection, stack: Stack, count: int, provider: str = "sim", start: int = 1000001
+) -> tuple[int, list[str]]:
     phones = numbers(count, start=start)
     await add_contacts(conn, [{"phone": p} for p in phones])
     run_id = await fire_and_expand(conn, stack.pool, campaign(provider=provider), stack.config)
@@ -428,8 +591,9 @@ async def test_stop_and_start_by_sms_reply(
     stack = await start({"simulator": {}, "zoomconnect": {}})
     phone = "+27821234567"
     await stack.inbound("simulator", phone, "  stop ")
-    row = await conn.fetchrow("SELECT channel, source, reason FROM suppressions WHERE phone = $1",
-                              phone)
+    row = await conn.fetchrow(
+        "SELECT channel, source, reason FROM suppressions WHERE phone = $1", phone
+    )
     assert dict(row) == {"channel": "sms", "source": "sms-reply:sim", "reason": "replied   stop "}
     await stack.inbound("zoomconnect", phone, "Thanks, that was useful")  # not a keyword
     assert await conn.fetchval("SELECT count(*) FROM suppressions") == 1
@@ -437,7 +601,10 @@ async def test_stop_and_start_by_sms_reply(
     assert await conn.fetchval("SELECT count(*) FROM suppressions") == 0
     replies = await conn.fetch("SELECT account, action FROM inbound_messages ORDER BY id")
     assert [(r["account"], r["action"]) for r in replies] == [
-        ("sim", "opt_out"), ("zc", None), ("zc", "opt_in")]
+        ("sim", "opt_out"),
+        ("zc", None),
+        ("zc", "opt_in"),
+    ]
 
 
 async def test_start_never_lifts_an_operator_suppression(
@@ -445,19 +612,23 @@ async def test_start_never_lifts_an_operator_suppression(
 ) -> None:
     stack = await start({"simulator": {}})
     phone = "+27821234568"
-    await conn.execute("INSERT INTO suppressions (phone, source, reason) VALUES"
-                       " ($1, 'cli', 'legal request')", phone)
+    await conn.execute(
+        "INSERT INTO suppressions (phone, source, reason) VALUES ($1, 'cli', 'legal request')",
+        phone,
+    )
     await stack.inbound("simulator", phone, "START")
     assert await conn.fetchval("SELECT source FROM suppressions WHERE phone = $1", phone) == "cli"
 
 
 async def test_keywords_are_configurable_and_help_is_logged(
-    conn: asyncpg.Connection, start: Callable[..., Awaitable[Stack]],
-    caplog: pytest.LogCaptureFixture
+    conn: asyncpg.Connection,
+    start: Callable[..., Awaitable[Stack]],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, "engine.receipts")
-    stack = await start({"simulator": {}}, opt_out_keywords=["ARRET", "Stop"],
-                        opt_in_keywords=["reprendre"])
+    stack = await start(
+        {"simulator": {}}, opt_out_keywords=["ARRET", "Stop"], opt_in_keywords=["reprendre"]
+    )
     await stack.inbound("simulator", "+33612345678", "Arrêt")  # not the keyword
     await stack.inbound("simulator", "+33612345679", "arret!")
     await stack.inbound("simulator", "+33612345670", "UNSUBSCRIBE")  # not configured here
@@ -474,8 +645,10 @@ async def test_zingle_block_and_unblock_webhook(
 ) -> None:
     stack = await start({"zingle": {}})
     await stack.inbound("zingle", "+14065551212", "STOP")
-    assert await conn.fetchval("SELECT source FROM suppressions WHERE phone = '+14065551212'") \
+    assert (
+        await conn.fetchval("SELECT source FROM suppressions WHERE phone = '+14065551212'")
         == "webhook:zingle"
+    )
     await stack.inbound("zingle", "+14065551212", "UNSTOP")
     assert await conn.fetchval("SELECT count(*) FROM suppressions") == 0
 
@@ -501,22 +674,31 @@ async def test_zingle_polling_against_the_simulator(
     run_id, _ = await send_run(conn, stack, 40, provider="zingle")
     await stack.dispatcher().drain()
     assert set((await statuses(conn, run_id)).values()) == {"sent"}
-    poller = Poller(stack.pool, stack.server.handler.adapters, webhookless={"zingle"},
-                    interval=timedelta(0), schedule=[timedelta(0)])
+    poller = Poller(
+        stack.pool,
+        stack.server.handler.adapters,
+        webhookless={"zingle"},
+        interval=timedelta(0),
+        schedule=[timedelta(0)],
+    )
     stored = await poller.poll_once()
     assert 0 < stored < 40  # the failures; "still sent" is no news
     await Reconciler(stack.pool).apply_pending()
     final = await statuses(conn, run_id)
-    rows = await conn.fetch("SELECT phone, status::text, error_code, polls FROM messages"
-                            " WHERE run_id = $1", run_id)
+    rows = await conn.fetch(
+        "SELECT phone, status::text, error_code, polls FROM messages WHERE run_id = $1", run_id
+    )
     assert {r["status"] for r in rows} == {"sent", "undelivered"}  # failed after acceptance
     assert sum(r["status"] == "undelivered" for r in rows) == stored
     assert {r["polls"] for r in rows} == {1}
     assert all(r["error_code"] == "failed" for r in rows if r["status"] == "undelivered")
     # polled again while the window lasts; failed ones no longer
     await poller.poll_once()
-    polls = dict(await conn.fetch("SELECT status::text, max(polls) FROM messages"
-                                  " WHERE run_id = $1 GROUP BY 1", run_id))
+    polls = dict(
+        await conn.fetch(
+            "SELECT status::text, max(polls) FROM messages WHERE run_id = $1 GROUP BY 1", run_id
+        )
+    )
     assert polls == {"sent": 2, "undelivered": 1}
     assert len(final) == 40
 
@@ -530,10 +712,15 @@ async def test_zoomconnect_fallback_polls_only_overdue_messages(
     await stack.dispatcher().drain()
     adapters = stack.server.handler.adapters
     # one message did get its receipt by webhook: never polled
-    first = await conn.fetchval("SELECT provider_message_id FROM messages WHERE phone = $1",
-                                phones[0])
-    assert await stack.server.post("zc", b"", query={"secret": SECRET, "messageId": first,
-                                                     "status": "DELIVERED"}) == 200
+    first = await conn.fetchval(
+        "SELECT provider_message_id FROM messages WHERE phone = $1", phones[0]
+    )
+    assert (
+        await stack.server.post(
+            "zc", b"", query={"secret": SECRET, "messageId": first, "status": "DELIVERED"}
+        )
+        == 200
+    )
     await Reconciler(stack.pool).apply_pending()
     polls = "SELECT sum(polls) FROM messages WHERE run_id = $1"
     assert await Poller(stack.pool, adapters).poll_once() == 0  # not overdue yet (10 min)
@@ -553,26 +740,39 @@ async def test_polling_stops_at_the_receipt_window(
     stack = await start({"zoomconnect": {"webhook_url": None}})
     run_id, _ = await send_run(conn, stack, 5, provider="zc")
     await stack.dispatcher().drain()
-    poller = Poller(stack.pool, stack.server.handler.adapters, poll_after=timedelta(0),
-                    window=timedelta(0))
+    poller = Poller(
+        stack.pool, stack.server.handler.adapters, poll_after=timedelta(0), window=timedelta(0)
+    )
     assert await poller.poll_once() == 0
     assert await conn.fetchval("SELECT sum(polls) FROM messages WHERE run_id = $1", run_id) == 0
-    assert await conn.fetchval("SELECT count(*) FROM messages WHERE run_id = $1"
-                               " AND next_poll_at = 'infinity'", run_id) == 5
+    assert (
+        await conn.fetchval(
+            "SELECT count(*) FROM messages WHERE run_id = $1 AND next_poll_at = 'infinity'", run_id
+        )
+        == 5
+    )
 
 
 async def test_end_to_end_every_message_ends_with_the_truth(
     conn: asyncpg.Connection, start: Callable[..., Awaitable[Stack]]
 ) -> None:
-    faults = {"delivered": 0.7, "undelivered": 0.2, "duplicates": 0.3, "out_of_order": 0.3,
-              "early_receipts": 0.3, "receipt_delay": [0, 0.05]}
+    faults = {
+        "delivered": 0.7,
+        "undelivered": 0.2,
+        "duplicates": 0.3,
+        "out_of_order": 0.3,
+        "early_receipts": 0.3,
+        "receipt_delay": [0, 0.05],
+    }
     stack = await start({"simulator": faults})
     run_id, _ = await send_run(conn, stack, 300)
     reconciler = Reconciler(stack.pool, retry_after=timedelta(0))
 
     async def reconcile_until_sent() -> None:
-        while await conn.fetchval("SELECT count(*) FROM messages WHERE run_id = $1"
-                                  " AND status IN ('queued', 'sending')", run_id):
+        while await conn.fetchval(
+            "SELECT count(*) FROM messages WHERE run_id = $1 AND status IN ('queued', 'sending')",
+            run_id,
+        ):
             await reconciler.apply_pending()
             await asyncio.sleep(0.02)
 
@@ -581,11 +781,16 @@ async def test_end_to_end_every_message_ends_with_the_truth(
     await reconciler.apply_pending()
     assert stack.sim.stats.receipts_dropped == 0
     # the oracle: the one final status the simulator posted for each message
-    truth = dict(await conn.fetch(
-        "SELECT DISTINCT provider_message_id, status::text FROM receipts"
-        " WHERE status <> 'sent'"))
-    rows = await conn.fetch("SELECT provider_message_id, status::text, delivered_at, failed_at,"
-                            " sent_at FROM messages WHERE run_id = $1", run_id)
+    truth = dict(
+        await conn.fetch(
+            "SELECT DISTINCT provider_message_id, status::text FROM receipts WHERE status <> 'sent'"
+        )
+    )
+    rows = await conn.fetch(
+        "SELECT provider_message_id, status::text, delivered_at, failed_at,"
+        " sent_at FROM messages WHERE run_id = $1",
+        run_id,
+    )
     assert len(truth) == len(rows) == 300
     assert {r["provider_message_id"]: r["status"] for r in rows} == truth
     assert all((r["delivered_at"] or r["failed_at"]) >= r["sent_at"] for r in rows)
@@ -634,8 +839,13 @@ async def test_kill_9_after_2xx_loses_no_acknowledged_receipt(
     conn: asyncpg.Connection, database_url: str
 ) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SERVER, env={**os.environ, "DATABASE_URL": database_url},
-        cwd=REPO, stdout=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-c",
+        SERVER,
+        env={**os.environ, "DATABASE_URL": database_url},
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+    )
     try:
         assert proc.stdout is not None
         port = int(await asyncio.wait_for(proc.stdout.readline(), 30))
@@ -647,12 +857,15 @@ async def test_kill_9_after_2xx_loses_no_acknowledged_receipt(
             i = 0
             while not stop.is_set():
                 event_id = f"c{n}-{i}"
-                body = orjson.dumps({"events": [{"id": event_id, "message_id": event_id,
-                                                 "status": "delivered"}]})
+                body = orjson.dumps(
+                    {"events": [{"id": event_id, "message_id": event_id, "status": "delivered"}]}
+                )
                 try:
-                    async with session.post(url, data=body, headers={
-                            "X-Webhook-Secret": SECRET,
-                            "Content-Type": "application/json"}) as resp:
+                    async with session.post(
+                        url,
+                        data=body,
+                        headers={"X-Webhook-Secret": SECRET, "Content-Type": "application/json"},
+                    ) as resp:
                         if resp.status == 200:
                             acknowledged.append(event_id)
                             if len(acknowledged) >= 500:
@@ -668,8 +881,10 @@ async def test_kill_9_after_2xx_loses_no_acknowledged_receipt(
             await proc.wait()
             stop.set()
             await asyncio.gather(*clients)
-        stored = {r["provider_event_id"] for r in await conn.fetch(
-            "SELECT provider_event_id FROM receipts")}
+        stored = {
+            r["provider_event_id"]
+            for r in await conn.fetch("SELECT provider_event_id FROM receipts")
+        }
         assert len(acknowledged) >= 500
         assert set(acknowledged) <= stored
     finally:

@@ -30,26 +30,58 @@ from tests.net import free_port
 
 ACCOUNTS: dict[str, dict[str, Any]] = {
     "sim": {"type": "simulator", "webhook_secret": "sim-webhook-secret-0001"},
-    "zc": {"type": "zoomconnect", "email": "ops@example.com", "token": "zc-api-token-0002",
-           "webhook_secret": "zc-webhook-secret-0003"},
-    "zen": {"type": "zenvia", "token": "zen-api-token-0004", "sender": "acme",
-            "webhook_secret": "zen-webhook-secret-0005"},
-    "zingle": {"type": "zingle", "username": "ops@example.com", "password": "zingle-pw-0006",
-               "service_id": "e545a46e-bfcd-4db2-bfee-8e590fdcb33f",
-               "channel_type_id": "0e3d71ee-9518-4b9b-b95a-dea251829887",
-               "sender": "+17605554396", "webhook_secret": "zingle-webhook-secret-0007"},
-    "sunco": {"type": "sunshine", "app_id": "5d8cff3cd55b040010928b5b",
-              "key_id": "app_67a0e949f0305f4a391e9d97", "key_secret": "sunco-key-secret-0008",
-              "integration_id": "5e4af71a81966cfff3ef6550",
-              "webhook_secret": "sunco-webhook-secret-0009"},
+    "zc": {
+        "type": "zoomconnect",
+        "email": "ops@example.com",
+        "token": "zc-api-token-0002",
+        "webhook_secret": "zc-webhook-secret-0003",
+    },
+    "zen": {
+        "type": "zenvia",
+        "token": "zen-api-token-0004",
+        "sender": "acme",
+        "webhook_secret": "zen-webhook-secret-0005",
+    },
+    "zingle": {
+        "type": "zingle",
+        "username": "ops@example.com",
+        "password": "zingle-pw-0006",
+        "service_id": "e545a46e-bfcd-4db2-bfee-8e590fdcb33f",
+        "channel_type_id": "0e3d71ee-9518-4b9b-b95a-dea251829887",
+        "sender": "+17605554396",
+        "webhook_secret": "zingle-webhook-secret-0007",
+    },
+    "sunco": {
+        "type": "sunshine",
+        "app_id": "5d8cff3cd55b040010928b5b",
+        "key_id": "app_67a0e949f0305f4a391e9d97",
+        "key_secret": "sunco-key-secret-0008",
+        "integration_id": "5e4af71a81966cfff3ef6550",
+        "webhook_secret": "sunco-webhook-secret-0009",
+    },
     # a '/' and a '+' in the secret: courier's URL carries it percent-encoded
-    "cour": {"type": "courier", "token": "cour-api-token-0010", "account_id": "acc-1",
-             "number_id": "num-1", "webhook_secret": "cour/webhook+secret-0011"},
+    "cour": {
+        "type": "courier",
+        "token": "cour-api-token-0010",
+        "account_id": "acc-1",
+        "number_id": "num-1",
+        "webhook_secret": "cour/webhook+secret-0011",
+    },
 }
-FAMILY = {"sim": "simulator", "zc": "zoomconnect", "zen": "zenvia", "zingle": "zingle",
-          "sunco": "sunshine", "cour": "courier"}
-SECRETS = [value for account in ACCOUNTS.values() for key, value in account.items()
-           if key in ("webhook_secret", "token", "password", "key_secret")]
+FAMILY = {
+    "sim": "simulator",
+    "zc": "zoomconnect",
+    "zen": "zenvia",
+    "zingle": "zingle",
+    "sunco": "sunshine",
+    "cour": "courier",
+}
+SECRETS = [
+    value
+    for account in ACCOUNTS.values()
+    for key, value in account.items()
+    if key in ("webhook_secret", "token", "password", "key_secret")
+]
 FINAL = {"delivered", "undelivered", "failed"}
 
 
@@ -59,7 +91,8 @@ async def stored_text(conn: asyncpg.Connection) -> str:
         "SELECT raw::text AS t FROM receipts UNION ALL SELECT error_detail FROM receipts"
         " UNION ALL SELECT raw::text FROM inbound_messages"
         " UNION ALL SELECT concat_ws(' ', error_code, error_detail, provider_message_id)"
-        " FROM messages")
+        " FROM messages"
+    )
     return "\n".join(row["t"] or "" for row in rows)
 
 
@@ -72,7 +105,8 @@ async def settled(conn: asyncpg.Connection, running: asyncio.Task[None]) -> None
             "SELECT count(*) FROM messages m JOIN campaign_runs r ON r.id = m.run_id"
             " JOIN campaigns c ON c.id = r.campaign_id"
             " WHERE m.status::text NOT IN ('delivered', 'undelivered', 'failed')"
-            " AND NOT (c.name = 'via-zingle' AND m.status = 'sent')")  # Zingle: no delivery
+            " AND NOT (c.name = 'via-zingle' AND m.status = 'sent')"
+        )  # Zingle: no delivery
         if left == 0 and await conn.fetchval("SELECT count(*) FROM inbound_messages"):
             return
         await asyncio.sleep(0.3)
@@ -88,20 +122,30 @@ async def test_no_secret_is_stored_or_logged_for_any_provider(
     families = {
         FAMILY[name]: FamilySettings(
             webhook_url=None if name in ("cour", "zingle") else f"{public}/webhooks/{name}",
-            webhook_secret=account["webhook_secret"], delivered=0.7, undelivered=0.2,
-            receipt_delay=(0.05, 0.2))
-        for name, account in ACCOUNTS.items()}
+            webhook_secret=account["webhook_secret"],
+            delivered=0.7,
+            undelivered=0.2,
+            receipt_delay=(0.05, 0.2),
+        )
+        for name, account in ACCOUNTS.items()
+    }
     async with await serve(SimulatorSettings(seed=5, families=families), "127.0.0.1", 0) as sim:
-        config = EngineConfig.model_validate({
-            "webhooks": {"listen": f"127.0.0.1:{port}", "public_url": public},
-            "providers": {name: {**account, "base_url": sim.url, "rate": 50}
-                          for name, account in ACCOUNTS.items()}})
+        config = EngineConfig.model_validate(
+            {
+                "webhooks": {"listen": f"127.0.0.1:{port}", "public_url": public},
+                "providers": {
+                    name: {**account, "base_url": sim.url, "rate": 50}
+                    for name, account in ACCOUNTS.items()
+                },
+            }
+        )
         for index, name in enumerate(ACCOUNTS):
             phones = numbers(4, start=3000001 + index * 100)
             await add_contacts(conn, [{"phone": p} for p in phones], [f"g-{name}"])
             spec = campaign(f"via-{name}", provider=name, audience={"groups": [f"g-{name}"]})
-            await campaigns.apply_campaign(conn, spec, Path("t.yaml"), config,
-                                           now=datetime.now(UTC))
+            await campaigns.apply_campaign(
+                conn, spec, Path("t.yaml"), config, now=datetime.now(UTC)
+            )
         stop = asyncio.Event()
         running = asyncio.create_task(Daemon(config, database_url, poll_interval=0.2).run(stop))
         try:
@@ -112,11 +156,19 @@ async def test_no_secret_is_stored_or_logged_for_any_provider(
                     assert resp.status == 202
                 await settled(conn, running)
                 # authenticated, unreadable, and holding the secret: refused and logged
-                body = {"data": {"attributes": {"callback-status-url":
-                                                f"{public}/webhooks/cour?secret=" + SECRETS[-1]}}}
-                async with session.post(f"{public}/webhooks/cour", data=orjson.dumps(body),
-                                        params={"secret": ACCOUNTS["cour"]["webhook_secret"]},
-                                        headers={"Content-Type": "application/json"}) as resp:
+                body = {
+                    "data": {
+                        "attributes": {
+                            "callback-status-url": f"{public}/webhooks/cour?secret=" + SECRETS[-1]
+                        }
+                    }
+                }
+                async with session.post(
+                    f"{public}/webhooks/cour",
+                    data=orjson.dumps(body),
+                    params={"secret": ACCOUNTS["cour"]["webhook_secret"]},
+                    headers={"Content-Type": "application/json"},
+                ) as resp:
                     assert resp.status == 400
         finally:
             stop.set()
@@ -125,6 +177,11 @@ async def test_no_secret_is_stored_or_logged_for_any_provider(
     assert "callback-status-url" in stored and MASK in stored  # courier's echo was masked
     logged = caplog.text + "\n".join(repr(r.args) for r in caplog.records)
     assert "malformed webhook refused" in logged
-    leaked = [secret for secret in SECRETS if secret in stored or secret in logged
-              or secret.replace("/", "%2F").replace("+", "%2B") in stored + logged]
+    leaked = [
+        secret
+        for secret in SECRETS
+        if secret in stored
+        or secret in logged
+        or secret.replace("/", "%2F").replace("+", "%2B") in stored + logged
+    ]
     assert leaked == []

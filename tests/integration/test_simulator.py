@@ -34,8 +34,14 @@ def sim_adapter(session: aiohttp.ClientSession, url: str, **extra: Any) -> Simul
 
 def zc_adapter(session: aiohttp.ClientSession, url: str, **extra: Any) -> ZoomConnectAdapter:
     account = ZoomConnectAccount.model_validate(
-        {"type": "zoomconnect", "email": "ops@example.com", "token": "tok", "base_url": url,
-         "webhook_secret": "zc-secret", **extra}
+        {
+            "type": "zoomconnect",
+            "email": "ops@example.com",
+            "token": "tok",
+            "base_url": url,
+            "webhook_secret": "zc-secret",
+            **extra,
+        }
     )
     made = adapter_for("zc", account, session)
     assert isinstance(made, ZoomConnectAdapter)
@@ -69,10 +75,20 @@ async def test_simulator_protocol_single_and_bulk(
     assert one.provider_message_id
 
     bulk = sim_adapter(session, sim.url, bulk=True, batch_size=4)
-    results = await bulk.send([msg(2, "+27821110002"), msg(3, "+27821110000"),
-                               msg(4, "not-a-number"), msg(5, "+27821110001")])
+    results = await bulk.send(
+        [
+            msg(2, "+27821110002"),
+            msg(3, "+27821110000"),
+            msg(4, "not-a-number"),
+            msg(5, "+27821110001"),
+        ]
+    )
     assert [r.outcome for r in results] == [
-        Outcome.ACCEPTED, Outcome.REJECTED, Outcome.REJECTED, Outcome.ACCEPTED]
+        Outcome.ACCEPTED,
+        Outcome.REJECTED,
+        Outcome.REJECTED,
+        Outcome.ACCEPTED,
+    ]
     assert [r.error_code for r in results[1:3]] == ["blocked", "invalid_number"]
     stats = sim.stats
     assert stats.requests == 2
@@ -81,7 +97,8 @@ async def test_simulator_protocol_single_and_bulk(
 
 
 async def test_zoomconnect_single_and_bulk(
-    session: aiohttp.ClientSession, start_simulator: Any,
+    session: aiohttp.ClientSession,
+    start_simulator: Any,
 ) -> None:
     sim = await start_simulator(settings())
     single = zc_adapter(session, sim.url)
@@ -93,8 +110,9 @@ async def test_zoomconnect_single_and_bulk(
     assert (empty.outcome, empty.error_code) == (Outcome.REJECTED, "3")
 
     bulk = zc_adapter(session, sim.url, bulk=True, batch_size=3)
-    results = await bulk.send([msg(4, "+27821110004"), msg(5, "+27821110000"),
-                               msg(6, "+27821110001")])
+    results = await bulk.send(
+        [msg(4, "+27821110004"), msg(5, "+27821110000"), msg(6, "+27821110001")]
+    )
     assert [r.outcome for r in results] == [Outcome.ACCEPTED, Outcome.REJECTED, Outcome.ACCEPTED]
     assert sim.stats.per_number == {"+27821110001": 2, "+27821110004": 1}
     assert sim.stats.requests == 4
@@ -111,7 +129,8 @@ async def test_zoomconnect_credentials_are_checked(
 
 
 async def test_zoomconnect_poll_and_balance(
-    session: aiohttp.ClientSession, start_simulator: Any,
+    session: aiohttp.ClientSession,
+    start_simulator: Any,
 ) -> None:
     sim = await start_simulator(settings(zoomconnect=FamilySettings(delivered=1.0)))
     zc = zc_adapter(session, sim.url)
@@ -142,7 +161,8 @@ async def test_rate_limited_is_retry_with_retry_after(
 
 
 async def test_server_error_is_unknown(
-    session: aiohttp.ClientSession, start_simulator: Any,
+    session: aiohttp.ClientSession,
+    start_simulator: Any,
 ) -> None:
     sim = await start_simulator(settings(zoomconnect=FamilySettings(server_errors=1.0)))
     (result,) = await zc_adapter(session, sim.url).send([msg(1, "+27821110001")])
@@ -164,9 +184,7 @@ async def test_connection_refused_is_retry(session: aiohttp.ClientSession) -> No
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    (result,) = await zc_adapter(session, f"http://127.0.0.1:{port}").send(
-        [msg(1, "+27821110001")]
-    )
+    (result,) = await zc_adapter(session, f"http://127.0.0.1:{port}").send([msg(1, "+27821110001")])
     assert (result.outcome, result.error_code) == (Outcome.RETRY, "connect_error")
 
 
@@ -176,16 +194,18 @@ async def test_connection_refused_is_retry(session: aiohttp.ClientSession) -> No
 async def test_simulator_receipts_arrive_authenticated(
     session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
-    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sim", webhook_secret="hdr",
-                            delivered=1.0)
+    family = FamilySettings(
+        webhook_url=f"{receiver.url}/webhooks/sim", webhook_secret="hdr", delivered=1.0
+    )
     sim = await start_simulator(settings(simulator=family))
     adapter = sim_adapter(session, sim.url, webhook_secret="hdr", bulk=True)
     receiver.adapters["sim"] = adapter
     results = await adapter.send([msg(1, "+27821110001"), msg(2, "+27821110002")])
     await receiver.wait_for(lambda: len(receiver.receipts("sim")) == 4)
     by_message = {(r.message_id, r.status) for r in receiver.receipts("sim")}
-    assert by_message == {(n, s) for n in (1, 2)
-                          for s in (MessageStatus.SENT, MessageStatus.DELIVERED)}
+    assert by_message == {
+        (n, s) for n in (1, 2) for s in (MessageStatus.SENT, MessageStatus.DELIVERED)
+    }
     ids = {r.provider_message_id for r in receiver.receipts("sim")}
     assert ids == {r.provider_message_id for r in results}
     assert all(r.event_id and r.occurred_at for r in receiver.receipts("sim"))
@@ -198,8 +218,12 @@ async def test_a_failure_after_acceptance_is_undelivered_with_its_code(
 ) -> None:
     """The simulator's ``failed`` receipt follows an accepted send: ``undelivered``, as for
     every provider, with the network's code kept (``failed`` is for refused sends)."""
-    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sim", webhook_secret="hdr",
-                            delivered=0.0, undelivered=0.0)
+    family = FamilySettings(
+        webhook_url=f"{receiver.url}/webhooks/sim",
+        webhook_secret="hdr",
+        delivered=0.0,
+        undelivered=0.0,
+    )
     sim = await start_simulator(settings(simulator=family))
     adapter = sim_adapter(session, sim.url, webhook_secret="hdr")
     receiver.adapters["sim"] = adapter
@@ -208,15 +232,20 @@ async def test_a_failure_after_acceptance_is_undelivered_with_its_code(
     await receiver.wait_for(lambda: len(receiver.receipts("sim")) == 2)
     final = [r for r in receiver.receipts("sim") if r.status is not MessageStatus.SENT]
     assert [(r.status, r.provider_status, r.error_code) for r in final] == [
-        (MessageStatus.UNDELIVERED, "failed", "network_rejected")]
+        (MessageStatus.UNDELIVERED, "failed", "network_rejected")
+    ]
 
 
 async def test_zoomconnect_receipts_arrive_as_form_with_query_secret(
     session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
     # the older ?secret= form (the path form is tested in test_simulator_zoomconnect.py)
-    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/zc", webhook_secret="zc-secret",
-                            delivered=0.0, undelivered=1.0)
+    family = FamilySettings(
+        webhook_url=f"{receiver.url}/webhooks/zc",
+        webhook_secret="zc-secret",
+        delivered=0.0,
+        undelivered=1.0,
+    )
     sim = await start_simulator(settings(zoomconnect=family))
     adapter = zc_adapter(session, sim.url)
     receiver.adapters["zc"] = adapter
@@ -226,7 +255,8 @@ async def test_zoomconnect_receipts_arrive_as_form_with_query_secret(
     assert {r.provider_status for r in receipts} <= {"SENT", "FAILED_REFUNDED", "FAILED"}
     assert {r.status for r in receipts} == {MessageStatus.SENT, MessageStatus.UNDELIVERED}
     assert {(r.message_id, r.provider_message_id) for r in receipts} == {
-        (7, sent.provider_message_id)}
+        (7, sent.provider_message_id)
+    }
     assert receiver.content_types == ["application/x-www-form-urlencoded"] * 2
     await settled(sim)
     assert sim.stats.receipts_posted == 2
@@ -235,8 +265,9 @@ async def test_zoomconnect_receipts_arrive_as_form_with_query_secret(
 async def test_a_wrong_secret_is_refused_and_counted_dropped(
     session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
-    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sim", webhook_secret="bad",
-                            sent_receipts=False)
+    family = FamilySettings(
+        webhook_url=f"{receiver.url}/webhooks/sim", webhook_secret="bad", sent_receipts=False
+    )
     sim = await start_simulator(settings(simulator=family).model_copy(update={"post_attempts": 2}))
     adapter = sim_adapter(session, sim.url, webhook_secret="good")
     receiver.adapters["sim"] = adapter
@@ -250,9 +281,14 @@ async def test_a_wrong_secret_is_refused_and_counted_dropped(
 async def test_duplicate_out_of_order_and_early_receipts(
     session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
-    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sim", delivered=1.0,
-                            duplicates=1.0, out_of_order=1.0, early_receipts=1.0,
-                            receipt_delay=(0.05, 0.05))
+    family = FamilySettings(
+        webhook_url=f"{receiver.url}/webhooks/sim",
+        delivered=1.0,
+        duplicates=1.0,
+        out_of_order=1.0,
+        early_receipts=1.0,
+        receipt_delay=(0.05, 0.05),
+    )
     sim = await start_simulator(settings(simulator=family))
     adapter = sim_adapter(session, sim.url)
     receiver.adapters["sim"] = adapter
@@ -261,21 +297,29 @@ async def test_duplicate_out_of_order_and_early_receipts(
     await receiver.wait_for(lambda: len(receiver.receipts("sim")) == 3)
     statuses = [r.status for r in receiver.receipts("sim")]
     assert statuses[0] is MessageStatus.DELIVERED  # the final status came first
-    assert sorted(statuses) == sorted([MessageStatus.DELIVERED, MessageStatus.DELIVERED,
-                                       MessageStatus.SENT])
-    delivered = [r.event_id for r in receiver.receipts("sim")
-                 if r.status is MessageStatus.DELIVERED]
+    assert sorted(statuses) == sorted(
+        [MessageStatus.DELIVERED, MessageStatus.DELIVERED, MessageStatus.SENT]
+    )
+    delivered = [
+        r.event_id for r in receiver.receipts("sim") if r.status is MessageStatus.DELIVERED
+    ]
     assert delivered[0] == delivered[1]  # a duplicate is the same event again
 
 
 async def test_inbound_stop_reaches_the_webhook_as_an_opt_out(
     session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
-    sim = await start_simulator(settings(zoomconnect=FamilySettings(
-        webhook_url=f"{receiver.url}/webhooks/zc", webhook_secret="zc-secret")))
+    sim = await start_simulator(
+        settings(
+            zoomconnect=FamilySettings(
+                webhook_url=f"{receiver.url}/webhooks/zc", webhook_secret="zc-secret"
+            )
+        )
+    )
     receiver.adapters["zc"] = zc_adapter(session, sim.url)
-    async with session.post(f"{sim.url}/sim/inbound/zoomconnect",
-                            json={"from": "+27821110001", "text": "STOP"}) as resp:
+    async with session.post(
+        f"{sim.url}/sim/inbound/zoomconnect", json={"from": "+27821110001", "text": "STOP"}
+    ) as resp:
         assert resp.status == 202
     await receiver.wait_for(lambda: len(receiver.events) == 1)
     (_, events) = receiver.events[0]
@@ -297,10 +341,12 @@ async def test_stats_endpoint(session: aiohttp.ClientSession, start_simulator: A
 async def test_a_full_receipt_queue_makes_senders_wait_instead_of_dropping(
     session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
-    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/sim", sent_receipts=False,
-                            receipt_delay=(0.05, 0.05))
+    family = FamilySettings(
+        webhook_url=f"{receiver.url}/webhooks/sim", sent_receipts=False, receipt_delay=(0.05, 0.05)
+    )
     sim = await start_simulator(
-        settings(simulator=family).model_copy(update={"max_pending_receipts": 2}))
+        settings(simulator=family).model_copy(update={"max_pending_receipts": 2})
+    )
     adapter = sim_adapter(session, sim.url)
     receiver.adapters["sim"] = adapter
     for n in range(6):

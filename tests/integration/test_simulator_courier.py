@@ -34,8 +34,16 @@ def courier(
     session: aiohttp.ClientSession, url: str, public_url: str | None, **extra: Any
 ) -> CourierAdapter:
     account = CourierAccount.model_validate(
-        {"type": "courier", "token": "jwt", "account_id": "acc-1", "number_id": "num-1",
-         "base_url": url, "webhook_secret": "cour-secret", **extra})
+        {
+            "type": "courier",
+            "token": "jwt",
+            "account_id": "acc-1",
+            "number_id": "num-1",
+            "base_url": url,
+            "webhook_secret": "cour-secret",
+            **extra,
+        }
+    )
     made = adapter_for("cour", account, session, public_url=public_url)
     assert isinstance(made, CourierAdapter)
     return made
@@ -105,8 +113,9 @@ async def test_failures_after_acceptance_are_undelivered_with_the_providers_code
 async def test_a_wrong_secret_is_refused(
     session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
-    sim = await start_simulator(settings(sent_receipts=False).model_copy(
-        update={"post_attempts": 1}))
+    sim = await start_simulator(
+        settings(sent_receipts=False).model_copy(update={"post_attempts": 1})
+    )
     receiver.adapters["cour"] = courier(session, sim.url, public_url=receiver.url)
     wrong = courier(session, sim.url, public_url=receiver.url, webhook_secret="wrong")
     await wrong.send([msg(2, "+14155550102")])
@@ -134,12 +143,15 @@ async def test_polling_finds_final_statuses_when_no_callback_came(
     adapter = courier(session, sim.url, public_url=None)  # no callbacks at all
     assert adapter.supports_polling
     several, once = "+14155550111", "+14155550122"
-    sent = [(await adapter.send([msg(n, to)]))[0].provider_message_id
-            for n, to in enumerate([several, several, several, once], 1)]
+    sent = [
+        (await adapter.send([msg(n, to)]))[0].provider_message_id
+        for n, to in enumerate([several, several, several, once], 1)
+    ]
     ids = [i for i in sent if i is not None]
     receipts = await adapter.poll(ids)
     assert sorted((r.provider_message_id or "", r.status) for r in receipts) == sorted(
-        (i, MessageStatus.DELIVERED) for i in ids)
+        (i, MessageStatus.DELIVERED) for i in ids
+    )
     assert routes(sim).lookups == {"list": 1, "one": 1}  # three to one number: one list
     # a fresh process remembers no numbers: one GET per text
     fresh = courier(session, sim.url, public_url=None)
@@ -165,9 +177,14 @@ async def test_polling_reads_an_undelivered_text(
 async def test_stop_and_start_replies_come_back_through_callback_url(
     session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
-    sim = await start_simulator(settings(sent_receipts=False, delivered=1.0,
-                                         webhook_url=f"{receiver.url}/webhooks/cour",
-                                         webhook_secret="cour-secret"))
+    sim = await start_simulator(
+        settings(
+            sent_receipts=False,
+            delivered=1.0,
+            webhook_url=f"{receiver.url}/webhooks/cour",
+            webhook_secret="cour-secret",
+        )
+    )
     receiver.adapters["cour"] = adapter = courier(session, sim.url, public_url=receiver.url)
     phones = numbers(6, prefix="+1417")
     for n, phone in enumerate(phones, 1):
@@ -175,15 +192,18 @@ async def test_stop_and_start_replies_come_back_through_callback_url(
     await receiver.wait_for(lambda: len(receiver.receipts()) == 6)
     for n, phone in enumerate(phones):
         for text in ("STOP", "hello there") if n % 2 else ("START",):
-            async with session.post(f"{sim.url}/sim/inbound/courier",
-                                    json={"from": phone, "text": text}) as resp:
+            async with session.post(
+                f"{sim.url}/sim/inbound/courier", json={"from": phone, "text": text}
+            ) as resp:
                 assert resp.status == 202
     await settled(sim)
     replies = receiver.inbound()
     assert sorted((r.from_, r.text) for r in replies) == sorted(
-        (p, "STOP" if n % 2 else "START") for n, p in enumerate(phones))  # not "hello there"
+        (p, "STOP" if n % 2 else "START") for n, p in enumerate(phones)
+    )  # not "hello there"
     assert sorted((o.phone, o.opted_out) for o in receiver.opt_changes()) == sorted(
-        (p, bool(n % 2)) for n, p in enumerate(phones))
+        (p, bool(n % 2)) for n, p in enumerate(phones)
+    )
     assert all(q.get("event") == "reply" for q in receiver.queries[6:])
     shapes = {"data" in r.raw for r in replies}
     assert shapes == {True, False}  # a text-receive-logs document and Twilio fields
@@ -199,8 +219,7 @@ async def test_rejections(session: aiohttp.ClientSession, start_simulator: Any) 
     assert (blocked.outcome, blocked.error_code) == (Outcome.REJECTED, "BlockedTarget")
     (bad,) = await adapter.send([msg(2, "0415 555 0101")])
     assert (bad.outcome, bad.error_code) == (Outcome.REJECTED, "InvalidPhoneNumber")
-    (denied,) = await courier(session, sim.url, None, token="other").send(
-        [msg(3, "+14155550101")])
+    (denied,) = await courier(session, sim.url, None, token="other").send([msg(3, "+14155550101")])
     assert (denied.outcome, denied.error_code) == (Outcome.ACCOUNT, "Unauthorized")
     assert sim.stats.per_number == {}
 
@@ -227,14 +246,34 @@ async def test_the_simulator_refuses_what_courier_would(
         ("/v1/texts/", {**auth, "Content-Type": "text/plain"}, doc(attrs()), 415, ""),
         ("/v1/texts/", auth, doc(attrs(), "multicasts"), 400, "/data/type"),
         ("/v1/texts/", auth, doc(attrs(message=None)), 400, "/data/attributes/message"),
-        ("/v1/texts/", auth, doc(attrs(**{"account-id": None})), 400,
-         "/data/attributes/account-id"),
-        ("/v1/texts/", auth, doc(attrs(**{"callback-json": "{}"})), 400,
-         "/data/attributes/callback-json"),
-        ("/v1/texts/", auth, doc(attrs(**{"expected-responses": "STOP"})), 400,
-         "/data/attributes/expected-responses"),
-        ("/v1/texts/", auth, doc(attrs(**{"callback-one-off": "yes"})), 400,
-         "/data/attributes/callback-one-off"),
+        (
+            "/v1/texts/",
+            auth,
+            doc(attrs(**{"account-id": None})),
+            400,
+            "/data/attributes/account-id",
+        ),
+        (
+            "/v1/texts/",
+            auth,
+            doc(attrs(**{"callback-json": "{}"})),
+            400,
+            "/data/attributes/callback-json",
+        ),
+        (
+            "/v1/texts/",
+            auth,
+            doc(attrs(**{"expected-responses": "STOP"})),
+            400,
+            "/data/attributes/expected-responses",
+        ),
+        (
+            "/v1/texts/",
+            auth,
+            doc(attrs(**{"callback-one-off": "yes"})),
+            400,
+            "/data/attributes/callback-one-off",
+        ),
     ]
     for path, headers, body, status, pointer in cases:
         headers = {"Content-Type": "application/json", **headers}
@@ -245,12 +284,16 @@ async def test_the_simulator_refuses_what_courier_would(
         assert error["status"] == status
         if pointer.startswith("/data"):
             assert error["source"] == {"pointer": pointer}
-    async with session.post(f"{sim.url}/v1/texts/", data=doc(attrs()),
-                            headers={"Content-Type": "application/json", **auth}) as resp:
+    async with session.post(
+        f"{sim.url}/v1/texts/",
+        data=doc(attrs()),
+        headers={"Content-Type": "application/json", **auth},
+    ) as resp:
         assert resp.status == 201  # the seed's own sample, with a real number
         created = await resp.json()
     assert set(created["data"]["attributes"]) == set(
-        seed("create_text_response.txt")["data"]["attributes"])
+        seed("create_text_response.txt")["data"]["attributes"]
+    )
     async with session.get(f"{sim.url}/v1/texts/", headers=auth) as resp:
         assert resp.status == 400
         (error,) = (await resp.json())["errors"]
@@ -259,13 +302,18 @@ async def test_the_simulator_refuses_what_courier_would(
 
 @pytest.mark.parametrize(
     ("fault", "outcome", "code"),
-    [({"rate_limited": 1.0, "retry_after": 2}, Outcome.RETRY, "429"),
-     ({"server_errors": 1.0}, Outcome.UNKNOWN, "500"),
-     ({"timeouts": 1.0, "hang": 30}, Outcome.UNKNOWN, "timeout")],
+    [
+        ({"rate_limited": 1.0, "retry_after": 2}, Outcome.RETRY, "429"),
+        ({"server_errors": 1.0}, Outcome.UNKNOWN, "500"),
+        ({"timeouts": 1.0, "hang": 30}, Outcome.UNKNOWN, "timeout"),
+    ],
     ids=["429", "500", "timeout"],
 )
 async def test_faults(
-    session: aiohttp.ClientSession, start_simulator: Any, fault: dict[str, Any], outcome: Outcome,
+    session: aiohttp.ClientSession,
+    start_simulator: Any,
+    fault: dict[str, Any],
+    outcome: Outcome,
     code: str,
 ) -> None:
     sim = await start_simulator(settings(**fault))

@@ -25,8 +25,15 @@ def settings(**family: Any) -> SimulatorSettings:
 
 def zenvia(session: aiohttp.ClientSession, url: str, **extra: Any) -> ZenviaAdapter:
     account = ZenviaAccount.model_validate(
-        {"type": "zenvia", "token": TOKEN, "sender": "acme", "base_url": url,
-         "webhook_secret": "zen-secret", **extra})
+        {
+            "type": "zenvia",
+            "token": TOKEN,
+            "sender": "acme",
+            "base_url": url,
+            "webhook_secret": "zen-secret",
+            **extra,
+        }
+    )
     made = adapter_for("zen", account, session)
     assert isinstance(made, ZenviaAdapter)
     return made
@@ -81,12 +88,30 @@ async def test_the_simulator_answers_as_the_seeds_error_table(
     cases = [
         (url, {}, body, 401, "AUTHENTICATION_ERROR", "No authorization token was found"),
         (url, {"X-API-TOKEN": TOKEN}, {**body, "to": ""}, 400, "VALIDATION_ERROR", None),
-        (url, {"X-API-TOKEN": TOKEN}, {"from": "acme", "to": "5511999990001"}, 400,
-         "VALIDATION_ERROR", None),
-        (f"{sim.url}/v2/channels/pigeon/messages", {"X-API-TOKEN": TOKEN}, body, 404,
-         "NOT_FOUND", None),
-        (f"{sim.url}/v2/channels/sms/message", {"X-API-TOKEN": TOKEN}, body, 404,
-         "NOT_FOUND", "Not found"),
+        (
+            url,
+            {"X-API-TOKEN": TOKEN},
+            {"from": "acme", "to": "5511999990001"},
+            400,
+            "VALIDATION_ERROR",
+            None,
+        ),
+        (
+            f"{sim.url}/v2/channels/pigeon/messages",
+            {"X-API-TOKEN": TOKEN},
+            body,
+            404,
+            "NOT_FOUND",
+            None,
+        ),
+        (
+            f"{sim.url}/v2/channels/sms/message",
+            {"X-API-TOKEN": TOKEN},
+            body,
+            404,
+            "NOT_FOUND",
+            "Not found",
+        ),
     ]
     for where, headers, payload, status, code, text in cases:
         async with session.post(where, json=payload, headers=headers) as resp:
@@ -102,15 +127,22 @@ async def test_the_simulator_answers_as_the_seeds_error_table(
 async def test_both_cause_shapes_arrive_and_both_are_read(
     session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
-    family = {"webhook_url": f"{receiver.url}/webhooks/zen", "webhook_secret": "zen-secret",
-              "delivered": 0.0, "undelivered": 1.0, "sent_receipts": False}
+    family = {
+        "webhook_url": f"{receiver.url}/webhooks/zen",
+        "webhook_secret": "zen-secret",
+        "delivered": 0.0,
+        "undelivered": 1.0,
+        "sent_receipts": False,
+    }
     sim = await start_simulator(settings(**family))
     receiver.adapters["zen"] = adapter = zenvia(session, sim.url)
     for n in range(1, 13):
         await adapter.send([msg(n)])
     await receiver.wait_for(lambda: len(receiver.receipts()) == 12)
-    shapes = {"causes" if "causes" in r.raw["messageStatus"] else "cause"
-              for r in receiver.receipts()}
+    shapes = {
+        "causes" if "causes" in r.raw["messageStatus"] else "cause" for r in receiver.receipts()
+    }
     assert shapes == {"causes", "cause"}  # the seed leaves it open: both are played
     assert {(r.status, r.error_code) for r in receiver.receipts()} == {
-        (MessageStatus.UNDELIVERED, "005")}
+        (MessageStatus.UNDELIVERED, "005")
+    }

@@ -29,9 +29,15 @@ BASIC = {"Authorization": "Basic " + base64.b64encode(b"ops@example.com:pw").dec
 
 
 def zingle(session: aiohttp.ClientSession, url: str, **extra: Any) -> ZingleAdapter:
-    data = {"type": "zingle", "username": "ops@example.com", "password": "pw",
-            "service_id": SERVICE, "channel_type_id": "0e3d71ee-9518-4b9b-b95a-dea251829887",
-            "base_url": url, **extra}
+    data = {
+        "type": "zingle",
+        "username": "ops@example.com",
+        "password": "pw",
+        "service_id": SERVICE,
+        "channel_type_id": "0e3d71ee-9518-4b9b-b95a-dea251829887",
+        "base_url": url,
+        **extra,
+    }
     account = ZingleAccount.model_validate({k: v for k, v in data.items() if v is not None})
     made = adapter_for("zingle", account, session)
     assert isinstance(made, ZingleAdapter)
@@ -107,15 +113,15 @@ async def test_the_simulator_is_strict(
 ) -> None:
     sim = await start_simulator(settings())
     send = f"{sim.url}/v1/services/{SERVICE}/messages"
-    async with session.post(send, data=b"{}",
-                            headers={**BASIC, "Content-Type": "text/plain"}) as resp:
+    async with session.post(
+        send, data=b"{}", headers={**BASIC, "Content-Type": "text/plain"}
+    ) as resp:
         assert resp.status == 400
         assert (await resp.json())["status"]["error_code"] == 2604
     async with session.post(send, json={}, headers={"Authorization": "Bearer not-a-jwt"}) as resp:
         assert resp.status == 401
         assert (await resp.json())["status"]["error_code"] == 2601
-    async with session.get(f"{sim.url}/v1/auth/jwt",
-                           headers={"Authorization": "Bearer x"}) as resp:
+    async with session.get(f"{sim.url}/v1/auth/jwt", headers={"Authorization": "Bearer x"}) as resp:
         assert resp.status == 401  # the JWT API takes Basic credentials only
     async with session.post(f"{send}/extra", json={}, headers=BASIC) as resp:
         assert resp.status == 404
@@ -126,19 +132,27 @@ async def test_the_simulator_is_strict(
 # --- the polling schedule -------------------------------------------------------------------------
 
 
-async def _sent_message(conn: asyncpg.Connection, provider_id: str,
-                        validity: timedelta | None) -> tuple[int, int]:
+async def _sent_message(
+    conn: asyncpg.Connection, provider_id: str, validity: timedelta | None
+) -> tuple[int, int]:
     cid = await conn.fetchval(
-        "INSERT INTO campaigns (name, spec, spec_hash) VALUES ('z', '{}', 'h') RETURNING id")
+        "INSERT INTO campaigns (name, spec, spec_hash) VALUES ('z', '{}', 'h') RETURNING id"
+    )
     run_id = await conn.fetchval(
         "INSERT INTO campaign_runs (campaign_id, scheduled_for, status, spec, counts)"
-        " VALUES ($1, now(), 'sending', '{}', '{}') RETURNING id", cid)
+        " VALUES ($1, now(), 'sending', '{}', '{}') RETURNING id",
+        cid,
+    )
     now = datetime.now(UTC)
     mid = await conn.fetchval(
         "INSERT INTO messages (run_id, phone, account, status, provider_message_id, sent_at,"
         " expires_at, segments) VALUES ($1, '+18585550001', 'zingle', 'sent', $2, $3, $4, 1)"
-        " RETURNING id", run_id, provider_id, now,
-        None if validity is None else now + validity)
+        " RETURNING id",
+        run_id,
+        provider_id,
+        now,
+        None if validity is None else now + validity,
+    )
     return run_id, mid
 
 
@@ -147,7 +161,9 @@ async def _pass_time(conn: asyncpg.Connection, step: timedelta) -> None:
     await conn.execute(
         "UPDATE messages SET sent_at = sent_at - $1::interval, expires_at = expires_at - $1,"
         " next_poll_at = CASE WHEN next_poll_at = 'infinity' THEN next_poll_at"
-        " ELSE next_poll_at - $1::interval END", step)
+        " ELSE next_poll_at - $1::interval END",
+        step,
+    )
 
 
 @pytest.mark.parametrize(
@@ -156,8 +172,12 @@ async def _pass_time(conn: asyncpg.Connection, step: timedelta) -> None:
     ids=["receipt-window", "campaign-validity"],
 )
 async def test_a_message_never_final_costs_a_bounded_number_of_lookups(
-    session: aiohttp.ClientSession, start_simulator: Any, pool: asyncpg.Pool,
-    conn: asyncpg.Connection, validity: timedelta | None, deadline: timedelta,
+    session: aiohttp.ClientSession,
+    start_simulator: Any,
+    pool: asyncpg.Pool,
+    conn: asyncpg.Connection,
+    validity: timedelta | None,
+    deadline: timedelta,
 ) -> None:
     sim = await start_simulator(settings(receipt_delay=10**7))  # never settles
     adapter = zingle(session, sim.url)
@@ -174,13 +194,15 @@ async def test_a_message_never_final_costs_a_bounded_number_of_lookups(
         assert await poller.poll_once() == 0  # "still sent" is no news
     lookups = routes_of(sim).counts["lookup"]
     assert 5 <= lookups <= bound
-    row = await conn.fetchrow("SELECT polls, next_poll_at = 'infinity' AS over FROM messages"
-                              " WHERE id = $1", mid)
+    row = await conn.fetchrow(
+        "SELECT polls, next_poll_at = 'infinity' AS over FROM messages WHERE id = $1", mid
+    )
     assert (row["polls"], row["over"]) == (lookups, True)
     # polling is over: the run completes, though Zingle never said more than "sent"
     assert await complete_runs(conn, timedelta(hours=72)) == 1
-    assert await conn.fetchval("SELECT status FROM campaign_runs WHERE id = $1",
-                               run_id) == "completed"
+    assert (
+        await conn.fetchval("SELECT status FROM campaign_runs WHERE id = $1", run_id) == "completed"
+    )
 
 
 # --- block and unblock ---------------------------------------------------------------------------
@@ -192,15 +214,17 @@ async def test_an_unblock_lifts_only_the_suppression_zingles_block_made(
     adapter = zingle(session, "http://127.0.0.1:9")
     sample = (FIXTURES / "opt_in_sample_payload.json").read_bytes()  # +14065551212, a block
     block = adapter.parse_webhook("application/json", sample, {})
-    unblock = adapter.parse_webhook("application/json",
-                                    sample.replace(b'"block"', b'"unblock"'), {})
+    unblock = adapter.parse_webhook(
+        "application/json", sample.replace(b'"block"', b'"unblock"'), {}
+    )
     writer = ReceiptWriter(pool)
     await writer.start()
     try:
         # another number: the recipient replied STOP through another provider first
         await writer.write("zen", WebhookEvents(inbound=(Inbound("+14065551213", "STOP"),)))
         other_block = adapter.parse_webhook(
-            "application/json", sample.replace(b"+14065551212", b"+14065551213"), {})
+            "application/json", sample.replace(b"+14065551212", b"+14065551213"), {}
+        )
         await writer.write("zingle", other_block)  # already suppressed: Zingle made nothing
         await writer.write("zingle", block)
         await writer.write("zingle-2", block)  # another Zingle account's block of it
@@ -208,11 +232,13 @@ async def test_an_unblock_lifts_only_the_suppression_zingles_block_made(
         assert sources == {"+14065551212": "webhook:zingle", "+14065551213": "sms-reply:zen"}
         await writer.write("zingle-2", unblock)  # not its suppression: nothing lifted
         (lift,) = unblock.opt_changes
-        await writer.write("zingle", WebhookEvents(opt_changes=(
-            replace(lift, phone="+14065551213"),)))  # Zingle's unblock of the STOP reply
+        await writer.write(
+            "zingle", WebhookEvents(opt_changes=(replace(lift, phone="+14065551213"),))
+        )  # Zingle's unblock of the STOP reply
         assert dict(await conn.fetch("SELECT phone, source FROM suppressions")) == sources
         await writer.write("zingle", unblock)
         assert dict(await conn.fetch("SELECT phone, source FROM suppressions")) == {
-            "+14065551213": "sms-reply:zen"}
+            "+14065551213": "sms-reply:zen"
+        }
     finally:
         await writer.stop()

@@ -29,9 +29,17 @@ def settings(**families: FamilySettings) -> SimulatorSettings:
 
 
 def zingle(session: aiohttp.ClientSession, url: str, **extra: Any) -> ZingleAdapter:
-    data = {"type": "zingle", "username": "ops@example.com", "password": "pw",
-            "service_id": SERVICE, "channel_type_id": "0e3d71ee-9518-4b9b-b95a-dea251829887",
-            "sender": "+17605554396", "base_url": url, "webhook_secret": "z-secret", **extra}
+    data = {
+        "type": "zingle",
+        "username": "ops@example.com",
+        "password": "pw",
+        "service_id": SERVICE,
+        "channel_type_id": "0e3d71ee-9518-4b9b-b95a-dea251829887",
+        "sender": "+17605554396",
+        "base_url": url,
+        "webhook_secret": "z-secret",
+        **extra,
+    }
     account = ZingleAccount.model_validate({k: v for k, v in data.items() if v is not None})
     made = adapter_for("zingle", account, session)
     assert isinstance(made, ZingleAdapter)
@@ -56,8 +64,9 @@ async def test_zingle_send_then_poll_sees_the_status_evolve(
     sim = await start_simulator(settings(zingle=FamilySettings(delivered=1.0, receipt_delay=0.3)))
     adapter = zingle(session, sim.url)
     (good,) = await adapter.send([msg(1, "+18585551001")])
-    sim.app[FAMILIES]["zingle"].settings = FamilySettings(delivered=0.0, undelivered=0.0,
-                                                          receipt_delay=0.3)
+    sim.app[FAMILIES]["zingle"].settings = FamilySettings(
+        delivered=0.0, undelivered=0.0, receipt_delay=0.3
+    )
     (bad,) = await adapter.send([msg(2, "+18585551002")])
     assert (good.outcome, bad.outcome) == (Outcome.ACCEPTED, Outcome.ACCEPTED)
     ids = [good.provider_message_id or "", bad.provider_message_id or ""]
@@ -66,7 +75,9 @@ async def test_zingle_send_then_poll_sees_the_status_evolve(
     await asyncio.sleep(0.4)
     late = await adapter.poll([*ids, "no-such-id"])
     assert [(r.provider_message_id, r.status, r.provider_status) for r in late] == [
-        (ids[0], MessageStatus.SENT, "executed"), (ids[1], MessageStatus.UNDELIVERED, "failed")]
+        (ids[0], MessageStatus.SENT, "executed"),
+        (ids[1], MessageStatus.UNDELIVERED, "failed"),
+    ]
     assert late[0].occurred_at is not None
     assert late[1].error_detail == "Carrier rejected the message"
     assert sim.stats.accepted == 2
@@ -121,12 +132,14 @@ async def test_zingle_credentials_are_checked(
     (jwt,) = await bearer.send([msg(3, "+18585551003")])
     assert jwt.outcome is Outcome.ACCEPTED
     assert [r.provider_status for r in await bearer.poll([jwt.provider_message_id or ""])] == [
-        "executed"]
+        "executed"
+    ]
     assert await zingle(session, sim.url).poll([jwt.provider_message_id or ""]) == []
 
 
 async def test_zingle_429_and_500_are_retry(
-    session: aiohttp.ClientSession, start_simulator: Any,
+    session: aiohttp.ClientSession,
+    start_simulator: Any,
 ) -> None:
     sim = await start_simulator(settings(zingle=FamilySettings(rate_limited=1.0, retry_after=4)))
     (limited,) = await zingle(session, sim.url).send([msg(1, "+18585551001")])
@@ -140,21 +153,25 @@ async def test_zingle_429_and_500_are_retry(
 async def test_zingle_stop_and_start_post_the_opt_in_webhook(
     session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
-    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/zingle",
-                            webhook_secret="z-secret")
+    family = FamilySettings(
+        webhook_url=f"{receiver.url}/webhooks/zingle", webhook_secret="z-secret"
+    )
     sim = await start_simulator(settings(zingle=family))
     adapter = zingle(session, sim.url)
     receiver.adapters["zingle"] = adapter
     (sent,) = await adapter.send([msg(1, "+18585551001")])
     assert sent.outcome is Outcome.ACCEPTED
     for text in ("hello", "STOP", "start"):
-        async with session.post(f"{sim.url}/sim/inbound/zingle",
-                                json={"from": "+18585551001", "text": text}) as resp:
+        async with session.post(
+            f"{sim.url}/sim/inbound/zingle", json={"from": "+18585551001", "text": text}
+        ) as resp:
             assert resp.status == 202
     await receiver.wait_for(lambda: len(receiver.opt_changes()) == 2)
     await settled(sim)
     assert [(c.phone, c.opted_out) for c in receiver.opt_changes()] == [
-        ("+18585551001", True), ("+18585551001", False)]
+        ("+18585551001", True),
+        ("+18585551001", False),
+    ]
     assert receiver.receipts() == []  # Zingle posts no delivery receipts
     assert (len(receiver.events), receiver.refused) == (2, 0)
     assert sim.stats.receipts_posted == 2  # the two webhooks; "hello" posted nothing
@@ -163,12 +180,12 @@ async def test_zingle_stop_and_start_post_the_opt_in_webhook(
 async def test_zingle_opt_in_webhook_with_a_wrong_secret_is_refused(
     session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
-    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/zingle",
-                            webhook_secret="not-it")
+    family = FamilySettings(webhook_url=f"{receiver.url}/webhooks/zingle", webhook_secret="not-it")
     sim = await start_simulator(settings(zingle=family).model_copy(update={"post_attempts": 1}))
     receiver.adapters["zingle"] = zingle(session, sim.url)
-    async with session.post(f"{sim.url}/sim/inbound/zingle",
-                            json={"from": "+18585551001", "text": "STOP"}) as resp:
+    async with session.post(
+        f"{sim.url}/sim/inbound/zingle", json={"from": "+18585551001", "text": "STOP"}
+    ) as resp:
         assert resp.status == 202
     await receiver.wait_for(lambda: receiver.refused == 1)
     await settled(sim)

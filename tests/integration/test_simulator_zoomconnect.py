@@ -54,9 +54,17 @@ class PathReceiver(Receiver):
             return web.Response(status=401)
         query = {**dict(parse_qsl(tail, keep_blank_values=True)), **request.query}
         body = await request.read()
-        self.forms.append("&" if glued else "?&" if request.query_string.startswith("&")
-                          else "?" if request.query_string else
-                          "form&" if body.startswith(b"&") else "form")
+        self.forms.append(
+            "&"
+            if glued
+            else "?&"
+            if request.query_string.startswith("&")
+            else "?"
+            if request.query_string
+            else "form&"
+            if body.startswith(b"&")
+            else "form"
+        )
         events = adapter.parse_webhook(request.headers.get("Content-Type", ""), body, query)
         self.events.append((request.match_info["name"], events))
         self.arrived.set()
@@ -85,8 +93,16 @@ def settings(**family: Any) -> SimulatorSettings:
 
 def zc(session: aiohttp.ClientSession, url: str, **extra: Any) -> ZoomConnectAdapter:
     account = ZoomConnectAccount.model_validate(
-        {"type": "zoomconnect", "email": "ops@example.com", "token": "zc-token",
-         "base_url": url, "webhook_secret": SECRET, "batch_size": 20, **extra})
+        {
+            "type": "zoomconnect",
+            "email": "ops@example.com",
+            "token": "zc-token",
+            "base_url": url,
+            "webhook_secret": SECRET,
+            "batch_size": 20,
+            **extra,
+        }
+    )
     made = adapter_for("zc", account, session)
     assert isinstance(made, ZoomConnectAdapter)
     return made
@@ -96,9 +112,10 @@ async def send_all(adapter: ZoomConnectAdapter, phones: list[str]) -> list[str]:
     """Send one message per number in bulk batches; ZoomConnect's ids, in order."""
     ids: list[str] = []
     for start in range(0, len(phones), adapter.max_batch):
-        chunk = phones[start:start + adapter.max_batch]
-        results = await adapter.send([Outbound(start + n + 1, p, f"hi {p}")
-                                      for n, p in enumerate(chunk)])
+        chunk = phones[start : start + adapter.max_batch]
+        results = await adapter.send(
+            [Outbound(start + n + 1, p, f"hi {p}") for n, p in enumerate(chunk)]
+        )
         assert all(r.outcome is Outcome.ACCEPTED for r in results), results
         ids += [r.provider_message_id or "" for r in results]
     return ids
@@ -121,8 +138,11 @@ async def test_callbacks_to_the_path_secret_url_in_every_joining_form(
     await path_receiver.wait_for(lambda: len(path_receiver.receipts()) == 80, seconds=10)
     assert path_receiver.refused == 0
     assert set(path_receiver.forms) == {"?", "&", "?&", "form", "form&"}  # all were played
-    final = {(r.provider_message_id, r.message_id) for r in path_receiver.receipts()
-             if r.status is MessageStatus.DELIVERED}
+    final = {
+        (r.provider_message_id, r.message_id)
+        for r in path_receiver.receipts()
+        if r.status is MessageStatus.DELIVERED
+    }
     assert final == {(pid, n + 1) for n, pid in enumerate(ids)}
     assert not any(SECRET in orjson.dumps(r.raw).decode() for r in path_receiver.receipts())
 
@@ -130,14 +150,14 @@ async def test_callbacks_to_the_path_secret_url_in_every_joining_form(
 async def test_the_older_query_secret_survives_every_joining_form(
     session: aiohttp.ClientSession, start_simulator: Any, receiver: Receiver
 ) -> None:
-    sim = await start_simulator(settings(webhook_url=f"{receiver.url}/webhooks/zc",
-                                         webhook_secret=SECRET, delivered=1.0))
+    sim = await start_simulator(
+        settings(webhook_url=f"{receiver.url}/webhooks/zc", webhook_secret=SECRET, delivered=1.0)
+    )
     receiver.adapters["zc"] = adapter = zc(session, sim.url)
     await send_all(adapter, numbers(20, prefix="+2784"))
     await receiver.wait_for(lambda: len(receiver.receipts()) == 40, seconds=10)
     assert receiver.refused == 0
-    assert {r.status for r in receiver.receipts()} == {MessageStatus.SENT,
-                                                       MessageStatus.DELIVERED}
+    assert {r.status for r in receiver.receipts()} == {MessageStatus.SENT, MessageStatus.DELIVERED}
     glued = [q["secret"] for q in receiver.queries if q["secret"] != SECRET]
     assert glued  # ZoomConnect's "?" really was glued onto the secret, and was read anyway
     assert all("secret" not in r.raw for r in receiver.receipts())
@@ -147,8 +167,9 @@ async def test_failures_after_acceptance_are_undelivered_and_an_opt_out_suppress
     session: aiohttp.ClientSession, start_simulator: Any, path_receiver: PathReceiver
 ) -> None:
     url = f"{path_receiver.url}/webhooks/zc/{SECRET}"
-    sim = await start_simulator(settings(webhook_url=url, delivered=0.0, undelivered=0.5,
-                                         sent_receipts=False))
+    sim = await start_simulator(
+        settings(webhook_url=url, delivered=0.0, undelivered=0.5, sent_receipts=False)
+    )
     path_receiver.adapters["zc"] = adapter = zc(session, sim.url)
     phones = numbers(20, prefix="+2785")
     ids = await send_all(adapter, phones)
@@ -160,7 +181,8 @@ async def test_failures_after_acceptance_are_undelivered_and_an_opt_out_suppress
     opted = {r.provider_message_id or "" for r in receipts if r.error_code == "FAILED_OPTOUT"}
     number_of = dict(zip(ids, phones, strict=True))
     assert sorted((o.phone, o.opted_out, o.channel) for o in path_receiver.opt_changes()) == (
-        sorted((number_of[i], True, "sms") for i in opted))
+        sorted((number_of[i], True, "sms") for i in opted)
+    )
 
 
 async def test_a_reply_names_the_message_it_answers(
@@ -171,16 +193,19 @@ async def test_a_reply_names_the_message_it_answers(
     path_receiver.adapters["zc"] = adapter = zc(session, sim.url, bulk=False)
     (sent,) = await adapter.send([Outbound(42, "+27821230001", "Offer")])
     await path_receiver.wait_for(lambda: len(path_receiver.receipts()) == 1)
-    async with session.post(f"{sim.url}/sim/inbound/zoomconnect",
-                            json={"from": "+27821230001", "text": "STOP"}) as resp:
+    async with session.post(
+        f"{sim.url}/sim/inbound/zoomconnect", json={"from": "+27821230001", "text": "STOP"}
+    ) as resp:
         assert resp.status == 202
     await path_receiver.wait_for(lambda: len(path_receiver.inbound()) == 1)
     (reply,) = path_receiver.inbound()
-    assert (reply.from_, reply.text, reply.in_reply_to) == ("+27821230001", "STOP",
-                                                            sent.provider_message_id)
+    assert (reply.from_, reply.text, reply.in_reply_to) == (
+        "+27821230001",
+        "STOP",
+        sent.provider_message_id,
+    )
     assert reply.raw["dataField"] == "42"
-    assert [(o.phone, o.opted_out) for o in path_receiver.opt_changes()] == [
-        ("+27821230001", True)]
+    assert [(o.phone, o.opted_out) for o in path_receiver.opt_changes()] == [("+27821230001", True)]
 
 
 async def test_the_simulator_refuses_what_zoomconnect_would(
@@ -206,8 +231,7 @@ async def test_the_simulator_refuses_what_zoomconnect_would(
             assert resp.status == status, (path, headers, body)
             if code:
                 dto = await resp.json()
-                assert set(dto) == {"code", "status", "message", "developerMessage",
-                                    "moreInfoUrl"}
+                assert set(dto) == {"code", "status", "message", "developerMessage", "moreInfoUrl"}
                 assert dto["code"] == code, (path, dto)
     async with session.get(f"{sim.url}{API}/sms/send", headers=auth) as resp:
         example = await resp.json()
@@ -219,12 +243,22 @@ async def test_subscribe_prints_the_path_secret_url(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "engine.yaml"
-    config.write_text(orjson.dumps({
-        "webhooks": {"public_url": "https://engine.example.com"},
-        "providers": {"zc": {"type": "zoomconnect", "email": "ops@example.com", "token": "t",
-                             "webhook_secret": SECRET}}}).decode())
-    code = await asyncio.to_thread(main, ["--config", str(config), "providers", "subscribe",
-                                          "zc"])
+    config.write_text(
+        orjson.dumps(
+            {
+                "webhooks": {"public_url": "https://engine.example.com"},
+                "providers": {
+                    "zc": {
+                        "type": "zoomconnect",
+                        "email": "ops@example.com",
+                        "token": "t",
+                        "webhook_secret": SECRET,
+                    }
+                },
+            }
+        ).decode()
+    )
+    code = await asyncio.to_thread(main, ["--config", str(config), "providers", "subscribe", "zc"])
     assert code == 0
     out = capsys.readouterr().out
     assert f"https://engine.example.com/webhooks/zc/{SECRET}" in out
@@ -232,8 +266,10 @@ async def test_subscribe_prints_the_path_secret_url(
 
 
 async def test_an_opt_out_failure_lands_in_suppressions_through_the_webhook_listener(
-    session: aiohttp.ClientSession, start_simulator: Any, pool: asyncpg.Pool,
-    conn: asyncpg.Connection
+    session: aiohttp.ClientSession,
+    start_simulator: Any,
+    pool: asyncpg.Pool,
+    conn: asyncpg.Connection,
 ) -> None:
     """The engine's own listener and writer: FAILED_OPTOUT is stored ``undelivered`` with its
     word, and the number the adapter sent to is suppressed on the SMS channel."""
@@ -247,9 +283,15 @@ async def test_an_opt_out_failure_lands_in_suppressions_through_the_webhook_list
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     host, port = runner.addresses[0][:2]
     try:
-        sim = await start_simulator(settings(
-            webhook_url=f"http://{host}:{port}/webhooks/zc", webhook_secret=SECRET,
-            delivered=0.0, undelivered=0.0, sent_receipts=False))
+        sim = await start_simulator(
+            settings(
+                webhook_url=f"http://{host}:{port}/webhooks/zc",
+                webhook_secret=SECRET,
+                delivered=0.0,
+                undelivered=0.0,
+                sent_receipts=False,
+            )
+        )
         handler.adapters["zc"] = adapter = zc(session, sim.url)
         phones = numbers(3, prefix="+2786")
         await send_all(adapter, phones)

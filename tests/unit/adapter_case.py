@@ -65,7 +65,8 @@ def transport_failures(host: str) -> list[Any]:
     return [
         pytest.param(TimeoutError(), Outcome.UNKNOWN, id="timeout"),
         pytest.param(aiohttp.ServerDisconnectedError(), Outcome.UNKNOWN, id="dropped"),
-        pytest.param(aiohttp.ConnectionTimeoutError("connect timeout"), Outcome.RETRY,
-                     id="connect-timeout"),
+        pytest.param(
+            aiohttp.ConnectionTimeoutError("connect timeout"), Outcome.RETRY, id="connect-timeout"
+        ),
         pytest.param(refused(host), Outcome.RETRY, id="refused"),
     ]

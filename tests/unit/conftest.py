@@ -55,9 +55,7 @@ def message(case: AdapterCase) -> MakeMessage:
 
 
 @pytest.fixture
-def adapter(
-    case: AdapterCase, account: MakeAccount, session: aiohttp.ClientSession
-) -> MakeAdapter:
+def adapter(case: AdapterCase, account: MakeAccount, session: aiohttp.ClientSession) -> MakeAdapter:
     """Build the case's adapter on this test's session."""
 
     def make(public_url: str | None = case.public_url, **extra: Any) -> Any:

@@ -40,8 +40,9 @@ def parse(text: str, env: dict[str, str] | None = None) -> EngineConfig:
 
 
 def test_full_config_parses_with_environment_values() -> None:
-    config = parse(FULL, {"DB_URL": "postgresql://u:pw@db/engine",
-                          "SIM_SECRET": "s3-sixteen-chars"})
+    config = parse(
+        FULL, {"DB_URL": "postgresql://u:pw@db/engine", "SIM_SECRET": "s3-sixteen-chars"}
+    )
     assert config.database_url is not None
     assert config.database_url.get_secret_value() == "postgresql://u:pw@db/engine"
     assert config.webhooks.port == 8080
@@ -61,8 +62,9 @@ def test_default_value_used_when_variable_unset_and_plain_scalars_retyped() -> N
 
 
 def test_secrets_are_never_printed() -> None:
-    config = parse(FULL, {"DB_URL": "postgresql://u:hunter2@db/x",
-                          "SIM_SECRET": "topsecret-topsecret"})
+    config = parse(
+        FULL, {"DB_URL": "postgresql://u:hunter2@db/x", "SIM_SECRET": "topsecret-topsecret"}
+    )
     shown = repr(config) + str(config) + config.model_dump_json()
     assert "hunter2" not in shown
     assert "topsecret" not in shown
@@ -143,8 +145,16 @@ def test_config_file_from_environment(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90", 90), (90, 90), ("10s", 10), ("5m", 300), ("6h", 21600), ("1d", 86400),
-     ("1h30m", 5400), ("250ms", 0.25)],
+    [
+        ("90", 90),
+        (90, 90),
+        ("10s", 10),
+        ("5m", 300),
+        ("6h", 21600),
+        ("1d", 86400),
+        ("1h30m", 5400),
+        ("250ms", 0.25),
+    ],
 )
 def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == seconds
@@ -194,9 +204,7 @@ providers:
 
 
 @pytest.mark.parametrize("empty", ["", "   "])
-def test_an_empty_secret_from_the_environment_is_an_error_naming_key_and_line(
-    empty: str
-) -> None:
+def test_an_empty_secret_from_the_environment_is_an_error_naming_key_and_line(empty: str) -> None:
     """``${X}`` with X set to "" would leave the account (or the reports) without a secret."""
     with pytest.raises(ConfigError) as err:
         parse(SECRETS, {"TOKEN": empty, "ZC_SECRET": empty})
@@ -208,8 +216,9 @@ def test_an_empty_secret_from_the_environment_is_an_error_naming_key_and_line(
 def test_a_short_secret_is_an_error() -> None:
     with pytest.raises(ConfigError) as err:
         parse(SECRETS, {"TOKEN": "x" * 15, "ZC_SECRET": "y" * 16})
-    assert str(err.value) == ("engine.yaml:2:18: webhooks.reports_token: is too short:"
-                              " use at least 16 characters")
+    assert str(err.value) == (
+        "engine.yaml:2:18: webhooks.reports_token: is too short: use at least 16 characters"
+    )
     config = parse(SECRETS, {"TOKEN": "x" * 16, "ZC_SECRET": "y" * 16})
     assert config.webhooks.reports_token is not None
 
@@ -217,8 +226,9 @@ def test_a_short_secret_is_an_error() -> None:
 def test_a_simulator_account_in_a_file_needs_a_secret() -> None:
     with pytest.raises(ConfigError) as err:
         parse("providers:\n  sim:\n    type: simulator\n")
-    assert str(err.value).startswith("engine.yaml:3:5: providers.sim.webhook_secret:"
-                                     " a simulator account needs a webhook_secret")
+    assert str(err.value).startswith(
+        "engine.yaml:3:5: providers.sim.webhook_secret: a simulator account needs a webhook_secret"
+    )
 
 
 def test_reports_public_takes_only_loopback() -> None:

@@ -37,22 +37,45 @@ PUBLIC = "https://engine.example.com"
 
 
 CASE = AdapterCase(
-    "courier-us", CourierAccount, CourierAdapter,
-    {"type": "courier", "token": "jwt-abc", "account_id": ACCOUNT_ID, "number_id": NUMBER_ID,
-     "base_url": BASE, "webhook_secret": "s3cret"},
-    to="+14155550100", public_url=PUBLIC,
+    "courier-us",
+    CourierAccount,
+    CourierAdapter,
+    {
+        "type": "courier",
+        "token": "jwt-abc",
+        "account_id": ACCOUNT_ID,
+        "number_id": NUMBER_ID,
+        "base_url": BASE,
+        "webhook_secret": "s3cret",
+    },
+    to="+14155550100",
+    public_url=PUBLIC,
 )
 
 
 def created(status: str = "accepted", **attributes: Any) -> dict[str, Any]:
     """The seed's 201 response sample, filled in."""
-    return {"data": {"attributes": {
-        "callback-status-url": "https://engine.example.com/webhooks/courier-us?secret=s3cret",
-        "callback-url": None, "created-at": "2024-05-01T10:00:00Z", "created-by": ACCOUNT_ID,
-        "error": None, "from": "+14155550199", "last-modified-at": "2024-05-01T10:00:00Z",
-        "message": "Hello", "status": status, "target": "+14155550100", "twilio-sid": None,
-        **attributes,
-    }, "id": TEXT_ID, "type": "texts"}, "meta": {}}
+    return {
+        "data": {
+            "attributes": {
+                "callback-status-url": "https://engine.example.com/webhooks/courier-us?secret=s3cret",
+                "callback-url": None,
+                "created-at": "2024-05-01T10:00:00Z",
+                "created-by": ACCOUNT_ID,
+                "error": None,
+                "from": "+14155550199",
+                "last-modified-at": "2024-05-01T10:00:00Z",
+                "message": "Hello",
+                "status": status,
+                "target": "+14155550100",
+                "twilio-sid": None,
+                **attributes,
+            },
+            "id": TEXT_ID,
+            "type": "texts",
+        },
+        "meta": {},
+    }
 
 
 # --- the account -----------------------------------------------------------------------------
@@ -61,7 +84,8 @@ def created(status: str = "accepted", **attributes: Any) -> dict[str, Any]:
 def test_account_is_registered_with_its_defaults() -> None:
     assert ACCOUNT_TYPES["courier"] is CourierAccount
     made = CourierAccount.model_validate(
-        {"type": "courier", "token": "t", "account_id": "a", "number_id": "n"})
+        {"type": "courier", "token": "t", "account_id": "a", "number_id": "n"}
+    )
     assert made.url == "https://api.carium.com/courier"
     assert made.organization_id is None
 
@@ -76,18 +100,34 @@ async def test_send_request_and_result(
     results = await adapter().send([message(42)])
     assert results == [SendResult(Outcome.ACCEPTED, TEXT_ID)]
     (call,) = sent("POST", TEXTS)
-    assert orjson.loads(call.kwargs["data"]) == {"data": {"type": "texts", "attributes": {
-        "account-id": ACCOUNT_ID, "number-id": NUMBER_ID, "target": "+14155550100",
-        "message": "Hello",
-        "callback-status-url":
-            "https://engine.example.com/webhooks/courier-us/s3cret?message_id=42",
-        "callback-json": {"message_id": 42},
-        "callback-url": "https://engine.example.com/webhooks/courier-us/s3cret"
-                        "?message_id=42&event=reply",
-        "expected-responses": ["CANCEL", "END", "OPTIN", "QUIT", "START", "STOP", "STOPALL",
-                               "UNSTOP", "UNSUBSCRIBE"],
-        "callback-one-off": False,
-    }}, "meta": {}}
+    assert orjson.loads(call.kwargs["data"]) == {
+        "data": {
+            "type": "texts",
+            "attributes": {
+                "account-id": ACCOUNT_ID,
+                "number-id": NUMBER_ID,
+                "target": "+14155550100",
+                "message": "Hello",
+                "callback-status-url": "https://engine.example.com/webhooks/courier-us/s3cret?message_id=42",
+                "callback-json": {"message_id": 42},
+                "callback-url": "https://engine.example.com/webhooks/courier-us/s3cret"
+                "?message_id=42&event=reply",
+                "expected-responses": [
+                    "CANCEL",
+                    "END",
+                    "OPTIN",
+                    "QUIT",
+                    "START",
+                    "STOP",
+                    "STOPALL",
+                    "UNSTOP",
+                    "UNSUBSCRIBE",
+                ],
+                "callback-one-off": False,
+            },
+        },
+        "meta": {},
+    }
     headers = call.kwargs["headers"]
     assert headers["Authorization"] == "Bearer jwt-abc"
     assert headers["Content-Type"] == JSON
@@ -128,13 +168,16 @@ async def test_without_a_secret_the_callback_url_has_none(
     await adapter(webhook_secret=None).send([message()])
     attributes = orjson.loads(sent("POST", TEXTS)[0].kwargs["data"])["data"]["attributes"]
     assert attributes["callback-status-url"] == (
-        "https://engine.example.com/webhooks/courier-us?message_id=1")
+        "https://engine.example.com/webhooks/courier-us?message_id=1"
+    )
 
 
 @pytest.mark.parametrize(
     ("payload", "code"),
-    [({"data": {"type": "texts", "attributes": {"status": "accepted"}}}, "bad_response"),
-     ({"errors": []}, "bad_response")],
+    [
+        ({"data": {"type": "texts", "attributes": {"status": "accepted"}}}, "bad_response"),
+        ({"errors": []}, "bad_response"),
+    ],
 )
 async def test_a_2xx_without_an_id_is_unknown(
     http: Any, payload: Any, code: str, message: MakeMessage, adapter: MakeAdapter
@@ -150,7 +193,10 @@ async def test_a_201_that_already_failed_is_a_rejection(
     http.post(TEXTS, status=201, payload=created("failed", error="Unsubscribed recipient"))
     (result,) = await adapter().send([message()])
     assert (result.outcome, result.error_code, result.error_detail) == (
-        Outcome.REJECTED, "failed", "Unsubscribed recipient")
+        Outcome.REJECTED,
+        "failed",
+        "Unsubscribed recipient",
+    )
 
 
 async def test_one_message_per_request(message: MakeMessage, adapter: MakeAdapter) -> None:
@@ -162,25 +208,53 @@ async def test_one_message_per_request(message: MakeMessage, adapter: MakeAdapte
 
 def jsonapi_error(status: int, code: str, detail: str) -> dict[str, Any]:
     """The seed's 4XX sample."""
-    return {"errors": [{"code": code, "detail": detail, "meta": {},
-                        "source": {"parameter": "", "pointer": "/data/attributes/target"},
-                        "status": status}]}
+    return {
+        "errors": [
+            {
+                "code": code,
+                "detail": detail,
+                "meta": {},
+                "source": {"parameter": "", "pointer": "/data/attributes/target"},
+                "status": status,
+            }
+        ]
+    }
 
 
 @pytest.mark.parametrize(
     ("status", "payload", "code", "detail"),
     [
-        (400, jsonapi_error(400, "ValidationError", "target: not a phone number"),
-         "ValidationError", "target: not a phone number"),
-        (400, {"errors": [{"status": 400, "code": "A", "detail": "one"},
-                          {"status": 400, "title": "two"}]}, "A", "one; two"),
-        (401, jsonapi_error(401, "Unauthorized", "token expired"), "Unauthorized",
-         "token expired"),
-        (403, jsonapi_error(403, "Forbidden", "no access to account"), "Forbidden",
-         "no access to account"),
+        (
+            400,
+            jsonapi_error(400, "ValidationError", "target: not a phone number"),
+            "ValidationError",
+            "target: not a phone number",
+        ),
+        (
+            400,
+            {
+                "errors": [
+                    {"status": 400, "code": "A", "detail": "one"},
+                    {"status": 400, "title": "two"},
+                ]
+            },
+            "A",
+            "one; two",
+        ),
+        (401, jsonapi_error(401, "Unauthorized", "token expired"), "Unauthorized", "token expired"),
+        (
+            403,
+            jsonapi_error(403, "Forbidden", "no access to account"),
+            "Forbidden",
+            "no access to account",
+        ),
         (404, None, "404", ""),
-        (409, {"errors": [{"code": "DuplicateChannel", "meta": {"id": "x"}}]},
-         "DuplicateChannel", ""),
+        (
+            409,
+            {"errors": [{"code": "DuplicateChannel", "meta": {"id": "x"}}]},
+            "DuplicateChannel",
+            "",
+        ),
     ],
     ids=["400", "400-many", "401", "403", "404-bare", "409"],
 )
@@ -205,8 +279,12 @@ async def test_errors_are_rejections(
 async def test_429_is_retry_after_the_given_seconds(
     http: Any, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
-    http.post(TEXTS, status=429, headers={"Retry-After": "12"},
-              payload=jsonapi_error(429, "TooManyRequests", "slow down"))
+    http.post(
+        TEXTS,
+        status=429,
+        headers={"Retry-After": "12"},
+        payload=jsonapi_error(429, "TooManyRequests", "slow down"),
+    )
     (result,) = await adapter().send([message()])
     assert (result.outcome, result.retry_after) == (Outcome.RETRY, 12)
 
@@ -259,7 +337,8 @@ def test_status_callback_is_a_receipt(adapter: MakeAdapter) -> None:
     assert receipt.event_id is None
     assert receipt.raw["data"]["id"] == body["data"]["id"]
     assert receipt.raw["data"]["attributes"]["callback-status-url"] == (
-        "https://engine.example.com/webhooks/courier-us?secret=[secret]")  # echoed, scrubbed
+        "https://engine.example.com/webhooks/courier-us?secret=[secret]"
+    )  # echoed, scrubbed
     assert "s3cret" not in orjson.dumps(receipt.raw).decode()
     assert not events.inbound
 
@@ -302,8 +381,12 @@ def test_our_id_wherever_callback_json_is_echoed(where: str, adapter: MakeAdapte
 
 
 def test_our_id_alone_is_enough(adapter: MakeAdapter) -> None:
-    body = {"data": {"type": "texts", "attributes": {
-        "status": "sent", "callback-json": {"message_id": 7}}}}
+    body = {
+        "data": {
+            "type": "texts",
+            "attributes": {"status": "sent", "callback-json": {"message_id": 7}},
+        }
+    }
     (receipt,) = parse(adapter, body).receipts
     assert (receipt.provider_message_id, receipt.message_id) == (None, 7)
 
@@ -314,14 +397,20 @@ def test_our_id_alone_is_enough(adapter: MakeAdapter) -> None:
         (b"{not json", "JSON"),
         (b"[]", "JSON:API document"),
         (b'{"errors": []}', "neither a texts document nor Twilio"),
-        (b'{"data": {"type": "multicasts", "id": "x", "attributes": {"status": "sent"}}}',
-         "neither attributes.status nor a reply"),
+        (
+            b'{"data": {"type": "multicasts", "id": "x", "attributes": {"status": "sent"}}}',
+            "neither attributes.status nor a reply",
+        ),
         (b'{"data": {"type": "texts", "id": "x"}}', "without data.attributes"),
-        (b'{"data": {"type": "texts", "id": "x", "attributes": {"status": 3}}}',
-         "neither attributes.status nor a reply"),
+        (
+            b'{"data": {"type": "texts", "id": "x", "attributes": {"status": 3}}}',
+            "neither attributes.status nor a reply",
+        ),
         (b'{"data": {"type": "texts", "attributes": {"status": "sent"}}}', "without an id"),
-        (b'{"data": {"type": "texts", "attributes": {"status": "received", "from": "+1"}}}',
-         "without an id"),
+        (
+            b'{"data": {"type": "texts", "attributes": {"status": "received", "from": "+1"}}}',
+            "without an id",
+        ),
     ],
 )
 def test_malformed_callbacks(body: bytes, reason: str, adapter: MakeAdapter) -> None:
@@ -372,17 +461,26 @@ async def test_the_seed_error_sample_is_a_rejection(
     http.post(TEXTS, status=400, payload=seed("error_response.txt"))
     (result,) = await adapter().send([message()])
     assert (result.outcome, result.error_code, result.error_detail) == (
-        Outcome.REJECTED, "string", "string")
+        Outcome.REJECTED,
+        "string",
+        "string",
+    )
 
 
 @pytest.mark.parametrize(
     ("word", "status", "code"),
-    [("accepted", MessageStatus.SENT, None), ("scheduled", MessageStatus.SENT, None),
-     ("queued", MessageStatus.SENT, None), ("sending", MessageStatus.SENT, None),
-     ("sent", MessageStatus.SENT, None), ("delivered", MessageStatus.DELIVERED, None),
-     ("Delivered", MessageStatus.DELIVERED, None), ("read", MessageStatus.READ, None),
-     ("undelivered", MessageStatus.UNDELIVERED, "undelivered"),
-     ("failed", MessageStatus.UNDELIVERED, "failed")],
+    [
+        ("accepted", MessageStatus.SENT, None),
+        ("scheduled", MessageStatus.SENT, None),
+        ("queued", MessageStatus.SENT, None),
+        ("sending", MessageStatus.SENT, None),
+        ("sent", MessageStatus.SENT, None),
+        ("delivered", MessageStatus.DELIVERED, None),
+        ("Delivered", MessageStatus.DELIVERED, None),
+        ("read", MessageStatus.READ, None),
+        ("undelivered", MessageStatus.UNDELIVERED, "undelivered"),
+        ("failed", MessageStatus.UNDELIVERED, "failed"),
+    ],
     ids=lambda value: value if isinstance(value, str) else None,
 )
 @pytest.mark.parametrize("shape", ["texts", "twilio"])
@@ -406,10 +504,17 @@ def test_a_201_failure_is_still_refused_at_send() -> None:
 
 @pytest.mark.parametrize("echo", [True, False])
 def test_twilio_style_status_fields(echo: bool, adapter: MakeAdapter) -> None:
-    fields = {"MessageSid": "SMabc", "SmsSid": "SMabc", "AccountSid": "AC1",
-              "MessageStatus": "undelivered", "SmsStatus": "undelivered",
-              "ErrorCode": "30003", "ErrorMessage": "Unreachable destination handset",
-              "From": "+15550100000", "To": "+14155550100"}
+    fields = {
+        "MessageSid": "SMabc",
+        "SmsSid": "SMabc",
+        "AccountSid": "AC1",
+        "MessageStatus": "undelivered",
+        "SmsStatus": "undelivered",
+        "ErrorCode": "30003",
+        "ErrorMessage": "Unreachable destination handset",
+        "From": "+15550100000",
+        "To": "+14155550100",
+    }
     query = {"secret": "s3cret", "message_id": "42"}
     if echo:
         fields["callback-json"] = '{"message_id": 42}'
@@ -418,7 +523,10 @@ def test_twilio_style_status_fields(echo: bool, adapter: MakeAdapter) -> None:
     (receipt,) = adapter().parse_webhook(FORM, body, query).receipts
     assert (receipt.provider_message_id, receipt.message_id) == ("SMabc", 42)
     assert (receipt.status, receipt.error_code, receipt.error_detail) == (
-        MessageStatus.UNDELIVERED, "30003", "Unreachable destination handset")
+        MessageStatus.UNDELIVERED,
+        "30003",
+        "Unreachable destination handset",
+    )
     assert "s3cret" not in orjson.dumps(receipt.raw).decode()
 
 
@@ -430,27 +538,39 @@ def test_the_callback_urls_message_id_wins(adapter: MakeAdapter) -> None:
 
 
 @pytest.mark.parametrize("shape", ["text-receive-logs", "twilio"])
-@pytest.mark.parametrize(("text", "opted_out"), [("STOP", True), ("start", False),
-                                                 ("thanks", None)])
+@pytest.mark.parametrize(
+    ("text", "opted_out"), [("STOP", True), ("start", False), ("thanks", None)]
+)
 def test_replies_in_either_shape(
     shape: str, text: str, opted_out: bool | None, adapter: MakeAdapter
 ) -> None:
     query = {"secret": "s3cret", "message_id": "42", "event": "reply"}
     if shape == "twilio":
-        body = urlencode({"MessageSid": "SMr", "From": "+14155550100", "To": "+15550100000",
-                          "Body": text}).encode()
+        body = urlencode(
+            {"MessageSid": "SMr", "From": "+14155550100", "To": "+15550100000", "Body": text}
+        ).encode()
         events = adapter().parse_webhook(FORM, body, query)
     else:
-        doc = {"data": {"id": "r-1", "type": "text-receive-logs", "attributes": {
-            "created-at": "2024-05-01T10:00:00Z", "message": text, "sender": "+14155550100",
-            "sid": "SMr", "to": "+15550100000"}}, "meta": {}}
+        doc = {
+            "data": {
+                "id": "r-1",
+                "type": "text-receive-logs",
+                "attributes": {
+                    "created-at": "2024-05-01T10:00:00Z",
+                    "message": text,
+                    "sender": "+14155550100",
+                    "sid": "SMr",
+                    "to": "+15550100000",
+                },
+            },
+            "meta": {},
+        }
         events = parse(adapter, doc, query)
     (reply,) = events.inbound
     assert (reply.from_, reply.text, reply.provider_message_id) == ("+14155550100", text, "SMr")
     assert not events.receipts
     assert "secret" not in reply.raw
-    assert [o.opted_out for o in events.opt_changes] == ([] if opted_out is None
-                                                         else [opted_out])
+    assert [o.opted_out for o in events.opt_changes] == ([] if opted_out is None else [opted_out])
 
 
 async def test_poll_one_text_with_the_seed_response(http: Any, adapter: MakeAdapter) -> None:
@@ -467,20 +587,27 @@ async def test_poll_several_texts_to_one_number_with_one_list(
     http: Any, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
     for text_id in ("t1", "t2"):
-        http.post(TEXTS, status=201, payload={"data": {"id": text_id, "type": "texts",
-                                                       "attributes": {"status": "accepted"}}})
+        http.post(
+            TEXTS,
+            status=201,
+            payload={
+                "data": {"id": text_id, "type": "texts", "attributes": {"status": "accepted"}}
+            },
+        )
     courier = adapter()
     await courier.send([message(1)])
     await courier.send([message(2)])
     listed = seed("list_texts_response.txt")
     first = listed["data"][0]
-    listed["data"] = [{**first, "id": "t1", "attributes": {**first["attributes"],
-                                                           "status": "delivered"}},
-                      {**first, "id": "t2", "attributes": {**first["attributes"],
-                                                           "status": "failed"}}]
+    listed["data"] = [
+        {**first, "id": "t1", "attributes": {**first["attributes"], "status": "delivered"}},
+        {**first, "id": "t2", "attributes": {**first["attributes"], "status": "failed"}},
+    ]
     query = {"account-id": ACCOUNT_ID, "filter[target]": "+14155550100", "page[limit]": "1000"}
     http.get(URL(TEXTS).with_query(query), payload=listed)
     receipts = await courier.poll(["t1", "t2"])
     assert {(r.provider_message_id, r.status) for r in receipts} == {
-        ("t1", MessageStatus.DELIVERED), ("t2", MessageStatus.UNDELIVERED)}
+        ("t1", MessageStatus.DELIVERED),
+        ("t2", MessageStatus.UNDELIVERED),
+    }
     assert len(http.requests[("GET", URL(TEXTS).with_query(query))]) == 1

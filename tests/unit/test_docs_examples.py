@@ -49,10 +49,12 @@ def yaml_examples(path: Path) -> list[Example]:
         if lines[index].strip() in ("```yaml", "```yml"):
             start = index + 1
             end = next(i for i in range(start, len(lines)) if lines[i].strip().startswith("```"))
-            before = next((lines[i].strip() for i in range(index - 1, -1, -1)
-                           if lines[i].strip()), "")
-            found.append(Example(path, start + 1, "\n".join(lines[start:end]) + "\n",
-                                 before == FRAGMENT))
+            before = next(
+                (lines[i].strip() for i in range(index - 1, -1, -1) if lines[i].strip()), ""
+            )
+            found.append(
+                Example(path, start + 1, "\n".join(lines[start:end]) + "\n", before == FRAGMENT)
+            )
             index = end
         index += 1
     return found
@@ -66,8 +68,11 @@ def all_examples() -> list[Example]:
 
 def env_for(text: str) -> dict[str, str]:
     """A value for each ``${VAR}`` without a default: long enough for any secret."""
-    return {name: f"example-value-for-{name.lower()}" for name, default in _VAR.findall(text)
-            if not default}
+    return {
+        name: f"example-value-for-{name.lower()}"
+        for name, default in _VAR.findall(text)
+        if not default
+    }
 
 
 def kind(data: Any) -> str:
@@ -111,8 +116,9 @@ def test_every_yaml_example_loads_as_written(example: Example, tmp_path: Path) -
 
 
 def test_the_docs_show_each_kind_of_example() -> None:
-    kinds = {kind(yaml.safe_load(example.text)) for example in all_examples()
-             if not example.fragment}
+    kinds = {
+        kind(yaml.safe_load(example.text)) for example in all_examples() if not example.fragment
+    }
     assert kinds == {"campaign", "simulator", "config"}
 
 
@@ -140,10 +146,12 @@ def test_the_configuration_example_needs_no_database_url(tmp_path: Path) -> None
 
 def test_the_walkthrough_files_agree_with_each_other() -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
-    examples = {kind(yaml.safe_load(e.text)): yaml.safe_load(e.text)
-                for e in yaml_examples(REPO / "README.md")}
+    examples = {
+        kind(yaml.safe_load(e.text)): yaml.safe_load(e.text)
+        for e in yaml_examples(REPO / "README.md")
+    }
     config, simulator, campaign = examples["config"], examples["simulator"], examples["campaign"]
-    (account, settings), = config["providers"].items()
+    ((account, settings),) = config["providers"].items()
     exported = re.search(r"export SIM_WEBHOOK_SECRET=(\S+)", readme)
     assert exported and settings["webhook_secret"] == "${SIM_WEBHOOK_SECRET}"
     assert simulator["default"]["webhook_secret"] == exported.group(1)
@@ -153,14 +161,18 @@ def test_the_walkthrough_files_agree_with_each_other() -> None:
     port = settings["base_url"].rsplit(":", 1)[1]
     assert f"engine simulator --port {port} --settings simulator.yaml" in readme
     assert campaign["provider"] == account
-    assert "engine contacts import contacts.csv --group " + campaign["audience"]["groups"][0] \
-        in readme
+    assert (
+        "engine contacts import contacts.csv --group " + campaign["audience"]["groups"][0] in readme
+    )
 
 
 def test_a_broken_example_is_caught(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
-    page.write_text("```yaml\nproviders:\n  x:\n    type: nosuch\n```\n\n"
-                    f"{FRAGMENT}\n\n```yaml\nrate: 10/s\n```\n", encoding="utf-8")
+    page.write_text(
+        "```yaml\nproviders:\n  x:\n    type: nosuch\n```\n\n"
+        f"{FRAGMENT}\n\n```yaml\nrate: 10/s\n```\n",
+        encoding="utf-8",
+    )
     broken, fragment = yaml_examples(page)
     assert not broken.fragment and fragment.fragment
     with pytest.raises(ConfigError, match="type must be one of"):

@@ -113,16 +113,20 @@ def test_the_checker_catches_broken_links(tmp_path: Path) -> None:
     assert "configuration-engineyaml" in anchors(page)
     assert slug("Running the engine: `engine run`") == "running-the-engine-engine-run"
     assert slug("SQL: the views (migration `0005_reports.sql`)") == (
-        "sql-the-views-migration-0005_reportssql")
+        "sql-the-views-migration-0005_reportssql"
+    )
     assert "docs/ops.md" in links(REPO / "README.md") or any(
-        target.startswith("docs/ops.md") for target in links(REPO / "README.md"))
+        target.startswith("docs/ops.md") for target in links(REPO / "README.md")
+    )
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "ops.md").write_text("# Ops\n\n## Security model\n", encoding="utf-8")
     probe = tmp_path / "docs" / "probe.md"
     probe.write_text(
         "# Probe\n\n[ok](ops.md#security-model) [a](ops.md#no-such-heading) [b](missing.md)"
         " [c](https://example.com) [d](../../outside.md) `[e](missing-in-code.md)`\n\n"
-        "```\n[f](missing-in-fence.md)\n```\n", encoding="utf-8")
+        "```\n[f](missing-in-fence.md)\n```\n",
+        encoding="utf-8",
+    )
     found = problems_in(probe, tmp_path)
     assert len(found) == 4, found
     assert any("#no-such-heading" in p for p in found)

@@ -26,8 +26,11 @@ def engine_exceptions() -> dict[str, type[BaseException]]:
             continue
         module = importlib.import_module(info.name)
         for obj in vars(module).values():
-            if (inspect.isclass(obj) and issubclass(obj, BaseException)
-                    and obj.__module__ == info.name):
+            if (
+                inspect.isclass(obj)
+                and issubclass(obj, BaseException)
+                and obj.__module__ == info.name
+            ):
                 assert obj.__name__ not in found, f"two exceptions named {obj.__name__}"
                 found[obj.__name__] = obj
     return found

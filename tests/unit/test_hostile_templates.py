@@ -59,8 +59,10 @@ def test_a_constant_bomb_is_one_line_from_engine_validate(
     err = capsys.readouterr().err
     assert code == 1
     [line] = [line for line in err.splitlines() if "message.body" in line]
-    assert line == (f"{path}:6:9: message.body: template line 1: "
-                    "a value would be longer than the limit of 100000 characters")
+    assert line == (
+        f"{path}:6:9: message.body: template line 1: "
+        "a value would be longer than the limit of 100000 characters"
+    )
 
 
 DEEP: list[object] = [1] * 40
@@ -135,8 +137,10 @@ def test_exponential_macro_recursion_is_a_render_error() -> None:
 
 
 def test_exponential_recursive_loop_is_a_render_error() -> None:
-    body = ("{% for x in [1, 1] recursive %}{% if loop.depth < 40 %}{{ loop([1, 1]) }}"
-            "{% endif %}{% endfor %}")
+    body = (
+        "{% for x in [1, 1] recursive %}{% if loop.depth < 40 %}{{ loop([1, 1]) }}"
+        "{% endif %}{% endfor %}"
+    )
     with pytest.raises(RenderError, match=r"steps|time limit"):
         render(body)
 
@@ -148,8 +152,10 @@ def test_render_time_is_limited_per_message() -> None:
 
 def test_lists_cannot_be_grown_in_place() -> None:
     with pytest.raises(RenderError, match="sandbox"):
-        render("{% set l = [x] %}{% for i in s %}{{ l.extend(l) }}{% endfor %}",
-               {"x": "a", "s": "x" * 40})
+        render(
+            "{% set l = [x] %}{% for i in s %}{{ l.extend(l) }}{% endfor %}",
+            {"x": "a", "s": "x" * 40},
+        )
 
 
 def test_limits_leave_ordinary_templates_alone() -> None:

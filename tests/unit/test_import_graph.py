@@ -16,11 +16,23 @@ import pytest
 
 #: modules that talk to the network, the database or the adapters (which do both); the
 #: simulator is a server. No pure module may load any of them, whatever its allowed list.
-IO_MODULES = ("aiohttp", "asyncpg", "engine.providers", "engine.simulator", "engine.db",
-              "engine.config", "engine.queries")
+IO_MODULES = (
+    "aiohttp",
+    "asyncpg",
+    "engine.providers",
+    "engine.simulator",
+    "engine.db",
+    "engine.config",
+    "engine.queries",
+)
 
-_PYDANTIC = {"pydantic", "pydantic_core", "annotated_types", "typing_extensions",
-             "typing_inspection"}
+_PYDANTIC = {
+    "pydantic",
+    "pydantic_core",
+    "annotated_types",
+    "typing_extensions",
+    "typing_inspection",
+}
 _JINJA = {"jinja2", "markupsafe"}
 _TIMING = {"engine.errors", "engine.phones"}
 _TIMING_PACKAGES = {"apscheduler", "tzlocal", "phonenumbers"}
@@ -41,19 +53,39 @@ PURE: dict[str, tuple[set[str], set[str]]] = {
     "engine.timing": (_TIMING, _TIMING_PACKAGES),
     "engine.receipt_rules": ({"engine.status"}, set()),
     "engine.report_output": ({"engine.untrusted"}, {"orjson"}),
-    "engine.report_charts": ({"engine.report_output", "engine.status", "engine.untrusted"},
-                             {"orjson"}),
-    "engine.message_rows": ({"engine.contact_fields", "engine.pricing", "engine.sms",
-                             "engine.status", *_TEMPLATING, *_TIMED},
-                            {"regex", *_JINJA, *_TIMING_PACKAGES}),
+    "engine.report_charts": (
+        {"engine.report_output", "engine.status", "engine.untrusted"},
+        {"orjson"},
+    ),
+    "engine.message_rows": (
+        {
+            "engine.contact_fields",
+            "engine.pricing",
+            "engine.sms",
+            "engine.status",
+            *_TEMPLATING,
+            *_TIMED,
+        },
+        {"regex", *_JINJA, *_TIMING_PACKAGES},
+    ),
     # the model; engine.audiencefile checks that audience.file exists, and only when the
     # campaign loader passes its Checks (the spec module's docstring says so)
-    "engine.spec": ({"engine.audiencefile", "engine.sms", "engine.strict", "engine.values",
-                     *_TEMPLATING, *_TIMED},
-                    {"regex", *_PYDANTIC, *_JINJA, *_TIMING_PACKAGES}),
+    "engine.spec": (
+        {
+            "engine.audiencefile",
+            "engine.sms",
+            "engine.strict",
+            "engine.values",
+            *_TEMPLATING,
+            *_TIMED,
+        },
+        {"regex", *_PYDANTIC, *_JINJA, *_TIMING_PACKAGES},
+    ),
     # not pure (it opens the CSV file it is given) but it loads no network or database part
-    "engine.contacts_csv": ({"engine.contact_fields", "engine.errors", "engine.phones"},
-                            {"orjson", "phonenumbers"}),
+    "engine.contacts_csv": (
+        {"engine.contact_fields", "engine.errors", "engine.phones"},
+        {"orjson", "phonenumbers"},
+    ),
 }
 
 _PROBE = """
@@ -72,8 +104,12 @@ print(json.dumps({{
 
 def loaded_by(module: str) -> dict[str, list[str]]:
     """The engine modules, third-party packages and all modules importing ``module`` loads."""
-    done = subprocess.run([sys.executable, "-c", _PROBE.format(module=module)],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(module=module)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     loaded: dict[str, list[str]] = json.loads(done.stdout)
     return loaded
 

@@ -23,8 +23,10 @@ PROVIDER_TYPES = ("zoomconnect", "zenvia", "zingle", "sunshine", "courier")
 _TYPE_WORD = re.compile(rf"\b({'|'.join(PROVIDER_TYPES)})\b", re.IGNORECASE)
 #: a statement: an upper-case SQL verb first, then more than a number (asyncpg's command
 #: tags such as "UPDATE 0" are status strings compared against, not SQL)
-_SQL = re.compile(r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH|CREATE|ALTER|DROP|TRUNCATE|COPY"
-                  r"|LOCK|GRANT|VACUUM|ANALYZE|NOTIFY|LISTEN|DO)\s+(?!\d+\s*$)")
+_SQL = re.compile(
+    r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH|CREATE|ALTER|DROP|TRUNCATE|COPY"
+    r"|LOCK|GRANT|VACUUM|ANALYZE|NOTIFY|LISTEN|DO)\s+(?!\d+\s*$)"
+)
 #: Python files allowed SQL text, and why
 SQL_ALLOWED: set[str] = set()
 
@@ -47,9 +49,13 @@ def string_constants(path: Path) -> list[tuple[int, str]]:
             first = node.body[0] if node.body else None
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
                 docstrings.add(id(first.value))
-    return [(node.lineno, node.value) for node in ast.walk(tree)
-            if isinstance(node, ast.Constant) and isinstance(node.value, str)
-            and id(node) not in docstrings]
+    return [
+        (node.lineno, node.value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+    ]
 
 
 def imported(path: Path) -> set[str]:
@@ -83,13 +89,15 @@ def test_no_provider_type_named_outside_providers(path: Path) -> None:
 @pytest.mark.parametrize("path", sources(ENGINE / "providers"), ids=_name)
 def test_adapters_import_neither_the_simulator_nor_the_database(path: Path) -> None:
     forbidden = ("engine.simulator", "asyncpg", "engine.db", "engine.queries")
-    bad = sorted(name for name in imported(path)
-                 if any(name == f or name.startswith(f"{f}.") for f in forbidden))
+    bad = sorted(
+        name
+        for name in imported(path)
+        if any(name == f or name.startswith(f"{f}.") for f in forbidden)
+    )
     assert bad == []
 
 
-@pytest.mark.parametrize("path", [p for p in sources() if _name(p) not in SQL_ALLOWED],
-                         ids=_name)
+@pytest.mark.parametrize("path", [p for p in sources() if _name(p) not in SQL_ALLOWED], ids=_name)
 def test_no_sql_outside_engine_sql(path: Path) -> None:
     statements = [(line, text[:60]) for line, text in string_constants(path) if _SQL.match(text)]
     assert statements == []
@@ -97,12 +105,15 @@ def test_no_sql_outside_engine_sql(path: Path) -> None:
 
 def test_the_checks_see_what_they_look_for(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
-    probe.write_text('"""zenvia in a docstring is fine."""\n'
-                     'from engine.simulator import core\n'
-                     'from .model import x\n'
-                     'KIND = "zenvia"\n'
-                     'Q = "SELECT id FROM runs"\n'
-                     'TAG = "UPDATE 0"\n', encoding="utf-8")
+    probe.write_text(
+        '"""zenvia in a docstring is fine."""\n'
+        "from engine.simulator import core\n"
+        "from .model import x\n"
+        'KIND = "zenvia"\n'
+        'Q = "SELECT id FROM runs"\n'
+        'TAG = "UPDATE 0"\n',
+        encoding="utf-8",
+    )
     texts = [text for _, text in string_constants(probe)]
     assert texts == ["zenvia", "SELECT id FROM runs", "UPDATE 0"]
     assert [bool(_TYPE_WORD.search(t)) for t in texts] == [True, False, False]

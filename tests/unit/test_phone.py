@@ -214,10 +214,17 @@ def test_parse_e164_reads_a_number_as_an_import_does(
 @pytest.mark.parametrize(
     ("raw", "region", "message"),
     [
-        ("082 123 4567", None, "'082 123 4567' has no country code: write it as "
-         "+<country code><number>, or set default_region in engine.yaml"),
-        ("+999 123 4567", "ZA", "'+999 123 4567' has no country code: write it as "
-         "+<country code><number>"),
+        (
+            "082 123 4567",
+            None,
+            "'082 123 4567' has no country code: write it as "
+            "+<country code><number>, or set default_region in engine.yaml",
+        ),
+        (
+            "+999 123 4567",
+            "ZA",
+            "'+999 123 4567' has no country code: write it as +<country code><number>",
+        ),
         ("+1555", None, "invalid phone number '+1555'"),
         ("call me", "ZA", "not a phone number: 'call me'"),
         ("", None, "not a phone number: ''"),

@@ -23,13 +23,20 @@ def at(seconds: int) -> datetime:
 @pytest.mark.parametrize(
     ("current", "new", "outcome"),
     [
-        ("sent", "delivered", "applied"), ("sent", "sent", "duplicate"),
-        ("delivered", "sent", "stale"), ("delivered", "read", "applied"),
-        ("delivered", "failed", "stale"), ("read", "delivered", "stale"),
-        ("failed", "delivered", "stale"), ("undelivered", "undelivered", "duplicate"),
-        ("unknown", "delivered", "applied"), ("unknown", "sent", "applied"),
-        ("expired", "failed", "applied"), ("expired", "sent", "stale"),
-        ("cancelled", "delivered", "ignored"), ("suppressed", "sent", "ignored"),
+        ("sent", "delivered", "applied"),
+        ("sent", "sent", "duplicate"),
+        ("delivered", "sent", "stale"),
+        ("delivered", "read", "applied"),
+        ("delivered", "failed", "stale"),
+        ("read", "delivered", "stale"),
+        ("failed", "delivered", "stale"),
+        ("undelivered", "undelivered", "duplicate"),
+        ("unknown", "delivered", "applied"),
+        ("unknown", "sent", "applied"),
+        ("expired", "failed", "applied"),
+        ("expired", "sent", "stale"),
+        ("cancelled", "delivered", "ignored"),
+        ("suppressed", "sent", "ignored"),
     ],
 )
 def test_step(current: str, new: str, outcome: str) -> None:
@@ -92,7 +99,9 @@ def test_a_failure_records_its_time_code_and_detail() -> None:
 
 def test_receipts_that_change_nothing_make_no_change() -> None:
     assert fold(7, S.DELIVERED, [Seen(1, S.DELIVERED, at(1)), Seen(2, S.SENT, at(2))]) == (
-        None, {1: R.DUPLICATE, 2: R.STALE})
+        None,
+        {1: R.DUPLICATE, 2: R.STALE},
+    )
     assert fold(7, S.CANCELLED, [Seen(1, S.DELIVERED, at(1))]) == (None, {1: R.IGNORED})
 
 

@@ -15,6 +15,7 @@ print("\\n".join(m for m in sys.modules
 
 
 def test_adapters_do_not_load_the_simulator() -> None:
-    result = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
-                            env=os.environ, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE], capture_output=True, text=True, env=os.environ, check=True
+    )
     assert result.stdout.split() == []

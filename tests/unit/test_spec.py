@@ -486,21 +486,96 @@ def test_from_spec_skips_file_checks_but_keeps_the_rules() -> None:
 # --- fuzzing the loader ----------------------------------------------------------------
 
 #: pieces of YAML and Jinja syntax, so generated files reach past the first syntax error
-PIECES = st.sampled_from([
-    "\n", "  ", "- ", ": ", "name: x", "provider: zc-main", "schedule:", "audience:", "message:",
-    "body: ", "locales:", "vars:", "limits:", "at: ", "cron: ", "now: true", "groups: [vip]",
-    "&a ", "*a", "[", "]", "{", "}", ",", "'", '"', "!!binary ", "!!timestamp ", "!!str ",
-    "<<: ", "? ", "|", ">", "#", "%YAML 1.1", "---", "...", "2026-13-45", "1e999", "0x",
-    "{{", "}}", "{%", "%}", " for x in y ", " endfor ", "~", "*", "**", "10", "|center(",
-    ")", "\t", "\x00", "\ud800", "\u2028", "é", "+27821234567",
-])
+PIECES = st.sampled_from(
+    [
+        "\n",
+        "  ",
+        "- ",
+        ": ",
+        "name: x",
+        "provider: zc-main",
+        "schedule:",
+        "audience:",
+        "message:",
+        "body: ",
+        "locales:",
+        "vars:",
+        "limits:",
+        "at: ",
+        "cron: ",
+        "now: true",
+        "groups: [vip]",
+        "&a ",
+        "*a",
+        "[",
+        "]",
+        "{",
+        "}",
+        ",",
+        "'",
+        '"',
+        "!!binary ",
+        "!!timestamp ",
+        "!!str ",
+        "<<: ",
+        "? ",
+        "|",
+        ">",
+        "#",
+        "%YAML 1.1",
+        "---",
+        "...",
+        "2026-13-45",
+        "1e999",
+        "0x",
+        "{{",
+        "}}",
+        "{%",
+        "%}",
+        " for x in y ",
+        " endfor ",
+        "~",
+        "*",
+        "**",
+        "10",
+        "|center(",
+        ")",
+        "\t",
+        "\x00",
+        "\ud800",
+        "\u2028",
+        "é",
+        "+27821234567",
+    ]
+)
 #: YAML values built from a grammar: flow lists and maps of odd scalars, anchors and aliases
 SCALARS = st.one_of(
-    st.sampled_from([
-        "2026-13-45", "2026-02-30 25:61", "1e999", "-.inf", ".nan", "0o777", "0x_1", "~", "null",
-        "*a", "!!binary x", "!!int x", "!!float x", "!!timestamp 2026-99-99", "'q'", '"\\0"',
-        '"\\ud800"', "'{{ x * 10**9 }}'", "'{% for a in b %}'", "+27821234567", "yes", "",
-    ]),
+    st.sampled_from(
+        [
+            "2026-13-45",
+            "2026-02-30 25:61",
+            "1e999",
+            "-.inf",
+            ".nan",
+            "0o777",
+            "0x_1",
+            "~",
+            "null",
+            "*a",
+            "!!binary x",
+            "!!int x",
+            "!!float x",
+            "!!timestamp 2026-99-99",
+            "'q'",
+            '"\\0"',
+            '"\\ud800"',
+            "'{{ x * 10**9 }}'",
+            "'{% for a in b %}'",
+            "+27821234567",
+            "yes",
+            "",
+        ]
+    ),
     st.from_regex(r"[A-Za-z0-9 _:+.-]{0,12}", fullmatch=True),
 )
 VALUES = st.recursive(
@@ -508,13 +583,17 @@ VALUES = st.recursive(
     lambda inner: st.one_of(
         st.lists(inner, max_size=4).map(lambda items: "[" + ", ".join(items) + "]"),
         st.lists(st.tuples(SCALARS, inner), max_size=4).map(
-            lambda pairs: "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"),
+            lambda pairs: "{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}"
+        ),
         inner.map(lambda v: f"&a {v}"),
     ),
     max_leaves=12,
 )
-FUZZ = settings(max_examples=150, deadline=timedelta(seconds=5),
-                suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=150,
+    deadline=timedelta(seconds=5),
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 def load_or_error(path: Path) -> None:
@@ -543,8 +622,10 @@ def test_any_yamlish_text_loads_or_fails_cleanly(text: str) -> None:
 
 
 @FUZZ
-@given(st.sampled_from(["name", "provider", "schedule", "audience", "message", "vars", "limits"]),
-       st.lists(st.one_of(PIECES, st.text(max_size=20)), max_size=30).map("".join))
+@given(
+    st.sampled_from(["name", "provider", "schedule", "audience", "message", "vars", "limits"]),
+    st.lists(st.one_of(PIECES, st.text(max_size=20)), max_size=30).map("".join),
+)
 def test_a_valid_campaign_with_one_section_fuzzed_loads_or_fails_cleanly(
     section: str, text: str
 ) -> None:
@@ -556,8 +637,24 @@ def test_a_valid_campaign_with_one_section_fuzzed_loads_or_fails_cleanly(
 
 
 @FUZZ
-@given(st.sampled_from(["name", "provider", "schedule", "audience", "message", "vars", "limits",
-                        "description", "channel", "sender", "x"]), VALUES)
+@given(
+    st.sampled_from(
+        [
+            "name",
+            "provider",
+            "schedule",
+            "audience",
+            "message",
+            "vars",
+            "limits",
+            "description",
+            "channel",
+            "sender",
+            "x",
+        ]
+    ),
+    VALUES,
+)
 def test_any_yaml_value_in_any_field_loads_or_fails_cleanly(field: str, value: str) -> None:
     text = SPRING.replace("  file: audiences/extra.csv\n", "")
     kept = [line for line in text.splitlines() if not line.startswith(f"{field}:")]
@@ -569,7 +666,9 @@ def test_any_yaml_value_in_any_field_loads_or_fails_cleanly(field: str, value: s
 @given(st.lists(st.one_of(PIECES, st.text(max_size=10)), max_size=40).map("".join))
 def test_any_message_body_loads_or_fails_cleanly(body: str) -> None:
     text = SPRING.replace("  file: audiences/extra.csv\n", "")
-    text = text.replace(text[text.index("  body: "):text.index("  locales:")],
-                        "  body: " + json.dumps(body) + "\n")
+    text = text.replace(
+        text[text.index("  body: ") : text.index("  locales:")],
+        "  body: " + json.dumps(body) + "\n",
+    )
     PATH.write_text(text, encoding="utf-8", errors="surrogatepass")
     load_or_error(PATH)

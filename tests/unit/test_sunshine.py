@@ -58,10 +58,18 @@ def seed(name: str) -> Any:
 
 
 CASE = AdapterCase(
-    "sunco", SunshineAccount, SunshineAdapter,
-    {"type": "sunshine", "app_id": APP, "key_id": KEY_ID, "key_secret": SECRET,
-     "integration_id": INTEGRATION, "base_url": BASE,
-     "webhook_secret": "8564b3e6a8b20a4bdb68b05ce9bc5936"},
+    "sunco",
+    SunshineAccount,
+    SunshineAdapter,
+    {
+        "type": "sunshine",
+        "app_id": APP,
+        "key_id": KEY_ID,
+        "key_secret": SECRET,
+        "integration_id": INTEGRATION,
+        "base_url": BASE,
+        "webhook_secret": "8564b3e6a8b20a4bdb68b05ce9bc5936",
+    },
     to=NUMBER,
 )
 
@@ -76,8 +84,11 @@ def cold_path(http: Any, base: str = BASE) -> None:
     http.post(f"{v2}/users", status=201, payload=seed("create_user_response"))
     http.post(f"{v2}/conversations", status=201, payload=seed("create_conversation_response"))
     http.post(f"{v2}/users/{USER_ID}/clients", status=201, payload=seed("create_client_response"))
-    http.post(f"{v2}/conversations/{CONVERSATION_ID}/messages", status=201,
-              payload=seed("post_message_response"))
+    http.post(
+        f"{v2}/conversations/{CONVERSATION_ID}/messages",
+        status=201,
+        payload=seed("post_message_response"),
+    )
 
 
 # --- account and auth ------------------------------------------------------------------------
@@ -126,20 +137,25 @@ def test_hs256_matches_the_rfc_7515_vector() -> None:
 
 
 def test_app_jwt_against_an_independent_computation() -> None:
-    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT", "kid": KEY_ID},
-                                separators=(",", ":")).encode())
+    header = _b64url(
+        json.dumps({"alg": "HS256", "typ": "JWT", "kid": KEY_ID}, separators=(",", ":")).encode()
+    )
     payload = _b64url(json.dumps({"scope": "app"}, separators=(",", ":")).encode())
-    signature = _b64url(hmac.new(SECRET.encode(), f"{header}.{payload}".encode(),
-                                 hashlib.sha256).digest())
+    signature = _b64url(
+        hmac.new(SECRET.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    )
     assert app_jwt(KEY_ID, SECRET) == f"{header}.{payload}.{signature}"
 
 
-@pytest.mark.parametrize(("key_id", "scope", "payload"), [
-    ("app_67a0e949f0305f4a391e9d97", None, "jwt_payload_app"),
-    ("act_5963ceb97cde542d000dbdb1", None, "jwt_payload_account"),
-    ("svc_5963ceb97cde542d000dbdb1", None, "jwt_payload_account"),
-    ("app_67a0e949f0305f4a391e9d97", "account", "jwt_payload_account"),
-])
+@pytest.mark.parametrize(
+    ("key_id", "scope", "payload"),
+    [
+        ("app_67a0e949f0305f4a391e9d97", None, "jwt_payload_app"),
+        ("act_5963ceb97cde542d000dbdb1", None, "jwt_payload_account"),
+        ("svc_5963ceb97cde542d000dbdb1", None, "jwt_payload_account"),
+        ("app_67a0e949f0305f4a391e9d97", "account", "jwt_payload_account"),
+    ],
+)
 async def test_jwt_scope_follows_the_key(
     http: Any,
     key_id: str,
@@ -176,11 +192,15 @@ async def test_first_send_creates_user_conversation_and_client(
     (client,) = sent("POST", CLIENTS)
     assert body(client) == {
         "matchCriteria": {"type": "twilio", "integrationId": INTEGRATION, "phoneNumber": NUMBER},
-        "confirmation": {"type": "immediate"}, "target": {"conversationId": CONVERSATION_ID}}
+        "confirmation": {"type": "immediate"},
+        "target": {"conversationId": CONVERSATION_ID},
+    }
     (post,) = sent("POST", MESSAGES)
-    assert body(post) == {"author": {"type": "business"},
-                          "content": {"type": "text", "text": "Hello"},
-                          "destination": {"integrationId": INTEGRATION}}
+    assert body(post) == {
+        "author": {"type": "business"},
+        "content": {"type": "text", "text": "Hello"},
+        "destination": {"integrationId": INTEGRATION},
+    }
     expected = base64.b64encode(f"{KEY_ID}:{SECRET}".encode()).decode()
     assert post.kwargs["headers"]["Authorization"] == f"Basic {expected}"
     assert post.kwargs["headers"]["Content-Type"] == "application/json"
@@ -195,8 +215,7 @@ async def test_later_sends_to_the_number_post_only_the_message(
     await sunco.send([message(1)])
     (second,) = await sunco.send([message(2, body="Again")])
     assert second == SendResult(Outcome.ACCEPTED, "second")
-    assert [len(sent("POST", u)) for u in (USERS, CONVERSATIONS, CLIENTS, MESSAGES)] == [
-        1, 1, 1, 2]
+    assert [len(sent("POST", u)) for u in (USERS, CONVERSATIONS, CLIENTS, MESSAGES)] == [1, 1, 1, 2]
 
 
 async def test_an_existing_user_is_looked_up_and_its_conversation_reused(
@@ -207,8 +226,14 @@ async def test_an_existing_user_is_looked_up_and_its_conversation_reused(
     conflict = {"errors": [{"code": "conflict", "title": "User already exists"}]}
     http.post(USERS, status=409, payload=conflict)
     http.get(GET_USER, status=200, payload=seed("get_user_response"))
-    http.get(LIST, status=200, payload={"conversations": [
-        seed("create_conversation_response")["conversation"]], "meta": {"hasMore": False}})
+    http.get(
+        LIST,
+        status=200,
+        payload={
+            "conversations": [seed("create_conversation_response")["conversation"]],
+            "meta": {"hasMore": False},
+        },
+    )
     http.post(CLIENTS, status=409, payload={"errors": [{"code": "conflict", "title": "x"}]})
     http.post(MESSAGES, status=201, payload=seed("post_message_response"))
     (result,) = await adapter().send([message()])
@@ -263,8 +288,11 @@ async def test_a_cached_conversation_gone_is_looked_up_again(
 ) -> None:
     sunco = adapter()
     sunco.conversations.put(NUMBER, "deleted")
-    http.post(f"{CONVERSATIONS}/deleted/messages", status=404,
-              payload={"errors": [{"code": "not_found", "title": "Conversation not found"}]})
+    http.post(
+        f"{CONVERSATIONS}/deleted/messages",
+        status=404,
+        payload={"errors": [{"code": "not_found", "title": "Conversation not found"}]},
+    )
     cold_path(http)
     (result,) = await sunco.send([message()])
     assert result == SendResult(Outcome.ACCEPTED, MESSAGE_ID)
@@ -272,8 +300,10 @@ async def test_a_cached_conversation_gone_is_looked_up_again(
 
 
 @pytest.mark.parametrize(
-    "payload", [{"messages": []}, {"notification": {"_id": "x"}}, None],
-    ids=["empty", "v1-shape", "not-json"])
+    "payload",
+    [{"messages": []}, {"notification": {"_id": "x"}}, None],
+    ids=["empty", "v1-shape", "not-json"],
+)
 async def test_an_unreadable_2xx_is_unknown(
     http: Any, payload: Any, message: MakeMessage, adapter: MakeAdapter
 ) -> None:
@@ -307,7 +337,10 @@ async def test_4xx_on_the_post_are_rejections_with_the_error_code(
     (result,) = await sunco.send([message()])
     # 401/402/403 are the account's problem, not the message's (issue 17 item 1)
     assert (result.outcome, result.error_code, result.error_detail) == (
-        (Outcome.ACCOUNT if status in (401, 402, 403) else Outcome.REJECTED), code, title)
+        (Outcome.ACCOUNT if status in (401, 402, 403) else Outcome.REJECTED),
+        code,
+        title,
+    )
 
 
 async def test_the_seed_error_example_is_the_accounts_problem(
@@ -316,13 +349,22 @@ async def test_the_seed_error_example_is_the_accounts_problem(
     http.post(USERS, status=401, payload=seed("error_response"))
     (result,) = await adapter().send([message()])
     assert (result.outcome, result.reason, result.error_code, result.error_detail) == (
-        Outcome.ACCOUNT, AccountReason.AUTH, "unauthorized", "Authorization is required")
+        Outcome.ACCOUNT,
+        AccountReason.AUTH,
+        "unauthorized",
+        "Authorization is required",
+    )
 
 
 @pytest.mark.parametrize(
     ("status", "headers", "outcome", "after"),
-    [(429, {"Retry-After": "30"}, Outcome.RETRY, 30), (409, {}, Outcome.RETRY, None),
-     (500, {}, Outcome.UNKNOWN, None), (503, {}, Outcome.UNKNOWN, None)])
+    [
+        (429, {"Retry-After": "30"}, Outcome.RETRY, 30),
+        (409, {}, Outcome.RETRY, None),
+        (500, {}, Outcome.UNKNOWN, None),
+        (503, {}, Outcome.UNKNOWN, None),
+    ],
+)
 async def test_the_post_retry_and_unknown(
     http: Any,
     status: int,
@@ -334,16 +376,22 @@ async def test_the_post_retry_and_unknown(
 ) -> None:
     sunco = adapter()
     sunco.conversations.put(NUMBER, CONVERSATION_ID)
-    http.post(MESSAGES, status=status, headers=headers,
-              payload={"errors": [{"code": "x", "title": "y"}]})
+    http.post(
+        MESSAGES, status=status, headers=headers, payload={"errors": [{"code": "x", "title": "y"}]}
+    )
     (result,) = await sunco.send([message()])
     assert (result.outcome, result.retry_after) == (outcome, after)
 
 
-@pytest.mark.parametrize("failure", [{"status": 500, "body": b"oops"},
-                                     {"exception": TimeoutError()},
-                                     {"exception": aiohttp.ServerDisconnectedError()}],
-                         ids=["500", "timeout", "dropped"])
+@pytest.mark.parametrize(
+    "failure",
+    [
+        {"status": 500, "body": b"oops"},
+        {"exception": TimeoutError()},
+        {"exception": aiohttp.ServerDisconnectedError()},
+    ],
+    ids=["500", "timeout", "dropped"],
+)
 async def test_a_lookup_that_fails_is_retry_not_unknown(
     http: Any, failure: dict[str, Any], message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
@@ -359,8 +407,13 @@ async def test_a_number_the_client_refuses_is_rejected(
 ) -> None:
     http.post(USERS, status=201, payload=seed("create_user_response"))
     http.post(CONVERSATIONS, status=201, payload=seed("create_conversation_response"))
-    http.post(CLIENTS, status=400, payload={"errors": [
-        {"code": "bad_request", "title": "matchCriteria.phoneNumber must be E.164"}]})
+    http.post(
+        CLIENTS,
+        status=400,
+        payload={
+            "errors": [{"code": "bad_request", "title": "matchCriteria.phoneNumber must be E.164"}]
+        },
+    )
     (result,) = await adapter().send([message()])
     assert (result.outcome, result.error_code) == (Outcome.REJECTED, "bad_request")
 
@@ -391,10 +444,15 @@ async def test_subscribe_creates_the_webhook(http: Any, adapter: MakeAdapter, se
     (call,) = sent("POST", hooks)
     assert body(call) == {
         "target": "https://engine.example.com/webhooks/sunco",
-        "triggers": ["conversation:message", "conversation:message:delivery:channel",
-                     "conversation:message:delivery:user",
-                     "conversation:message:delivery:failure"],
-        "includeFullSource": True, "includeFullUser": True}
+        "triggers": [
+            "conversation:message",
+            "conversation:message:delivery:channel",
+            "conversation:message:delivery:user",
+            "conversation:message:delivery:failure",
+        ],
+        "includeFullSource": True,
+        "includeFullUser": True,
+    }
 
 
 async def test_subscribe_needs_the_custom_integration(adapter: MakeAdapter) -> None:
@@ -408,45 +466,77 @@ JSON = "application/json"
 
 
 def envelope(*events: dict[str, Any]) -> bytes:
-    return orjson.dumps({"app": {"id": APP}, "webhook": {"id": "5e554d2cac66fb73a3c01871",
-                                                          "version": "v2"},
-                         "events": list(events)})
+    return orjson.dumps(
+        {
+            "app": {"id": APP},
+            "webhook": {"id": "5e554d2cac66fb73a3c01871", "version": "v2"},
+            "events": list(events),
+        }
+    )
 
 
-def delivery(kind: str, event_id: str = "61290a62c64b3af1ff868714",
-             message_id: str = "5f748c1a2b5315fc007e7977", **extra: Any) -> dict[str, Any]:
-    return {"id": event_id, "createdAt": "2021-08-27T15:53:06.744Z",
-            "type": f"conversation:message:delivery:{kind}", "payload": {
-                "user": {"id": "6a2343df57be6fe0f98efc33"},
-                "conversation": {"id": "c2c8710dedf8f26ee6e9a68f", "type": "personal"},
-                "message": {"id": message_id},
-                "destination": {"type": "twilio", "integrationId": INTEGRATION},
-                "externalMessages": [{"id": "SM123"}], "isFinalEvent": kind != "channel",
-                **extra}}
+def delivery(
+    kind: str,
+    event_id: str = "61290a62c64b3af1ff868714",
+    message_id: str = "5f748c1a2b5315fc007e7977",
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "createdAt": "2021-08-27T15:53:06.744Z",
+        "type": f"conversation:message:delivery:{kind}",
+        "payload": {
+            "user": {"id": "6a2343df57be6fe0f98efc33"},
+            "conversation": {"id": "c2c8710dedf8f26ee6e9a68f", "type": "personal"},
+            "message": {"id": message_id},
+            "destination": {"type": "twilio", "integrationId": INTEGRATION},
+            "externalMessages": [{"id": "SM123"}],
+            "isFinalEvent": kind != "channel",
+            **extra,
+        },
+    }
 
 
-def user_message(text: str, client: dict[str, Any] | None = None,
-                 author: str = "user", **by: Any) -> dict[str, Any]:
+def user_message(
+    text: str, client: dict[str, Any] | None = None, author: str = "user", **by: Any
+) -> dict[str, Any]:
     source: dict[str, Any] = {"type": "twilio", "integrationId": INTEGRATION}
     if client is not None:
         source["client"] = client
-    return {"id": "evt-in-1", "createdAt": "2021-08-27T15:53:06.744Z",
-            "type": "conversation:message", "payload": {
-                "conversation": {"id": "c2c8710dedf8f26ee6e9a68f", "type": "personal"},
-                "message": {"id": "5f40256af057d0000dda9bd7", "received": "2021-08-27T15:53:06Z",
-                            "author": {"type": author, "userId": "u1", **by},
-                            "content": {"type": "text", "text": text}, "source": source}}}
+    return {
+        "id": "evt-in-1",
+        "createdAt": "2021-08-27T15:53:06.744Z",
+        "type": "conversation:message",
+        "payload": {
+            "conversation": {"id": "c2c8710dedf8f26ee6e9a68f", "type": "personal"},
+            "message": {
+                "id": "5f40256af057d0000dda9bd7",
+                "received": "2021-08-27T15:53:06Z",
+                "author": {"type": author, "userId": "u1", **by},
+                "content": {"type": "text", "text": text},
+                "source": source,
+            },
+        },
+    }
 
 
-TWILIO_CLIENT = {"id": "61290a4f7821c3f206d690a3", "type": "twilio", "status": "active",
-                 "integrationId": INTEGRATION, "externalId": "+15145555555",
-                 "displayName": "+1 514-555-5555"}
+TWILIO_CLIENT = {
+    "id": "61290a4f7821c3f206d690a3",
+    "type": "twilio",
+    "status": "active",
+    "integrationId": INTEGRATION,
+    "externalId": "+15145555555",
+    "displayName": "+1 514-555-5555",
+}
 
 
 @pytest.mark.parametrize(
     ("kind", "status"),
-    [("channel", MessageStatus.SENT), ("user", MessageStatus.DELIVERED),
-     ("failure", MessageStatus.UNDELIVERED)],
+    [
+        ("channel", MessageStatus.SENT),
+        ("user", MessageStatus.DELIVERED),
+        ("failure", MessageStatus.UNDELIVERED),
+    ],
 )
 def test_delivery_events(kind: str, status: MessageStatus, adapter: MakeAdapter) -> None:
     events = adapter().parse_webhook(JSON, envelope(delivery(kind)), {})
@@ -461,27 +551,47 @@ def test_delivery_events(kind: str, status: MessageStatus, adapter: MakeAdapter)
 
 
 def test_failure_carries_the_error(adapter: MakeAdapter) -> None:
-    body = envelope(delivery("failure", error={"code": "bad_request",
-                                                "message": "Carrier rejected the message"}))
+    body = envelope(
+        delivery(
+            "failure", error={"code": "bad_request", "message": "Carrier rejected the message"}
+        )
+    )
     (receipt,) = adapter().parse_webhook(JSON, body, {}).receipts
     assert (receipt.error_code, receipt.error_detail) == (
-        "bad_request", "Carrier rejected the message")
+        "bad_request",
+        "Carrier rejected the message",
+    )
 
 
 def test_failure_with_an_underlying_error(adapter: MakeAdapter) -> None:
-    body = envelope(delivery("failure", error={"code": "bad_request", "underlyingError": {
-        "message": "This message is being sent outside the allowed window", "code": 10}}))
+    body = envelope(
+        delivery(
+            "failure",
+            error={
+                "code": "bad_request",
+                "underlyingError": {
+                    "message": "This message is being sent outside the allowed window",
+                    "code": 10,
+                },
+            },
+        )
+    )
     (receipt,) = adapter().parse_webhook(JSON, body, {}).receipts
     assert receipt.error_detail == "This message is being sent outside the allowed window"
 
 
 def test_several_events_in_one_call(adapter: MakeAdapter) -> None:
-    body = envelope(delivery("channel", "e1", "m1"), delivery("user", "e2", "m1"),
-                    delivery("channel", "e3", "m2"))
+    body = envelope(
+        delivery("channel", "e1", "m1"),
+        delivery("user", "e2", "m1"),
+        delivery("channel", "e3", "m2"),
+    )
     receipts = adapter().parse_webhook(JSON, body, {}).receipts
     assert [(r.event_id, r.provider_message_id, r.status) for r in receipts] == [
-        ("e1", "m1", MessageStatus.SENT), ("e2", "m1", MessageStatus.DELIVERED),
-        ("e3", "m2", MessageStatus.SENT)]
+        ("e1", "m1", MessageStatus.SENT),
+        ("e2", "m1", MessageStatus.DELIVERED),
+        ("e3", "m2", MessageStatus.SENT),
+    ]
 
 
 def test_unknown_delivery_type_is_kept_unmapped(adapter: MakeAdapter) -> None:
@@ -491,10 +601,18 @@ def test_unknown_delivery_type_is_kept_unmapped(adapter: MakeAdapter) -> None:
 
 
 def test_other_event_types_are_ignored(adapter: MakeAdapter) -> None:
-    client_add = {"id": "e9", "createdAt": "2021-08-27T15:53:06.744Z", "type": "client:add",
-                  "payload": {"client": TWILIO_CLIENT, "reason": "channelLinking"}}
-    read = {"id": "e10", "createdAt": "2021-08-27T15:53:06.744Z", "type": "conversation:read",
-            "payload": {"conversation": {"id": "c"}, "activity": {"type": "conversation:read"}}}
+    client_add = {
+        "id": "e9",
+        "createdAt": "2021-08-27T15:53:06.744Z",
+        "type": "client:add",
+        "payload": {"client": TWILIO_CLIENT, "reason": "channelLinking"},
+    }
+    read = {
+        "id": "e10",
+        "createdAt": "2021-08-27T15:53:06.744Z",
+        "type": "conversation:read",
+        "payload": {"conversation": {"id": "c"}, "activity": {"type": "conversation:read"}},
+    }
     events = adapter().parse_webhook(JSON, envelope(client_add, read), {})
     assert (events.receipts, events.inbound, events.opt_changes) == ((), (), ())
 
@@ -504,13 +622,18 @@ def test_a_user_reply_is_inbound(adapter: MakeAdapter) -> None:
     events = adapter().parse_webhook(JSON, body, {})
     (reply,) = events.inbound
     assert (reply.from_, reply.text, reply.provider_message_id) == (
-        "+15145555555", "Thanks!", "5f40256af057d0000dda9bd7")
+        "+15145555555",
+        "Thanks!",
+        "5f40256af057d0000dda9bd7",
+    )
     assert not events.opt_changes
     assert not events.receipts
 
 
-@pytest.mark.parametrize(("word", "opted_out"), [("STOP", True), ("stop.", True),
-                                                 ("Unsubscribe", True), ("START", False)])
+@pytest.mark.parametrize(
+    ("word", "opted_out"),
+    [("STOP", True), ("stop.", True), ("Unsubscribe", True), ("START", False)],
+)
 def test_stop_and_start_replies_are_opt_changes(
     word: str, opted_out: bool, adapter: MakeAdapter
 ) -> None:
@@ -521,8 +644,7 @@ def test_stop_and_start_replies_are_opt_changes(
 
 def test_the_phone_may_come_from_the_raw_client(adapter: MakeAdapter) -> None:
     client = {**TWILIO_CLIENT, "externalId": "user-7", "raw": {"from": "15145550000"}}
-    (reply,) = adapter().parse_webhook(JSON, envelope(user_message("STOP", client)),
-                                              {}).inbound
+    (reply,) = adapter().parse_webhook(JSON, envelope(user_message("STOP", client)), {}).inbound
     assert reply.from_ == "+15145550000"
 
 
@@ -596,15 +718,21 @@ def test_webhook_secret_in_the_x_api_key_header(adapter: MakeAdapter) -> None:
     assert not sunco.webhook_authentic({"X-Webhook-Secret": secret}, {})
     assert not sunco.webhook_authentic({}, {})
     assert sunco.webhook_url("https://engine.example.com/") == (
-        "https://engine.example.com/webhooks/sunco")
+        "https://engine.example.com/webhooks/sunco"
+    )
 
 
 @pytest.mark.parametrize(
     "event",
     [
         user_message("STOP", user={"id": "u1", "externalId": "+15145555555"}),
-        {**user_message("STOP"), "payload": {**user_message("STOP")["payload"],
-                                             "user": {"id": "u1", "externalId": "15145555555"}}},
+        {
+            **user_message("STOP"),
+            "payload": {
+                **user_message("STOP")["payload"],
+                "user": {"id": "u1", "externalId": "15145555555"},
+            },
+        },
     ],
     ids=["author.user", "payload.user"],
 )

@@ -78,7 +78,8 @@ def test_a_character_yaml_does_not_allow_is_one_line(tmp_path: Path) -> None:
     err = load(tmp_path, CAMPAIGN + "description: a\x00b\n")
     assert err.problems[0] == (
         f"{tmp_path / 'c.yaml'}: invalid YAML: unacceptable character #x0000: special "
-        "characters are not allowed (character 114 of the file)")
+        "characters are not allowed (character 114 of the file)"
+    )
 
 
 def test_small_aliases_still_work(tmp_path: Path) -> None:

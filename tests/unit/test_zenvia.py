@@ -32,9 +32,16 @@ JSON = "application/json"
 
 
 CASE = AdapterCase(
-    "zenvia-br", ZenviaAccount, ZenviaAdapter,
-    {"type": "zenvia", "token": "hKp94crjv9OF3UGrCpSXUJw1-UYHhRvLKNLt", "sender": "acme",
-     "base_url": BASE, "webhook_secret": "s3cret"},
+    "zenvia-br",
+    ZenviaAccount,
+    ZenviaAdapter,
+    {
+        "type": "zenvia",
+        "token": "hKp94crjv9OF3UGrCpSXUJw1-UYHhRvLKNLt",
+        "sender": "acme",
+        "base_url": BASE,
+        "webhook_secret": "s3cret",
+    },
     to="+5511999999999",
 )
 
@@ -65,17 +72,27 @@ def test_account_requires_a_sender_and_a_known_channel(bad: dict[str, Any]) -> N
 async def test_send_request_and_result(
     http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
-    http.post(SEND, payload={
-        "id": "0b5c6d3e-1111-4b2b-9c3d-1234567890ab", "externalId": "42", "from": "acme",
-        "to": "5511999999999", "direction": "OUT", "channel": "sms",
-        "contents": [{"type": "text", "text": "Hello"}], "timestamp": "2020-04-19T20:13:41.000Z",
-    })
+    http.post(
+        SEND,
+        payload={
+            "id": "0b5c6d3e-1111-4b2b-9c3d-1234567890ab",
+            "externalId": "42",
+            "from": "acme",
+            "to": "5511999999999",
+            "direction": "OUT",
+            "channel": "sms",
+            "contents": [{"type": "text", "text": "Hello"}],
+            "timestamp": "2020-04-19T20:13:41.000Z",
+        },
+    )
     results = await adapter().send([message(42)])
     assert results == [SendResult(Outcome.ACCEPTED, "0b5c6d3e-1111-4b2b-9c3d-1234567890ab")]
     (call,) = sent("POST", SEND)
     assert orjson.loads(call.kwargs["data"]) == {
-        "from": "acme", "to": "5511999999999",
-        "contents": [{"type": "text", "text": "Hello"}], "externalId": "42",
+        "from": "acme",
+        "to": "5511999999999",
+        "contents": [{"type": "text", "text": "Hello"}],
+        "externalId": "42",
     }
     headers = call.kwargs["headers"]
     assert headers["X-API-TOKEN"] == "hKp94crjv9OF3UGrCpSXUJw1-UYHhRvLKNLt"
@@ -111,16 +128,32 @@ async def test_one_message_per_request(message: MakeMessage, adapter: MakeAdapte
 @pytest.mark.parametrize(
     ("status", "payload", "code", "detail"),
     [
-        (400, {"code": "VALIDATION_ERROR", "message": "Validation error",
-               "details": [{"code": "INVALID_FORMAT", "path": "to",
-                            "message": "must match pattern"}]},
-         "VALIDATION_ERROR", "Validation error; to: must match pattern"),
-        (401, {"code": "AUTHENTICATION_ERROR", "message": "No authorization token was found"},
-         "AUTHENTICATION_ERROR", "No authorization token was found"),
+        (
+            400,
+            {
+                "code": "VALIDATION_ERROR",
+                "message": "Validation error",
+                "details": [
+                    {"code": "INVALID_FORMAT", "path": "to", "message": "must match pattern"}
+                ],
+            },
+            "VALIDATION_ERROR",
+            "Validation error; to: must match pattern",
+        ),
+        (
+            401,
+            {"code": "AUTHENTICATION_ERROR", "message": "No authorization token was found"},
+            "AUTHENTICATION_ERROR",
+            "No authorization token was found",
+        ),
         (403, None, "403", ""),
         (404, {"code": "NOT_FOUND", "message": "Not found"}, "NOT_FOUND", "Not found"),
-        (409, {"code": "DUPLICATED", "message": "Entity already exists"}, "DUPLICATED",
-         "Entity already exists"),
+        (
+            409,
+            {"code": "DUPLICATED", "message": "Entity already exists"},
+            "DUPLICATED",
+            "Entity already exists",
+        ),
     ],
     ids=["400", "401", "403", "404", "409"],
 )
@@ -204,14 +237,29 @@ async def test_transport_failures(
 def status_event(code: str = "DELIVERED", **status: Any) -> dict[str, Any]:
     """A MESSAGE_STATUS event shaped as the Zenvia spec documents it."""
     return {
-        "id": "evt-1", "timestamp": "2020-04-19T20:13:45.000Z",
-        "subscriptionId": "sub-1", "type": "MESSAGE_STATUS", "channel": "sms",
-        "messageId": "m-1", "contentIndex": 0,
-        "message": {"id": "m-1", "externalId": "42", "contentIndex": 0, "direction": "OUT",
-                    "from": "acme", "to": "5511999999999"},
-        "messageStatus": {"timestamp": "2020-04-19T20:13:44.000Z", "code": code,
-                          "description": code.lower(), "channel": "sms", "direction": "OUT",
-                          **status},
+        "id": "evt-1",
+        "timestamp": "2020-04-19T20:13:45.000Z",
+        "subscriptionId": "sub-1",
+        "type": "MESSAGE_STATUS",
+        "channel": "sms",
+        "messageId": "m-1",
+        "contentIndex": 0,
+        "message": {
+            "id": "m-1",
+            "externalId": "42",
+            "contentIndex": 0,
+            "direction": "OUT",
+            "from": "acme",
+            "to": "5511999999999",
+        },
+        "messageStatus": {
+            "timestamp": "2020-04-19T20:13:44.000Z",
+            "code": code,
+            "description": code.lower(),
+            "channel": "sms",
+            "direction": "OUT",
+            **status,
+        },
     }
 
 
@@ -235,19 +283,31 @@ def test_message_status_is_a_receipt(adapter: MakeAdapter) -> None:
 
 @pytest.mark.parametrize(
     ("code", "status"),
-    [("SENT", MessageStatus.SENT), ("DELIVERED", MessageStatus.DELIVERED),
-     ("READ", MessageStatus.READ), ("NOT_DELIVERED", MessageStatus.UNDELIVERED),
-     ("REJECTED", MessageStatus.UNDELIVERED), ("CLICKED", MessageStatus.READ),
-     ("VERIFIED", MessageStatus.DELIVERED), ("TERMINATED", MessageStatus.DELIVERED),
-     ("HANG_UP", MessageStatus.UNDELIVERED), ("DELETED", None), ("ACCEPTED", None)],
+    [
+        ("SENT", MessageStatus.SENT),
+        ("DELIVERED", MessageStatus.DELIVERED),
+        ("READ", MessageStatus.READ),
+        ("NOT_DELIVERED", MessageStatus.UNDELIVERED),
+        ("REJECTED", MessageStatus.UNDELIVERED),
+        ("CLICKED", MessageStatus.READ),
+        ("VERIFIED", MessageStatus.DELIVERED),
+        ("TERMINATED", MessageStatus.DELIVERED),
+        ("HANG_UP", MessageStatus.UNDELIVERED),
+        ("DELETED", None),
+        ("ACCEPTED", None),
+    ],
 )
 def test_status_table(code: str, status: MessageStatus | None, adapter: MakeAdapter) -> None:
     assert parse(adapter, status_event(code)).receipts[0].status is status
 
 
 def test_causes_become_the_error(adapter: MakeAdapter) -> None:
-    event = status_event("NOT_DELIVERED", causes=[
-        {"channelErrorCode": "005", "reason": "ABSENT_SUBSCRIBER", "details": "Unreachable"}])
+    event = status_event(
+        "NOT_DELIVERED",
+        causes=[
+            {"channelErrorCode": "005", "reason": "ABSENT_SUBSCRIBER", "details": "Unreachable"}
+        ],
+    )
     (receipt,) = parse(adapter, event).receipts
     assert receipt.status is MessageStatus.UNDELIVERED
     assert (receipt.error_code, receipt.error_detail) == ("005", "Unreachable")
@@ -291,12 +351,21 @@ def test_event_timestamp_when_the_status_has_none(adapter: MakeAdapter) -> None:
 
 def message_event(text: str, channel: str = "sms", direction: str = "IN") -> dict[str, Any]:
     return {
-        "id": "evt-9", "timestamp": "2020-04-19T20:20:00.000Z", "type": "MESSAGE",
-        "subscriptionId": "sub-2", "channel": channel, "direction": direction,
-        "message": {"id": "in-1", "from": "5511999999999", "to": "acme",
-                    "direction": direction, "channel": channel,
-                    "contents": [{"type": "text", "text": text}],
-                    "timestamp": "2020-04-19T20:20:00.000Z"},
+        "id": "evt-9",
+        "timestamp": "2020-04-19T20:20:00.000Z",
+        "type": "MESSAGE",
+        "subscriptionId": "sub-2",
+        "channel": channel,
+        "direction": direction,
+        "message": {
+            "id": "in-1",
+            "from": "5511999999999",
+            "to": "acme",
+            "direction": direction,
+            "channel": channel,
+            "contents": [{"type": "text", "text": text}],
+            "timestamp": "2020-04-19T20:20:00.000Z",
+        },
     }
 
 
@@ -304,7 +373,10 @@ def test_inbound_message_is_a_reply(adapter: MakeAdapter) -> None:
     events = parse(adapter, message_event("Thanks!"))
     (reply,) = events.inbound
     assert (reply.from_, reply.text, reply.provider_message_id) == (
-        "+5511999999999", "Thanks!", "in-1")
+        "+5511999999999",
+        "Thanks!",
+        "in-1",
+    )
     assert reply.raw["id"] == "evt-9"
     assert not events.receipts
     assert not events.opt_changes
@@ -319,7 +391,10 @@ def test_keywords_are_opt_changes(
 ) -> None:
     (change,) = parse(adapter, message_event(text, channel)).opt_changes
     assert (change.phone, change.opted_out, change.channel) == (
-        "+5511999999999", opted_out, channel)
+        "+5511999999999",
+        opted_out,
+        channel,
+    )
 
 
 def test_facebook_ids_are_not_phone_numbers(adapter: MakeAdapter) -> None:
@@ -330,7 +405,8 @@ def test_facebook_ids_are_not_phone_numbers(adapter: MakeAdapter) -> None:
 
 def test_outbound_echoes_and_other_event_types_carry_nothing(adapter: MakeAdapter) -> None:
     assert parse(adapter, message_event("hi", direction="OUT")) == parse(
-        adapter, {"id": "e", "type": "CONVERSATION_STATUS"})
+        adapter, {"id": "e", "type": "CONVERSATION_STATUS"}
+    )
     assert parse(adapter, {"id": "e", "type": "CONTACT"}).receipts == ()
 
 
@@ -363,7 +439,8 @@ def test_webhook_secret_in_the_header(adapter: MakeAdapter) -> None:
     assert not zenvia.webhook_authentic({}, {})
     assert not zenvia.webhook_authentic({}, {"X-Webhook-Secret": "s3cret"})
     assert zenvia.webhook_url("https://engine.example.com/") == (
-        "https://engine.example.com/webhooks/zenvia-br")
+        "https://engine.example.com/webhooks/zenvia-br"
+    )
 
 
 # --- subscriptions ---------------------------------------------------------------------------
@@ -375,17 +452,30 @@ async def test_subscribe_creates_status_and_message_subscriptions(
     http.post(SUBSCRIPTIONS, payload={"id": "sub-status", "eventType": "MESSAGE_STATUS"})
     http.post(SUBSCRIPTIONS, payload={"id": "sub-message", "eventType": "MESSAGE"})
     made = await adapter().subscribe("https://engine.example.com")
-    assert made == {"MESSAGE_STATUS": {"id": "sub-status", "eventType": "MESSAGE_STATUS"},
-                    "MESSAGE": {"id": "sub-message", "eventType": "MESSAGE"}}
-    webhook = {"url": "https://engine.example.com/webhooks/zenvia-br",
-               "headers": {"X-Webhook-Secret": "s3cret"}}
+    assert made == {
+        "MESSAGE_STATUS": {"id": "sub-status", "eventType": "MESSAGE_STATUS"},
+        "MESSAGE": {"id": "sub-message", "eventType": "MESSAGE"},
+    }
+    webhook = {
+        "url": "https://engine.example.com/webhooks/zenvia-br",
+        "headers": {"X-Webhook-Secret": "s3cret"},
+    }
     calls = sent("POST", SUBSCRIPTIONS)
     assert [orjson.loads(c.kwargs["data"]) for c in calls] == [
-        {"eventType": "MESSAGE_STATUS", "webhook": webhook, "criteria": {"channel": "sms"},
-         "status": "ACTIVE", "version": "v2"},
-        {"eventType": "MESSAGE", "webhook": webhook,
-         "criteria": {"channel": "sms", "direction": "IN"}, "status": "ACTIVE",
-         "version": "v2"},
+        {
+            "eventType": "MESSAGE_STATUS",
+            "webhook": webhook,
+            "criteria": {"channel": "sms"},
+            "status": "ACTIVE",
+            "version": "v2",
+        },
+        {
+            "eventType": "MESSAGE",
+            "webhook": webhook,
+            "criteria": {"channel": "sms", "direction": "IN"},
+            "status": "ACTIVE",
+            "version": "v2",
+        },
     ]
     assert calls[0].kwargs["headers"]["X-API-TOKEN"] == "hKp94crjv9OF3UGrCpSXUJw1-UYHhRvLKNLt"
 
@@ -401,8 +491,11 @@ async def test_subscribe_without_a_secret_sends_no_header(
 
 
 async def test_subscribe_errors(http: Any, adapter: MakeAdapter) -> None:
-    http.post(SUBSCRIPTIONS, status=409,
-              payload={"code": "DUPLICATED", "message": "Entity already exists"})
+    http.post(
+        SUBSCRIPTIONS,
+        status=409,
+        payload={"code": "DUPLICATED", "message": "Entity already exists"},
+    )
     with pytest.raises(ProviderPermanentError, match="DUPLICATED: Entity already exists"):
         await adapter().subscribe("https://e.test")
     http.post(SUBSCRIPTIONS, status=500, payload={"code": "INTERNAL_ERROR"})
@@ -424,8 +517,11 @@ def seed_error_table() -> list[tuple[int, str, str, bool]]:
     return rows
 
 
-@pytest.mark.parametrize(("status", "code", "text", "retry"), seed_error_table(),
-                         ids=[row[1] for row in seed_error_table()])
+@pytest.mark.parametrize(
+    ("status", "code", "text", "retry"),
+    seed_error_table(),
+    ids=[row[1] for row in seed_error_table()],
+)
 async def test_every_row_of_the_seeds_error_table(
     http: Any,
     status: int,
@@ -459,8 +555,12 @@ async def test_the_token_travels_as_the_seeds_example_shows(
 
 @pytest.mark.parametrize(
     "base_url",
-    ["https://zenvia.test", "https://zenvia.test/", "https://zenvia.test/v2",
-     "https://zenvia.test/v2/"],
+    [
+        "https://zenvia.test",
+        "https://zenvia.test/",
+        "https://zenvia.test/v2",
+        "https://zenvia.test/v2/",
+    ],
 )
 async def test_base_url_with_or_without_v2(
     http: Any, base_url: str, message: MakeMessage, adapter: MakeAdapter, sent: Sent
@@ -473,10 +573,12 @@ async def test_base_url_with_or_without_v2(
 
 @pytest.mark.parametrize(
     ("code", "cause", "error_code"),
-    [("NOT_DELIVERED", {"causes": [{"channelErrorCode": "005", "reason": "ABSENT"}]}, "005"),
-     ("NOT_DELIVERED", {"cause": "EXPIRED"}, "EXPIRED"),
-     ("REJECTED", {}, "REJECTED"),
-     ("HANG_UP", {}, "HANG_UP")],
+    [
+        ("NOT_DELIVERED", {"causes": [{"channelErrorCode": "005", "reason": "ABSENT"}]}, "005"),
+        ("NOT_DELIVERED", {"cause": "EXPIRED"}, "EXPIRED"),
+        ("REJECTED", {}, "REJECTED"),
+        ("HANG_UP", {}, "HANG_UP"),
+    ],
     ids=["not-delivered-causes", "not-delivered-cause", "rejected", "hang-up"],
 )
 def test_every_failure_after_acceptance_is_undelivered_with_its_code(

@@ -44,17 +44,31 @@ OK = {"text": "OK", "status_code": 200, "description": None}
 
 
 CASE = AdapterCase(
-    "zingle-main", ZingleAccount, ZingleAdapter,
-    {"type": "zingle", "username": "ops@example.com", "password": "pw-123",
-     "service_id": SERVICE, "channel_type_id": CHANNEL_TYPE, "base_url": BASE,
-     "webhook_secret": "s3cret"},
+    "zingle-main",
+    ZingleAccount,
+    ZingleAdapter,
+    {
+        "type": "zingle",
+        "username": "ops@example.com",
+        "password": "pw-123",
+        "service_id": SERVICE,
+        "channel_type_id": CHANNEL_TYPE,
+        "base_url": BASE,
+        "webhook_secret": "s3cret",
+    },
     to="+18585551214",
 )
 
 
 def error_body(status: int, code: int | None, description: str | None = None) -> dict[str, Any]:
-    return {"status": {"text": "Bad Request", "status_code": status,
-                       "description": description, "error_code": code}}
+    return {
+        "status": {
+            "text": "Bad Request",
+            "status_code": status,
+            "description": description,
+            "error_code": code,
+        }
+    }
 
 
 # --- account -------------------------------------------------------------------------------
@@ -71,8 +85,10 @@ def test_registered_under_its_type() -> None:
         ({"username": None, "password": None}, "username and password .* or jwt"),
         ({"password": None}, "together"),
         ({"username": None}, "together"),
-        ({"username": None, "password": None, "jwt": "eyJ.x.y", "auth": "basic"},
-         "auth: basic needs"),
+        (
+            {"username": None, "password": None, "jwt": "eyJ.x.y", "auth": "basic"},
+            "auth: basic needs",
+        ),
     ],
     ids=["neither", "no-password", "no-username", "basic-without-password"],
 )
@@ -112,8 +128,10 @@ def test_service_and_channel_type_are_required() -> None:
 async def test_send_request_as_documented(
     http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
-    http.post(SEND, payload={"status": OK, "result": {"message_ids": [
-        "739094d3-191e-4c49-b208-a9be816c39b0"]}})
+    http.post(
+        SEND,
+        payload={"status": OK, "result": {"message_ids": ["739094d3-191e-4c49-b208-a9be816c39b0"]}},
+    )
     results = await adapter(sender="+17605554396").send([message(42)])
     assert results == [SendResult(Outcome.ACCEPTED, "739094d3-191e-4c49-b208-a9be816c39b0")]
     (call,) = sent("POST", SEND)
@@ -142,7 +160,9 @@ async def test_bearer_jwt_and_the_message_sender(
     (call,) = sent("POST", SEND)
     assert call.kwargs["headers"]["Authorization"] == "Bearer eyJhbGc.eyJzdWI.sig"
     assert orjson.loads(call.kwargs["data"])["sender"] == {
-        "id": SERVICE, "channel_value": "+17605550000"}
+        "id": SERVICE,
+        "channel_value": "+17605550000",
+    }
 
 
 async def test_without_a_sender_only_the_service_id_is_sent(
@@ -192,11 +212,34 @@ async def test_an_unreadable_200_is_retry_because_sends_are_idempotent(
 
 @pytest.mark.parametrize(
     ("status", "code"),
-    [(401, 2601), (403, 2602), (400, 2604), (400, 2605), (400, 2606), (404, 2800),
-     (400, 3602), (400, 3603), (400, 3604), (400, 3605), (400, 3606), (400, 3607),
-     (400, 3608), (400, 3609), (400, 3610), (400, 3611), (400, 3613), (400, 3617),
-     (400, 3618), (400, 3623), (400, 3625), (400, 3626), (400, 3632), (400, 3637),
-     (400, 3638), (403, 3108)],
+    [
+        (401, 2601),
+        (403, 2602),
+        (400, 2604),
+        (400, 2605),
+        (400, 2606),
+        (404, 2800),
+        (400, 3602),
+        (400, 3603),
+        (400, 3604),
+        (400, 3605),
+        (400, 3606),
+        (400, 3607),
+        (400, 3608),
+        (400, 3609),
+        (400, 3610),
+        (400, 3611),
+        (400, 3613),
+        (400, 3617),
+        (400, 3618),
+        (400, 3623),
+        (400, 3625),
+        (400, 3626),
+        (400, 3632),
+        (400, 3637),
+        (400, 3638),
+        (403, 3108),
+    ],
 )
 async def test_documented_errors_are_rejections(
     http: Any, status: int, code: int, message: MakeMessage, adapter: MakeAdapter
@@ -210,8 +253,34 @@ async def test_documented_errors_are_rejections(
 
 
 def test_every_documented_code_is_tested() -> None:
-    tested = {2601, 2602, 2604, 2605, 2606, 2800, 3602, 3603, 3604, 3605, 3606, 3607, 3608,
-              3609, 3610, 3611, 3613, 3617, 3618, 3623, 3625, 3626, 3632, 3637, 3638, 3108}
+    tested = {
+        2601,
+        2602,
+        2604,
+        2605,
+        2606,
+        2800,
+        3602,
+        3603,
+        3604,
+        3605,
+        3606,
+        3607,
+        3608,
+        3609,
+        3610,
+        3611,
+        3613,
+        3617,
+        3618,
+        3623,
+        3625,
+        3626,
+        3632,
+        3637,
+        3638,
+        3108,
+    }
     assert set(ERROR_CODES) == tested | {2600}
 
 
@@ -282,19 +351,35 @@ async def test_transport_failures_are_all_retry(
 
 
 def lookup(message_id: str, **fields: Any) -> dict[str, Any]:
-    return {"status": OK, "result": {
-        "id": message_id, "body": "Hello", "created_at": 1442249019,
-        "communication_direction": "outbound", "sender_type": "service",
-        "recipient_type": "contact", "read_at": None, **fields}}
+    return {
+        "status": OK,
+        "result": {
+            "id": message_id,
+            "body": "Hello",
+            "created_at": 1442249019,
+            "communication_direction": "outbound",
+            "sender_type": "service",
+            "recipient_type": "contact",
+            "read_at": None,
+            **fields,
+        },
+    }
 
 
 async def test_poll_maps_statuses(http: Any, adapter: MakeAdapter, sent: Sent) -> None:
     http.get(f"{SEND}/m-sent", payload=lookup("m-sent", executed_at=1442249020, statuses=[]))
-    http.get(f"{SEND}/m-failed", payload=lookup("m-failed", executed_at=1442249020, statuses=[
-        {"type": "failed", "description": "Carrier rejected", "created_at": 1442249030}]))
+    http.get(
+        f"{SEND}/m-failed",
+        payload=lookup(
+            "m-failed",
+            executed_at=1442249020,
+            statuses=[
+                {"type": "failed", "description": "Carrier rejected", "created_at": 1442249030}
+            ],
+        ),
+    )
     http.get(f"{SEND}/m-queued", payload=lookup("m-queued", executed_at=None))
-    http.get(f"{SEND}/m-delayed", payload=lookup("m-delayed", is_delayed=True,
-                                                 executed_at=None))
+    http.get(f"{SEND}/m-delayed", payload=lookup("m-delayed", is_delayed=True, executed_at=None))
     http.get(f"{SEND}/m-gone", status=404, payload=error_body(404, 3600, "Message not found"))
     zingle = adapter()
     assert zingle.supports_polling
@@ -305,10 +390,15 @@ async def test_poll_maps_statuses(http: Any, adapter: MakeAdapter, sent: Sent) -
     assert (ok.status, ok.provider_status) == (MessageStatus.SENT, "executed")
     assert ok.occurred_at == datetime.fromtimestamp(1442249020, UTC)
     assert (failed.status, failed.error_code, failed.error_detail) == (
-        MessageStatus.UNDELIVERED, "failed", "Carrier rejected")
+        MessageStatus.UNDELIVERED,
+        "failed",
+        "Carrier rejected",
+    )
     assert failed.occurred_at == datetime.fromtimestamp(1442249030, UTC)
     assert (by_id["m-queued"].status, by_id["m-queued"].provider_status) == (
-        MessageStatus.SENT, "queued")
+        MessageStatus.SENT,
+        "queued",
+    )
     assert by_id["m-delayed"].provider_status == "delayed"
     assert all(r.message_id is None for r in found)
     (call,) = sent("GET", f"{SEND}/m-sent")
@@ -323,8 +413,14 @@ async def test_poll_never_reports_delivered(http: Any, adapter: MakeAdapter) -> 
 
 
 async def test_poll_keeps_an_unknown_status_type(http: Any, adapter: MakeAdapter) -> None:
-    http.get(f"{SEND}/m-1", payload=lookup("m-1", executed_at=1, statuses=[
-        {"type": "carrier_accepted", "description": None, "created_at": 2}]))
+    http.get(
+        f"{SEND}/m-1",
+        payload=lookup(
+            "m-1",
+            executed_at=1,
+            statuses=[{"type": "carrier_accepted", "description": None, "created_at": 2}],
+        ),
+    )
     (receipt,) = await adapter().poll(["m-1"])
     assert (receipt.status, receipt.provider_status) == (MessageStatus.SENT, "carrier_accepted")
 
@@ -346,8 +442,9 @@ async def test_poll_runs_concurrently_up_to_the_account_limit(
         flight["most"] = max(flight["most"], flight["now"])
         await asyncio.sleep(0.02)
         flight["now"] -= 1
-        return CallbackResult(payload=lookup(url.name, executed_at=1),
-                              response_class=CompatResponse)
+        return CallbackResult(
+            payload=lookup(url.name, executed_at=1), response_class=CompatResponse
+        )
 
     for n in range(6):
         http.get(f"{SEND}/m{n}", callback=slow)
@@ -359,10 +456,15 @@ async def test_poll_runs_concurrently_up_to_the_account_limit(
 # --- the opt-in/out webhook -----------------------------------------------------------------
 
 SAMPLE = {
-    "action": "block", "direction": "outbound",
-    "service_id": "fbb44d67-7437-464d-b249-17e9f918dc8e", "service_name": "Foo Hotel",
-    "contact_id": "f6882aa2-afaf-4230-ae0a-cde79e78afb4", "contact_external_id": "9879a777",
-    "contact_phone": "+14065551212", "service_phone": "+17605558585", "is_auto_blocked": True,
+    "action": "block",
+    "direction": "outbound",
+    "service_id": "fbb44d67-7437-464d-b249-17e9f918dc8e",
+    "service_name": "Foo Hotel",
+    "contact_id": "f6882aa2-afaf-4230-ae0a-cde79e78afb4",
+    "contact_external_id": "9879a777",
+    "contact_phone": "+14065551212",
+    "service_phone": "+17605558585",
+    "is_auto_blocked": True,
 }
 JSON = "application/json"
 
@@ -414,7 +516,8 @@ def test_webhook_secret_in_a_header(adapter: MakeAdapter) -> None:
     assert not zingle.webhook_authentic({}, {})
     assert not zingle.webhook_authentic({}, {"X-Webhook-Secret": "s3cret"})
     assert zingle.webhook_url("https://engine.example.com") == (
-        "https://engine.example.com/webhooks/zingle-main")
+        "https://engine.example.com/webhooks/zingle-main"
+    )
 
 
 # --- the seed's own examples, verbatim -------------------------------------------------------
@@ -439,16 +542,17 @@ def test_the_seeds_schema_names_every_field_the_sample_has() -> None:
 
 @pytest.mark.parametrize(
     ("contact_phone", "service_phone", "e164"),
-    [("406-555-1212", "+17605558585", "+14065551212"),
-     ("(406) 555-1212", "+17605558585", "+14065551212"),
-     ("+1 406 555 1212", None, "+14065551212"),
-     ("082 555 1234", "+27215551234", "+27825551234")],
+    [
+        ("406-555-1212", "+17605558585", "+14065551212"),
+        ("(406) 555-1212", "+17605558585", "+14065551212"),
+        ("+1 406 555 1212", None, "+14065551212"),
+        ("082 555 1234", "+27215551234", "+27825551234"),
+    ],
 )
 def test_a_formatted_contact_phone_is_read_in_the_services_country(
     contact_phone: str, service_phone: str | None, e164: str, adapter: MakeAdapter
 ) -> None:
-    body = orjson.dumps({**SAMPLE, "contact_phone": contact_phone,
-                         "service_phone": service_phone})
+    body = orjson.dumps({**SAMPLE, "contact_phone": contact_phone, "service_phone": service_phone})
     (change,) = adapter().parse_webhook(JSON, body, {}).opt_changes
     assert change.phone == e164
 
@@ -461,14 +565,32 @@ def test_a_formatted_contact_phone_is_read_in_the_services_country(
     [
         ({"executed_at": 1442249020, "statuses": []}, MessageStatus.SENT, "executed", None),
         ({"executed_at": None}, MessageStatus.SENT, "queued", None),
-        ({"executed_at": 1, "statuses": [{"type": "failed", "description": "Carrier rejected",
-                                          "created_at": 2}]},
-         MessageStatus.UNDELIVERED, "failed", "failed"),
-        ({"executed_at": 1, "statuses": [{"type": "undelivered", "description": "absent",
-                                          "created_at": 2}]},
-         MessageStatus.UNDELIVERED, "undelivered", "undelivered"),
-        ({"executed_at": 1, "statuses": [{"type": "delivered", "created_at": 2}]},
-         MessageStatus.DELIVERED, "delivered", None),
+        (
+            {
+                "executed_at": 1,
+                "statuses": [
+                    {"type": "failed", "description": "Carrier rejected", "created_at": 2}
+                ],
+            },
+            MessageStatus.UNDELIVERED,
+            "failed",
+            "failed",
+        ),
+        (
+            {
+                "executed_at": 1,
+                "statuses": [{"type": "undelivered", "description": "absent", "created_at": 2}],
+            },
+            MessageStatus.UNDELIVERED,
+            "undelivered",
+            "undelivered",
+        ),
+        (
+            {"executed_at": 1, "statuses": [{"type": "delivered", "created_at": 2}]},
+            MessageStatus.DELIVERED,
+            "delivered",
+            None,
+        ),
     ],
     ids=["executed-sent", "queued-sent", "failed-undelivered", "undelivered", "delivered"],
 )
@@ -487,8 +609,12 @@ async def test_polled_status_rows(
 
 @pytest.mark.parametrize(
     ("status", "code", "outcome"),
-    [(400, 3613, Outcome.REJECTED), (400, 2606, Outcome.REJECTED),
-     (400, 2600, Outcome.RETRY), (401, 2601, Outcome.ACCOUNT)],
+    [
+        (400, 3613, Outcome.REJECTED),
+        (400, 2606, Outcome.REJECTED),
+        (400, 2600, Outcome.RETRY),
+        (401, 2601, Outcome.ACCOUNT),
+    ],
     ids=["refused-3613", "refused-2606", "server-error-retry", "auth-2601"],
 )
 async def test_send_refusals_are_failed_not_undelivered(
@@ -501,10 +627,17 @@ async def test_send_refusals_are_failed_not_undelivered(
 
 
 async def test_iso_8601_dates_are_read_as_the_seed_says(http: Any, adapter: MakeAdapter) -> None:
-    http.get(f"{SEND}/m-1", payload=lookup("m-1", executed_at="2015-09-14T16:43:40Z",
-                                           statuses=[]))
-    http.get(f"{SEND}/m-2", payload=lookup("m-2", executed_at=1, statuses=[
-        {"type": "failed", "description": "x", "created_at": "2015-09-14T16:43:50+00:00"}]))
+    http.get(f"{SEND}/m-1", payload=lookup("m-1", executed_at="2015-09-14T16:43:40Z", statuses=[]))
+    http.get(
+        f"{SEND}/m-2",
+        payload=lookup(
+            "m-2",
+            executed_at=1,
+            statuses=[
+                {"type": "failed", "description": "x", "created_at": "2015-09-14T16:43:50+00:00"}
+            ],
+        ),
+    )
     found = {r.provider_message_id: r for r in await adapter().poll(["m-1", "m-2"])}
     assert found["m-1"].occurred_at == datetime(2015, 9, 14, 16, 43, 40, tzinfo=UTC)
     assert found["m-2"].occurred_at == datetime(2015, 9, 14, 16, 43, 50, tzinfo=UTC)
@@ -534,11 +667,12 @@ def bearers(sent: Sent) -> list[str]:
 
 @pytest.mark.parametrize(
     "answer",
-    [lambda t: {"status": OK, "result": {"jwt": t, "expires_in": 3600}},
-     lambda t: {"status": OK, "result": {"token": t,
-                                         "expires_at": "2999-01-01T00:00:00Z"}},
-     lambda t: {"jwt": t},
-     lambda t: {"access_token": t, "expires_in": 3600}],
+    [
+        lambda t: {"status": OK, "result": {"jwt": t, "expires_in": 3600}},
+        lambda t: {"status": OK, "result": {"token": t, "expires_at": "2999-01-01T00:00:00Z"}},
+        lambda t: {"jwt": t},
+        lambda t: {"access_token": t, "expires_in": 3600},
+    ],
     ids=["result-jwt-expires_in", "result-token-expires_at", "top-level-claim", "access_token"],
 )
 async def test_a_jwt_is_obtained_with_basic_credentials_then_used(
@@ -593,8 +727,12 @@ async def test_wrong_credentials_at_the_jwt_api_are_zingles_401(
 
 
 @pytest.mark.parametrize(
-    "failure", [{"exception": aiohttp.ServerDisconnectedError()}, {"status": 503},
-                {"payload": {"result": {}}}],
+    "failure",
+    [
+        {"exception": aiohttp.ServerDisconnectedError()},
+        {"status": 503},
+        {"payload": {"result": {}}},
+    ],
     ids=["unreachable", "503", "no-token"],
 )
 async def test_a_jwt_api_failure_is_retry(

@@ -31,9 +31,16 @@ BULK = f"{BASE}/api/rest/v1/sms/send-bulk"
 
 
 CASE = AdapterCase(
-    "zc-main", ZoomConnectAccount, ZoomConnectAdapter,
-    {"type": "zoomconnect", "email": "ops@example.com", "token": "tok-123", "base_url": BASE,
-     "webhook_secret": "s3cret"},
+    "zc-main",
+    ZoomConnectAccount,
+    ZoomConnectAdapter,
+    {
+        "type": "zoomconnect",
+        "email": "ops@example.com",
+        "token": "tok-123",
+        "base_url": BASE,
+        "webhook_secret": "s3cret",
+    },
     to="+27821234567",
 )
 
@@ -49,7 +56,9 @@ async def test_single_send_request_and_result(
     assert results == [SendResult(Outcome.ACCEPTED, "zc-1")]
     (call,) = sent("POST", SEND)
     assert orjson.loads(call.kwargs["data"]) == {
-        "recipientNumber": "+27821234567", "message": "Hello", "dataField": "42"
+        "recipientNumber": "+27821234567",
+        "message": "Hello",
+        "dataField": "42",
     }
     headers = call.kwargs["headers"]
     assert headers["email"] == "ops@example.com"
@@ -86,11 +95,16 @@ async def test_unreadable_200_is_unknown(
 async def test_bulk_request_and_positional_results(
     http: Any, message: MakeMessage, adapter: MakeAdapter, sent: Sent
 ) -> None:
-    http.post(BULK, payload={"sendSmsResponses": [
-        {"messageId": "a", "error": None},
-        {"messageId": None, "error": "Invalid mobile number"},
-        {"messageId": "c", "error": None},
-    ]})
+    http.post(
+        BULK,
+        payload={
+            "sendSmsResponses": [
+                {"messageId": "a", "error": None},
+                {"messageId": None, "error": "Invalid mobile number"},
+                {"messageId": "c", "error": None},
+            ]
+        },
+    )
     zc = adapter(bulk=True, batch_size=3)
     assert zc.max_batch == 3
     batch = [message(1, "+27820000001"), message(2, "+2782"), message(3, "+27820000003")]
@@ -99,11 +113,13 @@ async def test_bulk_request_and_positional_results(
     assert [r.provider_message_id for r in results] == ["a", None, "c"]
     assert results[1].error_detail == "Invalid mobile number"
     (call,) = sent("POST", BULK)
-    assert orjson.loads(call.kwargs["data"]) == {"sendSmsRequests": [
-        {"recipientNumber": "+27820000001", "message": "Hello", "dataField": "1"},
-        {"recipientNumber": "+2782", "message": "Hello", "dataField": "2"},
-        {"recipientNumber": "+27820000003", "message": "Hello", "dataField": "3"},
-    ]}
+    assert orjson.loads(call.kwargs["data"]) == {
+        "sendSmsRequests": [
+            {"recipientNumber": "+27820000001", "message": "Hello", "dataField": "1"},
+            {"recipientNumber": "+2782", "message": "Hello", "dataField": "2"},
+            {"recipientNumber": "+27820000003", "message": "Hello", "dataField": "3"},
+        ]
+    }
     assert call.kwargs["headers"]["token"] == "tok-123"
 
 
@@ -138,8 +154,16 @@ async def test_a_single_send_adapter_refuses_a_batch(
 @pytest.mark.parametrize(
     ("status", "payload", "code"),
     [
-        (400, {"code": 2, "status": "BAD_REQUEST", "message": "Invalid mobile number",
-               "developerMessage": "Invalid mobile number"}, "2"),
+        (
+            400,
+            {
+                "code": 2,
+                "status": "BAD_REQUEST",
+                "message": "Invalid mobile number",
+                "developerMessage": "Invalid mobile number",
+            },
+            "2",
+        ),
         (400, {"code": 3, "status": "BAD_REQUEST", "message": "Message cannot be empty"}, "3"),
         (401, None, "401"),
         (403, {"code": 403, "message": "Forbidden"}, "403"),
@@ -196,8 +220,12 @@ async def test_bulk_5xx_is_unknown_for_all(
 
 @pytest.mark.parametrize(
     ("exception", "outcome"),
-    [*transport_failures("zc.test"),
-     pytest.param(aiohttp.ServerTimeoutError("read timeout"), Outcome.UNKNOWN, id="read-timeout")],
+    [
+        *transport_failures("zc.test"),
+        pytest.param(
+            aiohttp.ServerTimeoutError("read timeout"), Outcome.UNKNOWN, id="read-timeout"
+        ),
+    ],
 )
 async def test_transport_failures(
     http: Any, exception: Exception, outcome: Outcome, message: MakeMessage, adapter: MakeAdapter
@@ -249,8 +277,10 @@ def test_unknown_status_is_kept_not_mapped(adapter: MakeAdapter) -> None:
 
 
 def test_reply_is_inbound(adapter: MakeAdapter) -> None:
-    body = (b"from=%2B27725551234&repliedToMessageId=121212&messageId=124567"
-            b"&message=Thanks&date=201404282055&campaign=shoe+campaign&dataField=custom")
+    body = (
+        b"from=%2B27725551234&repliedToMessageId=121212&messageId=124567"
+        b"&message=Thanks&date=201404282055&campaign=shoe+campaign&dataField=custom"
+    )
     events = adapter().parse_webhook(FORM, body, {"secret": "s3cret"})
     (reply,) = events.inbound
     assert reply.from_ == "+27725551234"
@@ -308,9 +338,15 @@ def test_without_a_secret_every_call_is_accepted(adapter: MakeAdapter) -> None:
 
 
 async def test_poll(http: Any, adapter: MakeAdapter, sent: Sent) -> None:
-    http.get(f"{BASE}/api/rest/v1/messages/m1", payload={
-        "messageId": "m1", "messageStatus": "DELIVERED", "userDataField": "42",
-        "toNumber": "+27821234567"})
+    http.get(
+        f"{BASE}/api/rest/v1/messages/m1",
+        payload={
+            "messageId": "m1",
+            "messageStatus": "DELIVERED",
+            "userDataField": "42",
+            "toNumber": "+27821234567",
+        },
+    )
     http.get(f"{BASE}/api/rest/v1/messages/m2", status=404, payload={"code": 404})
     zc = adapter()
     assert zc.supports_polling
@@ -384,11 +420,15 @@ def test_the_seed_request_bodies_name_every_field_we_send(
 
 @pytest.mark.parametrize(
     ("word", "status", "code"),
-    [("SCHEDULED", MessageStatus.SENT, None), ("UNKNOWN", MessageStatus.SENT, None),
-     ("SENT", MessageStatus.SENT, None), ("DELIVERED", MessageStatus.DELIVERED, None),
-     ("FAILED", MessageStatus.UNDELIVERED, "FAILED"),
-     ("FAILED_REFUNDED", MessageStatus.UNDELIVERED, "FAILED_REFUNDED"),
-     ("FAILED_OPTOUT", MessageStatus.UNDELIVERED, "FAILED_OPTOUT")],
+    [
+        ("SCHEDULED", MessageStatus.SENT, None),
+        ("UNKNOWN", MessageStatus.SENT, None),
+        ("SENT", MessageStatus.SENT, None),
+        ("DELIVERED", MessageStatus.DELIVERED, None),
+        ("FAILED", MessageStatus.UNDELIVERED, "FAILED"),
+        ("FAILED_REFUNDED", MessageStatus.UNDELIVERED, "FAILED_REFUNDED"),
+        ("FAILED_OPTOUT", MessageStatus.UNDELIVERED, "FAILED_OPTOUT"),
+    ],
     ids=lambda value: value if isinstance(value, str) else None,
 )
 def test_failure_vocabulary(
@@ -400,7 +440,8 @@ def test_failure_vocabulary(
     (receipt,) = events.receipts
     assert (receipt.status, receipt.error_code) == (status, code)
     assert [(o.phone, o.opted_out) for o in events.opt_changes] == (
-        [("+27821234567", True)] if word == "FAILED_OPTOUT" else [])
+        [("+27821234567", True)] if word == "FAILED_OPTOUT" else []
+    )
 
 
 async def test_failed_optout_suppresses_the_number_this_process_sent_to(
@@ -428,22 +469,28 @@ def test_a_delivery_report_in_every_joining_form(
     join: str, secret_in: str, adapter: MakeAdapter
 ) -> None:
     zc = adapter()
-    base = ("https://e.example/webhooks/zc-main/s3cret" if secret_in == "path"
-            else "https://e.example/webhooks/zc-main?secret=s3cret")
-    secret, query = listener_view(f"{base}{join}status=DELIVERED&messageId=40124213"
-                                  "&dataField=42")
+    base = (
+        "https://e.example/webhooks/zc-main/s3cret"
+        if secret_in == "path"
+        else "https://e.example/webhooks/zc-main?secret=s3cret"
+    )
+    secret, query = listener_view(f"{base}{join}status=DELIVERED&messageId=40124213&dataField=42")
     if secret_in == "path":
         assert secret == "s3cret"
     else:
         assert zc.webhook_authentic({}, query)
     (receipt,) = zc.parse_webhook("", b"", query).receipts
     assert (receipt.provider_message_id, receipt.message_id, receipt.status) == (
-        "40124213", 42, MessageStatus.DELIVERED)
+        "40124213",
+        42,
+        MessageStatus.DELIVERED,
+    )
     assert "s3cret" not in orjson.dumps(receipt.raw).decode()
 
 
-@pytest.mark.parametrize("body", [b"status=SENT&messageId=9", b"&status=SENT&messageId=9",
-                                  b"?&status=SENT&messageId=9"])
+@pytest.mark.parametrize(
+    "body", [b"status=SENT&messageId=9", b"&status=SENT&messageId=9", b"?&status=SENT&messageId=9"]
+)
 def test_a_delivery_report_as_form_fields(body: bytes, adapter: MakeAdapter) -> None:
     zc = adapter()
     assert zc.webhook_authentic({}, {"secret": "s3cret"})
@@ -461,11 +508,15 @@ def test_a_glued_secret_is_still_only_the_secret(adapter: MakeAdapter) -> None:
 def test_the_seed_delivery_report_example(adapter: MakeAdapter) -> None:
     url = (FIXTURES / "delivery_report_url.txt").read_text().strip()
     query = url.partition("report.php")[2]  # what ZoomConnect appends: "? &status=… &…"
-    for given in (listener_view(f"https://e.example/webhooks/zc-main/s3cret{query}")[1],
-                  dict(parse_qsl(query.lstrip("?"), keep_blank_values=True))):
+    for given in (
+        listener_view(f"https://e.example/webhooks/zc-main/s3cret{query}")[1],
+        dict(parse_qsl(query.lstrip("?"), keep_blank_values=True)),
+    ):
         (receipt,) = adapter().parse_webhook("", b"", given).receipts
-        assert (receipt.provider_message_id, receipt.status) == ("40124213",
-                                                                 MessageStatus.DELIVERED)
+        assert (receipt.provider_message_id, receipt.status) == (
+            "40124213",
+            MessageStatus.DELIVERED,
+        )
     body = query.encode()
     (receipt,) = adapter().parse_webhook(FORM, body, {}).receipts
     assert receipt.provider_message_id == "40124213"
@@ -477,6 +528,10 @@ def test_the_seed_reply_example(adapter: MakeAdapter) -> None:
     given = listener_view(f"https://e.example/webhooks/zc-main/s3cret{query}")[1]
     (reply,) = adapter().parse_webhook("", b"", given).inbound
     assert (reply.from_, reply.text, reply.provider_message_id, reply.in_reply_to) == (
-        "+27725551234", "REPLY", "124567", "121212")
+        "+27725551234",
+        "REPLY",
+        "124567",
+        "121212",
+    )
     assert reply.raw["dataField"] == "custom"  # the link to the message replied to
     assert reply.raw["campaign"] == "shoe campaign"

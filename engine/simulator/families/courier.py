@@ -44,17 +44,23 @@ from engine.simulator.routes import ProviderRoutes, json_response
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _REQUIRED = ("account-id", "number-id", "target", "message")
 _OPTIONAL: dict[str, tuple[type, str]] = {
-    "callback-status-url": (str, "a string"), "callback-url": (str, "a string"),
-    "callback-json": (dict, "an object"), "callback-one-off": (bool, "a boolean"),
-    "organization-id": (str, "a string"), "expected-responses": (list, "a list of strings"),
+    "callback-status-url": (str, "a string"),
+    "callback-url": (str, "a string"),
+    "callback-json": (dict, "an object"),
+    "callback-one-off": (bool, "a boolean"),
+    "organization-id": (str, "a string"),
+    "expected-responses": (list, "a list of strings"),
 }
 _SIM_ERRORS = {
     "undelivered": ("30003", "Unreachable destination handset"),
     "failed": ("30005", "Unknown destination handset"),
 }
 #: the shared machinery's error codes, in Carium's PascalCase (guessed names)
-_ERROR_CODES = {"unauthorized": "Unauthorized", "rate_limited": "TooManyRequests",
-                "internal_error": "InternalServerError"}
+_ERROR_CODES = {
+    "unauthorized": "Unauthorized",
+    "rate_limited": "TooManyRequests",
+    "internal_error": "InternalServerError",
+}
 _FROM = "+15550100000"
 
 
@@ -85,9 +91,12 @@ class CourierRoutes(ProviderRoutes):
 
     def routes(self) -> list[web.RouteDef]:
         """The texts collection and one text; a 404 for the rest under ``/v1/texts``."""
-        return [web.post(TEXTS, self._create), web.get(TEXTS, self._list),
-                web.get(f"{TEXTS}{{id}}/", self._one),
-                web.route("*", "/v1/texts{tail:.*}", self._not_found)]
+        return [
+            web.post(TEXTS, self._create),
+            web.get(TEXTS, self._list),
+            web.get(f"{TEXTS}{{id}}/", self._one),
+            web.route("*", "/v1/texts{tail:.*}", self._not_found),
+        ]
 
     def authorized(self, request: web.Request) -> bool:
         """``Authorization: Bearer <token>`` (any, or the required one)."""
@@ -102,8 +111,15 @@ class CourierRoutes(ProviderRoutes):
         ref = None if echo is None else orjson.dumps(echo).decode()
         target = attributes["target"]
         if not _E164.match(target):
-            return [SendItem(target, "", ref, Rejection(
-                "InvalidPhoneNumber", "/data/attributes/target: not an E.164 number"), callback)]
+            return [
+                SendItem(
+                    target,
+                    "",
+                    ref,
+                    Rejection("InvalidPhoneNumber", "/data/attributes/target: not an E.164 number"),
+                    callback,
+                )
+            ]
         return [SendItem(target, attributes["message"], ref, None, callback)]
 
     def blocked(self, item: SendItem) -> Rejection:
@@ -117,13 +133,22 @@ class CourierRoutes(ProviderRoutes):
         if detail.startswith("?"):
             parameter, _, text = detail[1:].partition(": ")
             source = {"parameter": parameter}
-        return json_response({"errors": [{
-            "code": _ERROR_CODES.get(code, code), "detail": text, "meta": {},
-            "source": source, "status": status}]}, status)
+        return json_response(
+            {
+                "errors": [
+                    {
+                        "code": _ERROR_CODES.get(code, code),
+                        "detail": text,
+                        "meta": {},
+                        "source": source,
+                        "status": status,
+                    }
+                ]
+            },
+            status,
+        )
 
-    def send_response(
-        self, outcomes: Sequence[SimMessage | Rejection], bulk: bool
-    ) -> web.Response:
+    def send_response(self, outcomes: Sequence[SimMessage | Rejection], bulk: bool) -> web.Response:
         """201 with the new text; a refused text is a 400."""
         (outcome,) = outcomes
         if isinstance(outcome, Rejection):
@@ -149,26 +174,41 @@ class CourierRoutes(ProviderRoutes):
             resource = self._resource(message, event.kind, event.at)
             if echo and message.reference is not None:
                 resource["attributes"]["callback-json"] = orjson.loads(message.reference)
-            return Post(url, {"Content-Type": "application/json"},
-                        orjson.dumps({"data": resource, "meta": {}}))
+            return Post(
+                url,
+                {"Content-Type": "application/json"},
+                orjson.dumps({"data": resource, "meta": {}}),
+            )
         text = self.texts.get(message.id)
         code, detail = _SIM_ERRORS.get(event.kind, ("", ""))
-        fields = {"MessageSid": text.twilio_sid if text else message.id,
-                  "SmsSid": text.twilio_sid if text else message.id,
-                  "AccountSid": "AC" + "0" * 32, "From": _FROM, "To": message.to,
-                  "MessageStatus": event.kind, "SmsStatus": event.kind,
-                  "ApiVersion": "2010-04-01"}
+        fields = {
+            "MessageSid": text.twilio_sid if text else message.id,
+            "SmsSid": text.twilio_sid if text else message.id,
+            "AccountSid": "AC" + "0" * 32,
+            "From": _FROM,
+            "To": message.to,
+            "MessageStatus": event.kind,
+            "SmsStatus": event.kind,
+            "ApiVersion": "2010-04-01",
+        }
         if code:
             fields.update(ErrorCode=code, ErrorMessage=detail)
         if echo and message.reference is not None:
             fields["callback-json"] = message.reference
-        return Post(url, {"Content-Type": "application/x-www-form-urlencoded"},
-                    urlencode(fields).encode())
+        return Post(
+            url, {"Content-Type": "application/x-www-form-urlencoded"}, urlencode(fields).encode()
+        )
 
     def _reply(self, event: SimEvent) -> Post | None:
         sender, body = event.extra.get("from", ""), event.extra.get("text", "")
-        found = next((self.texts[m.id] for (family, _), m in reversed(self.sim.messages.items())
-                      if family == self.family and m.to == sender and m.id in self.texts), None)
+        found = next(
+            (
+                self.texts[m.id]
+                for (family, _), m in reversed(self.sim.messages.items())
+                if family == self.family and m.to == sender and m.id in self.texts
+            ),
+            None,
+        )
         if found is not None and found.callback_url:
             if found.expected and body.strip().upper() not in found.expected:
                 return None
@@ -179,14 +219,33 @@ class CourierRoutes(ProviderRoutes):
             return None
         sid = "SM" + uuid.uuid4().hex
         if self.sim.rng.random() < 0.5:
-            doc = {"data": {"id": event.id, "type": "text-receive-logs", "attributes": {
-                "created-at": event.at.isoformat(), "message": body, "sender": sender,
-                "sid": sid, "to": _FROM}}, "meta": {}}
+            doc = {
+                "data": {
+                    "id": event.id,
+                    "type": "text-receive-logs",
+                    "attributes": {
+                        "created-at": event.at.isoformat(),
+                        "message": body,
+                        "sender": sender,
+                        "sid": sid,
+                        "to": _FROM,
+                    },
+                },
+                "meta": {},
+            }
             return Post(url, {"Content-Type": "application/json"}, orjson.dumps(doc))
-        fields = {"MessageSid": sid, "SmsSid": sid, "AccountSid": "AC" + "0" * 32,
-                  "From": sender, "To": _FROM, "Body": body, "NumMedia": "0"}
-        return Post(url, {"Content-Type": "application/x-www-form-urlencoded"},
-                    urlencode(fields).encode())
+        fields = {
+            "MessageSid": sid,
+            "SmsSid": sid,
+            "AccountSid": "AC" + "0" * 32,
+            "From": sender,
+            "To": _FROM,
+            "Body": body,
+            "NumMedia": "0",
+        }
+        return Post(
+            url, {"Content-Type": "application/x-www-form-urlencoded"}, urlencode(fields).encode()
+        )
 
     def _fallback_url(self) -> str | None:
         if self.settings.webhook_url is None:
@@ -196,20 +255,29 @@ class CourierRoutes(ProviderRoutes):
             url = url.update_query(secret=self.settings.webhook_secret)
         return str(url)
 
-    def _resource(self, message: SimMessage, status: str,
-                  at: datetime | None = None) -> dict[str, Any]:
+    def _resource(
+        self, message: SimMessage, status: str, at: datetime | None = None
+    ) -> dict[str, Any]:
         text = self.texts.get(message.id)
         created = text.created if text else datetime.now(UTC)
         stamp = (at or created).astimezone(UTC).isoformat()
-        return {"id": message.id, "type": "texts", "attributes": {
-            "status": status, "target": message.to, "message": message.body, "from": _FROM,
-            "error": _SIM_ERRORS.get(status, (None, None))[1],
-            "callback-status-url": message.callback,
-            "callback-url": text.callback_url if text else None,
-            "twilio-sid": text.twilio_sid if text else None,
-            "created-at": created.isoformat(), "created-by": str(uuid.UUID(int=1)),
-            "last-modified-at": stamp,
-        }}
+        return {
+            "id": message.id,
+            "type": "texts",
+            "attributes": {
+                "status": status,
+                "target": message.to,
+                "message": message.body,
+                "from": _FROM,
+                "error": _SIM_ERRORS.get(status, (None, None))[1],
+                "callback-status-url": message.callback,
+                "callback-url": text.callback_url if text else None,
+                "twilio-sid": text.twilio_sid if text else None,
+                "created-at": created.isoformat(),
+                "created-by": str(uuid.UUID(int=1)),
+                "last-modified-at": stamp,
+            },
+        }
 
     async def _create(self, request: web.Request) -> web.Response:
         if request.content_type != "application/json":
@@ -220,12 +288,20 @@ class CourierRoutes(ProviderRoutes):
             text_id = orjson.loads(response.body)["data"]["id"]
             attributes = _attributes(_document(await request.read()))
             self.texts[text_id] = _Text(
-                attributes["account-id"], attributes["number-id"],
+                attributes["account-id"],
+                attributes["number-id"],
                 attributes.get("callback-url"),
                 tuple(str(r).strip().upper() for r in attributes.get("expected-responses") or ()),
-                "SM" + uuid.uuid4().hex, datetime.now(UTC))
-            response = json_response({"data": self._resource(
-                self.sim.messages[(self.family, text_id)], "accepted"), "meta": {}}, 201)
+                "SM" + uuid.uuid4().hex,
+                datetime.now(UTC),
+            )
+            response = json_response(
+                {
+                    "data": self._resource(self.sim.messages[(self.family, text_id)], "accepted"),
+                    "meta": {},
+                },
+                201,
+            )
         return response
 
     async def _one(self, request: web.Request) -> web.Response:
@@ -236,8 +312,7 @@ class CourierRoutes(ProviderRoutes):
         if message is None:
             return self.error(404, "NotFound", "no such text")
         now = asyncio.get_running_loop().time()
-        return json_response({"data": self._resource(message, message.status_at(now)),
-                              "meta": {}})
+        return json_response({"data": self._resource(message, message.status_at(now)), "meta": {}})
 
     async def _list(self, request: web.Request) -> web.Response:
         if not self.authorized(request):
@@ -246,16 +321,20 @@ class CourierRoutes(ProviderRoutes):
         if not account:
             return self.error(400, "ValidationError", "?account-id: required")
         self.lookups["list"] += 1
-        target, number = request.query.get("filter[target]"), request.query.get(
-            "filter[number-id]")
+        target, number = request.query.get("filter[target]"), request.query.get("filter[number-id]")
         now = asyncio.get_running_loop().time()
-        found = [self._resource(m, m.status_at(now)) for (family, _), m in self.sim.messages.items()
-                 if family == self.family and (text := self.texts.get(m.id)) is not None
-                 and text.account_id == account and target in (None, m.to)
-                 and number in (None, text.number_id)]
+        found = [
+            self._resource(m, m.status_at(now))
+            for (family, _), m in self.sim.messages.items()
+            if family == self.family
+            and (text := self.texts.get(m.id)) is not None
+            and text.account_id == account
+            and target in (None, m.to)
+            and number in (None, text.number_id)
+        ]
         limit = int(request.query.get("page[limit]", "100"))
         offset = int(request.query.get("page[offset]", "0"))
-        return json_response({"data": found[offset:offset + limit], "meta": {}})
+        return json_response({"data": found[offset : offset + limit], "meta": {}})
 
     async def _not_found(self, request: web.Request) -> web.Response:
         return self.error(404, "NotFound", f"no route {request.method} {request.path}")

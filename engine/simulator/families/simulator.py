@@ -26,9 +26,11 @@ class SimulatorRoutes(ProviderRoutes):
 
     def routes(self) -> list[web.RouteDef]:
         """Single and bulk send, and the account (for ``engine providers check``)."""
-        return [web.post("/sim/v1/messages", self.send_single),
-                web.post("/sim/v1/messages/bulk", self.send_bulk),
-                web.get("/sim/v1/account", self._account)]
+        return [
+            web.post("/sim/v1/messages", self.send_single),
+            web.post("/sim/v1/messages/bulk", self.send_bulk),
+            web.get("/sim/v1/account", self._account),
+        ]
 
     async def _account(self, request: web.Request) -> web.Response:
         """``{status: active, credit}``, or 401 without the credentials."""
@@ -76,19 +78,23 @@ class SimulatorRoutes(ProviderRoutes):
         """``{error: {code, detail}}``."""
         return json_response({"error": {"code": code, "detail": detail}}, status)
 
-    def send_response(
-        self, outcomes: Sequence[SimMessage | Rejection], bulk: bool
-    ) -> web.Response:
+    def send_response(self, outcomes: Sequence[SimMessage | Rejection], bulk: bool) -> web.Response:
         """``{id}``, a 400 error, or ``{results: [...]}``."""
         if not bulk:
             outcome = outcomes[0]
             if isinstance(outcome, Rejection):
                 return self.error(400, outcome.code, outcome.detail)
             return json_response({"id": outcome.id})
-        return json_response({"results": [
-            {"error": {"code": o.code, "detail": o.detail}} if isinstance(o, Rejection)
-            else {"id": o.id} for o in outcomes
-        ]})
+        return json_response(
+            {
+                "results": [
+                    {"error": {"code": o.code, "detail": o.detail}}
+                    if isinstance(o, Rejection)
+                    else {"id": o.id}
+                    for o in outcomes
+                ]
+            }
+        )
 
     def render(self, events: Sequence[SimEvent]) -> Post:
         """Many events per call, JSON, ``X-Webhook-Secret``."""
@@ -111,8 +117,15 @@ class SimulatorRoutes(ProviderRoutes):
         msg = event.message
         assert msg is not None
         code, detail = _FAILURES.get(event.kind, (None, None))
-        return {"id": event.id, "message_id": msg.id, "reference": msg.reference,
-                "status": event.kind, "code": code, "detail": detail, "at": at}
+        return {
+            "id": event.id,
+            "message_id": msg.id,
+            "reference": msg.reference,
+            "status": event.kind,
+            "code": code,
+            "detail": detail,
+            "at": at,
+        }
 
 
 _FAILURES = {

@@ -44,11 +44,16 @@ from engine.simulator.routes import ProviderRoutes, json_response
 _SIM_APP = "5e4af71a81966cfff3ef6550"
 _SIM_WEBHOOK = "612905a67821c3f206d6909f"
 _FAILURE = "conversation:message:delivery:failure"
-_KINDS = {"sent": "conversation:message:delivery:channel",
-          "delivered": "conversation:message:delivery:user",
-          "undelivered": _FAILURE, "failed": _FAILURE}
-_ERRORS = {"undelivered": ("undeliverable", "The handset could not be reached"),
-           "failed": ("bad_request", "The carrier rejected the message")}
+_KINDS = {
+    "sent": "conversation:message:delivery:channel",
+    "delivered": "conversation:message:delivery:user",
+    "undelivered": _FAILURE,
+    "failed": _FAILURE,
+}
+_ERRORS = {
+    "undelivered": ("undeliverable", "The handset could not be reached"),
+    "failed": ("bad_request", "The carrier rejected the message"),
+}
 #: the simulator's own codes, as SunCo would say them
 _CODES = {"rate_limited": "too_many_requests", "internal_error": "internal_server_error"}
 _CONFIRMATIONS = frozenset({"immediate", "userActivity", "prompt"})
@@ -73,17 +78,25 @@ class SunshineRoutes(ProviderRoutes):
 
     def routes(self) -> list[web.RouteDef]:
         """Every endpoint at ``/v2/apps/{app_id}`` and at ``/sc/v2/apps/{app_id}``."""
-        table = [("GET", "", self._get_app),
-                 ("POST", "/users", self._create_user),
-                 ("GET", "/users/{user}", self._get_user),
-                 ("POST", "/users/{user}/clients", self._create_client),
-                 ("GET", "/conversations", self._list_conversations),
-                 ("POST", "/conversations", self._create_conversation),
-                 ("POST", "/conversations/{conversation}/messages", self.send_single),
-                 ("POST", "/integrations/{integration}/webhooks", self._create_webhook)]
-        return [web.route(method, f"{prefix}/v2/apps/{{app_id}}{path}",
-                          handler if handler == self.send_single else self._guard(handler))
-                for prefix in ("", "/sc") for method, path, handler in table]
+        table = [
+            ("GET", "", self._get_app),
+            ("POST", "/users", self._create_user),
+            ("GET", "/users/{user}", self._get_user),
+            ("POST", "/users/{user}/clients", self._create_client),
+            ("GET", "/conversations", self._list_conversations),
+            ("POST", "/conversations", self._create_conversation),
+            ("POST", "/conversations/{conversation}/messages", self.send_single),
+            ("POST", "/integrations/{integration}/webhooks", self._create_webhook),
+        ]
+        return [
+            web.route(
+                method,
+                f"{prefix}/v2/apps/{{app_id}}{path}",
+                handler if handler == self.send_single else self._guard(handler),
+            )
+            for prefix in ("", "/sc")
+            for method, path, handler in table
+        ]
 
     def _guard(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.Response:
@@ -97,14 +110,22 @@ class SunshineRoutes(ProviderRoutes):
                 self.sim.stats.bad_requests += 1
                 status = 404 if exc.code == "not_found" else 409 if exc.code == "conflict" else 400
                 return self.error(status, exc.code, exc.detail)
+
         return guarded
 
     # users, conversations, clients, webhooks
 
     async def _get_app(self, request: web.Request) -> web.Response:
         """``GET /v2/apps/{appId}`` (the engine's ``providers check``)."""
-        return json_response({"app": {"id": request.match_info["app_id"],
-                                      "displayName": "Simulated app", "settings": {}}})
+        return json_response(
+            {
+                "app": {
+                    "id": request.match_info["app_id"],
+                    "displayName": "Simulated app",
+                    "settings": {},
+                }
+            }
+        )
 
     async def _create_user(self, request: web.Request) -> web.Response:
         data = await _object(request)
@@ -114,9 +135,15 @@ class SunshineRoutes(ProviderRoutes):
         if external in self.external:
             raise BadRequest("conflict", "User already exists")
         user_id = f"{self.sim.serial():024x}"
-        user: dict[str, Any] = {"id": user_id, "externalId": external,
-                "signedUpAt": _now(), "hasPaymentInfo": False, "identities": [],
-                "profile": {}, "metadata": {}}
+        user: dict[str, Any] = {
+            "id": user_id,
+            "externalId": external,
+            "signedUpAt": _now(),
+            "hasPaymentInfo": False,
+            "identities": [],
+            "profile": {},
+            "metadata": {},
+        }
         self.users[user_id] = user
         self.external[external] = user_id
         return json_response({"user": user}, 201)
@@ -136,69 +163,91 @@ class SunshineRoutes(ProviderRoutes):
             raise BadRequest("bad_request", "filter[userId] or filter[userExternalId] is required")
         user = self.users.get(key) or self.users.get(self.external.get(key, ""))
         found = [c for c in self.conversations.values() if user and c["userId"] == user["id"]]
-        return json_response({"conversations": [_public(c) for c in found],
-                              "meta": {"hasMore": False}})
+        return json_response(
+            {"conversations": [_public(c) for c in found], "meta": {"hasMore": False}}
+        )
 
     async def _create_conversation(self, request: web.Request) -> web.Response:
         data = await _object(request)
         participants = data.get("participants")
         if data.get("type") != "personal":
             raise BadRequest("bad_request", "type must be personal")
-        if not (isinstance(participants, list) and len(participants) == 1
-                and isinstance(participants[0], dict)):
+        if not (
+            isinstance(participants, list)
+            and len(participants) == 1
+            and isinstance(participants[0], dict)
+        ):
             raise BadRequest("bad_request", "a personal conversation has one participant")
         who = participants[0].get("userId") or participants[0].get("userExternalId")
         user = self._user(str(who or ""))
         if any(c["userId"] == user["id"] for c in self.conversations.values()):
             raise BadRequest("conflict", "The user already has a personal conversation")
         at = _now()
-        conversation = {"id": f"{self.sim.serial():024x}", "type": "personal",
-                        "isDefault": True, "lastUpdatedAt": at, "createdAt": at,
-                        "userId": user["id"]}
+        conversation = {
+            "id": f"{self.sim.serial():024x}",
+            "type": "personal",
+            "isDefault": True,
+            "lastUpdatedAt": at,
+            "createdAt": at,
+            "userId": user["id"],
+        }
         self.conversations[conversation["id"]] = conversation
         return json_response({"conversation": _public(conversation)}, 201)
 
     async def _create_client(self, request: web.Request) -> web.Response:
         user = self._user(request.match_info["user"])
         data = await _object(request)
-        criteria, confirmation, target = (data.get(k) for k in (
-            "matchCriteria", "confirmation", "target"))
+        criteria, confirmation, target = (
+            data.get(k) for k in ("matchCriteria", "confirmation", "target")
+        )
         if not isinstance(criteria, dict) or not all(
-                isinstance(criteria.get(k), str) and criteria[k]
-                for k in ("type", "integrationId")):
+            isinstance(criteria.get(k), str) and criteria[k] for k in ("type", "integrationId")
+        ):
             raise BadRequest("bad_request", "matchCriteria.type and integrationId are required")
         if not isinstance(criteria.get("phoneNumber"), str) or not PHONE.match(
-                criteria["phoneNumber"]):
+            criteria["phoneNumber"]
+        ):
             raise BadRequest("bad_request", "matchCriteria.phoneNumber must be E.164")
         if not isinstance(confirmation, dict) or confirmation.get("type") not in _CONFIRMATIONS:
             raise BadRequest("bad_request", "confirmation.type is required")
         conversation = self.conversations.get(
-            str(target.get("conversationId")) if isinstance(target, dict) else "")
+            str(target.get("conversationId")) if isinstance(target, dict) else ""
+        )
         if conversation is None or conversation["userId"] != user["id"]:
             raise BadRequest("bad_request", "target.conversationId is not the user's")
         clients = self.clients.setdefault(user["id"], [])
         if any(c["integrationId"] == criteria["integrationId"] for c in clients):
             raise BadRequest("conflict", "A client is already linked on this integration")
-        client = {"id": f"{self.sim.serial():024x}", "integrationId": criteria["integrationId"],
-                  "type": criteria["type"], "status": "pending",
-                  "phoneNumber": criteria["phoneNumber"]}
+        client = {
+            "id": f"{self.sim.serial():024x}",
+            "integrationId": criteria["integrationId"],
+            "type": criteria["type"],
+            "status": "pending",
+            "phoneNumber": criteria["phoneNumber"],
+        }
         clients.append({**client, "status": "active"})  # immediate: linked at once
-        return json_response({"client": {k: v for k, v in client.items()
-                                         if k != "phoneNumber"}}, 201)
+        return json_response(
+            {"client": {k: v for k, v in client.items() if k != "phoneNumber"}}, 201
+        )
 
     async def _create_webhook(self, request: web.Request) -> web.Response:
         data = await _object(request)
         target, triggers = data.get("target"), data.get("triggers")
         if not isinstance(target, str) or not target.startswith(("http://", "https://")):
             raise BadRequest("bad_request", "target must be a URL")
-        if not (isinstance(triggers, list) and triggers
-                and all(isinstance(t, str) for t in triggers)):
+        if not (
+            isinstance(triggers, list) and triggers and all(isinstance(t, str) for t in triggers)
+        ):
             raise BadRequest("bad_request", "triggers must be a non-empty list")
-        webhook = {"id": f"{self.sim.serial():024x}", "version": "v2", "target": target,
-                   "triggers": triggers,
-                   "secret": self.settings.webhook_secret or secrets.token_hex(16),
-                   "includeFullUser": bool(data.get("includeFullUser")),
-                   "includeFullSource": bool(data.get("includeFullSource"))}
+        webhook = {
+            "id": f"{self.sim.serial():024x}",
+            "version": "v2",
+            "target": target,
+            "triggers": triggers,
+            "secret": self.settings.webhook_secret or secrets.token_hex(16),
+            "includeFullUser": bool(data.get("includeFullUser")),
+            "includeFullSource": bool(data.get("includeFullSource")),
+        }
         return json_response({"webhook": webhook}, 201)
 
     # the message post, through the shared send machinery
@@ -221,7 +270,8 @@ class SunshineRoutes(ProviderRoutes):
             key_id, _, secret = _unbase64(value).partition(":")
             wanted = self.settings.require_token
             return bool(key_id and secret) and (
-                wanted is None or hmac.compare_digest(secret.encode(), wanted.encode()))
+                wanted is None or hmac.compare_digest(secret.encode(), wanted.encode())
+            )
         if scheme.lower() == "bearer":
             return _jwt_valid(value.strip(), self.settings.require_token)
         return False
@@ -229,8 +279,7 @@ class SunshineRoutes(ProviderRoutes):
     def parse_send(self, body: bytes, bulk: bool) -> list[SendItem]:
         """A business text message, to the client of ``destination`` (or the first one)."""
         data = _json(body)
-        author, content, destination = (data.get(k) for k in (
-            "author", "content", "destination"))
+        author, content, destination = (data.get(k) for k in ("author", "content", "destination"))
         if not isinstance(author, dict) or author.get("type") != "business":
             raise BadRequest("bad_request", "author.type must be business")
         if not isinstance(content, dict) or content.get("type") != "text":
@@ -251,20 +300,29 @@ class SunshineRoutes(ProviderRoutes):
 
     def error(self, status: int, code: str, detail: str) -> web.Response:
         """``{errors: [{code, title}]}``."""
-        return json_response({"errors": [{"code": _CODES.get(code, code), "title": detail}]},
-                             status)
+        return json_response(
+            {"errors": [{"code": _CODES.get(code, code), "title": detail}]}, status
+        )
 
-    def send_response(
-        self, outcomes: Sequence[SimMessage | Rejection], bulk: bool
-    ) -> web.Response:
+    def send_response(self, outcomes: Sequence[SimMessage | Rejection], bulk: bool) -> web.Response:
         """201 ``{messages: [{id, received, author, content, source}]}``, or a 400."""
         outcome = outcomes[0]
         if isinstance(outcome, Rejection):
             return self.error(400, outcome.code, outcome.detail)
-        return json_response({"messages": [{
-            "id": outcome.id, "received": _now(), "author": {"type": "business"},
-            "content": {"type": "text", "text": outcome.body},
-            "source": {"type": "api:conversations"}}]}, 201)
+        return json_response(
+            {
+                "messages": [
+                    {
+                        "id": outcome.id,
+                        "received": _now(),
+                        "author": {"type": "business"},
+                        "content": {"type": "text", "text": outcome.body},
+                        "source": {"type": "api:conversations"},
+                    }
+                ]
+            },
+            201,
+        )
 
     def new_id(self, serial: int) -> str:
         """24 hex digits, as SunCo's ids are."""
@@ -278,8 +336,11 @@ class SunshineRoutes(ProviderRoutes):
         headers = {"Content-Type": "application/json"}
         if self.settings.webhook_secret:
             headers["X-API-Key"] = self.settings.webhook_secret
-        body = {"app": {"id": _SIM_APP}, "webhook": {"id": _SIM_WEBHOOK, "version": "v2"},
-                "events": [self._event(e) for e in events]}
+        body = {
+            "app": {"id": _SIM_APP},
+            "webhook": {"id": _SIM_WEBHOOK, "version": "v2"},
+            "events": [self._event(e) for e in events],
+        }
         return Post(self.settings.webhook_url, headers, orjson.dumps(body))
 
     def _user_of(self, phone: str) -> dict[str, Any]:
@@ -294,16 +355,22 @@ class SunshineRoutes(ProviderRoutes):
         at = event.at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         conversation = {"id": f"c{event.id}", "type": "personal"}
         if event.kind == "inbound":
-            return {"id": event.id, "type": MESSAGE, "createdAt": at,
-                    "payload": {"conversation": conversation, "message": self._reply(event, at)}}
+            return {
+                "id": event.id,
+                "type": MESSAGE,
+                "createdAt": at,
+                "payload": {"conversation": conversation, "message": self._reply(event, at)},
+            }
         assert event.message is not None
         user = self._user_of(event.message.to)
         payload: dict[str, Any] = {
             "user": {"id": user["id"], "externalId": user["externalId"]},
-            "conversation": conversation, "message": {"id": event.message.id},
+            "conversation": conversation,
+            "message": {"id": event.message.id},
             "destination": {"type": "twilio", "integrationId": "sim-sms"},
             "externalMessages": [{"id": f"SM{event.message.id}"}],
-            "isFinalEvent": event.kind != "sent"}
+            "isFinalEvent": event.kind != "sent",
+        }
         if event.kind in _ERRORS:
             code, detail = _ERRORS[event.kind]
             payload["error"] = {"code": code, "message": detail}
@@ -316,13 +383,24 @@ class SunshineRoutes(ProviderRoutes):
         author: dict[str, Any] = {"type": "user", "userId": user["id"], "displayName": phone}
         source: dict[str, Any] = {"type": "twilio", "integrationId": "sim-sms"}
         if self.sim.rng.random() < 0.5:
-            source["client"] = {"id": f"cl{event.id}", "type": "twilio", "status": "active",
-                                "integrationId": "sim-sms", "externalId": phone,
-                                "displayName": phone, "raw": {"from": phone}}
+            source["client"] = {
+                "id": f"cl{event.id}",
+                "type": "twilio",
+                "status": "active",
+                "integrationId": "sim-sms",
+                "externalId": phone,
+                "displayName": phone,
+                "raw": {"from": phone},
+            }
         else:
             author["user"] = {"id": user["id"], "externalId": phone, "profile": {}}
-        return {"id": event.id, "received": at, "author": author, "source": source,
-                "content": {"type": "text", "text": event.extra.get("text", "")}}
+        return {
+            "id": event.id,
+            "received": at,
+            "author": author,
+            "source": source,
+            "content": {"type": "text", "text": event.extra.get("text", "")},
+        }
 
 
 def _now() -> str:
@@ -366,8 +444,13 @@ def _jwt_valid(token: str, secret: str | None) -> bool:
         claims = orjson.loads(_unbase64(parts[1], urlsafe=True) or "null")
     except orjson.JSONDecodeError:
         return False
-    if not (isinstance(header, dict) and header.get("alg") == "HS256" and header.get("kid")
-            and isinstance(claims, dict) and claims.get("scope") in ("app", "account")):
+    if not (
+        isinstance(header, dict)
+        and header.get("alg") == "HS256"
+        and header.get("kid")
+        and isinstance(claims, dict)
+        and claims.get("scope") in ("app", "account")
+    ):
         return False
     if secret is None:
         return bool(parts[2])

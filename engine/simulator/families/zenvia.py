@@ -28,27 +28,55 @@ from engine.simulator.model import BadRequest, Post, Rejection, SendItem, SimEve
 from engine.simulator.routes import ProviderRoutes, json_response
 
 #: the channels with a send path (providers.md §2)
-CHANNELS = frozenset({"sms", "whatsapp", "facebook", "instagram", "telegram", "gbm", "rcs",
-                      "email", "voice"})
+CHANNELS = frozenset(
+    {"sms", "whatsapp", "facebook", "instagram", "telegram", "gbm", "rcs", "email", "voice"}
+)
 _DIGITS = re.compile(r"^[1-9]\d{7,14}$")
-_SIM_STATUS = {"sent": "SENT", "delivered": "DELIVERED", "undelivered": "NOT_DELIVERED",
-               "failed": "REJECTED"}
+_SIM_STATUS = {
+    "sent": "SENT",
+    "delivered": "DELIVERED",
+    "undelivered": "NOT_DELIVERED",
+    "failed": "REJECTED",
+}
 _SIM_CAUSES = {
-    "undelivered": {"channelErrorCode": "005", "reason": "ABSENT_SUBSCRIBER",
-                    "details": "The handset was unreachable"},
-    "failed": {"channelErrorCode": "011", "reason": "REJECTED_BY_CARRIER",
-               "details": "The carrier refused the message"},
+    "undelivered": {
+        "channelErrorCode": "005",
+        "reason": "ABSENT_SUBSCRIBER",
+        "details": "The handset was unreachable",
+    },
+    "failed": {
+        "channelErrorCode": "011",
+        "reason": "REJECTED_BY_CARRIER",
+        "details": "The carrier refused the message",
+    },
 }
 #: the shared machinery's error codes, as Zenvia spells them (429's code is a guess)
-_ERROR_CODES = {400: "VALIDATION_ERROR", 401: "AUTHENTICATION_ERROR", 404: "NOT_FOUND",
-                409: "DUPLICATED", 429: "TOO_MANY_REQUESTS", 500: "INTERNAL_ERROR"}
+_ERROR_CODES = {
+    400: "VALIDATION_ERROR",
+    401: "AUTHENTICATION_ERROR",
+    404: "NOT_FOUND",
+    409: "DUPLICATED",
+    429: "TOO_MANY_REQUESTS",
+    500: "INTERNAL_ERROR",
+}
 #: the messages of the seed's error table
-_SEED_MESSAGES = {"VALIDATION_ERROR": "Validation error",
-                  "AUTHENTICATION_ERROR": "No authorization token was found",
-                  "NOT_FOUND": "Not found", "DUPLICATED": "Entity already exists",
-                  "INTERNAL_ERROR": "Internal error"}
-_SUBSCRIPTION_EVENTS = frozenset({"MESSAGE", "MESSAGE_STATUS", "CONVERSATION_MESSAGE",
-                                  "CONVERSATION_STATUS", "SUPPORT_EXPERT_AGENT", "CONTACT"})
+_SEED_MESSAGES = {
+    "VALIDATION_ERROR": "Validation error",
+    "AUTHENTICATION_ERROR": "No authorization token was found",
+    "NOT_FOUND": "Not found",
+    "DUPLICATED": "Entity already exists",
+    "INTERNAL_ERROR": "Internal error",
+}
+_SUBSCRIPTION_EVENTS = frozenset(
+    {
+        "MESSAGE",
+        "MESSAGE_STATUS",
+        "CONVERSATION_MESSAGE",
+        "CONVERSATION_STATUS",
+        "SUPPORT_EXPERT_AGENT",
+        "CONTACT",
+    }
+)
 
 
 class ZenviaRoutes(ProviderRoutes):
@@ -61,11 +89,13 @@ class ZenviaRoutes(ProviderRoutes):
 
     def routes(self) -> list[web.RouteDef]:
         """The documented paths under ``https://api.zenvia.com``."""
-        return [web.post("/v2/channels/{channel}/messages", self._send),
-                web.post("/v2/subscriptions", self._subscribe),
-                web.get("/v2/subscriptions", self._subscriptions),
-                web.route("*", "/v2/channels/{tail:.*}", self._not_found),
-                web.route("*", "/v2/subscriptions{tail:.*}", self._not_found)]
+        return [
+            web.post("/v2/channels/{channel}/messages", self._send),
+            web.post("/v2/subscriptions", self._subscribe),
+            web.get("/v2/subscriptions", self._subscriptions),
+            web.route("*", "/v2/channels/{tail:.*}", self._not_found),
+            web.route("*", "/v2/subscriptions{tail:.*}", self._not_found),
+        ]
 
     async def _not_found(self, request: web.Request) -> web.Response:
         return self.error(404, "NOT_FOUND", "Not found")
@@ -93,8 +123,16 @@ class ZenviaRoutes(ProviderRoutes):
             raise BadRequest("VALIDATION_ERROR", "contents: expected [{type: text, text}]")
         ref = None if data.get("externalId") is None else str(data["externalId"])
         if not _DIGITS.match(data["to"]):
-            return [SendItem(data["to"], "", ref, Rejection(
-                "VALIDATION_ERROR", "to: the number with its country code, digits only"))]
+            return [
+                SendItem(
+                    data["to"],
+                    "",
+                    ref,
+                    Rejection(
+                        "VALIDATION_ERROR", "to: the number with its country code, digits only"
+                    ),
+                )
+            ]
         return [SendItem(data["to"], "\n".join(c["text"] for c in contents), ref)]
 
     def blocked(self, item: SendItem) -> Rejection:
@@ -105,21 +143,25 @@ class ZenviaRoutes(ProviderRoutes):
         """``{code, message, details}``, with the seed's message for its documented codes."""
         zenvia_code = code if code.isupper() else _ERROR_CODES.get(status, "INTERNAL_ERROR")
         message = _SEED_MESSAGES.get(zenvia_code) if not code.isupper() else None
-        return json_response({"code": zenvia_code, "message": message or detail,
-                              "details": []}, status)
+        return json_response(
+            {"code": zenvia_code, "message": message or detail, "details": []}, status
+        )
 
-    def send_response(
-        self, outcomes: Sequence[SimMessage | Rejection], bulk: bool
-    ) -> web.Response:
+    def send_response(self, outcomes: Sequence[SimMessage | Rejection], bulk: bool) -> web.Response:
         """200 with the message echoed; a refused message is a 400."""
         (outcome,) = outcomes
         if isinstance(outcome, Rejection):
             return self.error(400, outcome.code, outcome.detail)
-        return json_response({
-            "id": outcome.id, "externalId": outcome.reference, "to": outcome.to,
-            "direction": "OUT", "contents": [{"type": "text", "text": outcome.body}],
-            "timestamp": _zulu(datetime.now(UTC)),
-        })
+        return json_response(
+            {
+                "id": outcome.id,
+                "externalId": outcome.reference,
+                "to": outcome.to,
+                "direction": "OUT",
+                "contents": [{"type": "text", "text": outcome.body}],
+                "timestamp": _zulu(datetime.now(UTC)),
+            }
+        )
 
     def new_id(self, serial: int) -> str:
         """A UUID, as Zenvia's ids are."""
@@ -135,8 +177,11 @@ class ZenviaRoutes(ProviderRoutes):
         if event.kind == "inbound":
             body = _inbound_event(event)
         else:  # the seed leaves open which shape of the cause Zenvia sends: either, at random
-            body = _status_event(event, singular_cause=self.sim.rng.random() < 0.5,
-                                 deprecated_ids=self.sim.rng.random() < 0.5)
+            body = _status_event(
+                event,
+                singular_cause=self.sim.rng.random() < 0.5,
+                deprecated_ids=self.sim.rng.random() < 0.5,
+            )
         return Post(self.settings.webhook_url, headers, orjson.dumps(body))
 
     async def _send(self, request: web.Request) -> web.Response:
@@ -148,11 +193,15 @@ class ZenviaRoutes(ProviderRoutes):
             return response
         if self.sim.rng.random() < self.gateway_errors:
             status = self.sim.rng.choice((502, 503, 504))
-            return web.Response(status=status, text=f"<html>{status} from the gateway</html>",
-                                content_type="text/html")
+            return web.Response(
+                status=status,
+                text=f"<html>{status} from the gateway</html>",
+                content_type="text/html",
+            )
         sent = orjson.loads(await request.read())  # valid: it was accepted
-        return json_response({**orjson.loads(response.body), "from": sent["from"],
-                              "channel": channel})
+        return json_response(
+            {**orjson.loads(response.body), "from": sent["from"], "channel": channel}
+        )
 
     async def _subscribe(self, request: web.Request) -> web.Response:
         """Checks the subscription's shape and echoes it with an id (events go to the
@@ -171,20 +220,33 @@ class ZenviaRoutes(ProviderRoutes):
         if not isinstance(criteria, dict) or not isinstance(criteria.get("channel"), str):
             return self.error(400, "VALIDATION_ERROR", "criteria.channel: required")
         now = _zulu(datetime.now(UTC))
-        return json_response({"id": str(uuid.uuid4()), "status": "ACTIVE", **data,
-                              "createdAt": now, "updatedAt": now})
+        return json_response(
+            {
+                "id": str(uuid.uuid4()),
+                "status": "ACTIVE",
+                **data,
+                "createdAt": now,
+                "updatedAt": now,
+            }
+        )
 
 
-def _status_event(event: SimEvent, *, singular_cause: bool = False,
-                  deprecated_ids: bool = True) -> dict[str, Any]:
+def _status_event(
+    event: SimEvent, *, singular_cause: bool = False, deprecated_ids: bool = True
+) -> dict[str, Any]:
     """A MESSAGE_STATUS event: the failure's cause as the spec's ``causes[]`` or the Node
     SDK's older singular ``cause``; the deprecated top-level ``messageId`` and
     ``contentIndex`` present or not."""
     msg = event.message
     assert msg is not None
     at = _zulu(event.at)
-    status: dict[str, Any] = {"timestamp": at, "code": _SIM_STATUS[event.kind],
-                              "description": event.kind, "channel": "sms", "direction": "OUT"}
+    status: dict[str, Any] = {
+        "timestamp": at,
+        "code": _SIM_STATUS[event.kind],
+        "description": event.kind,
+        "channel": "sms",
+        "direction": "OUT",
+    }
     if event.kind in _SIM_CAUSES:
         cause = _SIM_CAUSES[event.kind]
         if singular_cause:
@@ -192,10 +254,18 @@ def _status_event(event: SimEvent, *, singular_cause: bool = False,
         else:
             status["causes"] = [cause]
     body: dict[str, Any] = {
-        "id": event.id, "timestamp": at, "type": "MESSAGE_STATUS", "subscriptionId": "sim",
+        "id": event.id,
+        "timestamp": at,
+        "type": "MESSAGE_STATUS",
+        "subscriptionId": "sim",
         "channel": "sms",
-        "message": {"id": msg.id, "externalId": msg.reference, "contentIndex": 0,
-                    "direction": "OUT", "to": msg.to},
+        "message": {
+            "id": msg.id,
+            "externalId": msg.reference,
+            "contentIndex": 0,
+            "direction": "OUT",
+            "to": msg.to,
+        },
         "messageStatus": status,
     }
     if deprecated_ids:
@@ -206,18 +276,31 @@ def _status_event(event: SimEvent, *, singular_cause: bool = False,
 def _inbound_event(event: SimEvent) -> dict[str, Any]:
     at = _zulu(event.at)
     return {
-        "id": event.id, "timestamp": at, "type": "MESSAGE", "subscriptionId": "sim",
-        "channel": "sms", "direction": "IN",
-        "message": {"id": event.id, "from": event.extra.get("from", "").lstrip("+"),
-                    "to": "simulator", "direction": "IN", "channel": "sms",
-                    "contents": [{"type": "text", "text": event.extra.get("text", "")}],
-                    "timestamp": at},
+        "id": event.id,
+        "timestamp": at,
+        "type": "MESSAGE",
+        "subscriptionId": "sim",
+        "channel": "sms",
+        "direction": "IN",
+        "message": {
+            "id": event.id,
+            "from": event.extra.get("from", "").lstrip("+"),
+            "to": "simulator",
+            "direction": "IN",
+            "channel": "sms",
+            "contents": [{"type": "text", "text": event.extra.get("text", "")}],
+            "timestamp": at,
+        },
     }
 
 
 def _is_text(content: Any) -> bool:
-    return (isinstance(content, dict) and content.get("type") == "text"
-            and isinstance(content.get("text"), str) and bool(content["text"]))
+    return (
+        isinstance(content, dict)
+        and content.get("type") == "text"
+        and isinstance(content.get("text"), str)
+        and bool(content["text"])
+    )
 
 
 def _zulu(when: datetime) -> str:

@@ -40,8 +40,10 @@ from engine.simulator.routes import ProviderRoutes, json_response
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _SIM_NAMESPACE = uuid.UUID("0b7c9a4e-2d1f-4e8a-9c3b-5a6d7e8f9012")
 _SIM_SERVICE = "1d06e84f-8152-4de7-983d-a2d88b73734a"
-_SIM_FAILURE = {"undelivered": "Carrier reported the handset unreachable",
-                "failed": "Carrier rejected the message"}
+_SIM_FAILURE = {
+    "undelivered": "Carrier reported the handset unreachable",
+    "failed": "Carrier rejected the message",
+}
 #: the simulator's own codes, as Zingle would say them
 _SIM_CODES = {"unauthorized": 2601, "internal_error": 2600, "rate_limited": 2600}
 _SIM_KEY = b"zingle-simulator-signing-key"
@@ -89,8 +91,12 @@ class ZingleRoutes(ProviderRoutes):
         if not self.authorized(request):
             self.sim.stats.unauthorized += 1
             return self.error(401, "2601", "Authentication failed")
-        return json_response({"status": {"status_code": 200, "text": "OK"},
-                              "result": {"id": request.match_info["service_id"]}})
+        return json_response(
+            {
+                "status": {"status_code": 200, "text": "OK"},
+                "result": {"id": request.match_info["service_id"]},
+            }
+        )
 
     def expire_credentials(self) -> None:
         """Revoke every JWT issued so far (an expiry mid-run): 401 until one is renewed."""
@@ -128,8 +134,15 @@ class ZingleRoutes(ProviderRoutes):
         self.counts["jwt"] += 1
         user, _ = _basic(value)
         now = time.time()
-        token = _issue({"sub": user, "iat": int(now), "exp": now + self.jwt_ttl,
-                        "gen": self._generation, "jti": self.sim.serial()})
+        token = _issue(
+            {
+                "sub": user,
+                "iat": int(now),
+                "exp": now + self.jwt_ttl,
+                "gen": self._generation,
+                "jti": self.sim.serial(),
+            }
+        )
         rng = self.sim.rng
         result: dict[str, Any] = {rng.choice(("jwt", "token")): token}
         shape = rng.choice(("expires_at", "expires_in", "claim"))
@@ -143,8 +156,11 @@ class ZingleRoutes(ProviderRoutes):
         """JSON only, as the seed asks (``Content-Type: application/json``)."""
         if self.authorized(request) and request.content_type != "application/json":
             self.sim.stats.bad_requests += 1
-            return self.error(400, "2604", "Invalid body content. The Content-Type header "
-                              "must be application/json")
+            return self.error(
+                400,
+                "2604",
+                "Invalid body content. The Content-Type header must be application/json",
+            )
         return await self.send_single(request)
 
     async def _not_found(self, request: web.Request) -> web.Response:
@@ -155,11 +171,11 @@ class ZingleRoutes(ProviderRoutes):
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise BadRequest("2604", "Invalid body content. Check that your request is valid "
-                             "JSON") from exc
+            raise BadRequest(
+                "2604", "Invalid body content. Check that your request is valid JSON"
+            ) from exc
         if not isinstance(data, dict):
-            raise BadRequest("2604", "Invalid body content. Check that your request is valid "
-                             "JSON")
+            raise BadRequest("2604", "Invalid body content. Check that your request is valid JSON")
         _check_shape(data)
         key = data.get("uuid")
         if key is not None and not isinstance(key, str):
@@ -172,8 +188,11 @@ class ZingleRoutes(ProviderRoutes):
                 raise BadRequest("3609", "Every recipient must have a channel_value specified")
             ref = f"{key}/{n}" if key else None
             if not _E164.match(value):
-                items.append(SendItem(value, "", ref, Rejection(
-                    "3613", f"'{value}' is not a valid Phone Number")))
+                items.append(
+                    SendItem(
+                        value, "", ref, Rejection("3613", f"'{value}' is not a valid Phone Number")
+                    )
+                )
             else:
                 items.append(SendItem(value, str(text), ref))
         return items
@@ -185,14 +204,19 @@ class ZingleRoutes(ProviderRoutes):
     def error(self, status: int, code: str, detail: str) -> web.Response:
         """Zingle's ``status`` object."""
         number = int(code) if code.isdigit() and len(code) == 4 else _SIM_CODES.get(code)
-        return json_response({"status": {
-            "text": HTTPStatus(status).phrase, "status_code": status, "description": detail,
-            "error_code": number,
-        }}, status)
+        return json_response(
+            {
+                "status": {
+                    "text": HTTPStatus(status).phrase,
+                    "status_code": status,
+                    "description": detail,
+                    "error_code": number,
+                }
+            },
+            status,
+        )
 
-    def send_response(
-        self, outcomes: Sequence[SimMessage | Rejection], bulk: bool
-    ) -> web.Response:
+    def send_response(self, outcomes: Sequence[SimMessage | Rejection], bulk: bool) -> web.Response:
         """``result.message_ids``; any refused recipient makes the request a 400."""
         refused = next((o for o in outcomes if isinstance(o, Rejection)), None)
         if refused is not None:
@@ -223,12 +247,17 @@ class ZingleRoutes(ProviderRoutes):
         headers = {"Content-Type": "application/json"}
         if self.settings.webhook_secret:
             headers["X-Webhook-Secret"] = self.settings.webhook_secret
-        body = {"action": action, "direction": "outbound",
-                "service_id": event.extra.get("service_id", _SIM_SERVICE),
-                "service_name": "Simulated Service",
-                "contact_id": str(uuid.uuid5(_SIM_NAMESPACE, phone)),
-                "contact_external_id": None, "contact_phone": phone,
-                "service_phone": service_phone, "is_auto_blocked": True}
+        body = {
+            "action": action,
+            "direction": "outbound",
+            "service_id": event.extra.get("service_id", _SIM_SERVICE),
+            "service_name": "Simulated Service",
+            "contact_id": str(uuid.uuid5(_SIM_NAMESPACE, phone)),
+            "contact_external_id": None,
+            "contact_phone": phone,
+            "service_phone": service_phone,
+            "is_auto_blocked": True,
+        }
         return Post(self.settings.webhook_url, headers, orjson.dumps(body))
 
     async def _message(self, request: web.Request) -> web.Response:
@@ -240,8 +269,7 @@ class ZingleRoutes(ProviderRoutes):
         if message is None:
             return self.error(404, "3600", "Message not found")
         dates = _iso if self.sim.rng.random() < 0.5 else _unix  # the seed: ISO-8601
-        return json_response({"status": _OK,
-                              "result": self._message_object(message, dates)})
+        return json_response({"status": _OK, "result": self._message_object(message, dates)})
 
     def _message_object(self, message: SimMessage, dates: Any = None) -> dict[str, Any]:
         when = dates or _unix
@@ -249,17 +277,29 @@ class ZingleRoutes(ProviderRoutes):
         settled_at = int(now - (now_loop - message.settles_at))
         status = message.status_at(now_loop)
         executed = status != "sent"
-        statuses = [] if status in ("sent", "delivered") else [
-            {"type": "failed", "description": _SIM_FAILURE[status],
-             "created_at": when(settled_at)}]
+        statuses = (
+            []
+            if status in ("sent", "delivered")
+            else [
+                {
+                    "type": "failed",
+                    "description": _SIM_FAILURE[status],
+                    "created_at": when(settled_at),
+                }
+            ]
+        )
         return {
-            "id": message.id, "body": message.body,
+            "id": message.id,
+            "body": message.body,
             "created_at": when(int(self._created.get(message.id, now))),
-            "communication_direction": "outbound", "sender_type": "service",
+            "communication_direction": "outbound",
+            "sender_type": "service",
             "recipient_type": "contact",
             "recipient": {"channel": {"type_class": "PhoneNumber", "value": message.to}},
-            "is_delayed": False, "execute_at": None,
-            "executed_at": when(settled_at) if executed else None, "read_at": None,
+            "is_delayed": False,
+            "execute_at": None,
+            "executed_at": when(settled_at) if executed else None,
+            "read_at": None,
             "statuses": statuses,
         }
 
@@ -267,27 +307,30 @@ class ZingleRoutes(ProviderRoutes):
 def _check_shape(data: dict[str, Any]) -> None:
     """The request-level checks, in the order Zingle documents its codes."""
     if data.get("sender_type") not in ("service", "contact"):
-        raise BadRequest("3605", "sender_type is required and must be one of 'service' or "
-                         "'contact'")
+        raise BadRequest(
+            "3605", "sender_type is required and must be one of 'service' or 'contact'"
+        )
     if data.get("recipient_type") != "contact":
-        raise BadRequest("3606", "recipient_type must be 'contact' (the simulator sends to "
-                         "contacts only)")
+        raise BadRequest(
+            "3606", "recipient_type must be 'contact' (the simulator sends to contacts only)"
+        )
     if not isinstance(data.get("sender"), dict):
         raise BadRequest("3608", "sender is required and must be an object")
     recipients = data.get("recipients")
     if not isinstance(recipients, list) or not recipients:
-        raise BadRequest("3607", "recipients is required and must be an array with at least "
-                         "one object")
+        raise BadRequest(
+            "3607", "recipients is required and must be an array with at least one object"
+        )
     types = data.get("channel_type_ids")
     if not isinstance(types, list) or not types or not all(isinstance(t, str) for t in types):
-        raise BadRequest("3603", "channel_type_ids is required and should be an array of "
-                         "strings")
+        raise BadRequest("3603", "channel_type_ids is required and should be an array of strings")
     if len(types) > 1:
-        raise BadRequest("3604", "Multiple channel_type_ids can only be specified when the "
-                         "recipient_type is 'label'")
+        raise BadRequest(
+            "3604",
+            "Multiple channel_type_ids can only be specified when the recipient_type is 'label'",
+        )
     if not isinstance(data.get("body"), str) or not data["body"].strip():
-        raise BadRequest("3602", "Sending a message requires a body or attachments to be "
-                         "specified")
+        raise BadRequest("3602", "Sending a message requires a body or attachments to be specified")
 
 
 def _basic(value: str) -> tuple[str, str]:

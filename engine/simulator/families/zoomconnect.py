@@ -43,8 +43,7 @@ from engine.simulator.routes import ProviderRoutes, json_response
 _NUMBER = re.compile(r"^(\+?[1-9]\d{9,14}|0\d{9})$")
 #: how a callback's parameters travel: appended after one of these, or as form fields
 JOINS = ("?", "&", "?&", "form", "form&")
-_EXAMPLE = {"message": "", "campaign": "", "recipientNumber": "", "dateToSend": "",
-            "dataField": ""}
+_EXAMPLE = {"message": "", "campaign": "", "recipientNumber": "", "dateToSend": "", "dataField": ""}
 
 
 class ZoomConnectRoutes(ProviderRoutes):
@@ -109,22 +108,27 @@ class ZoomConnectRoutes(ProviderRoutes):
 
     def error(self, status: int, code: str, detail: str) -> web.Response:
         """RestErrorDTO."""
-        return json_response({
-            "code": int(code) if code.isdigit() else status,
-            "status": HTTPStatus(status).name,
-            "message": detail,
-            "developerMessage": detail,
-            "moreInfoUrl": None,
-        }, status)
+        return json_response(
+            {
+                "code": int(code) if code.isdigit() else status,
+                "status": HTTPStatus(status).name,
+                "message": detail,
+                "developerMessage": detail,
+                "moreInfoUrl": None,
+            },
+            status,
+        )
 
-    def send_response(
-        self, outcomes: Sequence[SimMessage | Rejection], bulk: bool
-    ) -> web.Response:
+    def send_response(self, outcomes: Sequence[SimMessage | Rejection], bulk: bool) -> web.Response:
         """WebServiceSendSmsResponse(s); a refused single message is a 400."""
         if not bulk and isinstance(outcomes[0], Rejection):
             return self.error(400, outcomes[0].code, outcomes[0].detail)
-        items = [{"messageId": None, "error": o.detail} if isinstance(o, Rejection)
-                 else {"messageId": o.id, "error": None} for o in outcomes]
+        items = [
+            {"messageId": None, "error": o.detail}
+            if isinstance(o, Rejection)
+            else {"messageId": o.id, "error": None}
+            for o in outcomes
+        ]
         return json_response({"sendSmsResponses": items} if bulk else items[0])
 
     def render(self, events: Sequence[SimEvent]) -> Post:
@@ -138,8 +142,11 @@ class ZoomConnectRoutes(ProviderRoutes):
             params = self._reply(event)
         else:
             assert event.message is not None
-            params = {"status": self._word(event.message, event.kind),
-                      "messageId": event.message.id, "dataField": event.message.reference or ""}
+            params = {
+                "status": self._word(event.message, event.kind),
+                "messageId": event.message.id,
+                "dataField": event.message.reference or "",
+            }
         join = self.sim.rng.choice(JOINS)
         self.joins[join] += 1
         encoded = urlencode(params)
@@ -153,7 +160,8 @@ class ZoomConnectRoutes(ProviderRoutes):
             return "SENT"
         if message.id not in self._words:
             self._words[message.id] = {
-                "delivered": "DELIVERED", "failed": "FAILED_OPTOUT",
+                "delivered": "DELIVERED",
+                "failed": "FAILED_OPTOUT",
                 "undelivered": self.sim.rng.choice(("FAILED_REFUNDED", "FAILED")),
             }[message.final]
         return self._words[message.id]
@@ -162,13 +170,22 @@ class ZoomConnectRoutes(ProviderRoutes):
         sender = event.extra.get("from", "")
         replied = self.sim.messages.get((self.family, event.extra.get("in_reply_to", "")))
         if replied is None:
-            replied = next((m for (family, _), m in reversed(self.sim.messages.items())
-                            if family == self.family and m.to.lstrip("+") == sender.lstrip("+")),
-                           None)
-        return {"from": sender, "repliedToMessageId": replied.id if replied else "",
-                "messageId": event.id, "message": event.extra.get("text", ""),
-                "date": event.at.strftime("%Y%m%d%H%M"),
-                "dataField": (replied.reference or "") if replied else ""}
+            replied = next(
+                (
+                    m
+                    for (family, _), m in reversed(self.sim.messages.items())
+                    if family == self.family and m.to.lstrip("+") == sender.lstrip("+")
+                ),
+                None,
+            )
+        return {
+            "from": sender,
+            "repliedToMessageId": replied.id if replied else "",
+            "messageId": event.id,
+            "message": event.extra.get("text", ""),
+            "date": event.at.strftime("%Y%m%d%H%M"),
+            "dataField": (replied.reference or "") if replied else "",
+        }
 
     def _json_only(self, handler: Any) -> Any:
         async def checked(request: web.Request) -> web.StreamResponse:
@@ -176,6 +193,7 @@ class ZoomConnectRoutes(ProviderRoutes):
                 return self.error(415, "415", "Content type must be application/json")
             response: web.StreamResponse = await handler(request)
             return response
+
         return checked
 
     async def _example(self, request: web.Request) -> web.Response:
@@ -191,11 +209,17 @@ class ZoomConnectRoutes(ProviderRoutes):
         if message is None:
             return self.error(404, "404", "Message not found")
         status = message.status_at(asyncio.get_running_loop().time())
-        return json_response({
-            "messageId": message.id, "messageStatus": self._word(message, status),
-            "messageType": "OUTBOUND", "toNumber": message.to, "message": message.body,
-            "userDataField": message.reference, "numberOfMessages": 1,
-        })
+        return json_response(
+            {
+                "messageId": message.id,
+                "messageStatus": self._word(message, status),
+                "messageType": "OUTBOUND",
+                "toNumber": message.to,
+                "message": message.body,
+                "userDataField": message.reference,
+                "numberOfMessages": 1,
+            }
+        )
 
     async def _balance(self, request: web.Request) -> web.Response:
         if not self.authorized(request):
