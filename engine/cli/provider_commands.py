@@ -29,14 +29,15 @@ async def providers_subscribe(ctx: Context, args: argparse.Namespace) -> int:
     async with aiohttp.ClientSession() as session:
         adapter = adapter_for(args.account, account, session, public_url=public_url)
         subscribe = getattr(adapter, "subscribe", None)
+        # each line starts with the URL, so a script can take the first word
         if subscribe is None:
             print(
-                f"{args.account}: this provider has no subscription API; set its callback URL"
-                f" to {adapter.webhook_url(public_url)} in its dashboard"
+                f"{adapter.webhook_url(public_url)}  ({args.account}: this provider has no"
+                " subscription API; set this URL as its callback URL in its dashboard)"
             )
             return 0
         created = await subscribe(public_url)
-    print(f"{args.account}: subscribed {adapter.webhook_url(public_url)}")
+    print(f"{adapter.webhook_url(public_url)}  ({args.account}: subscribed)")
     print(orjson.dumps(created, option=orjson.OPT_INDENT_2).decode())
     return 0
 

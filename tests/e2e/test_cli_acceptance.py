@@ -585,8 +585,8 @@ def test_providers_subscribe_without_an_api_prints_the_callback_url(
     result = cli_offline("providers", "subscribe", "sim")
     assert (result.code, result.err) == (0, "")
     assert result.out == (
-        "sim: this provider has no subscription API; set its callback URL to"
-        " https://engine.example.com/webhooks/sim in its dashboard\n"
+        "https://engine.example.com/webhooks/sim  (sim: this provider has no subscription"
+        " API; set this URL as its callback URL in its dashboard)\n"
     )
 
 

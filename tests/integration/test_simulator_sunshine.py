@@ -276,7 +276,7 @@ async def test_providers_subscribe_creates_the_webhook(
     out = capsys.readouterr().out
     assert code == 0
     first, _, rest = out.partition("\n")
-    assert first == "sunco: subscribed https://engine.example.com/webhooks/sunco"
+    assert first == "https://engine.example.com/webhooks/sunco  (sunco: subscribed)"
     webhook = orjson.loads(rest)["webhook"]
     assert (webhook["target"], webhook["secret"], webhook["includeFullSource"]) == (
         "https://engine.example.com/webhooks/sunco",

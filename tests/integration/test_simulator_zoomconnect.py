@@ -261,7 +261,7 @@ async def test_subscribe_prints_the_path_secret_url(
     code = await asyncio.to_thread(main, ["--config", str(config), "providers", "subscribe", "zc"])
     assert code == 0
     out = capsys.readouterr().out
-    assert f"https://engine.example.com/webhooks/zc/{SECRET}" in out
+    assert out.startswith(f"https://engine.example.com/webhooks/zc/{SECRET}  (zc: ")
     assert "?secret=" not in out
 
 
