@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from engine import yamldoc
 from engine.cli.context import Context
+from engine.cli.daemon_commands import stop_on_signals
 from engine.cli.parsing import Commands, command, group
 from engine.errors import ConfigError, EngineError
 from engine.providers import adapter_for
@@ -65,7 +66,7 @@ async def providers_check(ctx: Context, args: argparse.Namespace) -> int:
 
 
 async def simulator_serve(ctx: Context, args: argparse.Namespace) -> int:
-    """Serve the provider simulator until interrupted."""
+    """Serve the provider simulator until SIGTERM or Ctrl-C, then stop cleanly (exit 0)."""
     settings = SimulatorSettings()
     if args.settings:
         path = Path(args.settings)
@@ -78,8 +79,10 @@ async def simulator_serve(ctx: Context, args: argparse.Namespace) -> int:
             raise ConfigError("\n".join(doc.validation_problems(exc))) from exc
     running = await serve(settings, args.host, args.port)
     print(f"simulator listening on {running.url} (stats at {running.url}/sim/stats)", flush=True)
+    stop = asyncio.Event()
     try:
-        await asyncio.Event().wait()
+        with stop_on_signals(stop):
+            await stop.wait()
     finally:
         await running.close()
     return 0

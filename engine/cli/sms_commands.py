@@ -63,6 +63,10 @@ def _print_sms_report(report: dict[str, Any]) -> None:
 async def sms_analyze(ctx: Context, args: argparse.Namespace) -> int:
     """Print the encoding, units, segments, parts and cost of a text."""
     to = prices = None
+    if (args.account or args.region) and not args.to:  # they only price a destination
+        raise EngineError(
+            "--account and --region apply only with --to NUMBER (the number to price)"
+        )
     if args.to:
         to = number(ctx, args.to, args.region)
         if args.account and args.account not in ctx.config.providers:
