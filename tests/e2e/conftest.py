@@ -8,13 +8,44 @@ test calls it through ``asyncio.to_thread`` (``main`` runs an event loop of its 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from engine.cli import main
+from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
+from tests.net import free_port
+
+#: the webhook secret of the simulator account the e2e daemons run with
+SECRET = "a-webhook-secret-long-enough"
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[tuple[RunningSimulator, int]]:
+    """The simulator, calling back a daemon that will listen on the port given."""
+    port = free_port()
+    settings = SimulatorSettings(
+        seed=5,
+        default=FamilySettings(
+            webhook_url=f"http://127.0.0.1:{port}/webhooks/sim",
+            webhook_secret=SECRET,
+            latency=(0.005, 0.02),
+            receipt_delay=(0.05, 0.3),
+        ),
+    )
+    async with await serve(settings, "127.0.0.1", 0) as running:
+        yield running, port
+
+
+@pytest.fixture
+def use_database(database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """Commands run in tmp_path on the test's migrated database (no $ENGINE_CONFIG)."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.delenv("ENGINE_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return database_url
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,8 @@ import pytest
 
 from engine.simulator import RunningSimulator
 from engine.simulator.accounts import ACCOUNTS
-from tests.e2e.test_cli_commands import (
-    SECRET,
-    engine,
-    eventually,
-    expand_due,
-    sim,  # noqa: F401  (the fixture)
-    use_database,  # noqa: F401  (the fixture)
-    write_campaign,
-)
+from tests.e2e.conftest import SECRET
+from tests.e2e.test_cli_commands import engine, eventually, expand_due, write_campaign
 from tests.e2e.test_daemon import Engine, assert_once
 from tests.integration.helpers import add_contacts, numbers
 
@@ -38,9 +31,9 @@ def write_config(tmp_path: Path, simulator: RunningSimulator, port: int) -> Path
 
 
 async def test_providers_check_says_whether_the_account_authenticates(
-    sim: tuple[RunningSimulator, int],  # noqa: F811
+    sim: tuple[RunningSimulator, int],
     conn: asyncpg.Connection,
-    use_database: str,  # noqa: F811
+    use_database: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -76,10 +69,10 @@ async def test_providers_check_says_whether_the_account_authenticates(
 
 @pytest.mark.slow
 async def test_a_refused_account_pauses_shows_everywhere_and_resumes_after_check(
-    sim: tuple[RunningSimulator, int],  # noqa: F811
+    sim: tuple[RunningSimulator, int],
     conn: asyncpg.Connection,
     pool: asyncpg.Pool,
-    use_database: str,  # noqa: F811
+    use_database: str,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     session: aiohttp.ClientSession,

@@ -38,17 +38,17 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
 
 from engine.cli import build_parser
-from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
-from tests.e2e.conftest import UNREACHABLE, Cli, Result
+from engine.simulator import RunningSimulator
+from tests.e2e.conftest import SECRET, UNREACHABLE, Cli, Result
 from tests.e2e.test_cli_commands import expand_due
-from tests.e2e.test_daemon import SETTLED, Engine, assert_once, free_port
+from tests.e2e.test_daemon import SETTLED, Engine, assert_once
 from tests.integration.helpers import numbers
 
 REPO = Path(__file__).resolve().parents[2]
@@ -657,25 +657,6 @@ def test_simulator_with_bad_settings_is_one_line(
 
 # --- control commands while a daemon runs -------------------------------------------------
 
-SECRET = "an-acceptance-webhook-secret"
-
-
-@pytest.fixture
-async def daemon_simulator() -> AsyncIterator[tuple[RunningSimulator, int]]:
-    """The simulator, calling back a daemon that will listen on the port given."""
-    port = free_port()
-    settings = SimulatorSettings(
-        seed=11,
-        default=FamilySettings(
-            webhook_url=f"http://127.0.0.1:{port}/webhooks/sim",
-            webhook_secret=SECRET,
-            latency=(0.005, 0.02),
-            receipt_delay=(0.05, 0.2),
-        ),
-    )
-    async with await serve(settings, "127.0.0.1", 0) as running:
-        yield running, port
-
 
 async def until(check: Callable[[], Awaitable[bool]], within: float = 10) -> bool:
     """Poll ``check`` until it holds or ``within`` seconds have passed; whether it held."""
@@ -689,13 +670,13 @@ async def until(check: Callable[[], Awaitable[bool]], within: float = 10) -> boo
 
 @pytest.mark.slow
 async def test_pause_resume_and_cancel_reach_a_running_daemon(
-    daemon_simulator: tuple[RunningSimulator, int],
+    sim: tuple[RunningSimulator, int],
     cli: Cli,
     project: Path,
     conn: asyncpg.Connection,
     database_url: str,
 ) -> None:
-    simulator, port = daemon_simulator
+    simulator, port = sim
     config = project / "engine.yaml"
     config.write_text(
         f"webhooks:\n  listen: 127.0.0.1:{port}\n  public_url: http://127.0.0.1:{port}\n"

@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,13 +23,13 @@ import pytest
 from engine import cli, scheduler
 from engine.config import load_config
 from engine.expander import Expander
-from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
+from engine.simulator import RunningSimulator
+from tests.e2e.conftest import SECRET
 from tests.e2e.test_daemon import SETTLED, Engine, assert_once, free_port
 from tests.integration.helpers import add_contacts, numbers
 
 REPO = Path(__file__).resolve().parents[2]
 ZONED = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d [A-Z+-][A-Za-z0-9+-]*")
-SECRET = "a-webhook-secret-long-enough"
 
 # engine run needs its simulator account to have a webhook secret (16+ characters)
 SIM = (
@@ -93,31 +93,6 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float) -> Non
         if await check() or time.monotonic() > deadline:
             return
         await asyncio.sleep(0.2)
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[tuple[RunningSimulator, int]]:
-    """The simulator, calling back a daemon that will listen on the port given."""
-    port = free_port()
-    settings = SimulatorSettings(
-        seed=5,
-        default=FamilySettings(
-            webhook_url=f"http://127.0.0.1:{port}/webhooks/sim",
-            webhook_secret=SECRET,
-            latency=(0.005, 0.02),
-            receipt_delay=(0.05, 0.3),
-        ),
-    )
-    async with await serve(settings, "127.0.0.1", 0) as running:
-        yield running, port
-
-
-@pytest.fixture
-def use_database(database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.delenv("ENGINE_CONFIG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return database_url
 
 
 # --- pause and resume ---------------------------------------------------------------------
