@@ -155,6 +155,31 @@ async def test_no_secret_is_stored_or_logged_for_any_provider(
                 async with session.post(f"{sim.url}/sim/inbound/simulator", json=reply) as resp:
                     assert resp.status == 202
                 await settled(conn, running)
+                # the simulator picks JSON:API or Twilio-style form per callback at random, so
+                # one JSON:API callback that echoes the secret is posted here for certain
+                text_id = await conn.fetchval(
+                    "SELECT m.provider_message_id FROM messages m"
+                    " JOIN campaign_runs r ON r.id = m.run_id"
+                    " JOIN campaigns c ON c.id = r.campaign_id"
+                    " WHERE c.name = 'via-cour' AND m.provider_message_id IS NOT NULL LIMIT 1"
+                )
+                echoed = {
+                    "data": {
+                        "id": text_id,
+                        "type": "texts",
+                        "attributes": {
+                            "status": "delivered",
+                            "callback-status-url": f"{public}/webhooks/cour?secret=" + SECRETS[-1],
+                        },
+                    }
+                }
+                async with session.post(
+                    f"{public}/webhooks/cour",
+                    data=orjson.dumps(echoed),
+                    params={"secret": ACCOUNTS["cour"]["webhook_secret"]},
+                    headers={"Content-Type": "application/json"},
+                ) as resp:
+                    assert resp.status < 300
                 # authenticated, unreadable, and holding the secret: refused and logged
                 body = {
                     "data": {
