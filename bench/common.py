@@ -33,7 +33,7 @@ async def fresh_database(server_url: str | None, label: str) -> AsyncIterator[st
     with tempfile.TemporaryDirectory(prefix=f"bench-{label}-pg-") as tmp:
         server = None
         if server_url is None:
-            server = db._pgserver().get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
+            server = db.start_server(Path(tmp) / "pgdata", "delete", {})
             server_url = str(server.get_uri())
         name = f"bench_{label}_{uuid.uuid4().hex[:8]}"
         admin = await asyncpg.connect(server_url)
