@@ -106,8 +106,9 @@ class Simulator:
         if not ready.wait(30):
             raise SystemExit("the simulator did not start")
 
-    async def stats(self) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as session, session.get(f"{self.url}/sim/stats") as resp:
+    async def stats(self, numbers: bool = True) -> dict[str, Any]:
+        url = f"{self.url}/sim/stats" + ("" if numbers else "?numbers=0")
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
             stats: dict[str, Any] = await resp.json()
             return stats
 
