@@ -6,12 +6,12 @@ so the writer (:mod:`engine.receipt_writer`) and the poller do it in the transac
 stores them, by the same rules (:mod:`engine.receipt_rules`, through the reconciler's
 :class:`~engine.reconciler.Batch`):
 
-1. ``match_arrivals``: each receipt's message (the provider's id, else our echoed id) and
-   whether its event is stored already (a retried webhook: skipped, as the INSERT would);
-2. ``lock_message_states``: those messages, locked in id order (the reconciler's order, so
-   the two queue up rather than deadlock), with their status;
-3. the batch decided; one ``apply_receipts`` for the messages that change;
-4. ``insert_decided_receipts``: every receipt inserted once, settled with its outcome, or
+1. ``match_arrivals``: each receipt's message (the provider's id, else our echoed id),
+   locked in id order (the reconciler's order, so the two queue up rather than deadlock)
+   with its status, and whether the receipt's event is stored already (a retried webhook:
+   skipped, as the INSERT would);
+2. the batch decided; one ``apply_receipts`` for the messages that change;
+3. ``insert_decided_receipts``: every receipt inserted once, settled with its outcome, or
    pending for the reconciler when it cannot be applied yet (its message is not sent, or
    not found) — the reconciler only ever sees those.
 
@@ -83,8 +83,6 @@ async def _apply(
     matches = await conn.fetch(
         QUERIES["match_arrivals"], c[_ACCOUNT], c[_PROVIDER_ID], c[_MESSAGE_ID], c[_EVENT_ID]
     )
-    ids = sorted({m["message_id"] for m in matches if m["message_id"] is not None})
-    states = {s["id"]: s for s in await conn.fetch(QUERIES["lock_message_states"], ids)}
     received = matches[0]["received_at"]
     decided: list[dict[str, Any]] = []
     events: set[tuple[str, str]] = set()
@@ -93,7 +91,7 @@ async def _apply(
         if c[_REJECTED][i] or match["seen"] or (event[1] is not None and event in events):
             continue  # stored settled as rejected, or a repeat the INSERT skips
         events.add(event)
-        state = states.get(match["message_id"])
+        found = match["message_id"] is not None
         decided.append(
             {
                 "id": i,
@@ -104,10 +102,10 @@ async def _apply(
                 "error_detail": c[_DETAIL][i],
                 "provider_message_id": c[_PROVIDER_ID][i],
                 "at": _at(c[_OCCURRED][i], received),
-                "message_id": None if state is None else state["id"],
-                "message_status": None if state is None else state["status"],
-                "segments": None if state is None else state["segments"],
-                "message_provider_id": None if state is None else state["provider_message_id"],
+                "message_id": match["message_id"],
+                "message_status": match["status"] if found else None,
+                "segments": match["segments"] if found else None,
+                "message_provider_id": match["provider_message_id"] if found else None,
             }
         )
     batch = Batch(decided)

@@ -240,30 +240,35 @@ RETURNING m.id, m.provider_message_id, c.poll;
 -- name: match_arrivals
 -- For receipts arriving in one batch (the writer's, before they are stored): each one's
 -- message, matched as due_receipts matches it (the provider's id, else our echoed id; same
--- account), and whether its provider event is stored already (a retried webhook). ord is
--- the receipt's place in the batch, from 1; received_at is the transaction's now(), which
--- the receipts' received_at will be.
-SELECT u.ord, m.id AS message_id, now() AS received_at,
-       EXISTS (SELECT 1 FROM receipts r
-                WHERE u.event_id IS NOT NULL AND r.account = u.account
-                  AND r.provider_event_id = u.event_id) AS seen
-  FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
-       WITH ORDINALITY AS u(account, provider_id, message_id, event_id, ord)
-  LEFT JOIN LATERAL (
-        (SELECT id FROM messages
-          WHERE account = u.account AND provider_message_id = u.provider_id)
-        UNION ALL
-        (SELECT id FROM messages WHERE id = u.message_id AND account = u.account)
-        LIMIT 1
-  ) m ON true
- ORDER BY u.ord;
-
--- name: lock_message_states
--- The messages a batch of arriving receipts reports on, locked in id order (as
--- lock_messages, so writers and reconcilers queue up instead of deadlocking), with what
--- the decision needs.
-SELECT id, status::text AS status, segments, provider_message_id
-  FROM messages WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE;
+-- account), locked in id order (as lock_messages, so writers and reconcilers queue up
+-- rather than deadlock) with what the decision needs; and whether its provider event is
+-- stored already (a retried webhook). ord is the receipt's place in the batch, from 1;
+-- received_at is the transaction's now(), which the receipts' received_at will be.
+WITH matched AS (
+    SELECT u.ord, m.id,
+           EXISTS (SELECT 1 FROM receipts r
+                    WHERE u.event_id IS NOT NULL AND r.account = u.account
+                      AND r.provider_event_id = u.event_id) AS seen
+      FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
+           WITH ORDINALITY AS u(account, provider_id, message_id, event_id, ord)
+      LEFT JOIN LATERAL (
+            (SELECT id FROM messages
+              WHERE account = u.account AND provider_message_id = u.provider_id)
+            UNION ALL
+            (SELECT id FROM messages WHERE id = u.message_id AND account = u.account)
+            LIMIT 1
+      ) m ON true
+), locked AS (
+    SELECT id, status::text AS status, segments, provider_message_id
+      FROM messages
+     WHERE id IN (SELECT id FROM matched)
+     ORDER BY id
+       FOR UPDATE
+)
+SELECT x.ord, x.seen, l.id AS message_id, l.status, l.segments, l.provider_message_id,
+       now() AS received_at
+  FROM matched x LEFT JOIN locked l ON l.id = x.id
+ ORDER BY x.ord;
 
 -- name: insert_decided_receipts
 -- Receipts written once, already decided (issue 20): those the writer applied ($16

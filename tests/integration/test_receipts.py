@@ -663,7 +663,8 @@ async def test_a_stop_mid_campaign_stops_that_recipients_queued_message(
     await stack.dispatcher().drain()
     final = await statuses(conn, run_id)
     assert final.pop(phones[3]) == "suppressed"
-    assert set(final.values()) == {"sent"}
+    # every other one was sent (receipts may have moved some on already, as they arrive)
+    assert set(final.values()) <= {"sent", "delivered", "undelivered"}
     assert phones[3] not in stack.sim.stats.per_number
 
 
