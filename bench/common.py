@@ -33,7 +33,7 @@ async def fresh_database(server_url: str | None, label: str) -> AsyncIterator[st
     with tempfile.TemporaryDirectory(prefix=f"bench-{label}-pg-") as tmp:
         server = None
         if server_url is None:
-            server = db._pgserver().get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
+            server = db.start_server(Path(tmp) / "pgdata", "delete", {})
             server_url = str(server.get_uri())
         name = f"bench_{label}_{uuid.uuid4().hex[:8]}"
         admin = await asyncpg.connect(server_url)
@@ -106,8 +106,9 @@ class Simulator:
         if not ready.wait(30):
             raise SystemExit("the simulator did not start")
 
-    async def stats(self) -> dict[str, Any]:
-        async with aiohttp.ClientSession() as session, session.get(f"{self.url}/sim/stats") as resp:
+    async def stats(self, numbers: bool = True) -> dict[str, Any]:
+        url = f"{self.url}/sim/stats" + ("" if numbers else "?numbers=0")
+        async with aiohttp.ClientSession() as session, session.get(url) as resp:
             stats: dict[str, Any] = await resp.json()
             return stats
 

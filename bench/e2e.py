@@ -6,8 +6,10 @@ For a single-send and a bulk simulator account, each on a fresh database (embedd
 PostgreSQL by default, or the server of ``--database-url``/``$DATABASE_URL``):
 
 1. the limits, measured first on the same machine: a bare aiohttp client posting the same
-   requests to the same simulator with no database, and a bare COPY of the same rows into
-   a copy of the ``messages`` table;
+   requests to the same simulator with no database; the bare pipeline
+   (:mod:`bare_pipeline`: the same sends, and the simulator's receipts posted to a bare
+   receiver that only counts them, up to 100,000 messages); and a bare COPY of the same rows
+   into a copy of the ``messages`` table;
 2. N generated contacts imported from CSV, a campaign applied, and ``engine run`` (a
    subprocess) expanding and sending it through the simulator (its own process), which
    posts a receipt for every accepted message (with failures, duplicates and receipts out
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from bare_pipeline import bare_pipeline
 from common import SECRET, Simulator, free_port, fresh_database
 from dispatch import raw_limit
 
@@ -187,6 +190,7 @@ async def one_run(args: argparse.Namespace, bulk: bool) -> dict[str, Any]:
         )
     finally:
         raw_sim.stop()
+    bare = await bare_pipeline(min(args.n, 100_000), bulk, args.concurrency)
     async with fresh_database(args.database_url, f"e2e_{label}") as url:
         copy = await copy_limit(url, min(args.n, 200_000))
         port = free_port()
@@ -195,7 +199,7 @@ async def one_run(args: argparse.Namespace, bulk: bool) -> dict[str, Any]:
             figures = await engine_run(args, url, sim, port, bulk)
         finally:
             sim.stop()
-    figures.update(label=label, raw=raw, raw_cpu=raw_cpu, copy=copy)
+    figures.update(label=label, raw=raw, raw_cpu=raw_cpu, copy=copy, bare=bare)
     return figures
 
 
@@ -297,7 +301,9 @@ SELECT (SELECT count(*) FROM messages) AS recipients,
        (SELECT count(sent_at) FROM messages) AS sent,
        (SELECT extract(epoch FROM max(sent_at) - min(sent_at)) FROM messages) AS dispatch_s,
        (SELECT count(*) FROM receipts WHERE applied_at IS NOT NULL) AS applied,
-       (SELECT extract(epoch FROM max(applied_at) - min(received_at)) FROM receipts) AS receipt_s
+       (SELECT extract(epoch FROM max(applied_at) - min(received_at)) FROM receipts) AS receipt_s,
+       (SELECT extract(epoch FROM (SELECT max(applied_at) FROM receipts)
+                                - (SELECT min(sent_at) FROM messages))) AS pipeline_s
 """
 
 
@@ -307,6 +313,7 @@ async def measured(conn: Any) -> dict[str, Any]:
         "expand": row["recipients"] / max(float(row["expand_s"] or 0), 1e-3),
         "dispatch": row["sent"] / max(float(row["dispatch_s"] or 0), 1e-3),
         "receipts": row["applied"] / max(float(row["receipt_s"] or 0), 1e-3),
+        "pipeline": row["sent"] / max(float(row["pipeline_s"] or 0), 1e-3),
         "recipients": row["recipients"],
     }
 
@@ -326,6 +333,16 @@ def show(f: dict[str, Any]) -> bool:
         f" bare aiohttp client at {f['raw']:,.0f} msg/s)"
     )
     print(f"receipts:  {f['receipts']:>10,.0f} applied/s")
+    bare = f["bare"]
+    print(
+        f"pipeline:  {f['pipeline']:>10,.0f} messages/s, first send -> last receipt applied"
+        f"  ({f['pipeline'] / bare.rate:.0%} of a bare pipeline at {bare.rate:,.0f} msg/s:"
+        f" same sends and receipts, no database)"
+    )
+    print(
+        "bare pipeline CPU per message: "
+        + ", ".join(f"{name} {ms:.3f} ms" for name, ms in bare.cpu_ms.items())
+    )
     print(
         f"bare client CPU per message: client {f['raw_cpu'][0]:.2f} ms, simulator"
         f" {f['raw_cpu'][1]:.2f} ms"

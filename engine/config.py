@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_validator
 
-from engine import yamldoc
+from engine import pg_settings, yamldoc
 from engine.errors import ConfigError
 from engine.pricing import PriceTable
 from engine.providers import ACCOUNT_TYPES, AnyAccount, default_accounts
@@ -91,6 +91,8 @@ class EngineConfig(Strict):
 
     database_url: SecretStr | None = None
     data_dir: Path = Path(".engine")
+    # the embedded PostgreSQL's settings over those sized for the machine (engine.pg_settings)
+    postgres_settings: dict[str, str] = Field(default_factory=dict)
     default_region: str | None = None
     webhooks: WebhooksConfig = WebhooksConfig()
     providers: dict[str, Account] = Field(default_factory=_default_providers)
@@ -114,6 +116,17 @@ class EngineConfig(Strict):
             PriceTable(own.prefixes, own.default) if own is not None else None,
             PriceTable(self.pricing.prefixes, self.pricing.default),
         )
+
+    @field_validator("postgres_settings", mode="before")
+    @classmethod
+    def _postgres_settings(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value  # the type check says what is wrong
+        settings = {
+            str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()
+        }
+        pg_settings.render(settings)  # a name PostgreSQL could not have is an error here
+        return settings
 
     @field_validator("default_region")
     @classmethod

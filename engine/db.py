@@ -21,6 +21,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from engine import pg_settings
 from engine.config import EngineConfig
 from engine.errors import DatabaseError
 
@@ -37,23 +38,46 @@ def _pgserver() -> Any:
 
 
 def embedded_url(
-    data_dir: Path, *, keep_running: bool = False, on_create: Callable[[Path], None] | None = None
+    data_dir: Path,
+    *,
+    keep_running: bool = False,
+    on_create: Callable[[Path], None] | None = None,
+    settings: Mapping[str, str] | None = None,
 ) -> str:
     """Start (or join) the embedded server under ``data_dir/pgdata`` and return its URL.
 
-    ``on_create`` is called with the folder when this call creates the database.
+    ``on_create`` is called with the folder when this call creates the database. The
+    server starts with :mod:`engine.pg_settings` (sized for this machine, ``settings``
+    over them).
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = (data_dir / "pgdata").resolve()
     if on_create is not None and not (pgdata / "PG_VERSION").exists():
         on_create(pgdata)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            server = _pgserver().get_server(pgdata, cleanup_mode=None if keep_running else "stop")
+        server = start_server(pgdata, None if keep_running else "stop", settings or {})
     except Exception as exc:  # pgserver raises bare subprocess and OS errors
         raise DatabaseError(f"cannot start the embedded PostgreSQL in {pgdata}: {exc}") from exc
     return str(server.get_uri())
+
+
+def start_server(pgdata: Path, cleanup_mode: str | None, settings: Mapping[str, str]) -> Any:
+    """pgserver's server for ``pgdata``, initialised, configured and started (or joined).
+
+    ``cleanup_mode`` is pgserver's: ``"stop"`` (the last process out stops it), ``None``
+    (left running) or ``"delete"`` (a throw-away database: tests and benchmarks).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        server = _pgserver().get_server(pgdata, cleanup_mode=cleanup_mode, start=False)
+        if server._postmaster_info is None:  # not started by this process yet
+            # initdb, then our settings, then start: under pgserver's own file lock, so
+            # that two engine processes starting together do not race
+            with server._lock:
+                server.ensure_pgdata_inited()
+                pg_settings.write(pgdata, settings)
+            server.start()
+    return server
 
 
 def stop_embedded(data_dir: Path) -> bool:
@@ -80,7 +104,12 @@ def database_url(
         return env["DATABASE_URL"]
     if config.database_url is not None and config.database_url.get_secret_value():
         return config.database_url.get_secret_value()
-    return embedded_url(config.data_dir, keep_running=keep_running, on_create=on_create)
+    return embedded_url(
+        config.data_dir,
+        keep_running=keep_running,
+        on_create=on_create,
+        settings=config.postgres_settings,
+    )
 
 
 def uses_embedded(config: EngineConfig, env: Mapping[str, str] | None = None) -> bool:

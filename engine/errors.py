@@ -25,6 +25,7 @@ or sits under another parent than drawn.
     ├── WriterStopped             engine.receipt_writer    the writer is not running: retry
     ├── ReportError               engine.reports           no such campaign or run, cannot write
     ├── NotConfirmed              engine.cli.confirm       a destructive command not confirmed
+    ├── PruneError                engine.prune             a prune cannot be done as asked
     ├── ProviderError             engine.errors            a provider call failed
     │   ├── ProviderTemporaryError  engine.errors          provably not accepted; safe to retry
     │   └── ProviderPermanentError  engine.errors          rejected; never retry

@@ -18,7 +18,8 @@ import asyncpg
 
 from engine.providers.base import Adapter
 from engine.queries import QUERIES
-from engine.receipts import ReceiptRows, Unstorable, store_receipts
+from engine.receipt_arrival import store_and_apply
+from engine.receipts import ReceiptRows, Unstorable
 from engine.redact import Redactor
 from engine.status import MessageStatus
 
@@ -141,4 +142,4 @@ class Poller:
                 except Unstorable as exc:
                     log.warning("polled receipt not stored: %s", exc, extra={"account": name})
         async with self.pool.acquire() as conn:
-            return await store_receipts(conn, rows, "poll")
+            return await store_and_apply(conn, rows, "poll")

@@ -3,9 +3,10 @@
 Calls are group-committed: every ``write`` waiting within ``flush_interval`` (or until
 ``max_rows``) shares one batched INSERT, and each caller returns once the batch is
 committed (or raises the batch's error). Receipts go to the ``receipts`` log (a provider
-event seen before is skipped); replies and opt-in/out notices go to ``inbound_messages``
-and act on ``suppressions`` (the rows are built by :mod:`engine.receipts`). Safe to run in
-several daemons at once.
+event seen before is skipped), each applied to its message in the same transaction where
+it can be, and written once (:mod:`engine.receipt_arrival`); replies and opt-in/out
+notices go to ``inbound_messages`` and act on ``suppressions`` (the rows are built by
+:mod:`engine.receipts`). Safe to run in several daemons at once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import asyncpg
 from engine.errors import EngineError
 from engine.providers.base import OPT_IN_WORDS, OPT_OUT_WORDS, WebhookEvents
 from engine.queries import QUERIES
-from engine.receipts import HELP_WORDS, InboundRows, Keywords, ReceiptRows, store_receipts
+from engine.receipt_arrival import Arrivals, store_and_apply
+from engine.receipts import HELP_WORDS, InboundRows, Keywords, ReceiptRows
 from engine.redact import Redactor
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,8 @@ class ReceiptWriter:
         #: called with the number of new receipts after each flush (to wake a reconciler)
         self.on_flush = on_flush
         self.stats = WriterStats()
+        #: what the receipts applied as they arrived came to (engine.receipt_arrival)
+        self.arrivals = Arrivals()
         self._queue: deque[_Waiting] = deque()
         self._rows = 0
         self._wake = asyncio.Event()
@@ -205,11 +209,11 @@ class ReceiptWriter:
         async with self.pool.acquire() as conn:
             if len(inbound):
                 async with conn.transaction():
-                    new = await store_receipts(conn, receipts, "webhook")
+                    new = await store_and_apply(conn, receipts, "webhook", self.arrivals)
                     opt = await conn.fetchrow(QUERIES["insert_inbound"], *inbound.columns)
                 self._opted(opt)
             else:
-                new = await store_receipts(conn, receipts, "webhook")
+                new = await store_and_apply(conn, receipts, "webhook", self.arrivals)
         self.stats.flushes += 1
         self.stats.receipts.update(per_account)
         self.stats.duplicates += len(receipts) - new

@@ -1,6 +1,8 @@
-"""The reconciler: stored receipts applied to ``messages``, in batches.
+"""The reconciler: pending receipts applied to ``messages``, in batches.
 
-One ``UPDATE ... FROM unnest(...)`` per batch, by the rules of :mod:`engine.receipt_rules`.
+Most receipts are applied as they arrive (:mod:`engine.receipt_arrival`, which decides with
+this module's :class:`Batch`); the reconciler takes those that had to wait. One
+``UPDATE ... FROM unnest(...)`` per batch, by the rules of :mod:`engine.receipt_rules`.
 A receipt that cannot be applied yet (its message is not sent, or not found) stays pending
 and is looked at again; after ``give_up_after`` it is settled as ``unmatched``. Every
 receipt keeps its outcome (:class:`~engine.receipt_rules.ReceiptOutcome`): applied,
@@ -39,14 +41,16 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
-class _Batch:
-    """One batch of due receipts, decided."""
+class Batch:
+    """One batch of receipts, decided: due ones here, arriving ones in
+    :mod:`engine.receipt_arrival` (rows: a receipt with its message, as ``due_receipts``
+    returns them)."""
 
-    rows: list[asyncpg.Record]
+    rows: Sequence[Mapping[str, Any]]
     settle: dict[int, tuple[ReceiptOutcome | None, int | None, str]] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
     receipts_of: dict[int, list[int]] = field(default_factory=dict)
-    matched: dict[int, list[asyncpg.Record]] = field(default_factory=dict)
+    matched: dict[int, list[Mapping[str, Any]]] = field(default_factory=dict)
 
     def triage(self) -> None:
         """Set aside what cannot reach the fold; group the rest by message."""
@@ -70,7 +74,7 @@ class _Batch:
             mid for mid, rows in self.matched.items() if any(r["part"] is not None for r in rows)
         )
 
-    def decide(self, earlier_parts: Mapping[int, list[asyncpg.Record]]) -> None:
+    def decide(self, earlier_parts: Mapping[int, Sequence[Mapping[str, Any]]]) -> None:
         """Fold each message's receipts into its change."""
         for mid, rows in self.matched.items():
             first = rows[0]
@@ -125,7 +129,7 @@ class _Batch:
         return (ids, *([self.settle[i][n] for i in ids] for n in range(3)))
 
 
-def _seen(row: asyncpg.Record) -> Seen:
+def _seen(row: Mapping[str, Any]) -> Seen:
     return Seen(
         row["id"],
         row["status"],
@@ -138,7 +142,7 @@ def _seen(row: asyncpg.Record) -> Seen:
 
 
 def _parts_receipt(
-    rows: Sequence[asyncpg.Record], earlier: Sequence[asyncpg.Record], segments: int
+    rows: Sequence[Mapping[str, Any]], earlier: Sequence[Mapping[str, Any]], segments: int
 ) -> Seen:
     """The batch's part receipts, with those recorded before, as one whole-message receipt
     (id -1)."""
@@ -195,7 +199,7 @@ class Reconciler:
 
     async def _apply_batch(self, conn: asyncpg.Connection, started: datetime) -> tuple[int, int]:
         async with conn.transaction():
-            batch = _Batch(await conn.fetch(QUERIES["due_receipts"], started, self.batch))
+            batch = Batch(await conn.fetch(QUERIES["due_receipts"], started, self.batch))
             if not batch.rows:
                 return 0, 0
             batch.triage()
@@ -226,7 +230,7 @@ class Reconciler:
             found.setdefault(row["message_id"], []).append(row)
         return found
 
-    def _count(self, batch: _Batch) -> int:
+    def _count(self, batch: Batch) -> int:
         accounts = {row["id"]: row["account"] for row in batch.rows}
         settled = 0
         unknown: Counter[str] = Counter()

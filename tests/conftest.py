@@ -38,7 +38,7 @@ def server_url() -> Iterator[str]:
         yield external
         return
     with tempfile.TemporaryDirectory(prefix="engine-test-pg-") as tmp:
-        server = db._pgserver().get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
+        server = db.start_server(Path(tmp) / "pgdata", "delete", {})
         yield str(server.get_uri())
         server.cleanup()
 

@@ -236,3 +236,78 @@ UPDATE messages m
   FROM claimed c
  WHERE m.id = c.id
 RETURNING m.id, m.provider_message_id, c.poll;
+
+-- name: match_arrivals
+-- For receipts arriving in one batch (the writer's, before they are stored): each one's
+-- message, matched as due_receipts matches it (the provider's id, else our echoed id; same
+-- account), locked in id order (as lock_messages, so writers and reconcilers queue up
+-- rather than deadlock) with what the decision needs; and whether its provider event is
+-- stored already (a retried webhook). ord is the receipt's place in the batch, from 1;
+-- received_at is the transaction's now(), which the receipts' received_at will be.
+WITH matched AS (
+    SELECT u.ord, m.id,
+           EXISTS (SELECT 1 FROM receipts r
+                    WHERE u.event_id IS NOT NULL AND r.account = u.account
+                      AND r.provider_event_id = u.event_id) AS seen
+      FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
+           WITH ORDINALITY AS u(account, provider_id, message_id, event_id, ord)
+      LEFT JOIN LATERAL (
+            (SELECT id FROM messages
+              WHERE account = u.account AND provider_message_id = u.provider_id)
+            UNION ALL
+            (SELECT id FROM messages WHERE id = u.message_id AND account = u.account)
+            LIMIT 1
+      ) m ON true
+), locked AS (
+    SELECT id, status::text AS status, segments, provider_message_id
+      FROM messages
+     WHERE id IN (SELECT id FROM matched)
+     ORDER BY id
+       FOR UPDATE
+)
+SELECT x.ord, x.seen, l.id AS message_id, l.status, l.segments, l.provider_message_id,
+       now() AS received_at
+  FROM matched x LEFT JOIN locked l ON l.id = x.id
+ ORDER BY x.ord;
+
+-- name: insert_decided_receipts
+-- Receipts written once, already decided (issue 20): those the writer applied ($16
+-- settled) are stored with their outcome and applied_at; the others pending, for the
+-- reconciler ('wait': their message is not sent yet, look at once; 'missing': no message
+-- matches yet, look after $17). $15 is the matched message. A retried event is skipped
+-- as in insert_receipts. A settled receipt flagged opt_out suppresses its message's
+-- number on its channel, as settle_receipts does. Returns how many were new and how many
+-- numbers were suppressed.
+WITH new AS (
+    INSERT INTO receipts (account, provider_message_id, message_id, provider_event_id, status,
+                          provider_status, error_code, error_detail, part, occurred_at, raw,
+                          opt_out, applied_at, outcome, source, tries, retry_at)
+    SELECT r.account, r.provider_id, coalesce(r.matched, r.message_id), r.event_id,
+           r.status::message_status, r.provider_status, r.code, r.detail, r.part,
+           r.occurred_at, r.raw::jsonb, r.opt_out,
+           CASE WHEN r.rejected OR r.settled THEN now() END,
+           CASE WHEN r.rejected THEN 'rejected' ELSE r.outcome END, $14,
+           (r.mode = 'missing')::int,
+           CASE WHEN r.mode = 'missing' THEN now() + $17::interval ELSE now() END
+      FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[],
+                  $7::text[], $8::text[], $9::smallint[], $10::timestamptz[], $11::text[],
+                  $12::boolean[], $13::boolean[], $15::bigint[], $16::boolean[], $18::text[],
+                  $19::text[])
+           AS r(account, provider_id, message_id, event_id, status, provider_status, code,
+                detail, part, occurred_at, raw, opt_out, rejected, matched, settled, outcome,
+                mode)
+    ON CONFLICT (account, provider_event_id) WHERE provider_event_id IS NOT NULL DO NOTHING
+    RETURNING account, message_id, provider_status, opt_out AND applied_at IS NOT NULL
+              AND outcome <> 'rejected' AS opted
+), suppressed AS (
+    INSERT INTO suppressions (phone, channel, reason, source)
+    SELECT DISTINCT ON (m.phone, m.channel) m.phone, m.channel,
+           'opted out through the provider (' || left(n.provider_status, 40) || ')',
+           'webhook:' || n.account
+      FROM new n JOIN messages m ON m.id = n.message_id
+     WHERE n.opted
+     ORDER BY m.phone, m.channel
+    ON CONFLICT (phone, channel) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM new) AS stored, (SELECT count(*) FROM suppressed) AS suppressed;

@@ -73,3 +73,28 @@ async def test_embedded_database_with_no_configuration(tmp_path: Path) -> None:
     finally:
         stopped = engine("db", "stop", cwd=tmp_path)
     assert stopped.stdout == "embedded PostgreSQL stopped\n"
+
+
+async def test_embedded_server_is_sized_for_the_machine_and_takes_overrides(
+    tmp_path: Path,
+) -> None:
+    from engine import pg_settings
+
+    (tmp_path / "engine.yaml").write_text("postgres_settings:\n  work_mem: 7MB\n")
+    url = engine("db", "url", cwd=tmp_path)
+    assert url.returncode == 0, url.stderr
+    sized = pg_settings.sized_for(pg_settings.machine_memory())
+    try:
+        conn = await asyncpg.connect(url.stdout.strip())
+        shown = {
+            name: await conn.fetchval(f"SHOW {name}")
+            for name in ("shared_buffers", "max_wal_size", "work_mem", "synchronous_commit")
+        }
+        await conn.close()
+    finally:
+        engine("db", "stop", cwd=tmp_path)
+    assert shown["work_mem"] == "7MB"
+    assert shown["synchronous_commit"] == "on"
+    for name in ("shared_buffers", "max_wal_size"):  # PostgreSQL shows whole GB as "4GB"
+        megabytes = int(sized[name].removesuffix("MB"))
+        assert shown[name] in (sized[name], f"{megabytes // 1024}GB"), name
