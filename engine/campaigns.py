@@ -47,7 +47,7 @@ from engine.contacts_csv import RowProblem
 from engine.contacts_import import ImportReport, import_contacts
 from engine.errors import EngineError
 from engine.expander import Sources, budget_gate, file_group
-from engine.message_rows import Row, plan_run
+from engine.message_rows import LINK_COLUMNS, Row, plan_run
 from engine.phones import mask
 from engine.queries import QUERIES
 from engine.spec import Campaign
@@ -239,6 +239,10 @@ async def create_test_send(
         values = plan.decide(rec, SendTiming(campaign, now), None)
         assert values is not None  # a test recipient is never excluded
         message_id = await conn.fetchval(QUERIES["insert_test_message"], *values)
+        if codes := "".join(plan.take_links()).encode():  # its tracked links
+            await conn.copy_to_table(
+                "link_codes", source=io.BytesIO(codes), columns=LINK_COLUMNS, format="text"
+            )
     status = MessageStatus(values[11])
     return TestSend(run_id, message_id, status, values[6], values[15])
 

@@ -44,10 +44,11 @@ import asyncpg
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from engine import db, migrate, reports, scheduler
+from engine import db, migrate, reports, scheduler, winner
 from engine.config import EngineConfig
 from engine.dispatcher import Dispatcher
 from engine.expander import Expander
+from engine.link_redirect import ClickWriter, LinkRedirect
 from engine.metrics import Metrics
 from engine.poller import Poller
 from engine.providers import adapter_for
@@ -106,6 +107,7 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.expander: Expander | None = None
         self.site_url: str | None = None
+        self.clicks: ClickWriter | None = None
         self._expansion: asyncio.Task[None] | None = None
         self._failed: asyncio.Future[BaseException] | None = None
         self._pool: asyncpg.Pool | None = None
@@ -192,6 +194,9 @@ class Daemon:
         await writer.start()
         stack.push_async_callback(writer.stop)  # runs after the listener closed: flush all
         self.metrics.watch_webhooks(handler.stats)
+        clicks = self.clicks = ClickWriter(pool)
+        await clicks.start()
+        stack.push_async_callback(clicks.stop)  # after the listener closed: flush all
         app = web.Application()
         app.add_routes(
             [
@@ -199,6 +204,7 @@ class Daemon:
                 web.get("/metrics", self._metrics),
                 web.get("/reports/{campaign}", self._report),
                 *handler.routes(),
+                *LinkRedirect(pool, clicks).routes(),
             ]
         )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, logger=listener_logger())
@@ -266,6 +272,7 @@ class Daemon:
         every(METRICS_EVERY, self._refresh_metrics, pool)
         if "scheduler" in self.roles:
             every(1, self._tick, pool, now=True)
+            every(1, self._decide_winners, pool)
         if self.dispatcher is not None:
             every(
                 min(RECOVER_EVERY, self.config.lease.total_seconds() / 3),
@@ -310,6 +317,10 @@ class Daemon:
         async with pool.acquire() as conn:
             await scheduler.create_due_runs(conn, datetime.now(UTC), self.config.misfire_grace)
         self._expand_soon()
+
+    async def _decide_winners(self, pool: asyncpg.Pool) -> None:
+        if await winner.decide_due(pool, datetime.now(UTC)):
+            self._expand_soon()
 
     def _expand_soon(self) -> None:
         if self._expansion is None or self._expansion.done():
