@@ -64,6 +64,51 @@ SELECT k.message_id,
 COMMENT ON VIEW message_clicks IS
     'Per message with at least one click by a person: clicks and the first click''s time';
 
+-- --- message_outcomes grows: variant, clicks, first_clicked_at ----------------------------
+
+CREATE OR REPLACE VIEW message_outcomes AS
+SELECT c.id AS campaign_id,
+       c.name AS campaign,
+       m.run_id,
+       r.kind AS run_kind,
+       r.scheduled_for,
+       m.id AS message_id,
+       m.contact_id,
+       mask_phone(m.phone) AS phone_masked,
+       m.phone,
+       m.channel,
+       m.account,
+       m.status::text AS status,
+       m.error_code,
+       m.error_detail,
+       m.provider_message_id,
+       m.locale,
+       m.encoding,
+       m.segments,
+       m.cost,
+       m.attempts,
+       m.created_at,
+       m.sent_at,
+       m.delivered_at,
+       m.read_at,
+       m.failed_at,
+       date_part('epoch', m.delivered_at - m.sent_at) AS delivery_seconds,
+       m.variant,
+       k.clicks,
+       k.first_clicked_at
+  FROM messages m
+  JOIN campaign_runs r ON r.id = m.run_id
+  JOIN campaigns c ON c.id = r.campaign_id
+ CROSS JOIN LATERAL (
+        SELECT count(*) AS clicks, min(x.clicked_at) AS first_clicked_at
+          FROM link_clicks x
+         WHERE x.message_id = m.id AND x.agent = 'human'
+       ) k;
+
+COMMENT ON VIEW message_outcomes IS
+    'One row per message (a recipient of a run): status, provider error, ids, cost and times; '
+    'its A/B variant, clicks by people on its tracked links and the first one''s time';
+
 -- --- link_outcomes ---------------------------------------------------------------------
 
 CREATE VIEW link_outcomes AS

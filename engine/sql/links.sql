@@ -68,3 +68,7 @@ SELECT variant, recipients, accepted, delivered, delivery_rate, clickers, clicks
 -- name: report_run_clicks
 -- Clickers (messages with a click by a person) of run $1, for the chart page's funnel.
 SELECT count(*) FROM message_clicks WHERE run_id = $1;
+
+-- name: run_has_links
+-- Whether run $1 has tracked links (one index probe).
+SELECT EXISTS (SELECT 1 FROM link_codes WHERE run_id = $1);
