@@ -345,6 +345,8 @@ class Preview:
     ucs2_messages: int = 0
     ucs2_chars: Counter[str] = field(default_factory=Counter)
     smart_saves: int = 0
+    saved_segments: int = 0  # what tracked links' short URLs saved (engine.links)
+    saved_credits: Decimal = Decimal(0)
 
     def add(self, row: Row, smart_already: bool) -> None:
         """Count one decided recipient."""
@@ -396,6 +398,7 @@ async def preview_campaign(
         duplicates = await sources.duplicates(conn)
         if duplicates:
             preview.statuses[MessageStatus.DUPLICATE.value] = duplicates
+        preview.saved_segments, preview.saved_credits = plan.saved_segments, plan.saved_credits
     finally:
         await transaction.rollback()
     return preview

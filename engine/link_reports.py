@@ -90,7 +90,7 @@ async def with_clicks(
 
     Clicked: recipients with at least one click by a person (bots are not counted).
     """
-    if not await conn.fetchval(QUERIES["run_has_links"], run_id):
+    if not funnel or not await conn.fetchval(QUERIES["run_has_links"], run_id):
         return funnel
     clicked = int(await conn.fetchval(QUERIES["report_run_clicks"], run_id))
     steps = list(funnel)

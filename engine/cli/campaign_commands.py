@@ -86,6 +86,10 @@ def _print_preview(preview: campaigns.Preview) -> None:
     )
     if preview.budget is not None and preview.cost > preview.budget:
         print("  over budget: a run would not start")
+    if preview.saved_segments:
+        print(
+            f"short links saved {preview.saved_segments} segments ({preview.saved_credits} credits)"
+        )
     if preview.ucs2_messages:
         chars = ", ".join(f"{c!r} x{n}" for c, n in preview.ucs2_chars.most_common(10))
         print(f"UCS-2 messages: {preview.ucs2_messages}, because of {chars}")
