@@ -15,6 +15,7 @@ from tests.e2e.test_cli_commands import engine, expand_due
 from tests.integration.helpers import add_contacts, numbers
 
 LONG = "https://shop.example.com/collections/spring-sale-2026?ref=sms&campaign=spring"
+SALE = "Spring sale, 20% off everything in store and online today only. Shop:"
 CAMPAIGN = f"""\
 name: promo
 provider: simulator
@@ -27,7 +28,7 @@ links:
 message:
   variants:
     - name: short
-      body: "Spring sale, 20% off everything in store and online today only. Shop: {LONG} Reply STOP to opt out"
+      body: "{SALE} {LONG} Reply STOP to opt out"
     - name: friendly
       body: "Hi {{{{ first_name | default('there') }}}}! Spring sale today: {LONG} Reply STOP"
 """
