@@ -235,7 +235,7 @@ async def create_test_send(
             RunStatus.SENDING.value,
             row["spec"],
         )
-        plan = plan_run(run_id, campaign, config)
+        plan = plan_run(run_id, campaign, config, whole_audience=True)
         values = plan.decide(rec, SendTiming(campaign, now), None)
         assert values is not None  # a test recipient is never excluded
         message_id = await conn.fetchval(QUERIES["insert_test_message"], *values)
@@ -278,11 +278,12 @@ class Sample:
     segments: int | None
     cost: Decimal | None
     detail: str | None
+    variant: str | None = None
 
     @classmethod
     def of(cls, row: Row) -> Sample:
         """The sample of one decided row (the number masked)."""
-        return cls(mask(row[2]), row[7], row[11], row[6], row[8], row[9], row[10], row[15])
+        return cls(mask(row[2]), row[7], row[11], row[6], row[8], row[9], row[10], row[15], row[16])
 
 
 @dataclass(slots=True)
@@ -303,8 +304,9 @@ class Notable:
             if len(self.skipped) < self.skipped_limit:
                 self.skipped.append(Sample.of(row))
             return
-        if (row[7] or "body") not in self.by_locale:
-            self.by_locale[row[7] or "body"] = Sample.of(row)
+        locale = f"{row[16] or ''} {row[7] or 'body'}"  # and variant: one of each
+        if locale not in self.by_locale:
+            self.by_locale[locale] = Sample.of(row)
         if row[8] not in self.by_encoding:
             self.by_encoding[row[8]] = Sample.of(row)
         longest = self.longest
@@ -378,7 +380,7 @@ async def preview_campaign(
 ) -> Preview:
     """Decide every recipient exactly as a run would, inside a transaction rolled back after."""
     preview = Preview(budget=campaign.limits.budget, notable=Notable(skipped))
-    plan = plan_run(0, campaign, config)
+    plan = plan_run(0, campaign, config, whole_audience=True)  # a winner test's rest too
     smart = campaign.message.encoding == "smart"
     transaction = conn.transaction()
     await transaction.start()

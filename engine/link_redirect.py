@@ -90,7 +90,7 @@ class ClickWriter:
                 await conn.execute(QUERIES["insert_clicks"], *map(list, zip(*batch, strict=True)))
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             log.warning("cannot write %d clicks yet: %s", len(batch), exc)
-            self.buffer[:0] = batch[: BUFFER_LIMIT - len(self.buffer)]
+            self.buffer[:0] = batch[: max(0, BUFFER_LIMIT - len(self.buffer))]
             return 0
         self.written += len(batch)
         return len(batch)

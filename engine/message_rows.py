@@ -395,10 +395,16 @@ def _composed_of(decided: Decided) -> Composed | None:
 
 
 def plan_run(
-    run_id: int, campaign: Campaign, config: EngineConfig, *, winner: str | None = None
+    run_id: int,
+    campaign: Campaign,
+    config: EngineConfig,
+    *,
+    winner: str | None = None,
+    whole_audience: bool = False,
 ) -> RunPlan:
     """Compile templates and prices for one run (once, not per recipient); ``winner``: the
-    winning variant, for the expansion of the rest of the audience after a winner test."""
+    winning variant, for the expansion of the rest of the audience after a winner test;
+    ``whole_audience``: everyone by weight, test or not (previews and test sends)."""
     account = config.providers[campaign.provider]
     plan = RunPlan(
         run_id=run_id,
@@ -411,6 +417,8 @@ def plan_run(
         names=template_names(campaign),
     )
     plan.split = Split.of(campaign, winner)
+    if plan.split is not None and whole_audience:
+        plan.split = replace(plan.split, test_share=None, winner=None)
     plan.variant_templates = {
         v.name: compile_message(v)  # type: ignore[arg-type]  # same body and locales
         for v in campaign.message.variants

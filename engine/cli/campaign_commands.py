@@ -222,8 +222,9 @@ def print_notable(preview: campaigns.Preview) -> None:
 
 def print_sample(sample: campaigns.Sample) -> None:
     """One rendered sample: who, locale, status, encoding, size and cost, then the text."""
+    label = f"{sample.variant} " * bool(sample.variant) + (sample.locale or "default")
     print(
-        f"{sample.phone}  [{sample.locale or 'default'}]  {sample.status}  "
+        f"{sample.phone}  [{label}]  {sample.status}  "
         f"{sample.encoding or '-'}  {sample.segments or 0} seg  {sample.cost or 0} credits"
     )
     shown = sample.text if sample.text is not None else sample.detail
