@@ -374,7 +374,7 @@ class MessageSpec(Strict):
     """The message: a body template (or A/B variants), per-locale templates, encoding and
     length limit; see :mod:`engine.spec_message` for variants and winner."""
 
-    body: TemplateSource | None = None  # required unless variants are given
+    body: TemplateSource | None  # required (None only with variants: _variants_no_body)
     locales: dict[LocaleTag, TemplateSource] = Field(default_factory=dict)
     encoding: Mode = Mode.AUTO  # detected, forced, or transliterated to GSM-7 (smart)
     max_segments: int | None = Field(default=None, ge=1, le=255)
@@ -385,6 +385,13 @@ class MessageSpec(Strict):
     @classmethod
     def _distinct(cls, value: dict[str, str]) -> dict[str, str]:
         return distinct_locales(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _variants_no_body(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("variants") and "body" not in data:
+            return {**data, "body": None}
+        return data
 
     @model_validator(mode="after")
     def _body_or_variants(self, info: ValidationInfo) -> MessageSpec:

@@ -157,8 +157,8 @@ def message_problems(message: Mapping[str, Any]) -> list[tuple[Loc, str]]:
                 seen.add(name)
             if len(variants) < 2:
                 problems.append((("variants",), "give at least two variants"))
-    elif message.get("body") is None:
-        problems.append(((), "give body (or variants)"))
+    elif "body" in message and message["body"] is None:  # a missing one: pydantic says so
+        problems.append((("body",), "give a body (or variants)"))
     if message.get("winner") is not None and not variants:
         problems.append((("winner",), "a winner needs variants"))
     return problems

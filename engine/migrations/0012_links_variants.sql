@@ -186,7 +186,11 @@ SELECT c.id AS campaign_id,
                coalesce(sum(m.cost) FILTER (WHERE m.sent_at IS NOT NULL
                    OR m.status IN ('sent', 'delivered', 'read', 'undelivered')), 0) AS cost
           FROM messages m
-          LEFT JOIN message_clicks mc ON mc.message_id = m.id
+          -- this run's clicks only (link_clicks_run), grouped once, then joined
+          LEFT JOIN (SELECT x.message_id, count(*) AS clicks
+                       FROM link_clicks x
+                      WHERE x.run_id = r.id AND x.agent = 'human'
+                      GROUP BY x.message_id) mc ON mc.message_id = m.id
          WHERE m.run_id = r.id AND m.variant IS NOT NULL
          GROUP BY m.variant
        ) v;
