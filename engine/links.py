@@ -32,7 +32,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from engine.errors import EngineError
 from engine.templates import RenderError, compile_message
@@ -106,6 +106,25 @@ def with_utm(url: str, utm: Mapping[str, str]) -> str:
     return urlunsplit(parts._replace(query=joined))
 
 
+def ascii_url(url: str) -> str:
+    """``url`` as ASCII, so that it can travel in a ``Location`` header: an international
+    host name in IDNA (``xn--``), other non-ASCII characters percent-encoded (UTF-8)."""
+    if url.isascii():
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if not netloc.isascii():
+        try:
+            netloc = netloc.encode("idna").decode("ascii")
+        except UnicodeError:
+            netloc = quote(netloc, safe=":@[]")
+    rest = urlunsplit(("", "", parts.path, parts.query, parts.fragment))
+    return f"{parts.scheme}://{netloc}{quote(rest, safe=_URL_SAFE)}"
+
+
+_URL_SAFE = "/?#[]@!$&'()*+,;=:%~-._"
+
+
 @dataclass(frozen=True, slots=True)
 class Shortened:
     """A body with placeholder short links, and the targets in order."""
@@ -125,7 +144,7 @@ def shorten(text: str, base_url: str, utm: Mapping[str, str]) -> Shortened:
     for index, (start, end) in enumerate(spans):
         out.append(text[at:start])
         out.append(short_url(base_url, placeholder(index)))
-        targets.append(with_utm(text[start:end], utm))
+        targets.append(with_utm(ascii_url(text[start:end]), utm))
         at = end
     out.append(text[at:])
     return Shortened("".join(out), tuple(targets))

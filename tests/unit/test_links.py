@@ -66,6 +66,14 @@ def test_utm_parameters_are_added_and_existing_ones_kept() -> None:
     assert links.with_utm("https://a.example/", {}) == "https://a.example/"
 
 
+def test_a_target_with_non_ascii_characters_becomes_ascii() -> None:
+    short = links.shorten("Olá https://café.example/ação?q=ñ!", BASE, {"source": "sms"})
+    assert short.targets == (
+        "https://xn--caf-dma.example/a%C3%A7%C3%A3o?q=%C3%B1&utm_source=sms",
+    )
+    assert short.text == f"Olá {BASE}/l/00000000!"
+
+
 def test_codes_are_base62_of_fixed_length_and_unique_at_scale() -> None:
     taken: set[str] = set()
     codes = links.fresh_codes(200_000, taken)
