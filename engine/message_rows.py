@@ -178,9 +178,10 @@ class RunPlan:
         self, rec: Mapping[str, Any], timing: SendTiming, cap: int | None
     ) -> Decided | None:
         """What the row depends on besides the recipient's id and number: ``(status, code,
-        detail)`` for a recipient skipped before rendering, the ``Composed`` render when it
-        did not come out sendable, ``(composed, NoRateError)`` when the number has no
-        price, else ``(composed, rate, time zone)``."""
+        detail, variant)`` for a recipient skipped before rendering, the ``Composed`` render
+        when it did not come out sendable, ``(composed, NoRateError)`` when the number has
+        no price, else ``(composed, rate, time zone)``. None: no row (excluded, or left out
+        of this expansion by a winner test)."""
         if rec["excluded"]:
             return None
         if timing is not self.timing:  # the tails hold send times: they are per timing
