@@ -51,7 +51,8 @@ async def run(args: argparse.Namespace) -> None:
         conn = await db.connect(url)
         await conn.execute(FILL.replace("$1", str(args.codes)))
         config, now = EngineConfig(), datetime.now(UTC)
-        await campaigns.apply_campaign(conn, Campaign.from_spec(SPEC), Path("c.yaml"), config)
+        spec = Campaign.from_spec(SPEC)
+        await campaigns.apply_campaign(conn, spec, Path("c.yaml"), config, now=now)
         await scheduler.create_due_runs(conn, now, timedelta(hours=1))
         async with db.pool(url, min_size=2, max_size=12) as pool:
             await Expander(pool, config, "bench").run_once()
