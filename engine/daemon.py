@@ -197,6 +197,8 @@ class Daemon:
         clicks = self.clicks = ClickWriter(pool)
         await clicks.start()
         stack.push_async_callback(clicks.stop)  # after the listener closed: flush all
+        redirect = LinkRedirect(pool, clicks)
+        self.metrics.registry.register(redirect.collector())
         app = web.Application()
         app.add_routes(
             [
@@ -204,7 +206,7 @@ class Daemon:
                 web.get("/metrics", self._metrics),
                 web.get("/reports/{campaign}", self._report),
                 *handler.routes(),
-                *LinkRedirect(pool, clicks).routes(),
+                *redirect.routes(),
             ]
         )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, logger=listener_logger())

@@ -21,11 +21,15 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from aiohttp import web
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from engine.links import agent_class
 from engine.queries import QUERIES
@@ -103,6 +107,7 @@ class LinkRedirect:
         self.pool = pool
         self.clicks = clicks
         self.cache: dict[str, tuple[str, int, int | None]] = {}
+        self.answered: Counter[tuple[str, str]] = Counter()  # (302 or 404, agent) -> requests
 
     def routes(self) -> list[web.RouteDef]:
         """``GET /l/{code}``; aiohttp answers ``HEAD`` with the same handler."""
@@ -114,10 +119,13 @@ class LinkRedirect:
         found = self.cache.get(code)
         if found is None and _CODE.fullmatch(code):
             found = await self._lookup(code)
+        agent = agent_class(request.headers.get("User-Agent"))
         if found is None:
+            self.answered["404", agent] += 1
             return web.Response(status=404, text="no such link\n")
+        self.answered["302", agent] += 1
         url, run_id, message_id = found
-        self.clicks.record(code, run_id, message_id, agent_class(request.headers.get("User-Agent")))
+        self.clicks.record(code, run_id, message_id, agent)
         return web.Response(
             status=302,
             headers={
@@ -126,6 +134,10 @@ class LinkRedirect:
                 "Referrer-Policy": "no-referrer",
             },
         )
+
+    def collector(self) -> Collector:
+        """Prometheus metrics of the redirect and its click buffer, read at each scrape."""
+        return _LinkCollector(self)
 
     async def _lookup(self, code: str) -> tuple[str, int, int | None] | None:
         async with self.pool.acquire() as conn:
@@ -137,3 +149,32 @@ class LinkRedirect:
             self.cache.clear()
         self.cache[code] = found
         return found
+
+
+class _LinkCollector(Collector):
+    """``engine_link_redirects`` by answer and agent; the click buffer's counters."""
+
+    def __init__(self, redirect: LinkRedirect) -> None:
+        self.redirect = redirect
+
+    def collect(self) -> Iterator[Metric]:
+        answered = CounterMetricFamily(
+            "engine_link_redirects",
+            "Requests of /l/{code} by answer (302, 404) and agent (human, bot)",
+            labels=["status", "agent"],
+        )
+        for (status, agent), count in sorted(self.redirect.answered.items()):
+            answered.add_metric([status, agent], count)
+        yield answered
+        clicks = self.redirect.clicks
+        yield CounterMetricFamily(
+            "engine_link_clicks_written", "Clicks written to link_clicks", value=clicks.written
+        )
+        yield CounterMetricFamily(
+            "engine_link_clicks_dropped",
+            "Clicks dropped: the buffer was full",
+            value=clicks.dropped,
+        )
+        yield GaugeMetricFamily(
+            "engine_link_clicks_buffered", "Clicks waiting to be written", value=len(clicks.buffer)
+        )

@@ -7,10 +7,9 @@ own and leaves nothing behind (the embedded PostgreSQL it started included), unl
 
 from __future__ import annotations
 
-import re
-
 import fnmatch
 import os
+import re
 import shutil
 import subprocess
 import sys

@@ -13,6 +13,7 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
 
 from engine import campaigns, link_reports, reports, scheduler, winner
 from engine.config import EngineConfig
@@ -95,9 +96,9 @@ async def test_preview_shows_the_short_sample_and_what_shortening_saved(
     assert preview.saved_segments == 4 and preview.saved_credits == 4
 
 
-async def _serve(pool: asyncpg.Pool, clicks: ClickWriter) -> AsyncIterator[str]:
+async def _serve(redirect: LinkRedirect) -> AsyncIterator[str]:
     app = web.Application()
-    app.add_routes(LinkRedirect(pool, clicks).routes())
+    app.add_routes(redirect.routes())
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
@@ -109,11 +110,12 @@ async def _serve(pool: asyncpg.Pool, clicks: ClickWriter) -> AsyncIterator[str]:
 
 
 @pytest.fixture
-async def redirect(pool: asyncpg.Pool) -> AsyncIterator[tuple[str, ClickWriter]]:
+async def redirect(pool: asyncpg.Pool) -> AsyncIterator[tuple[str, LinkRedirect]]:
     clicks = ClickWriter(pool, every=0.05)
     await clicks.start()
-    async for url in _serve(pool, clicks):
-        yield url, clicks
+    served = LinkRedirect(pool, clicks)
+    async for url in _serve(served):
+        yield url, served
     await clicks.stop()
 
 
@@ -138,9 +140,11 @@ async def test_redirect_404_head_and_bots_then_the_report_per_link(
     conn: asyncpg.Connection,
     pool: asyncpg.Pool,
     session: aiohttp.ClientSession,
-    redirect: tuple[str, ClickWriter],
+    redirect: tuple[str, LinkRedirect],
 ) -> None:
-    url, _ = redirect
+    url, served = redirect
+    registry = CollectorRegistry()
+    registry.register(served.collector())
     await add_contacts(conn, [{"phone": p} for p in numbers(4)])
     run_id = await fire_and_expand(
         conn, pool, tracked(message={"body": "Go https://a.example/x now"}), CONFIG
@@ -165,6 +169,10 @@ async def test_redirect_404_head_and_bots_then_the_report_per_link(
         async with session.get(f"{url}/l/{missing}", allow_redirects=False) as response:
             assert response.status == 404
     await _wait_for(conn, "SELECT count(*) FROM link_clicks", 5)
+    exposition = generate_latest(registry).decode()
+    assert 'engine_link_redirects_total{agent="human",status="302"} 4.0' in exposition
+    assert 'engine_link_redirects_total{agent="human",status="404"} 3.0' in exposition
+    assert "engine_link_clicks_written_total 5.0" in exposition
     agents = Counter(
         r["agent"]
         for r in await conn.fetch("SELECT agent FROM link_clicks WHERE run_id = $1", run_id)
@@ -212,7 +220,7 @@ async def test_a_burst_of_clicks_is_answered_while_the_click_writes_wait(
         lock = blocker.transaction()
         await lock.start()
         await blocker.execute("LOCK TABLE link_clicks IN ACCESS EXCLUSIVE MODE")
-        async for url in _serve(pool, clicks):
+        async for url in _serve(LinkRedirect(pool, clicks)):
             await session.get(f"{url}/l/{codes[0]}", allow_redirects=False)  # the writer's turn
             for _ in range(100):  # until the writer is stuck on the lock
                 if await conn.fetchval(

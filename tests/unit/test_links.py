@@ -68,9 +68,7 @@ def test_utm_parameters_are_added_and_existing_ones_kept() -> None:
 
 def test_a_target_with_non_ascii_characters_becomes_ascii() -> None:
     short = links.shorten("Olá https://café.example/ação?q=ñ!", BASE, {"source": "sms"})
-    assert short.targets == (
-        "https://xn--caf-dma.example/a%C3%A7%C3%A3o?q=%C3%B1&utm_source=sms",
-    )
+    assert short.targets == ("https://xn--caf-dma.example/a%C3%A7%C3%A3o?q=%C3%B1&utm_source=sms",)
     assert short.text == f"Olá {BASE}/l/00000000!"
 
 
