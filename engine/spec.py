@@ -430,8 +430,16 @@ class Campaign(Strict):
         return self
 
     def spec_json(self) -> dict[str, Any]:
-        """The campaign as JSON-able data (for the ``campaigns.spec`` jsonb column)."""
-        return self.model_dump(mode="json")
+        """The campaign as JSON-able data (for the ``campaigns.spec`` jsonb column).
+
+        The keys of tracked links and variants are left out while unused, so a campaign
+        applied before they existed keeps its hash (and ``apply`` stays idempotent)."""
+        data = self.model_dump(mode="json")
+        if not self.links.track and self.links == LinkSpec():
+            del data["links"]
+        if not self.message.variants and self.message.winner is None:
+            del data["message"]["variants"], data["message"]["winner"]
+        return data
 
     @classmethod
     def from_spec(cls, data: Mapping[str, Any]) -> Campaign:

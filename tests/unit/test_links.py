@@ -186,3 +186,28 @@ def test_the_winner_is_the_best_rate_and_a_tie_goes_to_the_first() -> None:
     assert choose("clicks", tie, order)[0] == "short"
     none = [{**f, "click_through_rate": None} for f in figures]
     assert choose("clicks", none, order) == ("short", None)
+
+
+def test_a_campaign_without_links_or_variants_stores_the_spec_it_stored_before() -> None:
+    """Unused keys stay out of the stored spec, so its hash (apply's idempotence) is the one
+    computed before tracked links and variants existed."""
+    plain = Campaign.from_spec(
+        {
+            "name": "plain",
+            "provider": "simulator",
+            "schedule": {"now": True},
+            "audience": {"groups": ["all"]},
+            "message": {"body": "Hi"},
+        }
+    )
+    spec = plain.spec_json()
+    assert "links" not in spec and set(spec["message"]) == {
+        "body",
+        "locales",
+        "encoding",
+        "max_segments",
+    }
+    assert Campaign.from_spec(spec) == plain
+    ab = _ab({"test_share": 0.5, "after": "1h"})
+    assert Campaign.from_spec(ab.spec_json()) == ab
+    assert ab.spec_json()["links"]["track"] is True
