@@ -6,7 +6,8 @@ A run of a campaign with ``message.winner`` is expanded twice:
    expansion's start + ``after``) and the expander writes rows only for the recipients in
    ``test_share`` (engine.variants), split by weight. The run cannot complete while its
    test is undecided (``complete_runs`` waits for it).
-2. :func:`decide_due` (a daemon timer) finds due tests of sending runs, reads
+2. :func:`decide_due` (a daemon timer) finds due tests of runs that expanded their test
+   (sending, or completed when the test share had nobody to send to), reads
    ``variant_outcomes`` at that moment, picks the variant with the best rate (``clicks``:
    click-through, clickers / delivered; ``delivered``: delivered / accepted; a tie goes to
    the variant written first), records the winner with every variant's figures, and puts

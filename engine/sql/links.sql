@@ -23,12 +23,13 @@ VALUES ($1, $2, $3, $4)
 ON CONFLICT (run_id) DO NOTHING;
 
 -- name: ab_tests_due
--- Tests whose winner is due ($1 = now) and whose run has expanded its test share and is
--- sending; locked so that two daemons do not decide one test twice.
+-- Tests whose winner is due ($1 = now) and whose run has expanded its test share: it is
+-- sending, or completed because the test share had nobody to send to (a small audience);
+-- locked so that two daemons do not decide one test twice.
 SELECT t.run_id, t.by, r.spec
   FROM ab_tests t
   JOIN campaign_runs r ON r.id = t.run_id
- WHERE t.decided_at IS NULL AND t.decide_at <= $1 AND r.status = 'sending'
+ WHERE t.decided_at IS NULL AND t.decide_at <= $1 AND r.status IN ('sending', 'completed')
  ORDER BY t.decide_at
    FOR UPDATE OF t, r SKIP LOCKED;
 

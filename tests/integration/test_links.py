@@ -316,3 +316,19 @@ async def test_the_winner_is_chosen_on_the_test_and_sent_to_the_rest(
     report = await reports.runs_report(conn, "promo", run_id)
     won = report.table("winner").dicts()[0]
     assert (won["winner"], won["by"], won["rate"]) == ("friendly", "clicks", 1.0)
+
+
+async def test_a_test_share_with_nobody_in_it_still_sends_the_rest(
+    conn: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    phones = numbers(3)
+    await add_contacts(conn, [{"phone": p} for p in phones])
+    spec = tracked(message=two_variants({"test_share": 0.001, "after": "1m", "by": "clicks"}))
+    run_id = await fire_and_expand(conn, pool, spec, CONFIG)
+    assert await conn.fetchval("SELECT count(*) FROM messages WHERE run_id = $1", run_id) == 0
+    later = datetime.now(UTC) + timedelta(minutes=2)
+    assert await winner.decide_due(pool, later) == [(run_id, "short")]  # no figures: the first
+    result = await Expander(pool, CONFIG, "w").run_once()
+    assert result is not None and result.status is RunStatus.SENDING
+    rows = await conn.fetch("SELECT variant FROM messages WHERE run_id = $1", run_id)
+    assert [r["variant"] for r in rows] == ["short"] * 3
