@@ -22,6 +22,7 @@ import asyncpg
 from engine import reports
 from engine.queries import QUERIES
 from engine.report_charts import Step
+from engine.report_output import LABELS, cell
 
 LINK_COLUMNS = (
     "variant",
@@ -76,6 +77,22 @@ async def run_tables(conn: asyncpg.Connection, run_id: int) -> tuple[reports.Tab
             test["decided_at"],
         )
         tables.append(reports.Table("winner", "A/B winner", WINNER_COLUMNS, (row,), record=True))
+    return tuple(tables)
+
+
+async def page_tables(
+    conn: asyncpg.Connection, run_id: int
+) -> tuple[tuple[str, tuple[str, ...], tuple[tuple[str, ...], ...]], ...]:
+    """The same tables for the chart page, as text (headers labelled as in the text form)."""
+    tables = []
+    for table in await run_tables(conn, run_id):
+        headers = tuple(LABELS.get(c, c) for c in table.columns)
+        rows = tuple(
+            tuple(cell(c, v) for c, v in zip(table.columns, row, strict=True)) for row in table.rows
+        )
+        if table.record:  # one record: a row per figure
+            headers, rows = ("", ""), tuple(zip(headers, rows[0], strict=True)) if rows else ()
+        tables.append((table.title, headers, rows))
     return tuple(tables)
 
 

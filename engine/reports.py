@@ -357,6 +357,7 @@ async def _page_data(
             )
             for r in failures
         ),
+        tables=await link_reports.page_tables(conn, run_id),
     )
 
 

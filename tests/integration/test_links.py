@@ -197,7 +197,8 @@ async def test_redirect_404_head_and_bots_then_the_report_per_link(
         3,
         (("did not click", 1),),
     )
-    assert "clicked" in await reports.report_html(conn, "promo", run_id)
+    page = await reports.report_html(conn, "promo", run_id)
+    assert "clicked" in page and "<h2>tracked links</h2>" in page and "75.0%" in page
 
 
 async def test_a_burst_of_clicks_is_answered_while_the_click_writes_wait(
@@ -316,6 +317,8 @@ async def test_the_winner_is_chosen_on_the_test_and_sent_to_the_rest(
     report = await reports.runs_report(conn, "promo", run_id)
     won = report.table("winner").dicts()[0]
     assert (won["winner"], won["by"], won["rate"]) == ("friendly", "clicks", 1.0)
+    page = await reports.report_html(conn, "promo", run_id)
+    assert "<h2>A/B winner</h2>" in page and "<td>friendly</td>" in page
 
 
 async def test_a_test_share_with_nobody_in_it_still_sends_the_rest(
