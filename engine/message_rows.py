@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from engine import links, sms
 from engine.contact_fields import CONTACT_FIELDS
+from engine.copy_text import COPY_ESCAPES as _COPY_ESCAPES
+from engine.copy_text import CopyText
 from engine.errors import EngineError
 from engine.pricing import NoRateError, PriceTable
 from engine.status import MessageStatus
@@ -444,34 +446,3 @@ def template_names(campaign: Campaign) -> tuple[str, ...] | None:
 
 class RunStopped(EngineError):
     """The run left 'expanding' (cancelled or paused) while it was being expanded."""
-
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-class CopyText:
-    """Values as PostgreSQL COPY text, each distinct value formatted once.
-
-    Most values of a run repeat (the rendered bodies, send times, costs), so formatting
-    through a bounded cache costs a dict lookup per field instead of asyncpg's binary
-    encoding of every value; :meth:`RunPlan._line` goes further and reuses whole tails of
-    rows.
-    """
-
-    def __init__(self, limit: int = 100_000) -> None:
-        self.cache: dict[Any, str] = {}
-        self.limit = limit
-
-    def field(self, value: Any) -> str:
-        """One value as COPY text (``\\N`` for NULL)."""
-        if value is None:
-            return "\\N"
-        if type(value) is int:
-            return str(value)
-        text = self.cache.get(value)
-        if text is None:
-            text = str(value).translate(_COPY_ESCAPES)
-            if len(self.cache) >= self.limit:
-                self.cache.clear()
-            self.cache[value] = text
-        return text

@@ -60,6 +60,7 @@ PURE: dict[str, tuple[set[str], set[str]]] = {
     "engine.message_rows": (
         {
             "engine.contact_fields",
+            "engine.copy_text",
             "engine.links",
             "engine.pricing",
             "engine.sms",
@@ -85,6 +86,7 @@ PURE: dict[str, tuple[set[str], set[str]]] = {
         {"regex", *_PYDANTIC, *_JINJA, *_TIMING_PACKAGES},
     ),
     "engine.links": (_TEMPLATING, _JINJA),
+    "engine.copy_text": (set(), set()),
     "engine.variants": (set(), set()),
     "engine.spec_message": (
         {"engine.strict", "engine.values", *_TEMPLATING},
