@@ -48,7 +48,7 @@ from engine import db, migrate, reports, scheduler, winner
 from engine.config import EngineConfig
 from engine.dispatcher import Dispatcher
 from engine.expander import Expander
-from engine.link_redirect import ClickWriter, LinkRedirect
+from engine.link_redirect import LinkRedirect
 from engine.metrics import Metrics
 from engine.poller import Poller
 from engine.providers import adapter_for
@@ -107,7 +107,6 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.expander: Expander | None = None
         self.site_url: str | None = None
-        self.clicks: ClickWriter | None = None
         self._expansion: asyncio.Task[None] | None = None
         self._failed: asyncio.Future[BaseException] | None = None
         self._pool: asyncpg.Pool | None = None
@@ -194,11 +193,7 @@ class Daemon:
         await writer.start()
         stack.push_async_callback(writer.stop)  # runs after the listener closed: flush all
         self.metrics.watch_webhooks(handler.stats)
-        clicks = self.clicks = ClickWriter(pool)
-        await clicks.start()
-        stack.push_async_callback(clicks.stop)  # after the listener closed: flush all
-        redirect = LinkRedirect(pool, clicks)
-        self.metrics.registry.register(redirect.collector())
+        redirect = await LinkRedirect.open(stack, pool, self.metrics.registry)  # /l/{code}
         app = web.Application()
         app.add_routes(
             [
@@ -274,7 +269,7 @@ class Daemon:
         every(METRICS_EVERY, self._refresh_metrics, pool)
         if "scheduler" in self.roles:
             every(1, self._tick, pool, now=True)
-            every(1, self._decide_winners, pool)
+            every(1, winner.decide_due, pool)  # its NOTIFY wakes the expander
         if self.dispatcher is not None:
             every(
                 min(RECOVER_EVERY, self.config.lease.total_seconds() / 3),
@@ -319,10 +314,6 @@ class Daemon:
         async with pool.acquire() as conn:
             await scheduler.create_due_runs(conn, datetime.now(UTC), self.config.misfire_grace)
         self._expand_soon()
-
-    async def _decide_winners(self, pool: asyncpg.Pool) -> None:
-        if await winner.decide_due(pool, datetime.now(UTC)):
-            self._expand_soon()
 
     def _expand_soon(self) -> None:
         if self._expansion is None or self._expansion.done():

@@ -23,13 +23,14 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from aiohttp import web
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from engine.links import agent_class
 from engine.queries import QUERIES
@@ -108,6 +109,19 @@ class LinkRedirect:
         self.clicks = clicks
         self.cache: dict[str, tuple[str, int, int | None]] = {}
         self.answered: Counter[tuple[str, str]] = Counter()  # (302 or 404, agent) -> requests
+
+    @classmethod
+    async def open(
+        cls, stack: AsyncExitStack, pool: asyncpg.Pool, registry: CollectorRegistry
+    ) -> LinkRedirect:
+        """The daemon's redirect: its click writer started (and, on the way out, stopped
+        after the listener closed, flushing every click), its metrics registered."""
+        clicks = ClickWriter(pool)
+        await clicks.start()
+        stack.push_async_callback(clicks.stop)
+        redirect = cls(pool, clicks)
+        registry.register(redirect.collector())
+        return redirect
 
     def routes(self) -> list[web.RouteDef]:
         """``GET /l/{code}``; aiohttp answers ``HEAD`` with the same handler."""

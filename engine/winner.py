@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -66,8 +66,10 @@ def choose(
     return best, best_rate
 
 
-async def decide_due(pool: asyncpg.Pool, now: datetime) -> list[tuple[int, str]]:
-    """Decide every due test; return (run id, winner) of each."""
+async def decide_due(pool: asyncpg.Pool, now: datetime | None = None) -> list[tuple[int, str]]:
+    """Decide every test due at ``now`` (default: now); return (run id, winner) of each.
+    A decision NOTIFYs ``tick``, which wakes the daemons' expanders."""
+    now = now or datetime.now(UTC)
     decided = []
     async with pool.acquire() as conn, conn.transaction():
         for row in await conn.fetch(QUERIES["ab_tests_due"], now):
