@@ -1,12 +1,14 @@
 """Benchmark expansion: recipients per second and peak memory for one big run.
 
-``python bench/expand.py [--n 1000000] [--database-url URL] [--profile]``
+``python bench/expand.py [--n 1000000] [--database-url URL] [--profile] [--links]``
 
 Creates N contacts in two groups (generated in SQL, with names, locales, time zones and
 an attribute), applies a campaign with a template, locales, quiet hours and a frequency
 cap, and times one run's expansion: audience query, render, SMS analysis, pricing and COPY
 into ``messages``. Peak RSS is this process's ``ru_maxrss``, measured after the database
 was filled, so it is the expander's own footprint; run two sizes to see it stay flat.
+``--links`` adds a URL to every body and tracks it (``links.track``) with two A/B variants
+of the body: one short code per message, COPYed into ``link_codes`` with the batch.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pstats
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from common import fresh_database, peak_rss_mib
 
@@ -73,8 +76,9 @@ async def run(args: argparse.Namespace) -> None:
         print(f"generated {args.n:,} contacts in {time.perf_counter() - started:.1f}s")
         config = EngineConfig()
         now = datetime.now(UTC)
+        spec = with_links(SPEC) if args.links else SPEC
         await campaigns.apply_campaign(
-            conn, Campaign.from_spec(SPEC), Path("bench.yaml"), config, now=now
+            conn, Campaign.from_spec(spec), Path("bench.yaml"), config, now=now
         )
         await scheduler.create_due_runs(conn, now, timedelta(hours=1))
         rss_before = peak_rss_mib()
@@ -100,12 +104,29 @@ async def run(args: argparse.Namespace) -> None:
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
 
 
+def with_links(spec: dict[str, Any]) -> dict[str, Any]:
+    """The benchmark's campaign with a tracked link in two variants of its body."""
+    url = " https://shop.example.com/spring-sale?ref=sms"
+    message = dict(spec["message"])
+    body, locales = message.pop("body"), message.pop("locales")
+    message["variants"] = [
+        {"name": "a", "body": body + url, "locales": {k: v + url for k, v in locales.items()}},
+        {"name": "b", "body": "Today only! " + body + url},
+    ]
+    return {
+        **spec,
+        "message": message,
+        "links": {"track": True, "base_url": "https://s.example.com", "utm": {"source": "sms"}},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=float, default=1_000_000)
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--links", action="store_true", help="tracked links and 2 variants")
     asyncio.run(run(parser.parse_args()))
 
 

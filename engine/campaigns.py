@@ -47,7 +47,7 @@ from engine.contacts_csv import RowProblem
 from engine.contacts_import import ImportReport, import_contacts
 from engine.errors import EngineError
 from engine.expander import Sources, budget_gate, file_group
-from engine.message_rows import Row, plan_run
+from engine.message_rows import LINK_COLUMNS, Row, plan_run
 from engine.phones import mask
 from engine.queries import QUERIES
 from engine.spec import Campaign
@@ -235,10 +235,14 @@ async def create_test_send(
             RunStatus.SENDING.value,
             row["spec"],
         )
-        plan = plan_run(run_id, campaign, config)
+        plan = plan_run(run_id, campaign, config, whole_audience=True)
         values = plan.decide(rec, SendTiming(campaign, now), None)
         assert values is not None  # a test recipient is never excluded
         message_id = await conn.fetchval(QUERIES["insert_test_message"], *values)
+        if codes := "".join(plan.take_links()).encode():  # its tracked links
+            await conn.copy_to_table(
+                "link_codes", source=io.BytesIO(codes), columns=LINK_COLUMNS, format="text"
+            )
     status = MessageStatus(values[11])
     return TestSend(run_id, message_id, status, values[6], values[15])
 
@@ -274,11 +278,12 @@ class Sample:
     segments: int | None
     cost: Decimal | None
     detail: str | None
+    variant: str | None = None
 
     @classmethod
     def of(cls, row: Row) -> Sample:
         """The sample of one decided row (the number masked)."""
-        return cls(mask(row[2]), row[7], row[11], row[6], row[8], row[9], row[10], row[15])
+        return cls(mask(row[2]), row[7], row[11], row[6], row[8], row[9], row[10], row[15], row[16])
 
 
 @dataclass(slots=True)
@@ -299,8 +304,9 @@ class Notable:
             if len(self.skipped) < self.skipped_limit:
                 self.skipped.append(Sample.of(row))
             return
-        if (row[7] or "body") not in self.by_locale:
-            self.by_locale[row[7] or "body"] = Sample.of(row)
+        locale = f"{row[16] or ''} {row[7] or 'body'}"  # and variant: one of each
+        if locale not in self.by_locale:
+            self.by_locale[locale] = Sample.of(row)
         if row[8] not in self.by_encoding:
             self.by_encoding[row[8]] = Sample.of(row)
         longest = self.longest
@@ -341,6 +347,8 @@ class Preview:
     ucs2_messages: int = 0
     ucs2_chars: Counter[str] = field(default_factory=Counter)
     smart_saves: int = 0
+    saved_segments: int = 0  # what tracked links' short URLs saved (engine.links)
+    saved_credits: Decimal = Decimal(0)
 
     def add(self, row: Row, smart_already: bool) -> None:
         """Count one decided recipient."""
@@ -372,7 +380,7 @@ async def preview_campaign(
 ) -> Preview:
     """Decide every recipient exactly as a run would, inside a transaction rolled back after."""
     preview = Preview(budget=campaign.limits.budget, notable=Notable(skipped))
-    plan = plan_run(0, campaign, config)
+    plan = plan_run(0, campaign, config, whole_audience=True)  # a winner test's rest too
     smart = campaign.message.encoding == "smart"
     transaction = conn.transaction()
     await transaction.start()
@@ -392,6 +400,7 @@ async def preview_campaign(
         duplicates = await sources.duplicates(conn)
         if duplicates:
             preview.statuses[MessageStatus.DUPLICATE.value] = duplicates
+        preview.saved_segments, preview.saved_credits = plan.saved_segments, plan.saved_credits
     finally:
         await transaction.rollback()
     return preview

@@ -44,10 +44,11 @@ import asyncpg
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from engine import db, migrate, reports, scheduler
+from engine import db, migrate, reports, scheduler, winner
 from engine.config import EngineConfig
 from engine.dispatcher import Dispatcher
 from engine.expander import Expander
+from engine.link_redirect import LinkRedirect
 from engine.metrics import Metrics
 from engine.poller import Poller
 from engine.providers import adapter_for
@@ -192,6 +193,7 @@ class Daemon:
         await writer.start()
         stack.push_async_callback(writer.stop)  # runs after the listener closed: flush all
         self.metrics.watch_webhooks(handler.stats)
+        redirect = await LinkRedirect.open(stack, pool, self.metrics.registry)  # /l/{code}
         app = web.Application()
         app.add_routes(
             [
@@ -199,6 +201,7 @@ class Daemon:
                 web.get("/metrics", self._metrics),
                 web.get("/reports/{campaign}", self._report),
                 *handler.routes(),
+                *redirect.routes(),
             ]
         )
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0, logger=listener_logger())
@@ -266,6 +269,7 @@ class Daemon:
         every(METRICS_EVERY, self._refresh_metrics, pool)
         if "scheduler" in self.roles:
             every(1, self._tick, pool, now=True)
+            every(1, winner.decide_due, pool)  # its NOTIFY wakes the expander
         if self.dispatcher is not None:
             every(
                 min(RECOVER_EVERY, self.config.lease.total_seconds() / 3),

@@ -39,6 +39,7 @@ from engine import (
     campaigns,
     contacts_import,
     db,
+    link_reports,
     migrate,
     phones,
     scheduler,
@@ -47,6 +48,8 @@ from engine.config import EngineConfig
 from engine.daemon import Daemon
 from engine.errors import EngineError
 from engine.queries import QUERIES
+from engine.report_output import render
+from engine.reports import Report
 from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from engine.status import FINAL_STATUSES
 
@@ -244,6 +247,8 @@ async def _run(workdir: Path, campaigns_dir: Path, say: Callable[[str], None]) -
             duplicates=0.05,
             out_of_order=0.05,
             early_receipts=0.02,
+            clicks=0.12,  # recipients who follow the link; more for the "1 min" wording
+            click_rates={"1 min": 0.4},
         ),
     )
     url = await _demo_database(workdir / DATA_DIR)
@@ -396,7 +401,9 @@ async def _progress(
                 sys.stdout.flush()
             else:
                 say(line)
-            if all(status in final for status in counts):
+            if all(status in final for status in counts) and not await conn.fetchval(
+                QUERIES["demo_waiting_for_winner"], run_id
+            ):
                 break
             await asyncio.sleep(0.5 if tty else 2.0)
     finally:
@@ -420,6 +427,7 @@ async def _outcome(url: str, run_id: int, say: Callable[[str], None]) -> None:
         rows = await conn.fetch(QUERIES["demo_outcome_statuses"], run_id)
         totals = await conn.fetchrow(QUERIES["demo_outcome"], run_id)
         stopped = await conn.fetchval(QUERIES["demo_stopped_by_reply"])
+        tables = await link_reports.run_tables(conn, run_id)
     finally:
         await conn.close()
     say(f"\noutcome of run {run_id} ({DEMO_CAMPAIGN}):")
@@ -434,3 +442,5 @@ async def _outcome(url: str, run_id: int, say: Callable[[str], None]) -> None:
     if totals["p50"] is not None:
         say(f"  time to delivery: median {totals['p50']:.1f}s, p95 {totals['p95']:.1f}s")
     say(f"  opted out by STOP reply during the campaign: {stopped}")
+    for table in tables:
+        say("\n" + render(Report(table.title, (table,)), "table").split("\n", 2)[2])

@@ -19,6 +19,7 @@ or sits under another parent than drawn.
     ├── NotGsmError               engine.sms               GSM-7 forced, text outside it [1]
     ├── RenderError               engine.templates         one recipient's message cannot render
     ├── TemplateLimitError        engine.template_limits   a template went past a limit
+    ├── LinkError                 engine.links             tracked links cannot be set up for a run
     ├── _NotConstant              engine.template_sandbox  expression needs recipient values [2]
     ├── RunStopped                engine.message_rows      run left 'expanding' mid-expansion [2]
     ├── Unstorable                engine.receipts          events PostgreSQL cannot hold

@@ -38,9 +38,11 @@ from decimal import Decimal
 import asyncpg
 from pydantic import ValidationError
 
+from engine import winner
 from engine.config import EngineConfig
 from engine.errors import EngineError
-from engine.message_rows import COPY_COLUMNS, RunPlan, RunStopped, plan_run
+from engine.links import rekey
+from engine.message_rows import COPY_COLUMNS, LINK_COLUMNS, RunPlan, RunStopped, plan_run
 from engine.queries import QUERIES
 from engine.spec import Campaign, FrequencyCap
 from engine.status import MessageStatus, RunStatus
@@ -132,7 +134,8 @@ class Expander:
         run = await conn.fetchrow(QUERIES["run_for_expansion"], run_id)
         try:
             campaign = Campaign.from_spec(run["spec"] or {})
-            plan = plan_run(run_id, campaign, self.config)
+            won = await winner.expansion_phase(conn, run_id, campaign, self.clock())
+            plan = plan_run(run_id, campaign, self.config, winner=won)
         except (ValidationError, EngineError, KeyError) as exc:
             # a run that cannot be expanded (its account was removed from the config, its
             # stored spec is unreadable) fails with the reason; other runs go on
@@ -174,11 +177,12 @@ class Expander:
                     conn, plan.campaign.channel, self.clock(), after, self.batch_size
                 ):
                     lines = await _lines_off_loop(plan, records, timing, cap)
+                    codes = "".join(plan.take_links()).encode()
                     if pending is not None:
                         await pending
                     payload = "".join(lines).encode()
                     pending = asyncio.create_task(
-                        _write(writer_conn, plan.run_id, payload, records[-1]["id"])
+                        _write(writer_conn, plan.run_id, payload, records[-1]["id"], codes)
                     )
                 if pending is not None:
                     await pending
@@ -248,14 +252,33 @@ async def _lines_off_loop(
         raise
 
 
-async def _write(conn: asyncpg.Connection, run_id: int, payload: bytes, after: int) -> None:
-    async with conn.transaction():
-        if payload:
-            await conn.copy_to_table(
-                "messages", source=io.BytesIO(payload), columns=COPY_COLUMNS, format="text"
-            )
-        if await conn.fetchval(QUERIES["save_checkpoint"], run_id, {"after": after}) is None:
-            raise RunStopped
+async def _write(
+    conn: asyncpg.Connection, run_id: int, payload: bytes, after: int, codes: bytes = b""
+) -> None:
+    """One batch: its messages and their link codes (COPY), and the checkpoint. A random
+    link code already stored (about once in 10^10 batches) writes the batch again with
+    fresh codes (engine.links.rekey)."""
+    for attempt in range(5):
+        try:
+            async with conn.transaction():
+                if payload:
+                    await conn.copy_to_table(
+                        "messages", source=io.BytesIO(payload), columns=COPY_COLUMNS, format="text"
+                    )
+                if codes:
+                    await conn.copy_to_table(
+                        "link_codes", source=io.BytesIO(codes), columns=LINK_COLUMNS, format="text"
+                    )
+                if (
+                    await conn.fetchval(QUERIES["save_checkpoint"], run_id, {"after": after})
+                    is None
+                ):
+                    raise RunStopped
+            return
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != "link_codes_pkey" or attempt == 4:
+                raise
+            payload, codes = rekey(payload, codes)
 
 
 async def _tally(conn: asyncpg.Connection, run_id: int) -> tuple[dict[str, int], Decimal]:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from engine import sms
+from engine import links, sms
 from engine.contact_fields import CONTACT_FIELDS
+from engine.copy_text import COPY_ESCAPES as _COPY_ESCAPES
+from engine.copy_text import CopyText
 from engine.errors import EngineError
 from engine.pricing import NoRateError, PriceTable
 from engine.status import MessageStatus
@@ -28,6 +30,7 @@ from engine.templates import (
     variables,
 )
 from engine.timing import SendTiming, recipient_zone
+from engine.variants import LEFT_OUT, Split
 
 if TYPE_CHECKING:
     import asyncpg
@@ -52,7 +55,10 @@ COPY_COLUMNS = (
     "expires_at",
     "error_code",
     "error_detail",
+    "variant",
 )
+#: columns of ``link_codes`` written with the messages (see ``RunPlan.take_links``)
+LINK_COLUMNS = ("code", "run_id", "phone", "link_no", "url")
 
 
 #: rendered texts kept per run; bounded so memory stays flat on any audience
@@ -73,6 +79,9 @@ class Composed:
     segments: int | None = None
     error_code: str | None = None
     error_detail: str | None = None
+    variant: str | None = None
+    targets: tuple[str, ...] = ()  # tracked links' targets; the body holds placeholders
+    saved: int = 0  # segments the short links saved
 
 
 #: what a row depends on besides the recipient's id and number (see ``RunPlan._decided``)
@@ -105,13 +114,46 @@ class RunPlan:
     tails: dict[Decided, str] = field(default_factory=dict)
     text: CopyText = field(default_factory=lambda: CopyText())
     timing: SendTiming | None = None
+    #: tracked links: the base URL and the UTM parameters per variant (None: not tracked)
+    link_plan: links.LinkPlan | None = None
+    split: Split | None = None
+    variant_templates: dict[str, MessageTemplates] = field(default_factory=dict)
+    #: COPY text of ``link_codes`` for the rows formatted since the last ``take_links``
+    link_lines: list[str] = field(default_factory=list)
+    codes: set[str] = field(default_factory=set)
+    #: segments and credits the short links saved over the rows decided (the preview's)
+    saved_segments: int = 0
+    saved_credits: Decimal = Decimal(0)
 
     def decide(self, rec: Mapping[str, Any], timing: SendTiming, cap: int | None) -> Row | None:
         """The message row for one recipient (``COPY_COLUMNS``), or None when excluded."""
         decided = self._decided(rec, timing, cap)
         if decided is None:
             return None
-        return (self.run_id, rec["id"], rec["phone"], *self._tail(decided))
+        tail = self._tail(decided)
+        composed = _composed_of(decided)
+        if composed is not None and composed.targets and self.link_plan is not None:
+            codes = self._codes(rec["phone"], composed.targets)
+            tail = (*tail[:3], links.fill(tail[3], self.link_plan.base_url, codes), *tail[4:])
+            if not isinstance(decided, Composed) and not isinstance(decided[1], NoRateError):
+                self.saved_segments += composed.saved
+                self.saved_credits += decided[1] * composed.saved
+        return (self.run_id, rec["id"], rec["phone"], *tail)
+
+    def take_links(self) -> list[str]:
+        """The ``link_codes`` COPY lines of the rows formatted since the last call."""
+        taken, self.link_lines = self.link_lines, []
+        self.codes.clear()
+        return taken
+
+    def _codes(self, phone: str, targets: tuple[str, ...]) -> list[str]:
+        codes = links.fresh_codes(len(targets), self.codes)
+        esc = _COPY_ESCAPES
+        for number, (code, target) in enumerate(zip(codes, targets, strict=True), 1):
+            self.link_lines.append(
+                f"{code}\t{self.run_id}\t{phone.translate(esc)}\t{number}\t{target.translate(esc)}\n"
+            )
+        return codes
 
     def line(self, rec: Mapping[str, Any], timing: SendTiming, cap: int | None) -> str | None:
         """The same row as a line of COPY text, or None when excluded (the hot path)."""
@@ -138,23 +180,28 @@ class RunPlan:
         self, rec: Mapping[str, Any], timing: SendTiming, cap: int | None
     ) -> Decided | None:
         """What the row depends on besides the recipient's id and number: ``(status, code,
-        detail)`` for a recipient skipped before rendering, the ``Composed`` render when it
-        did not come out sendable, ``(composed, NoRateError)`` when the number has no
-        price, else ``(composed, rate, time zone)``."""
+        detail, variant)`` for a recipient skipped before rendering, the ``Composed`` render
+        when it did not come out sendable, ``(composed, NoRateError)`` when the number has
+        no price, else ``(composed, rate, time zone)``. None: no row (excluded, or left out
+        of this expansion by a winner test)."""
         if rec["excluded"]:
             return None
         if timing is not self.timing:  # the tails hold send times: they are per timing
             self.tails.clear()
             self.timing = timing
+        variant = None if self.split is None else self.split.assign(rec["phone"])
+        if variant == LEFT_OUT:  # outside the winner test, or in it once the winner is known
+            return None
         if rec["suppressed"]:
-            return MessageStatus.SUPPRESSED, "suppressed", "opted out"
+            return MessageStatus.SUPPRESSED, "suppressed", "opted out", variant
         if cap is not None and rec["recent"] >= cap:
             return (
                 MessageStatus.FREQUENCY_CAPPED,
                 "frequency_cap",
                 f"{rec['recent']} recent messages",
+                variant,
             )
-        composed = self._composed(rec)
+        composed = self._composed(rec, variant)
         if composed.status is not MessageStatus.QUEUED:
             return composed
         rate = self._rate(rec["phone"])
@@ -171,6 +218,10 @@ class RunPlan:
                 self.tails.clear()
             field = self.text.field
             tail = self.tails[decided] = "\t".join([field(v) for v in self._tail(decided)])
+        composed = _composed_of(decided)
+        if composed is not None and composed.targets and self.link_plan is not None:
+            codes = self._codes(rec["phone"], composed.targets)
+            tail = links.fill(tail, self.link_plan.base_url, codes)
         return f"{self.run_id}\t{rec['id']}\t{rec['phone'].translate(_COPY_ESCAPES)}\t{tail}\n"
 
     def _tail(self, decided: Decided) -> tuple[Any, ...]:
@@ -191,10 +242,19 @@ class RunPlan:
                 None,
                 c.error_code,
                 c.error_detail,
+                c.variant,
             )
         if isinstance(decided[0], MessageStatus):  # skipped before rendering
-            status, code, detail = decided
-            return (*head, None, None, None, None, None, status.value, None, None, code, detail)
+            status, code, detail, variant = decided
+            return (
+                *(head + (None,) * 5),
+                status.value,
+                None,
+                None,
+                code,
+                detail,
+                variant,
+            )
         c, rate = decided[0], decided[1]
         if isinstance(rate, NoRateError):
             return (
@@ -209,6 +269,7 @@ class RunPlan:
                 None,
                 "no_price",
                 str(rate),
+                c.variant,
             )
         next_at, expires = self.timing.times(decided[2])
         return (
@@ -223,27 +284,31 @@ class RunPlan:
             expires,
             None,
             None,
+            c.variant,
         )
 
-    def _composed(self, rec: Mapping[str, Any]) -> Composed:
-        key = self._key(rec)
+    def _composed(self, rec: Mapping[str, Any], variant: str | None) -> Composed:
+        key = self._key(rec, variant)
         if key is None:
-            return self._compose(rec)
+            return self._compose(rec, variant)
         try:
             found = self.cache.get(key)
         except TypeError:  # an unhashable attribute value (a list, an object)
-            return self._compose(rec)
+            return self._compose(rec, variant)
         if found is None:
             if len(self.cache) >= RENDER_CACHE_SIZE:
                 self.cache.clear()
-            found = self.cache[key] = self._compose(rec)
+            found = self.cache[key] = self._compose(rec, variant)
         return found
 
-    def _key(self, rec: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    def _templates(self, variant: str | None) -> MessageTemplates:
+        return self.templates if variant is None else self.variant_templates[variant]
+
+    def _key(self, rec: Mapping[str, Any], variant: str | None) -> tuple[Any, ...] | None:
         if self.names is None:
             return None
         attributes = rec["attributes"] or {}
-        values: list[Any] = [self.templates.choose(rec["locale"])[0]]
+        values: list[Any] = [variant, self._templates(variant).choose(rec["locale"])[0]]
         for name in self.names:
             value = rec[name] if name in CONTACT_FIELDS else None
             if value is None:
@@ -251,21 +316,30 @@ class RunPlan:
             values.append(self.campaign.vars.get(name, _MISSING) if value is None else value)
         return tuple(values)
 
-    def _compose(self, rec: Mapping[str, Any]) -> Composed:
+    def _compose(self, rec: Mapping[str, Any], variant: str | None) -> Composed:
+        composed = self._compose_text(rec, variant)
+        return composed if variant is None else replace(composed, variant=variant)
+
+    def _compose_text(self, rec: Mapping[str, Any], variant: str | None) -> Composed:
         fields = {name: rec[name] for name in CONTACT_FIELDS}
         context = build_context(fields, rec["attributes"] or {}, self.campaign.vars)
         try:
-            rendered = self.templates.render(context, rec["locale"])
+            rendered = self._templates(variant).render(context, rec["locale"])
         except RenderError as exc:
             return Composed(
                 MessageStatus.RENDER_ERROR, error_code="render_error", error_detail=str(exc)
             )
+        text, saved = rendered.text, 0
+        targets: tuple[str, ...] = ()
+        if self.link_plan is not None:
+            shortened = self.link_plan.shorten(text, variant)
+            text, targets = shortened.text, shortened.targets
         try:
-            analysis = sms.analyze_for(rendered.text, self.campaign.message.encoding)
+            analysis = sms.analyze_for(text, self.campaign.message.encoding)
         except sms.NotGsmError as exc:
             return Composed(
                 MessageStatus.RENDER_ERROR,
-                rendered.text,
+                text,
                 rendered.locale_used,
                 error_code="not_gsm7",
                 error_detail=str(exc),
@@ -280,13 +354,18 @@ class RunPlan:
                 analysis.segments,
                 "too_long",
                 f"{analysis.segments} segments (max {limit})",
+                targets=targets,
             )
+        if targets:
+            saved = _segments(rendered.text, self.campaign.message.encoding) - analysis.segments
         return Composed(
             MessageStatus.QUEUED,
             analysis.text,
             rendered.locale_used,
             str(analysis.encoding),
             analysis.segments,
+            targets=targets,
+            saved=saved,
         )
 
     def _rate(self, phone: str) -> Decimal | NoRateError:
@@ -305,10 +384,32 @@ class RunPlan:
         return recipient_zone(rec["timezone"], rec["phone"], self.zone_name)
 
 
-def plan_run(run_id: int, campaign: Campaign, config: EngineConfig) -> RunPlan:
-    """Compile templates and prices for one run (once, not per recipient)."""
+def _segments(text: str, mode: sms.Mode) -> int:
+    try:
+        return sms.analyze_for(text, mode).segments
+    except sms.NotGsmError:
+        return 0
+
+
+def _composed_of(decided: Decided) -> Composed | None:
+    if isinstance(decided, Composed):
+        return decided
+    return decided[0] if isinstance(decided[0], Composed) else None
+
+
+def plan_run(
+    run_id: int,
+    campaign: Campaign,
+    config: EngineConfig,
+    *,
+    winner: str | None = None,
+    whole_audience: bool = False,
+) -> RunPlan:
+    """Compile templates and prices for one run (once, not per recipient); ``winner``: the
+    winning variant, for the expansion of the rest of the audience after a winner test;
+    ``whole_audience``: everyone by weight, test or not (previews and test sends)."""
     account = config.providers[campaign.provider]
-    return RunPlan(
+    plan = RunPlan(
         run_id=run_id,
         campaign=campaign,
         account=campaign.provider,
@@ -318,6 +419,15 @@ def plan_run(run_id: int, campaign: Campaign, config: EngineConfig) -> RunPlan:
         zone_name=campaign.schedule.timezone,
         names=template_names(campaign),
     )
+    plan.split = Split.of(campaign, winner)
+    if plan.split is not None and whole_audience:
+        plan.split = replace(plan.split, test_share=None, winner=None)
+    plan.variant_templates = {
+        v.name: compile_message(v)  # type: ignore[arg-type]  # same body and locales
+        for v in campaign.message.variants
+    }
+    plan.link_plan = links.LinkPlan.of(campaign, config.webhooks.public_url)
+    return plan
 
 
 def template_names(campaign: Campaign) -> tuple[str, ...] | None:
@@ -325,7 +435,10 @@ def template_names(campaign: Campaign) -> tuple[str, ...] | None:
 
     The ``random`` filter makes a render depend on more than its variables.
     """
-    sources = [campaign.message.body, *campaign.message.locales.values()]
+    message = campaign.message
+    sources = [message.body or "", *message.locales.values()]
+    for variant in message.variants:
+        sources += [variant.body, *variant.locales.values()]
     if any("random" in source for source in sources):
         return None
     return tuple(sorted(set().union(*(variables(source) for source in sources))))
@@ -333,34 +446,3 @@ def template_names(campaign: Campaign) -> tuple[str, ...] | None:
 
 class RunStopped(EngineError):
     """The run left 'expanding' (cancelled or paused) while it was being expanded."""
-
-
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-class CopyText:
-    """Values as PostgreSQL COPY text, each distinct value formatted once.
-
-    Most values of a run repeat (the rendered bodies, send times, costs), so formatting
-    through a bounded cache costs a dict lookup per field instead of asyncpg's binary
-    encoding of every value; :meth:`RunPlan._line` goes further and reuses whole tails of
-    rows.
-    """
-
-    def __init__(self, limit: int = 100_000) -> None:
-        self.cache: dict[Any, str] = {}
-        self.limit = limit
-
-    def field(self, value: Any) -> str:
-        """One value as COPY text (``\\N`` for NULL)."""
-        if value is None:
-            return "\\N"
-        if type(value) is int:
-            return str(value)
-        text = self.cache.get(value)
-        if text is None:
-            text = str(value).translate(_COPY_ESCAPES)
-            if len(self.cache) >= self.limit:
-                self.cache.clear()
-            self.cache[value] = text
-        return text

@@ -105,6 +105,8 @@ class PageData:
     timeline: Timeline | None = None
     histogram: tuple[tuple[str, int], ...] = ()
     failures: tuple[Reason, ...] = ()
+    #: more tables as (title, headers, rows of text): tracked links, A/B variants, winner
+    tables: tuple[tuple[str, tuple[str, ...], tuple[tuple[str, ...], ...]], ...] = ()
 
 
 def status_counts(outcome: Mapping[str, Any]) -> list[tuple[str, int]]:

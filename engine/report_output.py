@@ -78,7 +78,7 @@ def cell(column: str, value: Any) -> str:
     """One value as a text table shows it (rates as percentages, times in the local zone)."""
     if value is None:
         return "-"
-    if column in ("delivery_rate", "share"):
+    if column in ("delivery_rate", "share", "click_through_rate", "rate", "test_share"):
         return f"{value:.1%}"
     if isinstance(value, float):
         return f"{value:.2f}"

@@ -9,7 +9,8 @@ a few lines of inline JavaScript for tooltips. The charts are:
 - sends and receipts over time (messages accepted, delivered, read and failed per bucket,
   of seconds for a run of a minute, up to days for a long one);
 - the time-to-delivery distribution (a histogram on a roughly logarithmic scale);
-- failures by reason (status, provider code and account).
+- failures by reason (status, provider code and account);
+- for a run with tracked links or A/B variants, their tables (``PageData.tables``).
 
 Every text that comes from the database (campaign names, provider error details) is
 escaped: the daemon serves this page.
@@ -57,8 +58,20 @@ def _body(data: PageData) -> str:
         _section("Failures by reason", "failures", failures_svg(data.failures)),
         _section("Messages by status", "statuses", _status_table(data.statuses)),
         _section("Failure details", "details", _failure_table(data.failures)),
+        *(
+            _section(title, f"table-{n}", _text_table(headers, rows))
+            for n, (title, headers, rows) in enumerate(data.tables)
+        ),
     ]
     return "\n".join(sections)
+
+
+def _text_table(headers: tuple[str, ...], rows: tuple[tuple[str, ...], ...]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _section(title: str, ident: str, content: str) -> str:

@@ -30,7 +30,7 @@ from typing import Any
 
 import asyncpg
 
-from engine import report_page, untrusted
+from engine import link_reports, report_page, untrusted
 from engine.errors import EngineError
 from engine.queries import QUERIES
 from engine.report_charts import (
@@ -204,6 +204,7 @@ async def _run_report(conn: asyncpg.Connection, outcome: asyncpg.Record) -> Repo
             _statuses_table(outcome),
             _failures_table(failures, outcome["recipients"]),
             _latency_table(latency),
+            *await link_reports.run_tables(conn, run_id),  # tracked links, A/B variants
         ),
     )
 
@@ -338,7 +339,11 @@ async def _page_data(
         generated_at=now,
         summary=summary_figures(outcome),
         statuses=tuple(status_counts(outcome)),
-        funnel=funnel(outcome, accepted, read_receipts=has_read_receipts(channels, accepted)),
+        funnel=await link_reports.with_clicks(
+            conn,
+            run_id,
+            funnel(outcome, accepted, read_receipts=has_read_receipts(channels, accepted)),
+        ),
         timeline=await _timeline(conn, run_id),
         histogram=histogram({r["bin"]: r["messages"] for r in bins}),
         failures=tuple(
@@ -352,6 +357,7 @@ async def _page_data(
             )
             for r in failures
         ),
+        tables=await link_reports.page_tables(conn, run_id),
     )
 
 

@@ -42,8 +42,17 @@ from pydantic import (
     model_validator,
 )
 
-from engine import audiencefile, phones, templates
+from engine import audiencefile, phones
 from engine.sms import Mode
+from engine.spec_message import (
+    LinkSpec,
+    LocaleTag,
+    TemplateSource,
+    Variant,
+    Winner,
+    distinct_locales,
+    message_problems,
+)
 from engine.strict import Strict
 from engine.timing import (
     QuietHours,
@@ -171,7 +180,6 @@ def _e164(value: str, info: ValidationInfo) -> str:
 
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-_LOCALE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -189,21 +197,6 @@ def _provider(value: str, info: ValidationInfo) -> str:
     if accounts is not None and value not in accounts:
         known = ", ".join(sorted(accounts)) or "none"
         raise ValueError(f"unknown provider account {value!r} (engine.yaml has: {known})")
-    return value
-
-
-def _template(value: str) -> str:
-    if not value.strip():
-        raise ValueError("the message is empty")
-    problem = templates.check_syntax(value)
-    if problem is not None:
-        raise ValueError(problem)
-    return value
-
-
-def _locale_tag(value: str) -> str:
-    if not _LOCALE.fullmatch(value):
-        raise ValueError(f"{value!r} is not a locale (use e.g. es, pt-BR)")
     return value
 
 
@@ -258,8 +251,6 @@ CampaignRate = Annotated[
 ]
 Phone = Annotated[str, BeforeValidator(_quoted), AfterValidator(_e164)]
 GroupName = Annotated[str, Field(min_length=1)]
-TemplateSource = Annotated[str, AfterValidator(_template)]
-LocaleTag = Annotated[str, AfterValidator(_locale_tag)]
 VarName = Annotated[str, AfterValidator(_var_name)]
 Budget = Annotated[Decimal, AfterValidator(_non_negative)]
 
@@ -293,7 +284,11 @@ def _audience_problems(audience: Mapping[str, Any]) -> list[tuple[Loc, str]]:
     return [((), "no recipients: give at least one of groups, contacts or file")]
 
 
-CROSS_CHECKS = {"schedule": _schedule_problems, "audience": _audience_problems}
+CROSS_CHECKS = {
+    "schedule": _schedule_problems,
+    "audience": _audience_problems,
+    "message": message_problems,
+}
 
 
 def _raise_cross(problems: list[tuple[Loc, str]], info: ValidationInfo) -> None:
@@ -376,22 +371,32 @@ class Audience(Strict):
 
 
 class MessageSpec(Strict):
-    """The message: a body template, per-locale templates, encoding and length limit."""
+    """The message: a body template (or A/B variants), per-locale templates, encoding and
+    length limit; see :mod:`engine.spec_message` for variants and winner."""
 
-    body: TemplateSource
+    body: TemplateSource | None  # required (None only with variants: _variants_no_body)
     locales: dict[LocaleTag, TemplateSource] = Field(default_factory=dict)
     encoding: Mode = Mode.AUTO  # detected, forced, or transliterated to GSM-7 (smart)
     max_segments: int | None = Field(default=None, ge=1, le=255)
+    variants: list[Variant] = Field(default_factory=list)
+    winner: Winner | None = None
 
     @field_validator("locales")
     @classmethod
     def _distinct(cls, value: dict[str, str]) -> dict[str, str]:
-        seen: dict[str, str] = {}
-        for tag in value:
-            other = seen.setdefault(templates.normalise_locale(tag), tag)
-            if other != tag:
-                raise ValueError(f"locales {other!r} and {tag!r} are the same locale")
-        return value
+        return distinct_locales(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _variants_no_body(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("variants") and "body" not in data:
+            return {**data, "body": None}
+        return data
+
+    @model_validator(mode="after")
+    def _body_or_variants(self, info: ValidationInfo) -> MessageSpec:
+        _raise_cross(message_problems(self.model_dump()), info)
+        return self
 
 
 class Limits(Strict):
@@ -415,10 +420,26 @@ class Campaign(Strict):
     message: MessageSpec
     vars: Annotated[dict[VarName, JsonValue], BeforeValidator(_plain)] = Field(default_factory=dict)
     limits: Limits = Field(default_factory=Limits)
+    links: LinkSpec = Field(default_factory=LinkSpec)
+
+    @model_validator(mode="after")
+    def _clicks_tracked(self) -> Campaign:
+        winner = self.message.winner
+        if winner is not None and winner.by == "clicks" and not self.links.track:
+            raise ValueError("message.winner.by: clicks needs links.track: true")
+        return self
 
     def spec_json(self) -> dict[str, Any]:
-        """The campaign as JSON-able data (for the ``campaigns.spec`` jsonb column)."""
-        return self.model_dump(mode="json")
+        """The campaign as JSON-able data (for the ``campaigns.spec`` jsonb column).
+
+        The keys of tracked links and variants are left out while unused, so a campaign
+        applied before they existed keeps its hash (and ``apply`` stays idempotent)."""
+        data = self.model_dump(mode="json")
+        if not self.links.track and self.links == LinkSpec():
+            del data["links"]
+        if not self.message.variants and self.message.winner is None:
+            del data["message"]["variants"], data["message"]["winner"]
+        return data
 
     @classmethod
     def from_spec(cls, data: Mapping[str, Any]) -> Campaign:

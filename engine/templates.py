@@ -192,7 +192,7 @@ def compile_message(message: MessageSpec, limits: Limits = DEFAULT_LIMITS) -> Me
         normalise_locale(tag): (tag, env.from_string(source))
         for tag, source in message.locales.items()
     }
-    return MessageTemplates(env.from_string(message.body), locales, limits)
+    return MessageTemplates(env.from_string(message.body or ""), locales, limits)
 
 
 def variables(source: str) -> frozenset[str]:

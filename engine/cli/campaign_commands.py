@@ -86,6 +86,10 @@ def _print_preview(preview: campaigns.Preview) -> None:
     )
     if preview.budget is not None and preview.cost > preview.budget:
         print("  over budget: a run would not start")
+    if preview.saved_segments:
+        print(
+            f"short links saved {preview.saved_segments} segments ({preview.saved_credits} credits)"
+        )
     if preview.ucs2_messages:
         chars = ", ".join(f"{c!r} x{n}" for c, n in preview.ucs2_chars.most_common(10))
         print(f"UCS-2 messages: {preview.ucs2_messages}, because of {chars}")
@@ -218,8 +222,9 @@ def print_notable(preview: campaigns.Preview) -> None:
 
 def print_sample(sample: campaigns.Sample) -> None:
     """One rendered sample: who, locale, status, encoding, size and cost, then the text."""
+    label = f"{sample.variant} " * bool(sample.variant) + (sample.locale or "default")
     print(
-        f"{sample.phone}  [{sample.locale or 'default'}]  {sample.status}  "
+        f"{sample.phone}  [{label}]  {sample.status}  "
         f"{sample.encoding or '-'}  {sample.segments or 0} seg  {sample.cost or 0} credits"
     )
     shown = sample.text if sample.text is not None else sample.detail

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from engine.simulator import faults
+from engine.simulator.clicker import Clicker
 from engine.simulator.faults import Fault
 from engine.simulator.model import BadRequest, Rejection, SendItem, SimEvent, SimMessage, Stats
 from engine.simulator.poster import ReceiptPoster
@@ -37,6 +38,7 @@ class Simulator:
         self.credit = settings.credit_balance
         self.stopping = asyncio.Event()
         self.poster = ReceiptPoster(self)
+        self.clicker = Clicker(self.rng, self.stats)
         self._serials = itertools.count(1)
 
     def serial(self) -> int:
@@ -111,6 +113,8 @@ class Simulator:
         delay = rng.uniform(*settings.receipt_delay)
         now, wall = asyncio.get_running_loop().time(), datetime.now(UTC)
         message.settles_at = now + delay
+        if message.final == "delivered":
+            self.clicker.maybe_click(settings, message.body, delay)
         if not routes.posts_receipts or (settings.webhook_url is None and message.callback is None):
             return
         final = SimEvent(

@@ -33,6 +33,7 @@ class Stats:
     duplicates: int = 0  # repeats of an accepted message's key (``dedupes_references``)
     receipts_posted: int = 0
     receipts_dropped: int = 0
+    clicks: int = 0  # links of delivered messages followed (engine.simulator.clicker)
     per_number: Counter[str] = field(default_factory=Counter)
 
     def as_dict(self, numbers: bool = True) -> dict[str, Any]:

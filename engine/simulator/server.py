@@ -82,11 +82,13 @@ async def _receipts(app: web.Application) -> AsyncIterator[None]:
     sim = app[SIMULATOR]
     timeout = aiohttp.ClientTimeout(total=sim.settings.post_timeout)
     async with aiohttp.ClientSession(timeout=timeout) as session:
+        sim.clicker.session = session
         task = asyncio.create_task(
             sim.poster.run(session, list(app[FAMILIES].values())), name="sim-receipts"
         )
         yield
         task.cancel()
+        await sim.clicker.close()
         await asyncio.wait({task})
         if not task.cancelled() and task.exception() is not None:
             log.error("simulator receipt poster failed", exc_info=task.exception())

@@ -44,6 +44,8 @@ class FamilySettings(Strict):
     duplicates: float = Field(default=0.0, ge=0, le=1)  # final receipt posted twice
     out_of_order: float = Field(default=0.0, ge=0, le=1)  # final status before "sent"
     early_receipts: float = Field(default=0.0, ge=0, le=1)  # receipt before the response
+    clicks: float = Field(default=0.0, ge=0, le=1)  # delivered messages whose link is clicked
+    click_rates: dict[str, float] = Field(default_factory=dict)  # body text -> clicks share
 
     @model_validator(mode="after")
     def _ranges(self) -> FamilySettings:

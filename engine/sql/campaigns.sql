@@ -90,8 +90,9 @@ RETURNING id;
 -- name: insert_test_message
 INSERT INTO messages (run_id, contact_id, phone, channel, account, sender, body, locale,
                       encoding, segments, cost, status, next_attempt_at, expires_at,
-                      error_code, error_detail)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::message_status, $13, $14, $15, $16)
+                      error_code, error_detail, variant)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12::message_status, $13, $14, $15, $16,
+        $17)
 RETURNING id;
 
 -- name: contact_by_phone

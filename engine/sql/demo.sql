@@ -39,3 +39,10 @@ SELECT recipients, delivered + read AS delivered, accepted, cost,
 -- name: demo_stopped_by_reply
 -- Numbers opted out by a STOP reply (webhooks record the source as sms-reply:<account>).
 SELECT count(*) FROM suppressions WHERE source LIKE 'sms-reply:%';
+
+-- name: demo_waiting_for_winner
+-- Whether run $1 still has an A/B winner to choose, or the rest of its audience to
+-- expand (the progress goes on although every message so far is final).
+SELECT EXISTS (SELECT 1 FROM ab_tests WHERE run_id = $1 AND decided_at IS NULL)
+    OR EXISTS (SELECT 1 FROM campaign_runs
+                WHERE id = $1 AND status IN ('scheduled', 'expanding'));

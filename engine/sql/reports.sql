@@ -154,7 +154,8 @@ SELECT id FROM campaign_runs WHERE campaign_id = $1 ORDER BY scheduled_for, id;
 -- nothing is sorted). Columns are message_outcomes' in a reading order. The columns that
 -- carry text from outside the engine (a provider's codes, details and ids, a contact's
 -- locale) go through regexp_replace($2, $3): engine.untrusted's formula rule and prefix,
--- or an empty prefix for --raw.
+-- or an empty prefix for --raw. variant, first_clicked_at and clicks (by people, on the
+-- message's tracked links) come last (issue 22).
 SELECT campaign, run_id, run_kind, scheduled_for, message_id, contact_id, phone, phone_masked,
        channel, account, status,
        regexp_replace(error_code, $2, $3) AS error_code,
@@ -162,7 +163,7 @@ SELECT campaign, run_id, run_kind, scheduled_for, message_id, contact_id, phone,
        regexp_replace(provider_message_id, $2, $3) AS provider_message_id,
        regexp_replace(locale, $2, $3) AS locale,
        encoding, segments, cost, attempts, created_at, sent_at, delivered_at, read_at,
-       failed_at, delivery_seconds
+       failed_at, delivery_seconds, variant, first_clicked_at, clicks
   FROM message_outcomes
  WHERE run_id = ANY ($1::bigint[])
  ORDER BY run_id, phone;
@@ -176,7 +177,7 @@ SELECT campaign, run_id, run_kind, scheduled_for, message_id, contact_id, phone_
        regexp_replace(provider_message_id, $2, $3) AS provider_message_id,
        regexp_replace(locale, $2, $3) AS locale,
        encoding, segments, cost, attempts, created_at, sent_at, delivered_at, read_at,
-       failed_at, delivery_seconds
+       failed_at, delivery_seconds, variant, first_clicked_at, clicks
   FROM message_outcomes
  WHERE run_id = ANY ($1::bigint[])
  ORDER BY run_id, phone;

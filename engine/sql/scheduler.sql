@@ -69,6 +69,8 @@ WITH done AS (
                         WHERE m.run_id = r.id AND m.status IN ('sent', 'unknown')
                           AND coalesce(m.sent_at, m.updated_at) > now() - $1::interval
                           AND m.next_poll_at IS DISTINCT FROM 'infinity')
+       -- an A/B test whose winner is not chosen yet still has the rest to send
+       AND NOT EXISTS (SELECT 1 FROM ab_tests t WHERE t.run_id = r.id AND t.decided_at IS NULL)
        FOR UPDATE SKIP LOCKED
 ), tally AS (
     SELECT t.run_id, jsonb_object_agg(t.status, t.n) AS counts

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -74,6 +75,9 @@ def test_demo_from_an_empty_directory_leaves_nothing_behind(place: Path) -> None
     assert "  delivered " in outcome
     assert "  queued " not in outcome
     assert "opted out by STOP reply during the campaign: 1" in outcome
+    # the simulator clicked tracked links through the daemon's /l/{code}; a winner was sent
+    assert "tracked links" in outcome and "A/B variants" in outcome
+    assert re.search(r"A/B winner\nwinner +(plain|quick-start)\nby +clicks", outcome)
     assert "Nothing was left behind" in result.stdout
     assert list(cwd.iterdir()) == []
     # its temporary directory is gone (pgserver's shared lock file may stay, as it always does)

@@ -60,9 +60,12 @@ PURE: dict[str, tuple[set[str], set[str]]] = {
     "engine.message_rows": (
         {
             "engine.contact_fields",
+            "engine.copy_text",
+            "engine.links",
             "engine.pricing",
             "engine.sms",
             "engine.status",
+            "engine.variants",
             *_TEMPLATING,
             *_TIMED,
         },
@@ -74,12 +77,20 @@ PURE: dict[str, tuple[set[str], set[str]]] = {
         {
             "engine.audiencefile",
             "engine.sms",
+            "engine.spec_message",
             "engine.strict",
             "engine.values",
             *_TEMPLATING,
             *_TIMED,
         },
         {"regex", *_PYDANTIC, *_JINJA, *_TIMING_PACKAGES},
+    ),
+    "engine.links": (_TEMPLATING, _JINJA),
+    "engine.copy_text": (set(), set()),
+    "engine.variants": (set(), set()),
+    "engine.spec_message": (
+        {"engine.strict", "engine.values", *_TEMPLATING},
+        {*_PYDANTIC, *_JINJA},
     ),
     # not pure (it opens the CSV file it is given) but it loads no network or database part
     "engine.contacts_csv": (
