@@ -19,6 +19,7 @@ from engine import sms
 from engine.contact_fields import CONTACT_FIELDS
 from engine.errors import EngineError
 from engine.pricing import NoRateError, PriceTable
+from engine.routes import Router
 from engine.status import MessageStatus
 from engine.templates import (
     MessageTemplates,
@@ -105,6 +106,10 @@ class RunPlan:
     tails: dict[Decided, str] = field(default_factory=dict)
     text: CopyText = field(default_factory=lambda: CopyText())
     timing: SendTiming | None = None
+    #: the campaign's provider is a route: each recipient's account (and price) is the one
+    #: the route would choose now, every account up (engine.routes)
+    router: Router | None = None
+    route_prices: Mapping[str, PriceTable] = field(default_factory=dict)
 
     def decide(self, rec: Mapping[str, Any], timing: SendTiming, cap: int | None) -> Row | None:
         """The message row for one recipient (``COPY_COLUMNS``), or None when excluded."""
@@ -157,10 +162,31 @@ class RunPlan:
         composed = self._composed(rec)
         if composed.status is not MessageStatus.QUEUED:
             return composed
+        if self.router is not None:
+            return self._routed(rec, composed)
         rate = self._rate(rec["phone"])
         if isinstance(rate, NoRateError):
             return composed, rate
         return composed, rate, self._zone(rec)
+
+    def _routed(self, rec: Mapping[str, Any], composed: Composed) -> Decided:
+        """A route's recipient: ``(composed, rate, time zone, account)`` on the account
+        the route chooses (``(composed, NoRateError, account)`` when it has no price)."""
+        assert self.router is not None
+        account = self.router.choose(rec["phone"]) or self.account
+        prices = self.route_prices[account]
+        key = f"{account}\t{rec['phone'][: prices.longest_prefix + 1]}"
+        rate = self.rates.get(key)
+        if rate is None:
+            try:
+                rate = prices.rate_for(rec["phone"])
+            except NoRateError as exc:
+                rate = exc
+            if len(self.rates) < RENDER_CACHE_SIZE:
+                self.rates[key] = rate
+        if isinstance(rate, NoRateError):
+            return composed, rate, account
+        return composed, rate, self._zone(rec), account
 
     def _line(self, rec: Mapping[str, Any], decided: Decided) -> str:
         """Only the contact id and number differ between most rows of a run: the rest of
@@ -176,7 +202,10 @@ class RunPlan:
     def _tail(self, decided: Decided) -> tuple[Any, ...]:
         """The columns after ``phone`` for what ``_decided`` found."""
         assert self.timing is not None
-        head = (self.campaign.channel, self.account, self.sender)
+        account = self.account
+        if self.router and isinstance(decided, tuple) and isinstance(decided[0], Composed):
+            account = decided[-1]  # a route's recipient (``_routed``)
+        head = (self.campaign.channel, account, self.sender)
         if isinstance(decided, Composed):  # rendering failed or too long
             c = decided
             return (
@@ -307,16 +336,21 @@ class RunPlan:
 
 def plan_run(run_id: int, campaign: Campaign, config: EngineConfig) -> RunPlan:
     """Compile templates and prices for one run (once, not per recipient)."""
-    account = config.providers[campaign.provider]
+    router = config.router(campaign.provider)
+    # a route's rows name its first account until each recipient's is chosen
+    first = config.accounts_of(campaign.provider)[0]
+    account = config.providers[first]
     return RunPlan(
         run_id=run_id,
         campaign=campaign,
-        account=campaign.provider,
+        account=first,
         sender=campaign.sender or account.sender,
-        prices=config.price_table(campaign.provider),
+        prices=config.price_table(first),
         templates=compile_message(campaign.message),
         zone_name=campaign.schedule.timezone,
         names=template_names(campaign),
+        router=router,
+        route_prices={a: config.price_table(a) for a in router.accounts} if router else {},
     )
 
 
