@@ -7,8 +7,9 @@ for an expired or revoked credential) until ``{"family": ..., "valid": true}`` r
 ``{"family": ..., "credit": false}`` makes it answer 402 (insufficient credit) the same way
 until ``"credit": true``. ``{"family": ..., "up": false}`` is an outage: every endpoint
 of the family (its check included) answers 500 in its own error shape, taking nothing,
-until ``"up": true`` (routes fail over, and the account's probe brings it back). :meth:`AccountSwitch.set` is the same from Python (tests), via
-``RunningSimulator.app[ACCOUNTS]``. Both are off at start; the simulator's own routes
+until ``"up": true`` (routes fail over, and the account's probe brings it back).
+:meth:`AccountSwitch.set` is the same from Python (tests), via
+``RunningSimulator.app[ACCOUNTS]``. All are off at start; the simulator's own routes
 (``/sim/stats``, ``/sim/inbound``, this one) are never switched.
 
 The switch is an aiohttp middleware: it looks up which family registered the matched route,
