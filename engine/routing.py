@@ -14,6 +14,7 @@ was never handed over at all. A message whose outcome was ``unknown`` is never c
 again, so never sent through another account. A moved message keeps its one row: its
 ``account`` is rewritten before the request is made (one UPDATE per claimed batch, only
 for the messages that move), and ``tried_accounts`` lists every account it was handed to.
+A moved message's ``cost`` becomes its price on the new account (costs follow the route).
 A move of a message that had already been handed to another account counts in
 ``engine_reroutes_total{from,to}``.
 """
@@ -21,6 +22,7 @@ A move of a message that had already been handed to another account counts in
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 
 import asyncpg
 
@@ -28,6 +30,7 @@ from engine.accounts import AccountHealth
 from engine.config import EngineConfig
 from engine.metrics import Metrics
 from engine.pacing import AccountState
+from engine.pricing import NoRateError
 from engine.queries import QUERIES
 from engine.routes import Router
 
@@ -91,6 +94,7 @@ class Routing:
         groups: dict[str, list[asyncpg.Record]] = {}
         moved_ids: list[int] = []
         moved_to: list[str] = []
+        costs: list[Decimal | None] = []
         for row, account in zip(rows, chosen, strict=True):
             # nobody up (every account went down since the claim): it stays where it was,
             # and the send finds its account down and puts it back unsent
@@ -99,9 +103,20 @@ class Routing:
             if target != row["account"]:
                 moved_ids.append(row["id"])
                 moved_to.append(target)
+                costs.append(_cost(router, target, row))
                 if row["tried"] and self.metrics is not None:
                     self.metrics.reroutes.labels(row["account"], target).inc()
         if moved_ids:
             async with self.pool.acquire() as conn:
-                await conn.execute(QUERIES["move_messages"], moved_ids, moved_to, self.worker)
+                await conn.execute(
+                    QUERIES["move_messages"], moved_ids, moved_to, self.worker, costs
+                )
         return groups
+
+
+def _cost(router: Router, account: str, row: asyncpg.Record) -> Decimal | None:
+    """What the message costs on ``account`` (None: no price there, keep the estimate)."""
+    try:
+        return router.prices[account].cost(row["segments"] or 0, row["phone"])
+    except NoRateError:
+        return None

@@ -81,12 +81,13 @@ UPDATE messages m
  WHERE m.id = r.id AND m.worker = r.worker AND m.status = ANY (r.recordable);
 
 -- name: move_messages
--- A route chose another account for these claimed messages ($1 ids, $2 accounts) just
+-- A route chose another account for these claimed messages ($1 ids, $2 accounts, $4 their
+-- cost on it; NULL: that account has no price for the number, keep the estimate) just
 -- before sending them: record it first, so lease recovery and receipts see the account
 -- that may carry each one. Only this worker's ($3) messages still 'sending'.
 UPDATE messages m
-   SET account = u.account, updated_at = now()
-  FROM unnest($1::bigint[], $2::text[]) AS u(id, account)
+   SET account = u.account, cost = coalesce(u.cost, m.cost), updated_at = now()
+  FROM unnest($1::bigint[], $2::text[], $4::numeric[]) AS u(id, account, cost)
  WHERE m.id = u.id AND m.worker = $3 AND m.status = 'sending';
 
 -- name: recover_leases

@@ -12,13 +12,14 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
 
-from engine import campaigns
+from engine import campaigns, reports
 from engine.config import EngineConfig
 from engine.dispatcher import Dispatcher
 from engine.metrics import Metrics
@@ -118,7 +119,7 @@ async def until_final(dispatcher: Dispatcher, conn: asyncpg.Connection, run_id: 
 
 async def rows(conn: asyncpg.Connection, run_id: int) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT phone, status::text, account, tried_accounts, error_code FROM messages"
+        "SELECT phone, status::text, account, tried_accounts, error_code, cost FROM messages"
         " WHERE run_id = $1",
         run_id,
     )
@@ -137,7 +138,11 @@ async def test_priority_fails_over_when_the_first_account_refuses_then_answers_5
     sim_a, sim_b = await simulator(), await simulator()
     port_a = int(sim_a.url.rsplit(":", 1)[1])
     stats_a = sim_a.stats
-    config = route_config({"a": sim_a.url, "b": sim_b.url}, a={"concurrency": 1})
+    config = route_config(
+        {"a": sim_a.url, "b": sim_b.url},
+        a={"concurrency": 1, "pricing": {"default": "0.10"}},
+        b={"pricing": {"default": "0.25"}},
+    )
     phones = numbers(300)
     run_id = await setup(conn, pool, config, phones, "failover")
     # every message was estimated on the first account, the one the route chooses now
@@ -184,6 +189,17 @@ async def test_priority_fails_over_when_the_first_account_refuses_then_answers_5
     assert {tuple(r["tried_accounts"]) for r in final} <= {("a",), ("b",), ("a", "b")}
     assert metrics.reroutes.labels("a", "b")._value.get() == len(moved)
     assert metrics.account_up.labels("a")._value.get() == 0
+    # costs follow the route: each message costs what its carrier charges
+    assert {(r["account"], r["cost"]) for r in final} == {
+        ("a", Decimal("0.10")),
+        ("b", Decimal("0.25")),
+    }
+    report = await reports.runs_report(conn, "failover", run_id)
+    per_account = {r["account"]: r for r in report.table("accounts").dicts()}
+    assert per_account["a"]["accepted"] == sent_by_a
+    assert per_account["b"]["accepted"] == 300 - sent_by_a
+    assert per_account["b"]["rerouted"] == len(moved)
+    assert per_account["b"]["cost"] == (300 - sent_by_a) * Decimal("0.25")
 
 
 async def test_an_account_that_recovers_gets_its_traffic_back(
@@ -352,6 +368,10 @@ async def test_unknown_messages_are_never_rerouted(
     async with await simulator(timeouts=1.0, hang=3) as sim_a, await simulator() as sim_b:
         config = route_config(
             {"a": sim_a.url, "b": sim_b.url}, a={"timeout": "0.3s", "concurrency": 2}
+        )
+        # no probe during the test: the account stays down once its timeouts put it down
+        config = config.model_copy(
+            update={"health": config.health.model_copy(update={"cooloff": timedelta(hours=1)})}
         )
         phones = numbers(80)
         run_id = await setup(conn, pool, config, phones, "timeouts")
