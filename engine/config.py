@@ -210,7 +210,8 @@ def parse_config(path: Path, text: str, env: Mapping[str, str]) -> EngineConfig:
     except ValidationError as exc:
         raise ConfigError("\n".join(doc.validation_problems(exc))) from exc
     problems = secret_problems(doc) + [
-        doc.problem(loc, message)
+        # a route's own name is pointed at as a key, a listed account as a value
+        doc.problem(loc, message, key=len(loc) == 2)
         for loc, message in route_problems(config.routes, config.providers)
     ]
     if problems:

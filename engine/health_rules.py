@@ -21,7 +21,7 @@ Auth and credit refusals mark an account down at once, whatever these settings.
 Each daemon counts what it saw itself; the verdict is shared through the database. An
 account that no route names keeps the single-account behaviour: its provable failures
 are retried with backoff and then fail the message (only auth and credit pause it).
-Pure: no I/O.
+No I/O (it reads send results, so it loads the provider package).
 """
 
 from __future__ import annotations

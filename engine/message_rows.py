@@ -19,7 +19,6 @@ from engine import sms
 from engine.contact_fields import CONTACT_FIELDS
 from engine.errors import EngineError
 from engine.pricing import NoRateError, PriceTable
-from engine.routes import Router
 from engine.status import MessageStatus
 from engine.templates import (
     MessageTemplates,
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
     import asyncpg
 
     from engine.config import EngineConfig
+    from engine.routes import Router
     from engine.spec import Campaign
 
 COPY_COLUMNS = (
