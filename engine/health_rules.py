@@ -6,8 +6,8 @@ Every send result of an account behind a route is one observation
 - a *failure* is a result that proves the account is not taking messages now: a
   ``retry`` (connection refused or reset before the request was written, a connect
   timeout, a 5xx the provider documents as "nothing taken"), an ``unknown`` whose code is
-  a timeout (the message itself stays ``unknown``, never rerouted, but the account is
-  sick), and a 429 whose ``Retry-After`` is longer than ``retry_after_budget``;
+  a timeout or a 5xx (the message itself stays ``unknown``, never rerouted, but the
+  account is sick), and a 429 whose ``Retry-After`` is longer than ``retry_after_budget``;
 - a *success* is an accepted send, or a rejection (the provider answered: the message was
   at fault, not the account);
 - anything else (a 429 within budget, other ``unknown`` answers) is not counted.
@@ -60,7 +60,8 @@ def verdict(result: SendResult, budget: float) -> bool | None:
             return (result.retry_after or 0.0) > budget
         return True
     if result.outcome is Outcome.UNKNOWN:
-        return True if result.error_code in TIMEOUT_CODES else None
+        code = result.error_code or ""
+        return True if code in TIMEOUT_CODES or (code.isdigit() and code[0] == "5") else None
     return None  # ``account``: handled at once by engine.accounts
 
 

@@ -162,6 +162,16 @@ def test_the_failure_counter() -> None:
     for _ in range(3):
         assert tracker.observe([refused, refused, ok]) is None
     assert tracker.observe([refused]) is not None  # 7 of the last 10
+    # an ambiguous 5xx or timeout counts against the account (the message stays unknown)
+    sick = FailureTracker(HealthConfig(down_after=2))
+    assert sick.observe([SendResult.unknown("502", "bad gateway")]) is None
+    assert sick.observe([SendResult.unknown("timeout", "no answer in 10s")]) is not None
+    assert (
+        FailureTracker(HealthConfig(down_after=1)).observe(
+            [SendResult.unknown("connection_lost", "reset")]
+        )
+        is None
+    )
     # a rejection is the message's fault: the account answered
     assert (
         FailureTracker(HealthConfig(down_after=1)).observe(
