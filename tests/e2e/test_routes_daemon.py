@@ -108,3 +108,30 @@ async def test_a_route_fails_over_shows_it_and_recovers(
         assert set(backup.stats.per_number) == set(phones)
         assert max(backup.stats.per_number.values()) == 1
         assert main.stats.per_number == {}  # the outage took nothing
+
+
+async def test_preview_splits_a_cheapest_route_per_account(
+    conn: asyncpg.Connection,
+    use_database: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    account = "    type: simulator\n    webhook_secret: " + SECRET + "\n"
+    (tmp_path / "engine.yaml").write_text(
+        "providers:\n"
+        f"  zc-main:\n{account}    pricing: {{prefixes: {{'2782': 0.10, '2783': 0.50}}}}\n"
+        f"  zenvia-br:\n{account}    pricing: {{prefixes: {{'2782': 0.30, '2783': 0.20}}}}\n"
+        "routes:\n  za:\n    strategy: cheapest\n    accounts: [zc-main, zenvia-br]\n"
+    )
+    vodacom, mtn = numbers(3, prefix="+2782"), numbers(2, prefix="+2783")
+    await add_contacts(conn, [{"phone": p} for p in vodacom + mtn])
+    promo = write_campaign(tmp_path / "promo.yaml", provider="za")
+
+    code, out, err = await engine(capsys, "campaign", "preview", str(promo))
+    assert (code, err) == (0, "")
+    assert "estimated cost: 0.7 credits" in out
+    assert out.endswith(
+        "per account (route za, every account up):\n"
+        "  zc-main: 3 messages, 0.3 credits\n"
+        "  zenvia-br: 2 messages, 0.4 credits\n"
+    )
