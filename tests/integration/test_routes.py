@@ -107,10 +107,12 @@ async def until_final(dispatcher: Dispatcher, conn: asyncpg.Connection, run_id: 
     deadline = time.monotonic() + 60
     while True:
         await dispatcher.drain()
-        left = await conn.fetchval(
-            "SELECT count(*) FROM messages WHERE run_id = $1 AND status IN ('queued','sending')",
-            run_id,
-        )
+        async with dispatcher.pool.acquire() as own:  # two daemons may wait side by side
+            left = await own.fetchval(
+                "SELECT count(*) FROM messages WHERE run_id = $1"
+                " AND status IN ('queued','sending')",
+                run_id,
+            )
         if not left:
             return
         assert time.monotonic() < deadline, f"{left} messages still queued"
@@ -357,6 +359,29 @@ async def test_two_daemons_agree_on_an_accounts_health(
         assert Counter(r["account"] for r in await rows(conn, run2)) == {"b": 50}
         await first.stop(timedelta(seconds=1))
         await second.stop(timedelta(seconds=1))
+
+
+async def test_two_daemons_sending_at_once_fail_over_together(
+    conn: asyncpg.Connection, pool: asyncpg.Pool, session: aiohttp.ClientSession
+) -> None:
+    async with await simulator() as sim_a, await simulator() as sim_b:
+        sim_a.app[ACCOUNTS].set("simulator", up=False)
+        config = route_config({"a": sim_a.url, "b": sim_b.url}, a={"concurrency": 2})
+        config = config.model_copy(
+            update={"health": config.health.model_copy(update={"cooloff": timedelta(hours=1)})}
+        )
+        phones = numbers(200)
+        run_id = await setup(conn, pool, config, phones, "together")
+        daemons = [Dispatcher(pool, config, f"d{i}", adapters(config, session)) for i in (1, 2)]
+        await asyncio.gather(*(until_final(d, conn, run_id) for d in daemons))
+        for d in daemons:
+            await d.stop(timedelta(seconds=1))
+        assert all(d.health.is_down("a") for d in daemons)
+        # each daemon sent at most a few requests to the account before it was down
+        assert sim_a.stats.requests <= 2 * (HEALTH["down_after"] + 2)  # type: ignore[operator]
+        final = await rows(conn, run_id)
+        assert {(r["status"], r["account"]) for r in final} == {("sent", "b")}
+        assert once_each(phones, sim_a.stats, sim_b.stats)
 
 
 async def test_unknown_messages_are_never_rerouted(
