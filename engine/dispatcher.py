@@ -32,6 +32,12 @@ request cancelled before it started goes back to ``queued``, one cancelled in fl
 becomes ``unknown``. Leases of a dispatcher that died are recovered by any live one
 (:meth:`Dispatcher.recover_leases`).
 
+A run whose ``provider:`` is a route (:mod:`engine.routes`) has one lane too: it sends
+while any of the route's accounts is up, at the route's rate, and each claimed batch is
+split by account just before sending (:mod:`engine.routing`: a message moves only while it
+is ``queued`` again after a send that provably was not accepted, never after ``unknown``).
+The send results of an account behind a route feed its health (:mod:`engine.accounts`).
+
 This module is the lane and its claim-send loops; the parts it drives live beside it:
 :mod:`engine.send_results` (recording results in groups, the outcome → status table),
 :mod:`engine.brake` (the failure brake), :mod:`engine.pacing` (an account's rate,
