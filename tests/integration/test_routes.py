@@ -24,10 +24,13 @@ from engine.config import EngineConfig
 from engine.dispatcher import Dispatcher
 from engine.metrics import Metrics
 from engine.providers import adapter_for
-from engine.providers.base import Adapter, Outbound, SendResult
+from engine.providers.base import Adapter, Outbound, Receipt, SendResult
+from engine.receipts import ReceiptRows, store_receipts
+from engine.reconciler import Reconciler
 from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from engine.simulator.accounts import ACCOUNTS
 from engine.simulator.model import Stats
+from engine.status import MessageStatus as S
 from tests.integration.helpers import add_contacts, campaign, fire_and_expand, numbers
 
 HEALTH = {"down_after": 3, "cooloff": "0.2s", "cooloff_max": "1s"}
@@ -196,6 +199,32 @@ async def test_priority_fails_over_when_the_first_account_refuses_then_answers_5
         ("a", Decimal("0.10")),
         ("b", Decimal("0.25")),
     }
+    # receipts match only the account that carried the message
+    carried_by_b = await conn.fetchrow(
+        "SELECT id, provider_message_id FROM messages WHERE run_id = $1 AND account = 'b'"
+        " AND tried_accounts = '{a,b}' LIMIT 1",
+        run_id,
+    )
+    for account in ("a", "b"):
+        rows_ = ReceiptRows()
+        rows_.add(
+            account,
+            Receipt(carried_by_b["provider_message_id"], None, S.DELIVERED, "delivered"),
+        )
+        await store_receipts(conn, rows_, "webhook")
+    await Reconciler(pool, retry_after=timedelta(hours=1)).apply_pending()
+    matched = await conn.fetch(
+        "SELECT account, message_id, applied_at IS NOT NULL AS applied FROM receipts"
+        " ORDER BY account"
+    )
+    assert [(r["account"], r["message_id"], r["applied"]) for r in matched] == [
+        ("a", None, False),
+        ("b", carried_by_b["id"], True),
+    ]
+    assert (
+        await conn.fetchval("SELECT status::text FROM messages WHERE id = $1", carried_by_b["id"])
+        == "delivered"
+    )
     report = await reports.runs_report(conn, "failover", run_id)
     per_account = {r["account"]: r for r in report.table("accounts").dicts()}
     assert per_account["a"]["accepted"] == sent_by_a
