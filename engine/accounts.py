@@ -18,13 +18,21 @@ that succeeds marks it up, and every daemon resumes within a second.
 within ten minutes of coming back keeps its backoff, so a check that passes while sends
 still fail (credit, where the provider shows no balance) costs a batch per backoff step,
 not a batch per 30 s.
+
+Accounts behind a route (issue 21) also go down for *failing*: each daemon counts their
+send results (:mod:`engine.health_rules`: connection refused, 5xx before acceptance,
+timeouts, 429s beyond the Retry-After budget) and marks the account down, reason
+``failing``, after ``health.down_after`` failures in a row or ``health.failure_ratio`` of
+the last ``health.window`` sends. The probe is the same authenticated read, first after
+``health.cooloff``, doubling up to ``health.cooloff_max``; routes send through the other
+accounts meanwhile. Each change of health is one log line (the daemon that recorded it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +40,7 @@ import aiohttp
 import asyncpg
 
 from engine.errors import EngineError
+from engine.health_rules import FailureTracker, HealthConfig
 from engine.metrics import Metrics
 from engine.providers.base import Adapter, CheckFailed, SendResult
 from engine.queries import QUERIES
@@ -70,12 +79,20 @@ class AccountHealth:
         *,
         first: float = PROBE_FIRST,
         cap: float = PROBE_CAP,
+        rules: HealthConfig | None = None,
+        watched: Collection[str] = (),
     ) -> None:
         self.pool = pool
         self.adapters = adapters
         self.metrics = metrics
         self.first = first
         self.cap = cap
+        #: failure counters of the accounts behind a route (engine.health_rules)
+        self.trackers = {
+            account: FailureTracker(rules or HealthConfig())
+            for account in watched
+            if account in adapters
+        }
         self.down: dict[str, Down] = {}
         self._probes: dict[str, asyncio.Task[None]] = {}
 
@@ -83,12 +100,26 @@ class AccountHealth:
         """Whether nothing may be claimed or sent for ``account`` now."""
         return account in self.down
 
+    async def observe(self, account: str, results: list[SendResult]) -> None:
+        """Count one request's results of an account behind a route; mark it down, reason
+        ``failing``, when the rules say so."""
+        tracker = self.trackers.get(account)
+        if tracker is None or account in self.down:
+            return
+        why = tracker.observe(results)
+        if why is not None:
+            tracker.reset()
+            await self._mark_down(account, "failing", why)
+
     async def mark_down(self, account: str, result: SendResult) -> None:
         """A send said the account cannot send: record it for every daemon (once)."""
-        if account in self.down:
-            return
         reason = str(result.reason or "auth")
         detail = f"{result.error_code}: {result.error_detail or ''}".strip(": ")
+        await self._mark_down(account, reason, detail)
+
+    async def _mark_down(self, account: str, reason: str, detail: str) -> None:
+        if account in self.down:
+            return
         self._set(account, Down(reason, detail))
         async with self.pool.acquire() as conn:
             was_up = await conn.fetchval(
@@ -97,7 +128,8 @@ class AccountHealth:
             await conn.execute(QUERIES["notify_accounts"])
         if was_up:
             log.warning(
-                "account %s cannot send (%s: %s): paused, its messages stay queued",
+                "account %s cannot send (%s: %s): down, its messages stay queued"
+                " or go through another account of their route",
                 account,
                 reason,
                 detail,
@@ -116,7 +148,9 @@ class AccountHealth:
             if row["up"] and account in self.down:
                 del self.down[account]
                 self._gauge(account, 1)
-                log.info("account %s can send again", account, extra={"account": account})
+                if account in self.trackers:
+                    self.trackers[account].reset()
+                log.debug("account %s can send again", account, extra={"account": account})
             elif not row["up"]:
                 self._set(account, Down(row["reason"] or "auth", row["detail"]))
         for account in self.down:
@@ -159,7 +193,7 @@ class AccountHealth:
             async with self.pool.acquire() as conn:
                 await mark_up(conn, account)
             log.warning(
-                "account %s authenticates again (%s): resuming",
+                "account %s is up again (%s): resuming",
                 account,
                 said,
                 extra={"account": account},

@@ -349,6 +349,8 @@ class Preview:
     smart_saves: int = 0
     saved_segments: int = 0  # what tracked links' short URLs saved (engine.links)
     saved_credits: Decimal = Decimal(0)
+    #: messages to send and their cost per account (a route splits them: engine.routes)
+    by_account: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
 
     def add(self, row: Row, smart_already: bool) -> None:
         """Count one decided recipient."""
@@ -359,6 +361,8 @@ class Preview:
             return
         self.segments += row[9]
         self.cost += row[10]
+        sends, cost = self.by_account.get(row[4], (0, Decimal(0)))
+        self.by_account[row[4]] = (sends + 1, cost + row[10])
         if row[8] == str(sms.UCS2):
             self._ucs2(row[6], row[9], smart_already)
 

@@ -30,9 +30,11 @@ from pydantic import BeforeValidator, Field, SecretStr, ValidationError, field_v
 
 from engine import pg_settings, yamldoc
 from engine.errors import ConfigError
+from engine.health_rules import HealthConfig
 from engine.pricing import PriceTable
 from engine.providers import ACCOUNT_TYPES, AnyAccount, default_accounts
 from engine.providers.base import PricingTable
+from engine.routes import RouteConfig, Router, route_problems
 from engine.strict import Strict
 from engine.values import Duration
 from engine.yamldoc import yaml_error
@@ -96,6 +98,10 @@ class EngineConfig(Strict):
     default_region: str | None = None
     webhooks: WebhooksConfig = WebhooksConfig()
     providers: dict[str, Account] = Field(default_factory=_default_providers)
+    # several accounts under one name a campaign's provider: may use (engine.routes)
+    routes: dict[str, RouteConfig] = Field(default_factory=dict)
+    # when an account behind a route counts as failing (engine.health_rules)
+    health: HealthConfig = HealthConfig()
     # With no pricing section every segment costs one credit; a section replaces this.
     pricing: PricingTable = PricingTable(default=Decimal(1))
     misfire_grace: Duration = timedelta(hours=1)
@@ -115,6 +121,33 @@ class EngineConfig(Strict):
         return PriceTable.layered(
             PriceTable(own.prefixes, own.default) if own is not None else None,
             PriceTable(self.pricing.prefixes, self.pricing.default),
+        )
+
+    def provider_names(self) -> set[str]:
+        """What a campaign's ``provider:`` may name: an account or a route."""
+        return set(self.providers) | set(self.routes)
+
+    def accounts_of(self, provider: str) -> tuple[str, ...]:
+        """The accounts a campaign's ``provider:`` sends through (one, or a route's)."""
+        route = self.routes.get(provider)
+        return route.accounts if route is not None else (provider,)
+
+    def routed_accounts(self) -> set[str]:
+        """Accounts some route names (their health counts failures: engine.health_rules)."""
+        return {a for route in self.routes.values() for a in route.accounts}
+
+    def router(self, name: str, rates: Mapping[str, float] | None = None) -> Router | None:
+        """The chooser of route ``name`` (None: ``name`` is an account). ``rates``: each
+        account's messages per second, default its configured rate."""
+        route = self.routes.get(name)
+        if route is None:
+            return None
+        return Router(
+            name,
+            route.strategy,
+            route.accounts,
+            {a: self.price_table(a) for a in route.accounts},
+            {a: (rates or {}).get(a, self.providers[a].rate.per_second) for a in route.accounts},
         )
 
     @field_validator("postgres_settings", mode="before")
@@ -189,7 +222,11 @@ def parse_config(path: Path, text: str, env: Mapping[str, str]) -> EngineConfig:
         config = EngineConfig.model_validate(doc.data)
     except ValidationError as exc:
         raise ConfigError("\n".join(doc.validation_problems(exc))) from exc
-    problems = secret_problems(doc)
+    problems = secret_problems(doc) + [
+        # a route's own name is pointed at as a key, a listed account as a value
+        doc.problem(loc, message, key=len(loc) == 2)
+        for loc, message in route_problems(config.routes, config.providers)
+    ]
     if problems:
         raise ConfigError("\n".join(problems))
     return config

@@ -321,7 +321,7 @@ async def _apply_examples(
     conn: Any, config: EngineConfig, campaigns_dir: Path, say: Callable[[str], None]
 ) -> None:
     loaded, problems = campaign_loader.load_paths(
-        [campaigns_dir], accounts=set(config.providers), default_region=config.default_region
+        [campaigns_dir], accounts=config.provider_names(), default_region=config.default_region
     )
     for problem in problems:
         say(problem)

@@ -32,6 +32,12 @@ request cancelled before it started goes back to ``queued``, one cancelled in fl
 becomes ``unknown``. Leases of a dispatcher that died are recovered by any live one
 (:meth:`Dispatcher.recover_leases`).
 
+A run whose ``provider:`` is a route (:mod:`engine.routes`) has one lane too: it sends
+while any of the route's accounts is up, at the route's rate, and each claimed batch is
+split by account just before sending (:mod:`engine.routing`: a message moves only while it
+is ``queued`` again after a send that provably was not accepted, never after ``unknown``).
+The send results of an account behind a route feed its health (:mod:`engine.accounts`).
+
 This module is the lane and its claim-send loops; the parts it drives live beside it:
 :mod:`engine.send_results` (recording results in groups, the outcome → status table),
 :mod:`engine.brake` (the failure brake), :mod:`engine.pacing` (an account's rate,
@@ -62,6 +68,7 @@ from engine.pacing import AccountState
 from engine.providers.base import Adapter, Outbound, Outcome, SendResult
 from engine.queries import QUERIES
 from engine.redact import Redactor
+from engine.routing import Routing
 from engine.send_results import ACCOUNT_DOWN, Chunk, Held, Recorder, Results
 from engine.spec import Campaign
 from engine.status import MessageStatus
@@ -109,7 +116,16 @@ class Dispatcher:
         }
         self.redact = Redactor.of(adapters.values())
         self.recorder = Recorder(pool, worker, config.max_attempts, self.rng, self.redact)
-        self.health = AccountHealth(pool, adapters, metrics)
+        self.health = AccountHealth(
+            pool,
+            adapters,
+            metrics,
+            first=config.health.cooloff.total_seconds(),
+            cap=config.health.cooloff_max.total_seconds(),
+            rules=config.health,
+            watched=config.routed_accounts(),
+        )
+        self.routing = Routing(pool, config, self.accounts, self.health, worker, metrics)
         self._lanes: dict[int, asyncio.Task[int]] = {}
         self._metric_children: dict[str, tuple[Any, Any, dict[Outcome, Any]]] = {}
         self._wake = asyncio.Event()
@@ -139,11 +155,7 @@ class Dispatcher:
                 # outlive stop() unsupervised, claiming and sending after it returned
                 break
             task = self._lanes.get(run["id"])
-            if (
-                (task is None or task.done())
-                and run["account"] in self.accounts
-                and not self.health.is_down(run["account"])
-            ):
+            if (task is None or task.done()) and self.routing.live(run["account"]):
                 self._lanes[run["id"]] = asyncio.create_task(
                     self._lane(run["id"], Campaign.from_spec(run["spec"])), name=f"lane-{run['id']}"
                 )
@@ -209,7 +221,7 @@ class Dispatcher:
         apart), so the database round trips of one batch overlap the sending of another;
         together they still claim about one second of sending.
         """
-        account = self.accounts[campaign.provider]
+        provider = campaign.provider  # an account, or a route (engine.routing)
         own = campaign.limits.rate
         run_limiter = AsyncLimiter(own.per_second, 1) if own is not None else None
         brake = FailureBrake(self.pool, run_id, self.failure_window, self.failure_ratio)
@@ -218,12 +230,14 @@ class Dispatcher:
 
         async def loop() -> int:
             total = 0
-            while not (
-                self._stopping.is_set() or braked.is_set() or self.health.is_down(campaign.provider)
-            ):
-                rate = min(account.rate, own.per_second) if own is not None else account.rate
+            while not (self._stopping.is_set() or braked.is_set()):
+                live = self.routing.live(provider)
+                if not live:
+                    break
+                rate = self.routing.rate(provider, live)
+                rate = min(rate, own.per_second) if own is not None else rate
                 limit = ClaimBudget.for_rate(rate, MAX_CLAIM)
-                size = await budget.take(max(account.batch, limit // PIPELINE), limit)
+                size = await budget.take(max(self.routing.batch(live), limit // PIPELINE), limit)
                 try:
                     claimed = await self._claim(
                         run_id, size, campaign.schedule.quiet_hours is not None
@@ -231,7 +245,7 @@ class Dispatcher:
                     if not claimed:
                         break
                     total += len(claimed)
-                    rejected = await self._send_claimed(campaign, account, run_limiter, claimed)
+                    rejected = await self._send_claimed(campaign, live, run_limiter, claimed)
                 finally:
                     await asyncio.shield(budget.give(size))
                 if await brake.record(rejected):
@@ -251,7 +265,7 @@ class Dispatcher:
     async def _send_claimed(
         self,
         campaign: Campaign,
-        account: AccountState,
+        live: Sequence[str],
         run_limiter: AsyncLimiter | None,
         claimed: Sequence[asyncpg.Record],
     ) -> list[bool]:
@@ -260,18 +274,23 @@ class Dispatcher:
         timing = SendTiming(campaign, now)
         waiting = self._held(sending, timing, now)
         held = {row["id"] for row, _ in waiting}
-        chunks = [
-            Chunk(part)
-            for part in _split([r for r in sending if r["id"] not in held], account.batch)
-        ]
+        groups = await self.routing.assign(
+            campaign.provider, [r for r in sending if r["id"] not in held], live
+        )
+        chunks: list[Chunk] = []
         results = Results(self.recorder)
-        # a few workers pull chunks in turn: one task per request would have thousands of
-        # tasks wake and queue on the semaphore for every claimed batch
-        todo = iter(chunks)
-        tasks = [
-            asyncio.create_task(self._send_chunks(account, run_limiter, todo, results))
-            for _ in range(min(len(chunks), account.concurrency))
-        ]
+        tasks = []
+        for name, rows in groups.items():
+            account = self.accounts[name]
+            mine = [Chunk(part, name) for part in _split(rows, account.batch)]
+            chunks += mine
+            # a few workers per account pull its chunks in turn: one task per request
+            # would have thousands of tasks wake and queue on the semaphore
+            todo = iter(mine)
+            tasks += [
+                asyncio.create_task(self._send_chunks(account, run_limiter, todo, results))
+                for _ in range(min(len(mine), account.concurrency))
+            ]
         try:
             await asyncio.gather(*tasks)
         except BaseException as exc:
@@ -337,6 +356,8 @@ class Dispatcher:
         refused = next((r for r in chunk.results if r.outcome is Outcome.ACCOUNT), None)
         if refused is not None:
             await self.health.mark_down(name, refused)
+        else:
+            await self.health.observe(name, chunk.results)
 
     def _observe(
         self, account: str, waited: float, took: float, results: Sequence[SendResult]

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import asyncpg
 
     from engine.config import EngineConfig
+    from engine.routes import Router
     from engine.spec import Campaign
 
 COPY_COLUMNS = (
@@ -124,6 +125,10 @@ class RunPlan:
     #: segments and credits the short links saved over the rows decided (the preview's)
     saved_segments: int = 0
     saved_credits: Decimal = Decimal(0)
+    #: the campaign's provider is a route: each recipient's account (and price) is the one
+    #: the route would choose now, every account up (engine.routes)
+    router: Router | None = None
+    route_prices: Mapping[str, PriceTable] = field(default_factory=dict)
 
     def decide(self, rec: Mapping[str, Any], timing: SendTiming, cap: int | None) -> Row | None:
         """The message row for one recipient (``COPY_COLUMNS``), or None when excluded."""
@@ -204,10 +209,31 @@ class RunPlan:
         composed = self._composed(rec, variant)
         if composed.status is not MessageStatus.QUEUED:
             return composed
+        if self.router is not None:
+            return self._routed(rec, composed)
         rate = self._rate(rec["phone"])
         if isinstance(rate, NoRateError):
             return composed, rate
         return composed, rate, self._zone(rec)
+
+    def _routed(self, rec: Mapping[str, Any], composed: Composed) -> Decided:
+        """A route's recipient: ``(composed, rate, time zone, account)`` on the account
+        the route chooses (``(composed, NoRateError, account)`` when it has no price)."""
+        assert self.router is not None
+        account = self.router.choose(rec["phone"]) or self.account
+        prices = self.route_prices[account]
+        key = f"{account}\t{rec['phone'][: prices.longest_prefix + 1]}"
+        rate = self.rates.get(key)
+        if rate is None:
+            try:
+                rate = prices.rate_for(rec["phone"])
+            except NoRateError as exc:
+                rate = exc
+            if len(self.rates) < RENDER_CACHE_SIZE:
+                self.rates[key] = rate
+        if isinstance(rate, NoRateError):
+            return composed, rate, account
+        return composed, rate, self._zone(rec), account
 
     def _line(self, rec: Mapping[str, Any], decided: Decided) -> str:
         """Only the contact id and number differ between most rows of a run: the rest of
@@ -227,7 +253,10 @@ class RunPlan:
     def _tail(self, decided: Decided) -> tuple[Any, ...]:
         """The columns after ``phone`` for what ``_decided`` found."""
         assert self.timing is not None
-        head = (self.campaign.channel, self.account, self.sender)
+        account = self.account
+        if self.router and isinstance(decided, tuple) and isinstance(decided[0], Composed):
+            account = decided[-1]  # a route's recipient (``_routed``)
+        head = (self.campaign.channel, account, self.sender)
         if isinstance(decided, Composed):  # rendering failed or too long
             c = decided
             return (
@@ -408,16 +437,21 @@ def plan_run(
     """Compile templates and prices for one run (once, not per recipient); ``winner``: the
     winning variant, for the expansion of the rest of the audience after a winner test;
     ``whole_audience``: everyone by weight, test or not (previews and test sends)."""
-    account = config.providers[campaign.provider]
+    router = config.router(campaign.provider)
+    # a route's rows name its first account until each recipient's is chosen
+    first = config.accounts_of(campaign.provider)[0]
+    account = config.providers[first]
     plan = RunPlan(
         run_id=run_id,
         campaign=campaign,
-        account=campaign.provider,
+        account=first,
         sender=campaign.sender or account.sender,
-        prices=config.price_table(campaign.provider),
+        prices=config.price_table(first),
         templates=compile_message(campaign.message),
         zone_name=campaign.schedule.timezone,
         names=template_names(campaign),
+        router=router,
+        route_prices={a: config.price_table(a) for a in router.accounts} if router else {},
     )
     plan.split = Split.of(campaign, winner)
     if plan.split is not None and whole_audience:

@@ -78,8 +78,14 @@ class Metrics:
         )
         self.account_up = Gauge(
             "engine_account_up",
-            "1 if the account can send, 0 while it is paused (auth, credit)",
+            "1 if the account can send, 0 while it is down (auth, credit, failing)",
             ["account"],
+            registry=r,
+        )
+        self.reroutes = Counter(
+            "engine_reroutes",
+            "Messages a route moved to another account after a send that was not accepted",
+            ["from", "to"],
             registry=r,
         )
 

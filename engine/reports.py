@@ -189,6 +189,7 @@ async def _run_report(conn: asyncpg.Connection, outcome: asyncpg.Record) -> Repo
     run_id = outcome["run_id"]
     failures = await conn.fetch(QUERIES["report_failures"], run_id, FAILURES_LIMIT)
     latency = await conn.fetchrow(QUERIES["report_latency"], run_id)
+    accounts = await conn.fetch(QUERIES["report_accounts"], run_id)
     summary = Table(
         "run",
         "run",
@@ -204,6 +205,7 @@ async def _run_report(conn: asyncpg.Connection, outcome: asyncpg.Record) -> Repo
             _statuses_table(outcome),
             _failures_table(failures, outcome["recipients"]),
             _latency_table(latency),
+            _accounts_table(accounts),
             *await link_reports.run_tables(conn, run_id),  # tracked links, A/B variants
         ),
     )
@@ -237,6 +239,29 @@ def _failures_table(rows: Sequence[asyncpg.Record], recipients: int | None) -> T
             for r in rows
         ),
     )
+
+
+def _accounts_table(rows: Sequence[asyncpg.Record]) -> Table:
+    """Sends, outcomes and cost per account (a route's run uses several)."""
+    columns = ACCOUNT_COLUMNS
+    return Table(
+        "accounts", "by account", columns, tuple(tuple(r[c] for c in columns) for r in rows)
+    )
+
+
+#: the per-account table's columns (``report_accounts``)
+ACCOUNT_COLUMNS = (
+    "account",
+    "messages",
+    "accepted",
+    "delivered",
+    "undelivered",
+    "failed",
+    "unknown",
+    "pending",
+    "rerouted",
+    "cost",
+)
 
 
 def _latency_table(row: asyncpg.Record) -> Table:

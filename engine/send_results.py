@@ -48,6 +48,8 @@ class Chunk:
     """One request's worth of claimed messages and how far it got."""
 
     rows: list[asyncpg.Record]
+    #: the account the request goes to (a route's lane sends to several)
+    account: str | None = None
     started: bool = False
     results: list[SendResult] | None = None
     recorded: bool = False
@@ -77,7 +79,12 @@ class Recorder:
             batch.hold(row, until)
         if batch.ids:
             async with self.pool.acquire() as conn:
-                await conn.execute(QUERIES["record_results"], *batch.columns(), self.worker)
+                await conn.execute(
+                    QUERIES["record_results"],
+                    *batch.columns(),
+                    self.worker,
+                    batch.handed_column(),
+                )
         return batch.rejected
 
 
@@ -164,9 +171,12 @@ class _Batch:
     next_at: list[datetime | None] = field(default_factory=list)
     refunds: list[int] = field(default_factory=list)
     rejected: list[bool] = field(default_factory=list)
+    handed: list[bool] = field(default_factory=list)
 
     def add(self, row: asyncpg.Record, result: SendResult) -> None:
         """One send result."""
+        # handed to the provider (messages.tried_accounts): not when it never left
+        self.handed.append(result is not _NOT_STARTED and result is not ACCOUNT_DOWN)
         if result.outcome is Outcome.RETRY:
             self._retry(row, result)
             return
@@ -226,6 +236,7 @@ class _Batch:
 
     def hold(self, row: asyncpg.Record, until: datetime) -> None:
         """Back to the queue until the recipient's quiet hours end."""
+        self.handed.append(False)
         self._row(row["id"], MessageStatus.QUEUED, None, "quiet_hours", None, until, 1)
 
     def _row(
@@ -257,3 +268,7 @@ class _Batch:
             self.next_at,
             self.refunds,
         )
+
+    def handed_column(self) -> list[bool]:
+        """Which rows were handed to a provider (``record_results`` ``$9``)."""
+        return self.handed

@@ -24,7 +24,7 @@ from engine.untrusted import printable_lines
 def _load(ctx: Context, paths: Sequence[str]) -> list[tuple[Path, Campaign]]:
     loaded, problems = campaign_loader.load_paths(
         [Path(p) for p in paths],
-        accounts=set(ctx.config.providers),
+        accounts=ctx.config.provider_names(),
         default_region=ctx.config.default_region,
     )
     if problems:
@@ -36,7 +36,7 @@ async def campaign_validate(ctx: Context, args: argparse.Namespace) -> int:
     """Check campaign files; no database needed."""
     loaded, problems = campaign_loader.load_paths(
         [Path(p) for p in args.paths],
-        accounts=set(ctx.config.providers),
+        accounts=ctx.config.provider_names(),
         default_region=ctx.config.default_region,
     )
     for path, campaign in loaded:
@@ -69,6 +69,10 @@ async def campaign_preview(ctx: Context, args: argparse.Namespace) -> int:
             conn, campaign, ctx.config, limit=args.limit, skipped=args.skipped
         )
     _print_preview(preview)
+    if campaign.provider in ctx.config.routes:
+        print(f"per account (route {campaign.provider}, every account up):")
+        for account, (sends, cost) in sorted(preview.by_account.items()):
+            print(f"  {account}: {sends} messages, {cost} credits")
     return 0
 
 

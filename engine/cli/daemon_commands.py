@@ -96,6 +96,7 @@ async def status(ctx: Context, args: argparse.Namespace) -> int:
         ["account", "pending"], [(p["account"], p["pending"]) for p in now.pending_receipts]
     )
     _print_accounts(ctx, now.account_health)
+    _print_routes(ctx, now.account_health)
     await _print_balances(ctx)
     return 0
 
@@ -126,6 +127,25 @@ def _print_accounts(ctx: Context, health: Sequence[asyncpg.Record]) -> None:
     print_table(
         ["account", "state", "reason", "since", "next probe"],
         [_account_row(name, rows.get(name)) for name in ctx.config.providers],
+    )
+
+
+def _print_routes(ctx: Context, health: Sequence[asyncpg.Record]) -> None:
+    """Each route with its strategy and its accounts in order, the down ones marked."""
+    if not ctx.config.routes:
+        return
+    down = {r["account"] for r in health if not r["up"]}
+    print("\nroutes:")
+    print_table(
+        ["route", "strategy", "accounts"],
+        [
+            (
+                name,
+                route.strategy,
+                ", ".join(f"{a} (down)" if a in down else a for a in route.accounts),
+            )
+            for name, route in ctx.config.routes.items()
+        ],
     )
 
 

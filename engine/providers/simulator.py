@@ -8,6 +8,8 @@ that plays it (and every other provider) is the :mod:`engine.simulator` package.
   ``{error: {code, detail}}``; 429 carries ``Retry-After``
 - ``POST /sim/v1/messages/bulk`` ``{messages: [...]}`` →
   ``{results: [{id} | {error: {code, detail}}]}``, one per message, in order
+- 500 and 503 mean the simulated provider took nothing (its ``server_errors`` and its
+  outage switch): retryable, so routes may move such a message to another account
 - ``Authorization: Bearer <token>`` when the account has a token (optional)
 - ``GET /sim/v1/account`` → ``{status, credit}`` (the adapter's ``check``)
 - webhook: JSON ``{events: [{id, message_id, reference, status, code, detail, at}]}``
@@ -74,6 +76,8 @@ class SimulatorAdapter(Adapter[SimulatorAccount]):
     """Client of the simulator protocol."""
 
     account_model = SimulatorAccount
+    #: the simulator protocol documents its 5xx answers as "nothing taken"
+    retryable_statuses = frozenset({429, 500, 503})
 
     def __init__(
         self, name: str, account: SimulatorAccount, session: aiohttp.ClientSession

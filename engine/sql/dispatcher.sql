@@ -46,7 +46,7 @@ UPDATE messages m
   FROM decided d
  WHERE m.id = d.id
 RETURNING m.id, m.phone, m.body, m.sender, m.channel, m.encoding, m.segments, m.attempts,
-          m.status::text,
+          m.status::text, m.account, cardinality(m.tried_accounts) AS tried,
           CASE WHEN $5 THEN (SELECT c.timezone FROM contacts c WHERE c.id = m.contact_id) END
               AS timezone;
 
@@ -68,14 +68,27 @@ UPDATE messages m
        sent_at = CASE WHEN r.status = 'sent' THEN now() ELSE m.sent_at END,
        failed_at = CASE WHEN r.status = 'failed' THEN now() ELSE m.failed_at END,
        lease_until = NULL,
+       tried_accounts = CASE WHEN NOT r.handed OR m.account = ANY (m.tried_accounts)
+                             THEN m.tried_accounts
+                             ELSE m.tried_accounts || m.account END,
        updated_at = now()
   FROM (SELECT u.*, $8::text AS worker,
                '{sending,unknown}'::message_status[] AS recordable
           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-                      $6::timestamptz[], $7::int[])
-               AS u(id, status, provider_id, code, detail, next_at, refund)
+                      $6::timestamptz[], $7::int[], $9::bool[])
+               AS u(id, status, provider_id, code, detail, next_at, refund, handed)
         OFFSET 0) AS r
  WHERE m.id = r.id AND m.worker = r.worker AND m.status = ANY (r.recordable);
+
+-- name: move_messages
+-- A route chose another account for these claimed messages ($1 ids, $2 accounts, $4 their
+-- cost on it; NULL: that account has no price for the number, keep the estimate) just
+-- before sending them: record it first, so lease recovery and receipts see the account
+-- that may carry each one. Only this worker's ($3) messages still 'sending'.
+UPDATE messages m
+   SET account = u.account, cost = coalesce(u.cost, m.cost), updated_at = now()
+  FROM unnest($1::bigint[], $2::text[], $4::numeric[]) AS u(id, account, cost)
+ WHERE m.id = u.id AND m.worker = $3 AND m.status = 'sending';
 
 -- name: recover_leases
 -- Messages whose dispatcher stopped before recording the send: they may have been sent,

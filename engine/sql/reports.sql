@@ -181,3 +181,29 @@ SELECT campaign, run_id, run_kind, scheduled_for, message_id, contact_id, phone_
   FROM message_outcomes
  WHERE run_id = ANY ($1::bigint[])
  ORDER BY run_id, phone;
+
+-- name: report_accounts
+-- Run $1 by the account that carried each message (or last tried it, when none accepted
+-- it): messages to send (skip statuses left out), accepted, delivered, undelivered,
+-- failed, unknown, still pending, rerouted (handed to more than one account) and the cost
+-- of the accepted ones (what that provider bills; accepted as in campaign_outcomes: a
+-- sent_at, or an accepted status). One row per account.
+SELECT account,
+       count(*) AS messages,
+       count(*) FILTER (WHERE sent_at IS NOT NULL
+                           OR status IN ('sent', 'delivered', 'read', 'undelivered')) AS accepted,
+       count(*) FILTER (WHERE status IN ('delivered', 'read')) AS delivered,
+       count(*) FILTER (WHERE status = 'undelivered') AS undelivered,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       count(*) FILTER (WHERE status = 'unknown') AS unknown,
+       count(*) FILTER (WHERE status IN ('queued', 'sending')) AS pending,
+       count(*) FILTER (WHERE cardinality(tried_accounts) > 1) AS rerouted,
+       coalesce(sum(cost) FILTER (WHERE sent_at IS NOT NULL
+                                     OR status IN ('sent', 'delivered', 'read', 'undelivered')),
+                0) AS cost
+  FROM messages
+ WHERE run_id = $1
+   AND status NOT IN ('suppressed', 'invalid_number', 'duplicate', 'render_error', 'too_long',
+                      'frequency_capped')
+ GROUP BY account
+ ORDER BY account;

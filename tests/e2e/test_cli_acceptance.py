@@ -494,9 +494,9 @@ async def test_report_in_every_format(cli: Cli, project: Path, pool: asyncpg.Poo
         (r["campaign"], r["run_id"], r["recipients"], r["queued"], r["suppressed"]) for r in latest
     ] == [("promo", str(run_id), "3", "2", "1")]
     assert {"estimated_cost", "cost"} <= set(latest[0])
-    # a campaign with one run shows that run in detail: four tables
+    # a campaign with one run shows that run in detail: five tables
     detail = json.loads((await engine("report", "promo", "--format", "json")).out)
-    assert set(detail["tables"]) == {"run", "statuses", "failures", "latency"}
+    assert set(detail["tables"]) == {"run", "statuses", "failures", "latency", "accounts"}
     assert detail["tables"]["run"]["run_id"] == run_id
     assert {s["status"]: s["messages"] for s in detail["tables"]["statuses"]} == {
         "queued": 2,
@@ -504,7 +504,7 @@ async def test_report_in_every_format(cli: Cli, project: Path, pool: asyncpg.Poo
     }
     by_id = await engine("report", "--run", str(run_id), "--format", "csv")
     tables = by_id.out.strip("\n").split("\n\n")
-    assert len(tables) == 4 and tables[0].startswith("campaign_id,")
+    assert len(tables) == 5 and tables[0].startswith("campaign_id,")
     shown = (await engine("report", "promo", "--run", str(run_id))).out
     assert "messages by status" in shown and "cost of accepted messages" in shown
     page = await engine("report", "promo", "--html", "promo.html")

@@ -262,6 +262,7 @@ async def test_receipt_before_the_send_result_waits_for_it(
         [None, None],
         [0, 0],
         "w1",
+        [True, True],
     )
     assert await reconciler.apply_pending() == 2
     assert (await message(conn, by_ours))["status"] == "delivered"

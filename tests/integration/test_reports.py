@@ -517,7 +517,7 @@ async def test_report_of_a_campaign_with_one_run_is_that_runs_detail(
     conn: asyncpg.Connection, world: World
 ) -> None:
     report = await reports.runs_report(conn, "winter")
-    assert [t.name for t in report.tables] == ["run", "statuses", "failures", "latency"]
+    assert [t.name for t in report.tables] == ["run", "statuses", "failures", "latency", "accounts"]
     assert report.table("run").dicts()[0]["run_id"] == world.winter
     assert report.table("failures").rows == ()
 
@@ -547,7 +547,16 @@ async def test_render_table_csv_and_json(conn: asyncpg.Connection, world: World)
     assert row.index("300") == header.index("messages")  # aligned under its heading
 
     blocks = report_output.render(report, "csv").split("\n\n")
-    assert len(blocks) == 4
+    assert len(blocks) == 5
+    # sends, outcomes and cost per account, in the analyst's own arithmetic
+    per_account = {r["account"]: r for r in csv.DictReader(io.StringIO(blocks[4]))}
+    for account in {r["account"] for r in world.rows}:
+        mine = [r for r in world.rows if r["account"] == account]
+        accepted = [r for r in mine if is_accepted(r)]
+        assert int(per_account[account]["accepted"]) == len(accepted)
+        assert Decimal(per_account[account]["cost"]) == sum(
+            (r["cost"] for r in accepted), Decimal(0)
+        )
     summary = list(csv.DictReader(io.StringIO(blocks[0])))
     assert len(summary) == 1 and int(summary[0]["accepted"]) == expected["accepted"]
     assert Decimal(summary[0]["cost"]) == expected["cost"]

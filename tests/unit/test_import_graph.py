@@ -45,6 +45,7 @@ PURE: dict[str, tuple[set[str], set[str]]] = {
     "engine.contact_fields": (set(), set()),
     "engine.strict": (set(), _PYDANTIC),
     "engine.pricing": ({"engine.errors"}, set()),
+    "engine.routes": ({"engine.errors", "engine.pricing", "engine.strict"}, _PYDANTIC),
     "engine.sms": ({"engine.errors"}, {"regex"}),
     "engine.phones": ({"engine.errors"}, {"phonenumbers"}),
     "engine.template_limits": ({"engine.errors"}, set()),
