@@ -42,8 +42,9 @@ from engine import winner
 from engine.config import EngineConfig
 from engine.errors import EngineError
 from engine.links import rekey
-from engine.message_rows import COPY_COLUMNS, LINK_COLUMNS, RunPlan, RunStopped, plan_run
+from engine.message_rows import COPY_COLUMNS, LINK_COLUMNS, RunPlan, RunStopped
 from engine.queries import QUERIES
+from engine.run_plans import plan_run
 from engine.spec import Campaign, FrequencyCap
 from engine.status import MessageStatus, RunStatus
 from engine.timing import SendTiming, utcnow

@@ -26,8 +26,6 @@ from engine.templates import (
     MessageTemplates,
     RenderError,
     build_context,
-    compile_message,
-    variables,
 )
 from engine.timing import SendTiming, recipient_zone
 from engine.variants import LEFT_OUT, Split
@@ -35,7 +33,6 @@ from engine.variants import LEFT_OUT, Split
 if TYPE_CHECKING:
     import asyncpg
 
-    from engine.config import EngineConfig
     from engine.routes import Router
     from engine.spec import Campaign
 
@@ -424,58 +421,6 @@ def _composed_of(decided: Decided) -> Composed | None:
     if isinstance(decided, Composed):
         return decided
     return decided[0] if isinstance(decided[0], Composed) else None
-
-
-def plan_run(
-    run_id: int,
-    campaign: Campaign,
-    config: EngineConfig,
-    *,
-    winner: str | None = None,
-    whole_audience: bool = False,
-) -> RunPlan:
-    """Compile templates and prices for one run (once, not per recipient); ``winner``: the
-    winning variant, for the expansion of the rest of the audience after a winner test;
-    ``whole_audience``: everyone by weight, test or not (previews and test sends)."""
-    router = config.router(campaign.provider)
-    # a route's rows name its first account until each recipient's is chosen
-    first = config.accounts_of(campaign.provider)[0]
-    account = config.providers[first]
-    plan = RunPlan(
-        run_id=run_id,
-        campaign=campaign,
-        account=first,
-        sender=campaign.sender or account.sender,
-        prices=config.price_table(first),
-        templates=compile_message(campaign.message),
-        zone_name=campaign.schedule.timezone,
-        names=template_names(campaign),
-        router=router,
-        route_prices={a: config.price_table(a) for a in router.accounts} if router else {},
-    )
-    plan.split = Split.of(campaign, winner)
-    if plan.split is not None and whole_audience:
-        plan.split = replace(plan.split, test_share=None, winner=None)
-    plan.variant_templates = {
-        v.name: compile_message(v)  # type: ignore[arg-type]  # same body and locales
-        for v in campaign.message.variants
-    }
-    plan.link_plan = links.LinkPlan.of(campaign, config.webhooks.public_url)
-    return plan
-
-
-def template_names(campaign: Campaign) -> tuple[str, ...] | None:
-    """The variables a campaign's templates use, or None when rendering must not be cached.
-
-    The ``random`` filter makes a render depend on more than its variables.
-    """
-    message = campaign.message
-    sources = [message.body or "", *message.locales.values()]
-    for variant in message.variants:
-        sources += [variant.body, *variant.locales.values()]
-    if any("random" in source for source in sources):
-        return None
-    return tuple(sorted(set().union(*(variables(source) for source in sources))))
 
 
 class RunStopped(EngineError):

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engine import campaign_loader, campaigns, control, overview
+from engine.campaign_preview import Preview, Sample, preview_campaign
 from engine.cli import control_commands
 from engine.cli.confirm import confirm
 from engine.cli.context import Context, number
@@ -65,7 +66,7 @@ async def campaign_preview(ctx: Context, args: argparse.Namespace) -> int:
     """Render samples and totals for a campaign file against the database."""
     [(_, campaign)] = _load(ctx, [args.file])
     async with ctx.connection() as conn:
-        preview = await campaigns.preview_campaign(
+        preview = await preview_campaign(
             conn, campaign, ctx.config, limit=args.limit, skipped=args.skipped
         )
     _print_preview(preview)
@@ -76,7 +77,7 @@ async def campaign_preview(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_preview(preview: campaigns.Preview) -> None:
+def _print_preview(preview: Preview) -> None:
     for sample in preview.samples:
         print_sample(sample)
     queued = preview.statuses.get("queued", 0)
@@ -205,7 +206,7 @@ async def campaign_archive(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def print_notable(preview: campaigns.Preview) -> None:
+def print_notable(preview: Preview) -> None:
     """The preview's samples per locale and encoding, its longest message, and skips."""
     notable = preview.notable
     for title, samples in (
@@ -224,7 +225,7 @@ def print_notable(preview: campaigns.Preview) -> None:
             print(f"{sample.phone}  {sample.status}: {sample.detail or '-'}")
 
 
-def print_sample(sample: campaigns.Sample) -> None:
+def print_sample(sample: Sample) -> None:
     """One rendered sample: who, locale, status, encoding, size and cost, then the text."""
     label = f"{sample.variant} " * bool(sample.variant) + (sample.locale or "default")
     print(

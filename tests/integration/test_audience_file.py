@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from engine import campaigns
+from engine import campaign_preview, campaigns
 from engine.audiencefile import AudienceFileError
 from engine.campaign_loader import load_campaign
 from engine.config import EngineConfig
@@ -78,7 +78,7 @@ async def test_the_validated_file_is_imported(conn: asyncpg.Connection, tmp_path
     path = write_campaign(tmp_path / "campaigns")
     applied = await campaigns.apply_campaign(conn, load_campaign(path), path, CONFIG)
     assert applied.file_report is not None and applied.file_report.imported == 1
-    preview = await campaigns.preview_campaign(conn, load_campaign(path), CONFIG)
+    preview = await campaign_preview.preview_campaign(conn, load_campaign(path), CONFIG)
     assert preview.recipients == 1
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from engine import campaigns, scheduler
+from engine import campaign_preview, campaigns, scheduler
 from engine.campaign_loader import load_campaign
 from engine.campaigns import CampaignError
 from engine.config import EngineConfig
@@ -113,7 +113,7 @@ async def test_preview_counts_every_outcome_and_rolls_back(
     body = "Hi {{ first_name | default('there') }} — ready?"
     spec_ = campaign(message={"body": body, "max_segments": 2}, limits={"budget": 1})
     contacts_before = await conn.fetchval("SELECT count(*) FROM contacts")
-    preview = await campaigns.preview_campaign(conn, spec_, CONFIG, limit=2)
+    preview = await campaign_preview.preview_campaign(conn, spec_, CONFIG, limit=2)
     assert preview.recipients == 3
     assert dict(preview.statuses) == {"queued": 1, "suppressed": 1, "too_long": 1}
     assert preview.cost == Decimal(1)
@@ -130,7 +130,7 @@ async def test_preview_counts_every_outcome_and_rolls_back(
 async def test_preview_shows_what_smart_encoding_saves(conn: asyncpg.Connection) -> None:
     await add_contacts(conn, [{"phone": p} for p in numbers(2)])
     spec_ = campaign(message={"body": "“" + "a" * 100 + "”"})  # 102 units: 2 UCS-2 segments
-    preview = await campaigns.preview_campaign(conn, spec_, CONFIG)
+    preview = await campaign_preview.preview_campaign(conn, spec_, CONFIG)
     assert preview.segments == 4
     assert preview.smart_saves == 2
 

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from engine import campaigns, db, expander, message_rows, scheduler
+from engine import campaigns, db, expander, message_rows, run_plans, scheduler
 from engine.config import EngineConfig
 from engine.expander import Expander
 from engine.status import RunStatus
@@ -374,7 +374,7 @@ def test_copy_line_is_the_row_as_copy_text_for_every_kind_of_recipient() -> None
         message={"body": "Hi {{ first_name }}\t{{ tier }}", "max_segments": 1},
         schedule={"now": True, "quiet_hours": "21:00-08:00"},
     )
-    plan = message_rows.plan_run(7, spec, config)
+    plan = run_plans.plan_run(7, spec, config)
     timing = SendTiming(spec, datetime(2026, 1, 5, 12, tzinfo=UTC))
 
     def rec(i: int, phone: str, **fields: Any) -> dict[str, Any]:
@@ -480,7 +480,7 @@ async def test_a_batch_is_rendered_off_the_event_loop_and_stops_when_cancelled()
             return "spy"
 
     spec = campaign(message={"body": "Hi {{ spy }}"})
-    plan = message_rows.plan_run(7, spec, EngineConfig())
+    plan = run_plans.plan_run(7, spec, EngineConfig())
     timing = SendTiming(spec, datetime(2026, 1, 5, 12, tzinfo=UTC))
     records: Any = [
         {

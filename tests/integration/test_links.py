@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
-from engine import campaigns, link_reports, reports, scheduler, winner
+from engine import campaign_preview, campaigns, link_reports, reports, scheduler, winner
 from engine.config import EngineConfig
 from engine.expander import Expander
 from engine.link_redirect import ClickWriter, LinkRedirect
@@ -90,7 +90,7 @@ async def test_preview_shows_the_short_sample_and_what_shortening_saved(
     await add_contacts(conn, [{"phone": p} for p in numbers(4)])
     body = "Spring sale, 20% off everything in store and online today only. Shop: " + LONG
     spec = tracked(message={"body": body + " Reply STOP to opt out"})
-    preview = await campaigns.preview_campaign(conn, spec, CONFIG)
+    preview = await campaign_preview.preview_campaign(conn, spec, CONFIG)
     assert SHORT.search(preview.samples[0].text or "")
     assert preview.segments == 4
     assert preview.saved_segments == 4 and preview.saved_credits == 4

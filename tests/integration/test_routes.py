@@ -19,7 +19,7 @@ import aiohttp
 import asyncpg
 import pytest
 
-from engine import campaigns, reports
+from engine import campaign_preview, campaigns, reports
 from engine.config import EngineConfig
 from engine.dispatcher import Dispatcher
 from engine.metrics import Metrics
@@ -279,7 +279,7 @@ async def test_cheapest_picks_the_account_per_prefix(
         await add_contacts(conn, [{"phone": p} for p in vodacom + mtn], groups=["mix"])
         spec = campaign("mix", provider="main", audience={"groups": ["mix"]})
 
-        preview = await campaigns.preview_campaign(conn, spec, config)
+        preview = await campaign_preview.preview_campaign(conn, spec, config)
         assert preview.by_account == {
             "a": (30, 30 * campaigns.Decimal("0.10")),
             "b": (20, 20 * campaigns.Decimal("0.20")),
