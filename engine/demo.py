@@ -39,6 +39,7 @@ from engine import (
     campaigns,
     contacts_import,
     db,
+    demo_failover,
     link_reports,
     migrate,
     phones,
@@ -117,21 +118,14 @@ def write_contacts(path: Path, count: int, rng: random.Random) -> None:
             )
 
 
-def demo_settings(sim_url: str, port: int) -> dict[str, Any]:
-    """Simulator account, local listener, prices for the demo's countries."""
+def demo_settings(sim_url: str, port: int, backup_url: str) -> dict[str, Any]:
+    """Two simulator accounts behind the route ``simulator`` (engine.demo_failover), the
+    local listener, prices for the demo's countries."""
     return {
+        **demo_failover.route_settings(sim_url, backup_url, DEMO_SECRET),
         "data_dir": DATA_DIR,
         "default_region": "ZA",
         "webhooks": {"listen": f"127.0.0.1:{port}", "public_url": f"http://127.0.0.1:{port}"},
-        "providers": {
-            "simulator": {
-                "type": "simulator",
-                "base_url": sim_url,
-                "rate": 400,
-                "concurrency": 16,
-                "webhook_secret": DEMO_SECRET,
-            }
-        },
         "pricing": {
             "default": "1.0",
             "prefixes": {
@@ -146,9 +140,9 @@ def demo_settings(sim_url: str, port: int) -> dict[str, Any]:
     }
 
 
-def demo_config(workdir: Path, sim_url: str, port: int) -> EngineConfig:
+def demo_config(workdir: Path, sim_url: str, port: int, backup_url: str) -> EngineConfig:
     """The demo's configuration, written to ``workdir/engine.yaml`` for later commands."""
-    settings = demo_settings(sim_url, port)
+    settings = demo_settings(sim_url, port, backup_url)
     (workdir / "engine.yaml").write_text(
         f"{MARKER}\n{yaml.safe_dump(settings, sort_keys=False)}", encoding="utf-8"
     )
@@ -234,11 +228,43 @@ def _claim(where: Path) -> Path:
 
 async def _run(workdir: Path, campaigns_dir: Path, say: Callable[[str], None]) -> None:
     started = time.monotonic()
-    port, sim_port = free_port(), free_port()
-    sim_settings = SimulatorSettings(
-        seed=42,
+    port, sim_port, backup_port = free_port(), free_port(), free_port()
+    url = await _demo_database(workdir / DATA_DIR)
+    async with (
+        await serve(_sim_settings(port, demo_failover.PRIMARY), "127.0.0.1", sim_port) as sim,
+        await serve(_sim_settings(port, demo_failover.BACKUP), "127.0.0.1", backup_port) as b,
+    ):
+        config = demo_config(workdir, sim.url, port, b.url)
+        await _prepare(url, config, workdir, campaigns_dir, say)
+        stop = asyncio.Event()
+        daemon = Daemon(config, url, poll_interval=0.2)
+        running = asyncio.create_task(daemon.run(stop))
+        try:
+            run_id = await _await_run(url, running)
+            failing = asyncio.create_task(demo_failover.outage(url, sim, run_id, say))
+            await _stop_reply(url, sim, run_id, say)
+            await _progress(url, run_id, running, say)
+            await _complete(url, config)
+        finally:
+            stop.set()
+            await asyncio.gather(running, return_exceptions=True)
+            failing.cancel()
+        say(
+            f"the simulators received {sim.stats.accepted + b.stats.accepted} messages for "
+            f"{len(set(sim.stats.per_number) | set(b.stats.per_number))} numbers; most to one"
+            f" number: {demo_failover.most_to_one_number(sim.stats, b.stats)}"
+        )
+    await _outcome(url, run_id, say)
+    await demo_failover.carried(url, run_id, say)
+    say(f"\ndone in {time.monotonic() - started:.0f}s.")
+
+
+def _sim_settings(port: int, account: str) -> SimulatorSettings:
+    """One simulator standing in for one provider account (receipts to its webhook)."""
+    return SimulatorSettings(
+        seed=42 if account == demo_failover.PRIMARY else 43,
         default=FamilySettings(
-            webhook_url=f"http://127.0.0.1:{port}/webhooks/simulator",
+            webhook_url=f"http://127.0.0.1:{port}/webhooks/{account}",
             webhook_secret=DEMO_SECRET,
             latency=(0.002, 0.02),
             delivered=0.88,
@@ -251,28 +277,6 @@ async def _run(workdir: Path, campaigns_dir: Path, say: Callable[[str], None]) -
             click_rates={"1 min": 0.4},
         ),
     )
-    url = await _demo_database(workdir / DATA_DIR)
-    async with await serve(sim_settings, "127.0.0.1", sim_port) as sim:
-        config = demo_config(workdir, sim.url, port)
-        await _prepare(url, config, workdir, campaigns_dir, say)
-        stop = asyncio.Event()
-        daemon = Daemon(config, url, poll_interval=0.2)
-        running = asyncio.create_task(daemon.run(stop))
-        try:
-            run_id = await _await_run(url, running)
-            await _stop_reply(url, sim, run_id, say)
-            await _progress(url, run_id, running, say)
-            await _complete(url, config)
-        finally:
-            stop.set()
-            await asyncio.gather(running, return_exceptions=True)
-        most = max(sim.stats.per_number.values(), default=0)
-        say(
-            f"the simulator received {sim.stats.accepted} messages for "
-            f"{len(sim.stats.per_number)} numbers; most to one number: {most}"
-        )
-    await _outcome(url, run_id, say)
-    say(f"\ndone in {time.monotonic() - started:.0f}s.")
 
 
 def _printer(out: Any) -> Callable[[str], None]:

@@ -46,3 +46,7 @@ SELECT count(*) FROM suppressions WHERE source LIKE 'sms-reply:%';
 SELECT EXISTS (SELECT 1 FROM ab_tests WHERE run_id = $1 AND decided_at IS NULL)
     OR EXISTS (SELECT 1 FROM campaign_runs
                 WHERE id = $1 AND status IN ('scheduled', 'expanding'));
+
+-- name: demo_winner_decided
+-- Whether the run's A/B winner has been chosen (the rest of the audience is then sent).
+SELECT EXISTS (SELECT 1 FROM ab_tests WHERE run_id = $1 AND decided_at IS NOT NULL);

@@ -78,6 +78,11 @@ def test_demo_from_an_empty_directory_leaves_nothing_behind(place: Path) -> None
     # the simulator clicked tracked links through the daemon's /l/{code}; a winner was sent
     assert "tracked links" in outcome and "A/B variants" in outcome
     assert re.search(r"A/B winner\nwinner +(plain|quick-start)\nby +clicks", outcome)
+    # sim-a failed mid-run: its route sent the rest through sim-b, nobody got two messages
+    assert "sim-a is down" in result.stdout and "sim-a is back up" in result.stdout
+    assert "most to one number: 1\n" in result.stdout
+    carried = dict(re.findall(r"^  (sim-[ab]) +(\d+) sent,", outcome, re.M))
+    assert set(carried) == {"sim-a", "sim-b"} and all(int(n) > 0 for n in carried.values())
     assert "Nothing was left behind" in result.stdout
     assert list(cwd.iterdir()) == []
     # its temporary directory is gone (pgserver's shared lock file may stay, as it always does)
