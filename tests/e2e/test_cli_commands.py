@@ -366,6 +366,7 @@ def test_password_in_query_parameters_is_redacted(tmp_path: Path) -> None:
 # --- the embedded database ----------------------------------------------------------------
 
 
+@pytest.mark.embedded_only
 def test_embedded_database_created_now_is_named_and_refused_until_migrated(tmp_path: Path) -> None:
     pgdata = (tmp_path / ".engine" / "pgdata").resolve()
     try:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import asyncpg
+import pytest
 
 
 def engine(
@@ -58,6 +59,7 @@ def test_migrate_with_database_url(tmp_path: Path, empty_database_url: str) -> N
     assert engine("db", "url", cwd=tmp_path, env=env).stdout.strip() == empty_database_url
 
 
+@pytest.mark.embedded_only
 async def test_embedded_database_with_no_configuration(tmp_path: Path) -> None:
     migrated = engine("db", "migrate", cwd=tmp_path)
     assert migrated.returncode == 0, migrated.stderr
@@ -75,6 +77,7 @@ async def test_embedded_database_with_no_configuration(tmp_path: Path) -> None:
     assert stopped.stdout == "embedded PostgreSQL stopped\n"
 
 
+@pytest.mark.embedded_only
 async def test_embedded_server_is_sized_for_the_machine_and_takes_overrides(
     tmp_path: Path,
 ) -> None:

@@ -26,7 +26,8 @@ from engine.demo import PACKAGED_CAMPAIGNS
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow
+# engine demo always runs its own embedded PostgreSQL
+pytestmark = [pytest.mark.slow, pytest.mark.embedded_only]
 
 
 @pytest.fixture
