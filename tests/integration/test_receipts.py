@@ -8,12 +8,13 @@ through the simulator, the webhook server and the dispatcher over real HTTP.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import signal
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -836,10 +837,10 @@ SERVER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
-async def test_kill_9_after_2xx_loses_no_acknowledged_receipt(
-    conn: asyncpg.Connection, database_url: str
-) -> None:
+async def post_then_kill_9(database_url: str, events: Iterator[dict[str, str]]) -> list[str]:
+    """Post ``events`` (simulator receipts, one per call) from 16 clients to a webhook
+    server in a process of its own, kill -9 it once 500 calls were answered 200, and
+    return the ``message_id`` of every event acknowledged."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -848,51 +849,52 @@ async def test_kill_9_after_2xx_loses_no_acknowledged_receipt(
         cwd=REPO,
         stdout=asyncio.subprocess.PIPE,
     )
+    acknowledged: list[str] = []
+    enough = asyncio.Event()
     try:
         assert proc.stdout is not None
         port = int(await asyncio.wait_for(proc.stdout.readline(), 30))
         url = f"http://127.0.0.1:{port}/webhooks/sim"
-        acknowledged: list[str] = []
-        stop, enough = asyncio.Event(), asyncio.Event()
+        headers = {"X-Webhook-Secret": SECRET, "Content-Type": "application/json"}
 
-        async def client(session: aiohttp.ClientSession, n: int) -> None:
-            i = 0
-            while not stop.is_set():
-                event_id = f"c{n}-{i}"
-                body = orjson.dumps(
-                    {"events": [{"id": event_id, "message_id": event_id, "status": "delivered"}]}
-                )
+        async def client(session: aiohttp.ClientSession) -> None:
+            for event in events:
+                body = orjson.dumps({"events": [event]})
                 try:
-                    async with session.post(
-                        url,
-                        data=body,
-                        headers={"X-Webhook-Secret": SECRET, "Content-Type": "application/json"},
-                    ) as resp:
+                    async with session.post(url, data=body, headers=headers) as resp:
                         if resp.status == 200:
-                            acknowledged.append(event_id)
+                            acknowledged.append(event["message_id"])
                             if len(acknowledged) >= 500:
                                 enough.set()
                 except aiohttp.ClientError:
                     return  # the server is gone
-                i += 1
 
         async with aiohttp.ClientSession() as session:
-            clients = [asyncio.create_task(client(session, n)) for n in range(16)]
+            clients = [asyncio.create_task(client(session)) for _ in range(16)]
             await asyncio.wait_for(enough.wait(), 30)
             proc.send_signal(signal.SIGKILL)  # right after 2xx responses, mid-stream
             await proc.wait()
-            stop.set()
             await asyncio.gather(*clients)
-        stored = {
-            r["provider_event_id"]
-            for r in await conn.fetch("SELECT provider_event_id FROM receipts")
-        }
-        assert len(acknowledged) >= 500
-        assert set(acknowledged) <= stored
     finally:
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+    return acknowledged
+
+
+@pytest.mark.slow
+async def test_kill_9_after_2xx_loses_no_acknowledged_receipt(
+    conn: asyncpg.Connection, database_url: str
+) -> None:
+    unmatched = (
+        {"id": f"c{i}", "message_id": f"c{i}", "status": "delivered"} for i in itertools.count()
+    )
+    acknowledged = await post_then_kill_9(database_url, unmatched)
+    stored = {
+        r["provider_event_id"] for r in await conn.fetch("SELECT provider_event_id FROM receipts")
+    }
+    assert len(acknowledged) >= 500
+    assert set(acknowledged) <= stored
 
 
 @pytest.mark.slow
@@ -911,50 +913,10 @@ async def test_kill_9_mid_receipt_burst_loses_nothing_and_leaves_nothing_half_ap
         run_id,
         count,
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        SERVER,
-        env={**os.environ, "DATABASE_URL": database_url},
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
+    receipts = (
+        {"id": f"ev{i}", "message_id": f"k{i}", "status": "delivered"} for i in range(1, count + 1)
     )
-    try:
-        assert proc.stdout is not None
-        port = int(await asyncio.wait_for(proc.stdout.readline(), 30))
-        url = f"http://127.0.0.1:{port}/webhooks/sim"
-        acknowledged: list[str] = []
-        enough = asyncio.Event()
-        numbers_left = iter(range(1, count + 1))
-
-        async def client(session: aiohttp.ClientSession) -> None:
-            for i in numbers_left:
-                body = orjson.dumps(
-                    {"events": [{"id": f"ev{i}", "message_id": f"k{i}", "status": "delivered"}]}
-                )
-                try:
-                    async with session.post(
-                        url,
-                        data=body,
-                        headers={"X-Webhook-Secret": SECRET, "Content-Type": "application/json"},
-                    ) as resp:
-                        if resp.status == 200:
-                            acknowledged.append(f"k{i}")
-                            if len(acknowledged) >= 500:
-                                enough.set()
-                except aiohttp.ClientError:
-                    return  # the server is gone
-
-        async with aiohttp.ClientSession() as session:
-            clients = [asyncio.create_task(client(session)) for _ in range(16)]
-            await asyncio.wait_for(enough.wait(), 30)
-            proc.send_signal(signal.SIGKILL)  # mid-burst, right after 2xx responses
-            await proc.wait()
-            await asyncio.gather(*clients)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    acknowledged = await post_then_kill_9(database_url, receipts)
     delivered = {
         r["provider_message_id"]
         for r in await conn.fetch(
