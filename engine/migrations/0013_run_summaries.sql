@@ -35,69 +35,15 @@ CREATE TABLE run_summaries (
     p95_delivery_seconds     double precision
 );
 
--- the same columns as migration 0005's view, in the same order
-CREATE OR REPLACE VIEW campaign_outcomes AS
-SELECT c.id AS campaign_id,
-       c.name AS campaign,
-       r.id AS run_id,
-       r.kind,
-       r.status::text AS run_status,
-       r.scheduled_for,
-       r.started_at,
-       r.finished_at,
-       coalesce(r.recipients, n.total - n.duplicate) AS recipients,
-       n.queued, n.sending, n.sent, n.delivered, n.read, n.undelivered, n.failed, n.expired,
-       n.unknown, n.cancelled, n.suppressed, n.invalid_number,
-       -- duplicates have no message rows: the expander counts them on the run
-       coalesce((r.counts ->> 'duplicate')::bigint, n.duplicate) AS duplicate,
-       n.render_error, n.too_long, n.frequency_capped,
-       a.accepted,
-       round((n.delivered + n.read)::numeric / nullif(a.accepted, 0), 4) AS delivery_rate,
-       r.estimated_cost,
-       a.cost,
-       round(a.cost / nullif(n.delivered + n.read, 0), 4) AS cost_per_delivered,
-       a.latency[1] AS median_delivery_seconds,
-       a.latency[2] AS p95_delivery_seconds
-  FROM campaign_runs r
-  JOIN campaigns c ON c.id = r.campaign_id
- CROSS JOIN LATERAL (
-        SELECT coalesce(sum(t.n), 0)::bigint AS total,
-               coalesce(sum(t.n) FILTER (WHERE t.s = 'queued'), 0)::bigint AS queued,
-               coalesce(sum(t.n) FILTER (WHERE t.s = 'sending'), 0)::bigint AS sending,
-               coalesce(sum(t.n) FILTER (WHERE t.s = 'sent'), 0)::bigint AS sent,
-               coalesce(sum(t.n) FILTER (WHERE t.s = 'delivered'), 0)::bigint AS delivered,
-               coalesce(sum(t.n) FILTER (WHERE t.s = 'read'), 0)::bigint AS read,
-               coalesce(sum(t.n) FILTER (WHERE t.s = 'undelivered'), 0)::bigint AS undelivered,
-               coalesce(sum(t.n) FILTER (WHERE t.s = 'failed'), 0)::bigint AS failed,
-               coalesce(sum(t.n) FILTER (WHERE t.s = 'expired'), 0)::bigint AS expired,
-               coalesce(sum(t.n) FILTER (WHERE t.s = 'unknown'), 0)::bigint AS unknown,
-               coalesce(sum(t.n) FILTER (WHERE t.s = 'cancelled'), 0)::bigint AS cancelled,
-               coalesce(sum(t.n) FILTER (WHERE t.s = 'suppressed'), 0)::bigint AS suppressed,
-               coalesce(sum(t.n) FILTER (WHERE t.s = 'invalid_number'), 0)::bigint
-                   AS invalid_number,
-               coalesce(sum(t.n) FILTER (WHERE t.s = 'duplicate'), 0)::bigint AS duplicate,
-               coalesce(sum(t.n) FILTER (WHERE t.s = 'render_error'), 0)::bigint AS render_error,
-               coalesce(sum(t.n) FILTER (WHERE t.s = 'too_long'), 0)::bigint AS too_long,
-               coalesce(sum(t.n) FILTER (WHERE t.s = 'frequency_capped'), 0)::bigint
-                   AS frequency_capped
-          FROM (SELECT m.status AS s, count(*) AS n
-                  FROM messages m
-                 WHERE m.run_id = r.id
-                 GROUP BY m.status) t
-       ) n
- CROSS JOIN LATERAL (
-        SELECT count(*) AS accepted,
-               coalesce(sum(m.cost), 0) AS cost,
-               -- one sort for both percentiles; date_part is float8 (extract is numeric,
-               -- and slower to sort by a third)
-               percentile_cont('{0.5,0.95}'::float8[]) WITHIN GROUP (
-                   ORDER BY date_part('epoch', m.delivered_at - m.sent_at))
-                   FILTER (WHERE m.delivered_at IS NOT NULL AND m.sent_at IS NOT NULL)
-                   AS latency
-          FROM messages m
-         WHERE m.run_id = r.id
-           AND (m.sent_at IS NOT NULL OR m.status IN ('sent', 'delivered', 'read', 'undelivered'))
-       ) a
+-- Migration 0005's view keeps computing every run from its messages, under a new name;
+-- campaign_outcomes (the same columns, in the same order) reads a run from it until the
+-- run is pruned, and from run_summaries after.
+ALTER VIEW campaign_outcomes RENAME TO run_outcomes_from_messages;
+
+CREATE VIEW campaign_outcomes AS
+SELECT o.*
+  FROM run_outcomes_from_messages o
+  JOIN campaign_runs r ON r.id = o.run_id
  WHERE r.pruned_at IS NULL
 UNION ALL
 SELECT c.id, c.name, r.id, r.kind, r.status::text, r.scheduled_for, r.started_at,
@@ -111,3 +57,9 @@ SELECT c.id, c.name, r.id, r.kind, r.status::text, r.scheduled_for, r.started_at
   JOIN campaigns c ON c.id = r.campaign_id
   JOIN run_summaries s ON s.run_id = r.id
  WHERE r.pruned_at IS NOT NULL;
+
+COMMENT ON VIEW campaign_outcomes IS
+    'One row per campaign run: recipients, a count per message status, accepted messages, '
+    'delivery rate ((delivered + read) / accepted), cost of the accepted messages, cost per '
+    'delivered message, and the median and 95th percentile of seconds from send to delivery '
+    '(a pruned run''s as they stood when it was pruned)';

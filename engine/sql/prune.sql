@@ -10,7 +10,7 @@ SELECT r.id, r.pruned_at IS NOT NULL AS summarised
  ORDER BY coalesce(r.finished_at, r.updated_at), r.id;
 
 -- name: summarise_run
--- Keep what campaign_outcomes says of run $1, then mark it pruned: from then on the view
+-- Keep what campaign_outcomes says of run $1 (computed from its messages), then mark it pruned: from then on the view
 -- reads the run from run_summaries. One statement, so the two cannot part.
 WITH kept AS (
     INSERT INTO run_summaries
@@ -19,7 +19,7 @@ WITH kept AS (
            o.invalid_number, o.duplicate, o.render_error, o.too_long, o.frequency_capped,
            o.accepted, o.delivery_rate, o.cost, o.cost_per_delivered,
            o.median_delivery_seconds, o.p95_delivery_seconds
-      FROM campaign_outcomes o
+      FROM run_outcomes_from_messages o
      WHERE o.run_id = $1
     ON CONFLICT (run_id) DO NOTHING
     RETURNING run_id
