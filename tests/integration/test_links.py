@@ -169,6 +169,11 @@ async def test_redirect_404_head_and_bots_then_the_report_per_link(
         async with session.get(f"{url}/l/{missing}", allow_redirects=False) as response:
             assert response.status == 404
     await _wait_for(conn, "SELECT count(*) FROM link_clicks", 5)
+    # the flusher counts its batch once the INSERT has returned, a moment after the commit
+    for _ in range(400):
+        if served.clicks.written == 5:
+            break
+        await asyncio.sleep(0.025)
     exposition = generate_latest(registry).decode()
     assert 'engine_link_redirects_total{agent="human",status="302"} 4.0' in exposition
     assert 'engine_link_redirects_total{agent="human",status="404"} 3.0' in exposition
