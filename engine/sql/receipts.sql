@@ -240,32 +240,41 @@ RETURNING m.id, m.provider_message_id, c.poll;
 -- name: match_arrivals
 -- For receipts arriving in one batch (the writer's, before they are stored): each one's
 -- message, matched as due_receipts matches it (the provider's id, else our echoed id; same
--- account), locked in id order (as lock_messages, so writers and reconcilers queue up
--- rather than deadlock) with what the decision needs; and whether its provider event is
--- stored already (a retried webhook). ord is the receipt's place in the batch, from 1;
+-- account), with what the decision needs; and whether its provider event is stored
+-- already (a retried webhook). ord is the receipt's place in the batch, from 1;
 -- received_at is the transaction's now(), which the receipts' received_at will be.
+-- Only messages whose send is recorded are locked (in id order, as lock_messages, so
+-- writers and reconcilers queue up rather than deadlock): a receipt for a message still
+-- 'queued' or 'sending' (as this statement's snapshot sees it) cannot be applied yet and
+-- waits for the reconciler, so locking it would only make the dispatcher's
+-- record_results wait for this transaction. A locked message is re-read at its latest
+-- version (status only moves forward, so it stays out of 'queued' and 'sending').
 WITH matched AS (
-    SELECT u.ord, m.id,
+    SELECT u.ord, m.id, m.status, m.segments, m.provider_message_id,
            EXISTS (SELECT 1 FROM receipts r
                     WHERE u.event_id IS NOT NULL AND r.account = u.account
                       AND r.provider_event_id = u.event_id) AS seen
       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
            WITH ORDINALITY AS u(account, provider_id, message_id, event_id, ord)
       LEFT JOIN LATERAL (
-            (SELECT id FROM messages
+            (SELECT id, status, segments, provider_message_id FROM messages
               WHERE account = u.account AND provider_message_id = u.provider_id)
             UNION ALL
-            (SELECT id FROM messages WHERE id = u.message_id AND account = u.account)
+            (SELECT id, status, segments, provider_message_id FROM messages
+              WHERE id = u.message_id AND account = u.account)
             LIMIT 1
       ) m ON true
 ), locked AS (
-    SELECT id, status::text AS status, segments, provider_message_id
+    SELECT id, status, segments, provider_message_id
       FROM messages
-     WHERE id IN (SELECT id FROM matched)
+     WHERE id IN (SELECT id FROM matched WHERE status NOT IN ('queued', 'sending'))
      ORDER BY id
        FOR UPDATE
 )
-SELECT x.ord, x.seen, l.id AS message_id, l.status, l.segments, l.provider_message_id,
+SELECT x.ord, x.seen, coalesce(l.id, x.id) AS message_id,
+       coalesce(l.status, x.status)::text AS status,
+       coalesce(l.segments, x.segments) AS segments,
+       coalesce(l.provider_message_id, x.provider_message_id) AS provider_message_id,
        now() AS received_at
   FROM matched x LEFT JOIN locked l ON l.id = x.id
  ORDER BY x.ord;

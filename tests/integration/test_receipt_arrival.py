@@ -212,6 +212,35 @@ async def test_a_receipt_before_its_send_result_waits_for_the_reconciler(
     )
 
 
+async def test_a_receipt_never_waits_for_the_dispatcher_recording_its_send(
+    conn: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """The dispatcher's record_results holds a 'sending' message while a receipt for it
+    arrives: the arrival does not lock (so does not wait for) a message whose send is not
+    recorded; it stores the receipt for the reconciler and returns, holding nothing the
+    dispatcher needs. (With lock_timeout set, a wait would fail the call instead of
+    hanging the test.)"""
+    _, (mid,) = await make_run(conn, {"status": "sending", "provider_message_id": None})
+    rows = ReceiptRows()
+    rows.add("sim", Receipt("p-held", mid, S.DELIVERED, "DELIVERED"))
+    async with pool.acquire() as dispatcher, pool.acquire() as own:
+        await own.execute("SET lock_timeout = '2s'")
+        recording = dispatcher.transaction()
+        await recording.start()
+        await dispatcher.execute(
+            "UPDATE messages SET status = 'sent', provider_message_id = 'p-held',"
+            " sent_at = now() WHERE id = $1",
+            mid,
+        )
+        assert await store_and_apply(own, rows, "webhook") == 1
+        await recording.commit()
+    assert await conn.fetchval("SELECT outcome FROM receipts") == "waiting_for_send"
+    assert await Reconciler(pool).apply_pending() == 1
+    assert await conn.fetchval("SELECT status::text FROM messages WHERE id = $1", mid) == (
+        "delivered"
+    )
+
+
 async def test_a_deadlock_stores_the_batch_for_the_reconciler(
     conn: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
