@@ -6,10 +6,13 @@ so the writer (:mod:`engine.receipt_writer`) and the poller do it in the transac
 stores them, by the same rules (:mod:`engine.receipt_rules`, through the reconciler's
 :class:`~engine.reconciler.Batch`):
 
-1. ``match_arrivals``: each receipt's message (the provider's id, else our echoed id),
-   locked in id order (the reconciler's order, so the two queue up rather than deadlock)
+1. ``match_arrivals``: each receipt's message (the provider's id, else our echoed id)
    with its status, and whether the receipt's event is stored already (a retried webhook:
-   skipped, as the INSERT would);
+   skipped, as the INSERT would). Messages whose send result is recorded are locked in id
+   order (the reconciler's order, so the two queue up rather than deadlock); one still
+   ``queued`` or ``sending`` is not: its receipts wait for the reconciler whatever
+   happens, and locking it would make the dispatcher's ``record_results`` wait for this
+   transaction;
 2. the batch decided; one ``apply_receipts`` for the messages that change;
 3. ``insert_decided_receipts``: every receipt inserted once, settled with its outcome, or
    pending for the reconciler when it cannot be applied yet (its message is not sent, or
@@ -17,9 +20,10 @@ stores them, by the same rules (:mod:`engine.receipt_rules`, through the reconci
 
 Within one transaction, with the messages locked, nothing can move them between the
 decision and the update, so the receipt is durable, and its effect applied, before the
-webhook is answered 2xx. Should the transaction meet a deadlock (the dispatcher records a
-send result on the same message in another order), the batch is stored pending instead,
-as before this module: the reconciler applies it within a second.
+webhook is answered 2xx. Should the transaction meet a deadlock (another transaction
+holds one of its messages and wants another, e.g. the dispatcher recording a late result
+on an ``unknown`` message), the batch is stored pending instead, as before this module:
+the reconciler applies it within a second.
 """
 
 from __future__ import annotations
