@@ -24,8 +24,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import asyncpg
 import psutil
@@ -37,6 +39,8 @@ from engine.queries import QUERIES
 from engine.receipt_arrival import store_and_apply
 from engine.receipts import ReceiptRows
 from engine.status import MessageStatus
+
+T = TypeVar("T")
 
 QUEUE = """
 INSERT INTO campaigns (name, spec, spec_hash) VALUES ('statements', '{}', 'h');
@@ -58,7 +62,7 @@ class Cost:
     wall: float = 0.0
     cpu: float = 0.0
     wal: int = 0
-    calls: int = field(default=0)
+    calls: int = 0
 
 
 class Meter:
@@ -75,9 +79,9 @@ class Meter:
         times = self.backend.cpu_times()
         return float(times.user + times.system)
 
-    async def measure(self, name: str, work: object) -> object:
+    async def measure(self, name: str, work: Awaitable[T]) -> T:
         wal, cpu, started = await self.wal(), self.cpu(), time.perf_counter()
-        result = await work  # type: ignore[misc]
+        result = await work
         wall = time.perf_counter() - started
         cost = self.costs.setdefault(name, Cost())
         cost.wall += wall
@@ -125,7 +129,7 @@ async def run(args: argparse.Namespace) -> None:
                 "claim",
                 conn.fetch(QUERIES["claim_messages"], run_id, args.batch, "w1", lease, False),
             )
-            ids = [row["id"] for row in claimed]  # type: ignore[attr-defined]
+            ids = [row["id"] for row in claimed]
             if not ids:
                 break
             n = len(ids)
