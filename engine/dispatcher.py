@@ -130,6 +130,8 @@ class Dispatcher:
         self._metric_children: dict[str, tuple[Any, Any, dict[Outcome, Any]]] = {}
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        #: claims on their way (see _claim): stop() waits for them
+        self._claims: set[asyncio.Future[list[asyncpg.Record]]] = set()
 
     def _rate(self, account: str) -> float:
         return self.config.providers[account].rate.per_second * self.share(account)
@@ -210,6 +212,8 @@ class Dispatcher:
         for task in pending:
             task.cancel()
         await asyncio.gather(*lanes, return_exceptions=True)
+        while self._claims:  # claims a cancelled lane left on their way
+            await asyncio.gather(*list(self._claims), return_exceptions=True)
         self._lanes.clear()
 
     # --- one run ----------------------------------------------------------------------
@@ -255,6 +259,28 @@ class Dispatcher:
         return sum(await asyncio.gather(*(loop() for _ in range(PIPELINE))))
 
     async def _claim(self, run_id: int, size: int, quiet_hours: bool) -> list[asyncpg.Record]:
+        """Claim a batch, in a task of its own that a stop does not cancel (stop() waits for
+        it instead). A claim that gets its answer after stop() was called puts the messages
+        it claimed back in the queue: none of them started. Cancelling the statement
+        instead could leave messages claimed by a statement the server had committed, which
+        lease recovery would later call ``unknown`` though nothing was sent."""
+        claim = asyncio.ensure_future(self._claim_unless_stopped(run_id, size, quiet_hours))
+        self._claims.add(claim)
+        claim.add_done_callback(self._claims.discard)
+        return await asyncio.shield(claim)
+
+    async def _claim_unless_stopped(
+        self, run_id: int, size: int, quiet_hours: bool
+    ) -> list[asyncpg.Record]:
+        rows = await self._claim_rows(run_id, size, quiet_hours)
+        if not self._stopping.is_set():
+            return rows
+        unstarted = [r for r in rows if r["status"] == MessageStatus.SENDING.value]
+        if unstarted:
+            await Results(self.recorder).settle([Chunk(unstarted)], [], cancelled=True)
+        return []
+
+    async def _claim_rows(self, run_id: int, size: int, quiet_hours: bool) -> list[asyncpg.Record]:
         lease_until = utcnow() + self.lease
         async with self.pool.acquire() as conn:
             rows: list[asyncpg.Record] = await conn.fetch(

@@ -8,16 +8,19 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
 
+from engine import db
 from engine.config import EngineConfig
 from engine.dispatcher import PIPELINE, Dispatcher
 from engine.providers import adapter_for
 from engine.providers.base import Adapter, Outbound, SendResult
 from engine.simulator import FamilySettings, RunningSimulator, SimulatorSettings, serve
 from tests.integration.helpers import add_contacts, campaign, fire_and_expand, numbers, statuses
+from tests.net import HoldingProxy
 
 
 async def simulator(**family: Any) -> RunningSimulator:
@@ -328,6 +331,49 @@ async def test_stop_finishes_or_settles_in_flight_sends(
         got = {(r["status"], r["error_code"], r["attempts"]): r["count"] for r in counts}
         assert got == {("unknown", "shutdown", 1): 2, ("queued", None, 0): 4}
         assert sim.stats.requests == 2  # the two in flight reached the provider
+
+
+async def test_a_stop_while_the_claim_is_on_its_way_puts_the_claimed_back(
+    conn: asyncpg.Connection, database_url: str, session: aiohttp.ClientSession
+) -> None:
+    """The claim has committed on the server but its answer has not reached the
+    dispatcher when a stop cancels the lane: what it claimed never started, so it goes
+    back to the queue (not left 'sending' for lease recovery to call 'unknown')."""
+    target = urlsplit(database_url)
+    # The proxy holds the replies once the worker's name goes by: it is first sent as a
+    # parameter of the claim's execution (the statement is prepared before, without it),
+    # so the claim runs and commits on the server while its answer waits.
+    worker = "held-claimer"
+    async with (
+        await simulator() as sim,
+        HoldingProxy(target.hostname or "127.0.0.1", target.port or 5432, worker.encode()) as proxy,
+    ):
+        proxied = urlunsplit(target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.listen}"))
+        async with db.pool(proxied, min_size=1, max_size=4) as pool:
+            config = config_for(sim, concurrency=2, rate=1000)
+            run_id, _ = await setup_run(conn, pool, config, 6)
+            dispatcher = Dispatcher(pool, config, worker, adapters(config, session))
+            running = asyncio.create_task(dispatcher.run())
+            for _ in range(400):  # until the claim has committed, its answer held
+                if await conn.fetchval("SELECT count(*) FROM messages WHERE status = 'sending'"):
+                    break
+                await asyncio.sleep(0.025)
+            lanes = list(dispatcher._lanes.values())
+            assert lanes and proxy.held
+            stopping = asyncio.create_task(dispatcher.stop(timedelta(0)))
+            for _ in range(400):  # until stop has cancelled the lanes
+                if all(lane.cancelling() or lane.done() for lane in lanes):
+                    break
+                await asyncio.sleep(0.01)
+            proxy.release()
+            await stopping
+            await running
+    got = await conn.fetch(
+        "SELECT status::text, attempts, count(*) FROM messages WHERE run_id = $1 GROUP BY 1, 2",
+        run_id,
+    )
+    assert [tuple(r) for r in got] == [("queued", 0, 6)]
+    assert sim.stats.requests == 0
 
 
 async def test_quiet_hours_at_send_time_hold_the_message(
