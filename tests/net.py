@@ -4,6 +4,7 @@ proxy that holds a server's replies."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 
@@ -21,6 +22,8 @@ class HoldingProxy:
     waits, which is how a test puts a cancellation between the two."""
 
     def __init__(self, host: str, port: int, marker: bytes) -> None:
+        """``host`` may be a directory: the server's Unix socket there (an embedded
+        server's URL names it with ``?host=``)."""
         self.host, self.port, self.marker = host, port, marker
         self.released = asyncio.Event()
         self.held = 0  # connections whose replies are being held
@@ -44,7 +47,12 @@ class HoldingProxy:
         self.released.set()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self.port)
+        if self.host.startswith("/"):
+            upstream_reader, upstream_writer = await asyncio.open_unix_connection(
+                f"{self.host}/.s.PGSQL.{self.port}"
+            )
+        else:
+            upstream_reader, upstream_writer = await asyncio.open_connection(self.host, self.port)
         marked = asyncio.Event()
 
         async def up() -> None:
@@ -70,3 +78,7 @@ class HoldingProxy:
             await asyncio.gather(*pair, return_exceptions=True)
         finally:
             self._tasks.difference_update(pair)
+            for stream in (writer, upstream_writer):
+                stream.close()
+                with contextlib.suppress(OSError, asyncio.CancelledError):
+                    await stream.wait_closed()

@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
@@ -340,15 +340,19 @@ async def test_a_stop_while_the_claim_is_on_its_way_puts_the_claimed_back(
     dispatcher when a stop cancels the lane: what it claimed never started, so it goes
     back to the queue (not left 'sending' for lease recovery to call 'unknown')."""
     target = urlsplit(database_url)
+    # an embedded server's URL names its Unix socket directory (?host=); the proxy goes there
+    host = parse_qs(target.query).get("host", [target.hostname or "127.0.0.1"])[0]
     # The proxy holds the replies once the worker's name goes by: it is first sent as a
     # parameter of the claim's execution (the statement is prepared before, without it),
     # so the claim runs and commits on the server while its answer waits.
     worker = "held-claimer"
     async with (
         await simulator() as sim,
-        HoldingProxy(target.hostname or "127.0.0.1", target.port or 5432, worker.encode()) as proxy,
+        HoldingProxy(host, target.port or 5432, worker.encode()) as proxy,
     ):
-        proxied = urlunsplit(target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.listen}"))
+        proxied = urlunsplit(
+            target._replace(netloc=f"{target.username}@127.0.0.1:{proxy.listen}", query="")
+        )
         async with db.pool(proxied, min_size=1, max_size=4) as pool:
             config = config_for(sim, concurrency=2, rate=1000)
             run_id, _ = await setup_run(conn, pool, config, 6)
