@@ -80,6 +80,9 @@ log = logging.getLogger(__name__)
 MAX_CLAIM = 5000
 #: claim-send-record loops per run, so one batch's database work overlaps another's sends
 PIPELINE = 3
+#: seconds a stop waits for claims on their way before cancelling them (what a cancelled
+#: claim had claimed, if the server committed it, becomes ``unknown`` by lease recovery)
+CLAIM_PATIENCE = 10.0
 
 
 class Dispatcher:
@@ -212,8 +215,12 @@ class Dispatcher:
         for task in pending:
             task.cancel()
         await asyncio.gather(*lanes, return_exceptions=True)
-        while self._claims:  # claims a cancelled lane left on their way
-            await asyncio.gather(*list(self._claims), return_exceptions=True)
+        if self._claims:  # claims a cancelled lane left on their way: a database that
+            # does not answer at all must not hold the stop for ever
+            _, stuck = await asyncio.wait(set(self._claims), timeout=CLAIM_PATIENCE)
+            for claim in stuck:
+                claim.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
         self._lanes.clear()
 
     # --- one run ----------------------------------------------------------------------
