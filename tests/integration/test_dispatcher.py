@@ -358,10 +358,12 @@ async def test_a_stop_while_the_claim_is_on_its_way_puts_the_claimed_back(
             run_id, _ = await setup_run(conn, pool, config, 6)
             dispatcher = Dispatcher(pool, config, worker, adapters(config, session))
             running = asyncio.create_task(dispatcher.run())
-            for _ in range(400):  # until the claim has committed, its answer held
-                if await conn.fetchval("SELECT count(*) FROM messages WHERE status = 'sending'"):
+            committed = "SELECT count(*) FROM messages WHERE status = 'sending'"
+            for _ in range(400):  # until the claims have committed, their answers held
+                if await conn.fetchval(committed) == 6:
                     break
                 await asyncio.sleep(0.025)
+            assert await conn.fetchval(committed) == 6, "the claims committed, answers held"
             lanes = list(dispatcher._lanes.values())
             assert lanes and proxy.held
             stopping = asyncio.create_task(dispatcher.stop(timedelta(0)))
