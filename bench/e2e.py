@@ -42,6 +42,7 @@ import psutil
 from bare_pipeline import bare_pipeline
 from common import SECRET, Simulator, free_port, fresh_database
 from dispatch import raw_limit
+from pgcpu import ServerCpu
 
 from engine import campaigns, contacts_import, db
 from engine.config import EngineConfig
@@ -128,19 +129,20 @@ async def copy_limit(url: str, n: int) -> float:
 
 @dataclass
 class Usage:
-    """CPU seconds and peak memory of the daemon, and CPU seconds of PostgreSQL and of the
-    simulator (the provider's stand-in shares the machine, so its share is reported too)."""
+    """CPU seconds and peak memory of the daemon, and CPU seconds of PostgreSQL (split by
+    kind of process, :mod:`pgcpu`) and of the simulator (the provider's stand-in shares the
+    machine, so its share is reported too)."""
 
     simulator_pid: int
+    server: ServerCpu
     daemon_cpu: float = 0.0
     daemon_peak_mib: float = 0.0
     postgres_cpu: float = 0.0
+    postgres_split: dict[str, float] = field(default_factory=dict)
     simulator_cpu: float = 0.0
-    start_pg: dict[int, float] = field(default_factory=dict)
     start_simulator: float = 0.0
 
     def __post_init__(self) -> None:
-        self.start_pg = self.postgres()
         self.start_simulator = self.cpu(self.simulator_pid)
 
     @staticmethod
@@ -151,18 +153,6 @@ class Usage:
             return 0.0
         return float(times.user + times.system)
 
-    @staticmethod
-    def postgres() -> dict[int, float]:
-        found = {}
-        for proc in psutil.process_iter(["name"]):
-            if proc.info["name"] == "postgres":
-                try:
-                    times = proc.cpu_times()
-                    found[proc.pid] = times.user + times.system
-                except psutil.Error:
-                    continue
-        return found
-
     def sample(self, pid: int) -> None:
         try:
             self.daemon_cpu = self.cpu(pid) or self.daemon_cpu
@@ -172,8 +162,9 @@ class Usage:
                 self.daemon_peak_mib = int(hwm[0].split()[1]) / 1024
         except OSError:
             return
-        now = self.postgres()
-        self.postgres_cpu = sum(cpu - self.start_pg.get(p, 0.0) for p, cpu in now.items())
+        self.server.sample()
+        self.postgres_split = self.server.by_kind()
+        self.postgres_cpu = sum(self.postgres_split.values())
         self.simulator_cpu = self.cpu(self.simulator_pid) - self.start_simulator
 
 
@@ -239,7 +230,7 @@ async def engine_run(
                 },
             }
         )
-        usage = Usage(sim.proc.pid)
+        usage = Usage(sim.proc.pid, ServerCpu(conn.get_server_pid()))
         wall = time.perf_counter()
         await campaigns.apply_campaign(conn, spec, config_path, config)
         daemon = await asyncio.create_subprocess_exec(
@@ -357,6 +348,10 @@ def show(f: dict[str, Any]) -> bool:
         f"CPU per message: daemon {u.daemon_cpu * per:.2f} ms, PostgreSQL"
         f" {u.postgres_cpu * per:.2f} ms, simulator {u.simulator_cpu * per:.2f} ms"
         f" ({os.cpu_count()} cores)"
+    )
+    print(
+        "PostgreSQL CPU per message by process: "
+        + ", ".join(f"{kind} {s * per:.3f} ms" for kind, s in u.postgres_split.items())
     )
     print(f"final statuses: {f['counts']}")
     print(f"simulator accepted {f['accepted']:,}; most messages to one number: {f['most']}")
