@@ -8,22 +8,30 @@ stores them, by the same rules (:mod:`engine.receipt_rules`, through the reconci
 
 1. ``match_arrivals``: each receipt's message (the provider's id, else our echoed id)
    with its status, and whether the receipt's event is stored already (a retried webhook:
-   skipped, as the INSERT would). Messages whose send result is recorded are locked in id
-   order (the reconciler's order, so the two queue up rather than deadlock); one still
-   ``queued`` or ``sending`` is not: its receipts wait for the reconciler whatever
-   happens, and locking it would make the dispatcher's ``record_results`` wait for this
-   transaction;
-2. the batch decided; one ``apply_receipts`` for the messages that change;
+   skipped, as the INSERT would). The messages are read, not locked: most receipts change
+   nothing (a ``sent`` receipt for a message already ``sent``), and a row lock would cost
+   each of them a write. The exception is a message reported on per part, which is
+   locked (in id order) before its earlier parts are read, once its send is recorded;
+2. the batch decided; one ``apply_receipts`` for the messages that change, in id order
+   (the order the reconciler locks in, so the two queue up rather than deadlock), each
+   only while it is still in the status it was decided from;
 3. ``insert_decided_receipts``: every receipt inserted once, settled with its outcome, or
    pending for the reconciler when it cannot be applied yet (its message is not sent, or
-   not found) — the reconciler only ever sees those.
+   not found, or moved between the read and the update) — the reconciler only ever sees
+   those.
 
-Within one transaction, with the messages locked, nothing can move them between the
-decision and the update, so the receipt is durable, and its effect applied, before the
-webhook is answered 2xx. Should the transaction meet a deadlock (another transaction
-holds one of its messages and wants another, e.g. the dispatcher recording a late result
-on an ``unknown`` message), the batch is stored pending instead, as before this module:
-the reconciler applies it within a second.
+The UPDATE locks each row it changes and, where another transaction changed the row
+meanwhile, re-reads it and applies nothing unless it is still in the decided-from status:
+a decision is never applied to a message it was not made on, and a receipt whose message
+moved is decided again by the reconciler, on the message as it then is, within a second.
+The receipt is durable, and its effect applied (or left to the reconciler), before the
+webhook is answered 2xx. A message whose send is not recorded yet (``queued``,
+``sending``) is never locked: its receipts wait for the reconciler whatever happens, and
+a lock would make the dispatcher's ``record_results`` wait for this transaction. Should
+the transaction meet a deadlock (another transaction holds one of its messages and wants
+another, e.g. the dispatcher recording a late result on an ``unknown`` message), the
+batch is stored pending instead, as before this module: the reconciler applies it within
+a second.
 """
 
 from __future__ import annotations
@@ -85,7 +93,12 @@ async def _apply(
 ) -> int:
     c = rows.columns
     matches = await conn.fetch(
-        QUERIES["match_arrivals"], c[_ACCOUNT], c[_PROVIDER_ID], c[_MESSAGE_ID], c[_EVENT_ID]
+        QUERIES["match_arrivals"],
+        c[_ACCOUNT],
+        c[_PROVIDER_ID],
+        c[_MESSAGE_ID],
+        c[_EVENT_ID],
+        c[_PART],
     )
     received = matches[0]["received_at"]
     decided: list[dict[str, Any]] = []
@@ -122,7 +135,7 @@ async def _apply(
     batch.decide(earlier)
     if batch.changes:
         updated = await conn.fetch(QUERIES["apply_receipts"], *batch.change_columns())
-        batch.lost({row["id"] for row in updated})  # none: the messages are locked
+        batch.lost({row["id"] for row in updated})  # moved since read: the reconciler's
     return await _insert(conn, rows, source, batch, arrivals)
 
 

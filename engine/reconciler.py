@@ -108,7 +108,9 @@ class Batch:
                     self.settle[receipt_id] = (None, change.id, "retry")
 
     def change_columns(self) -> tuple[list[Any], ...]:
-        """The arrays of ``apply_receipts``."""
+        """The arrays of ``apply_receipts``, in message id order: its UPDATE locks the rows
+        in that order (a nested loop over the arrays), the order every writer and
+        reconciler locks messages in, so that two of them queue up rather than deadlock."""
         names = (
             "id",
             "expected",
@@ -121,7 +123,8 @@ class Batch:
             "detail",
             "provider_id",
         )
-        return tuple([getattr(c, name) for c in self.changes] for name in names)
+        changes = sorted(self.changes, key=lambda change: change.id)
+        return tuple([getattr(c, name) for c in changes] for name in names)
 
     def settle_columns(self) -> tuple[list[Any], ...]:
         """The arrays of ``settle_receipts``."""

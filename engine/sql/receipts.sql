@@ -243,19 +243,25 @@ RETURNING m.id, m.provider_message_id, c.poll;
 -- account), with what the decision needs; and whether its provider event is stored
 -- already (a retried webhook). ord is the receipt's place in the batch, from 1;
 -- received_at is the transaction's now(), which the receipts' received_at will be.
--- Only messages whose send is recorded are locked (in id order, as lock_messages, so
--- writers and reconcilers queue up rather than deadlock): a receipt for a message still
--- 'queued' or 'sending' (as this statement's snapshot sees it) cannot be applied yet and
--- waits for the reconciler, so locking it would only make the dispatcher's
--- record_results wait for this transaction. A locked message is re-read at its latest
--- version (status only moves forward, so it stays out of 'queued' and 'sending').
+-- Messages are read, not locked: apply_receipts changes a message only while it is still
+-- in the status this read saw (its UPDATE takes the row lock, and re-reads a row another
+-- transaction changed meanwhile), and a message that moved has its receipts looked at
+-- again by the reconciler. Most receipts change nothing (a 'sent' receipt for a message
+-- already 'sent'), and a lock would cost them a write each. The exception is a message
+-- reported on per part ($5: the receipt's part): it is locked (in id order, as
+-- lock_messages, so writers and reconcilers queue up rather than deadlock) before its
+-- earlier parts are read, so that two writers holding different parts of one message
+-- cannot both miss the other's; only once its send is recorded (one still 'queued' or
+-- 'sending' cannot be applied yet, and locking it would make the dispatcher's
+-- record_results wait for this transaction). A locked message is re-read at its latest
+-- version.
 WITH matched AS (
-    SELECT u.ord, m.id, m.status, m.segments, m.provider_message_id,
+    SELECT u.ord, u.part, m.id, m.status, m.segments, m.provider_message_id,
            EXISTS (SELECT 1 FROM receipts r
                     WHERE u.event_id IS NOT NULL AND r.account = u.account
                       AND r.provider_event_id = u.event_id) AS seen
-      FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
-           WITH ORDINALITY AS u(account, provider_id, message_id, event_id, ord)
+      FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::smallint[])
+           WITH ORDINALITY AS u(account, provider_id, message_id, event_id, part, ord)
       LEFT JOIN LATERAL (
             (SELECT id, status, segments, provider_message_id FROM messages
               WHERE account = u.account AND provider_message_id = u.provider_id)
@@ -267,7 +273,8 @@ WITH matched AS (
 ), locked AS (
     SELECT id, status, segments, provider_message_id
       FROM messages
-     WHERE id IN (SELECT id FROM matched WHERE status NOT IN ('queued', 'sending'))
+     WHERE id IN (SELECT id FROM matched
+                   WHERE part IS NOT NULL AND status NOT IN ('queued', 'sending'))
      ORDER BY id
        FOR UPDATE
 )

@@ -241,6 +241,61 @@ async def test_a_receipt_never_waits_for_the_dispatcher_recording_its_send(
     )
 
 
+async def test_a_receipt_that_changes_nothing_does_not_lock_its_message(
+    conn: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """A 'sent' receipt for a message already 'sent' (half of a bulk account's receipts)
+    is settled without locking the message: another transaction holding the row (here a
+    reconciler or the poller) does not make the webhook wait. (With lock_timeout set, a
+    wait would fail the call.)"""
+    _, (mid,) = await make_run(conn, {})
+    rows = ReceiptRows()
+    rows.add("sim", r("p1", S.SENT, event_id="sent-1"))
+    async with pool.acquire() as holder, pool.acquire() as own:
+        await own.execute("SET lock_timeout = '2s'")
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute("SELECT 1 FROM messages WHERE id = $1 FOR UPDATE", mid)
+        assert await store_and_apply(own, rows, "webhook") == 1
+        await holding.rollback()
+    assert await conn.fetchval("SELECT outcome FROM receipts") == "duplicate"
+    assert await conn.fetchval("SELECT status::text FROM messages WHERE id = $1", mid) == "sent"
+
+
+async def test_a_message_that_moves_after_it_was_read_is_left_to_the_reconciler(
+    conn: asyncpg.Connection, pool: asyncpg.Pool
+) -> None:
+    """The arrival reads the message 'sent' and decides 'delivered' while another
+    transaction is moving it to 'undelivered': the arrival's UPDATE waits for that row,
+    finds it moved, and changes nothing; its receipt is stored pending and the reconciler
+    decides it on the message as it now is (forward only: a 'delivered' receipt after
+    'undelivered' is stale). Nothing is lost and nothing moves back."""
+    _, (mid,) = await make_run(conn, {})
+    rows = ReceiptRows()
+    rows.add("sim", r("p1", S.DELIVERED, event_id="late-dlr"))
+    arrivals = Arrivals()
+    async with pool.acquire() as other, pool.acquire() as own:
+        moving = other.transaction()
+        await moving.start()
+        await other.execute(
+            "UPDATE messages SET status = 'undelivered', error_code = 'X1', failed_at = now()"
+            " WHERE id = $1",
+            mid,
+        )
+        arriving = asyncio.create_task(store_and_apply(own, rows, "webhook", arrivals))
+        await asyncio.sleep(0.3)  # read 'sent' (the committed version), now waiting
+        assert not arriving.done()
+        await moving.commit()
+        assert await arriving == 1
+    assert arrivals.outcomes == {}  # not settled at arrival
+    pending = await conn.fetchrow("SELECT outcome, applied_at FROM receipts")
+    assert (pending["outcome"], pending["applied_at"]) == (None, None)
+    assert await Reconciler(pool).apply_pending() == 1
+    state = await conn.fetchrow("SELECT status::text, error_code FROM messages WHERE id = $1", mid)
+    assert tuple(state) == ("undelivered", "X1")
+    assert await conn.fetchval("SELECT outcome FROM receipts") == "stale"
+
+
 async def test_a_deadlock_stores_the_batch_for_the_reconciler(
     conn: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
