@@ -27,9 +27,13 @@ from engine.redact import Redactor
 from engine.status import MessageStatus
 from engine.timing import utcnow
 
-#: send results are written in groups of at most this many, or this many seconds old
+#: send results are written in groups of at most this many, or this many seconds old.
+#: 20 ms, not 200: a provider that posts its 'sent' receipt as it answers (the simulator
+#: does) otherwise beats the record to the database for about half the messages of a
+#: single-send account, and each such receipt costs the reconciler a second write
+#: (bench/RESULTS.md, "Issue 20, third part"); a group of a few rows is still one UPDATE.
 FLUSH_ROWS = 500
-FLUSH_AFTER = 0.2
+FLUSH_AFTER = 0.02
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 300.0
 
