@@ -9,8 +9,12 @@ rate for the destination), else ``queued`` with its encoding, segments, cost,
 
 Each batch is written with COPY, and the run's checkpoint (the last contact id) is saved
 in the same transaction, so a crash resumes exactly after the last committed batch and no
-recipient is queued twice (the unique (run, phone) constraint backs this up). While one
-batch is being written, the next is fetched and computed: PostgreSQL and Python overlap.
+recipient is queued twice (the unique (run, phone) constraint backs this up). Two batches
+are written at once, on two connections, while the next is fetched and computed:
+PostgreSQL's COPY of one batch, its checks of the other and Python's rendering overlap
+on the cores there are. Batches commit in order (each waits for the one before it after
+its COPY, before its checkpoint), so the checkpoint never passes a batch that did not
+commit.
 A batch is computed in a worker thread, so however slow its templates (each render is
 bounded by :mod:`engine.template_limits`), the event loop keeps serving webhooks and
 heartbeats; a render past a limit, or holding a character PostgreSQL text cannot store
@@ -171,26 +175,40 @@ class Expander:
         after: int,
     ) -> None:
         cap = sources.cap_count
-        async with self.pool.acquire() as writer_conn:
-            pending: asyncio.Task[None] | None = None
+        async with self.pool.acquire() as one, self.pool.acquire() as other:
+            #: the batches being written, oldest first: at most two, one per connection
+            writing: list[tuple[asyncio.Task[None], asyncpg.Connection]] = []
             try:
                 async for records in sources.batches(
                     conn, plan.campaign.channel, self.clock(), after, self.batch_size
                 ):
                     lines = await _lines_off_loop(plan, records, timing, cap)
                     codes = "".join(plan.take_links()).encode()
-                    if pending is not None:
-                        await pending
+                    if len(writing) == 2:
+                        await writing.pop(0)[0]  # its connection takes this batch
                     payload = "".join(lines).encode()
-                    pending = asyncio.create_task(
-                        _write(writer_conn, plan.run_id, payload, records[-1]["id"], codes)
+                    before = writing[-1] if writing else None
+                    writer = other if before is not None and before[1] is one else one
+                    task = asyncio.create_task(
+                        _write(
+                            writer,
+                            plan.run_id,
+                            payload,
+                            records[-1]["id"],
+                            codes,
+                            before[0] if before else None,
+                        )
                     )
-                if pending is not None:
-                    await pending
+                    writing.append((task, writer))
+                for task, _ in writing:
+                    await task
+            except asyncio.CancelledError:
+                for task, _ in writing:
+                    task.cancel()
+                raise
             finally:
-                if pending is not None and not pending.done():
-                    pending.cancel()
-                    await asyncio.gather(pending, return_exceptions=True)
+                # batches being written when something else failed still commit, in order
+                await asyncio.gather(*(task for task, _ in writing), return_exceptions=True)
 
     async def _finish(
         self, conn: asyncpg.Connection, run_id: int, campaign: Campaign, sources: Sources
@@ -254,11 +272,22 @@ async def _lines_off_loop(
 
 
 async def _write(
-    conn: asyncpg.Connection, run_id: int, payload: bytes, after: int, codes: bytes = b""
+    conn: asyncpg.Connection,
+    run_id: int,
+    payload: bytes,
+    after: int,
+    codes: bytes = b"",
+    before: asyncio.Task[None] | None = None,
 ) -> None:
     """One batch: its messages and their link codes (COPY), and the checkpoint. A random
     link code already stored (about once in 10^10 batches) writes the batch again with
-    fresh codes (engine.links.rekey)."""
+    fresh codes (engine.links.rekey).
+
+    Two batches are written at once, each on its own connection, so that the COPY of one
+    runs on one core while PostgreSQL checks and indexes the other's; ``before`` (the
+    batch before this one) is waited for after the COPY and before the checkpoint, so
+    batches commit in order and a checkpoint never passes a batch that is not committed.
+    Should ``before`` fail or stop the run, this batch rolls back with it."""
     for attempt in range(5):
         try:
             async with conn.transaction():
@@ -270,6 +299,8 @@ async def _write(
                     await conn.copy_to_table(
                         "link_codes", source=io.BytesIO(codes), columns=LINK_COLUMNS, format="text"
                     )
+                if before is not None:
+                    await asyncio.shield(before)
                 if (
                     await conn.fetchval(QUERIES["save_checkpoint"], run_id, {"after": after})
                     is None

@@ -252,6 +252,45 @@ async def test_crash_mid_expansion_resumes_without_duplicates_or_gaps(
     assert result.recipients == 50
 
 
+async def test_batches_written_at_once_commit_in_order(
+    conn: asyncpg.Connection, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two batches are written at once. When the earlier one fails after the later one's
+    COPY is done, the later one must roll back too: committed, it would leave a gap that
+    its checkpoint hides from the resume."""
+    phones = numbers(50)
+    await add_contacts(conn, [{"phone": p} for p in phones])
+    run_id = await fire(conn, campaign())
+    real = expander._write
+    calls: list[int] = []
+
+    async def failing_second(*args: Any) -> None:
+        calls.append(len(calls) + 1)
+        if len(calls) == 2:
+            await asyncio.sleep(0.5)  # the third batch is written meanwhile
+            raise RuntimeError("injected failure")
+        await real(*args)
+
+    monkeypatch.setattr(expander, "_write", failing_second)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        await Expander(pool, CONFIG, "dead", batch_size=10).run_once()
+    assert len(calls) == 3  # the third batch was under way when the second failed
+    kept = await conn.fetchval("SELECT count(*) FROM messages WHERE run_id = $1", run_id)
+    checkpoint = await conn.fetchval(
+        "SELECT (checkpoint->>'after')::bigint FROM campaign_runs WHERE id = $1", run_id
+    )
+    below = await conn.fetchval(
+        "SELECT count(*) FROM contacts WHERE id <= $1 AND phone = ANY($2::text[])",
+        checkpoint,
+        phones,
+    )
+    assert kept == below == 10  # the first batch alone, and the checkpoint right after it
+    monkeypatch.setattr(expander, "_write", real)
+    result = await Expander(pool, CONFIG, "alive", batch_size=10).run_once()
+    assert result is not None and result.recipients == 50
+    assert sorted(await statuses(conn, run_id)) == sorted(phones)
+
+
 async def test_two_expanders_never_take_the_same_run(
     conn: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
