@@ -283,7 +283,7 @@ async def test_a_message_that_moves_after_it_was_read_is_left_to_the_reconciler(
             mid,
         )
         arriving = asyncio.create_task(store_and_apply(own, rows, "webhook", arrivals))
-        await asyncio.sleep(0.3)  # read 'sent' (the committed version), now waiting
+        await _waiting_for_a_lock(conn, own.get_server_pid())  # it read 'sent', decided
         assert not arriving.done()
         await moving.commit()
         assert await arriving == 1
@@ -294,6 +294,18 @@ async def test_a_message_that_moves_after_it_was_read_is_left_to_the_reconciler(
     state = await conn.fetchrow("SELECT status::text, error_code FROM messages WHERE id = $1", mid)
     assert tuple(state) == ("undelivered", "X1")
     assert await conn.fetchval("SELECT outcome FROM receipts") == "stale"
+
+
+async def _waiting_for_a_lock(conn: asyncpg.Connection, pid: int) -> None:
+    """Until backend ``pid`` waits for a lock (at most 10 s)."""
+    for _ in range(1000):
+        waiting = await conn.fetchval(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1", pid
+        )
+        if waiting:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"backend {pid} never waited for a lock")
 
 
 async def test_a_deadlock_stores_the_batch_for_the_reconciler(
