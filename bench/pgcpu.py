@@ -12,7 +12,9 @@ Kinds, from each process's title: ``backends`` (client connections: the engine's
 statements), ``autovacuum`` (its workers, while alive), ``background`` (checkpointer,
 background and WAL writers, launchers, the postmaster itself), and ``exited``: processes
 that ended during the measurement, not seen alive by any sample (in a benchmark, almost
-all short autovacuum workers and connections opened for a moment).
+all short autovacuum workers and connections opened for a moment). A server on another
+machine (its backend is no local ``postgres`` process) reads as 0 CPU, as it did before
+the split: this machine cannot see it.
 """
 
 from __future__ import annotations
@@ -37,27 +39,42 @@ def _cpu(times: Any) -> float:
     return float(times.user + times.system)
 
 
+def _local_postmaster(backend_pid: int) -> psutil.Process | None:
+    """The postmaster of this backend, if the backend runs on this machine."""
+    try:
+        backend = psutil.Process(backend_pid)
+        parent = backend.parent()
+        if backend.name() == "postgres" and parent is not None and parent.name() == "postgres":
+            return parent
+    except psutil.Error:
+        pass
+    return None
+
+
 class ServerCpu:
     """Samples the CPU of one server's processes since it was created."""
 
     def __init__(self, backend_pid: int) -> None:
-        self.postmaster = psutil.Process(backend_pid).parent() or psutil.Process(backend_pid)
         self.start: dict[int, float] = {}
         self.last: dict[int, float] = {}
         self.kind: dict[int, str] = {}
+        self.reaped = self.own = self.reaped_at_start = self.own_at_start = 0.0
+        self.alive: set[int] = set()
+        self.postmaster = _local_postmaster(backend_pid)
+        if self.postmaster is None:
+            return  # a server on another machine: its CPU reads as 0
         times = self.postmaster.cpu_times()
         self.reaped_at_start = float(times.children_user + times.children_system)
         self.own_at_start = _cpu(times)
-        self.reaped = 0.0
-        self.own = 0.0
-        self.alive: set[int] = set()
         for pid, title, cpu in self._children():
             self.start[pid] = self.last[pid] = cpu
             self.kind[pid] = _kind(title)
             self.alive.add(pid)
 
     def _children(self) -> list[tuple[int, str, float]]:
-        found = []
+        found: list[tuple[int, str, float]] = []
+        if self.postmaster is None:
+            return found
         for child in self.postmaster.children():
             try:
                 found.append((child.pid, " ".join(child.cmdline()), _cpu(child.cpu_times())))
@@ -68,6 +85,8 @@ class ServerCpu:
     def sample(self) -> None:
         """Read every process of the server now (call it often enough to see the long-lived
         ones: what it never saw alive counts as ``exited``)."""
+        if self.postmaster is None:
+            return
         try:
             times = self.postmaster.cpu_times()
         except psutil.Error:
