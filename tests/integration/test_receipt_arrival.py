@@ -212,6 +212,19 @@ async def test_a_receipt_before_its_send_result_waits_for_the_reconciler(
     )
 
 
+async def arrive_while_held(
+    pool: asyncpg.Pool, rows: ReceiptRows, holding: str, message_id: int
+) -> int:
+    """Receipts arriving while another transaction, having run ``holding`` on the message,
+    holds it (committed afterwards). With lock_timeout set, an arrival that waited for the
+    row would fail instead of hanging the test."""
+    async with pool.acquire() as holder, pool.acquire() as own:
+        await own.execute("SET lock_timeout = '2s'")
+        async with holder.transaction():
+            await holder.execute(holding, message_id)
+            return await store_and_apply(own, rows, "webhook")
+
+
 async def test_a_receipt_never_waits_for_the_dispatcher_recording_its_send(
     conn: asyncpg.Connection, pool: asyncpg.Pool
 ) -> None:
@@ -223,17 +236,11 @@ async def test_a_receipt_never_waits_for_the_dispatcher_recording_its_send(
     _, (mid,) = await make_run(conn, {"status": "sending", "provider_message_id": None})
     rows = ReceiptRows()
     rows.add("sim", Receipt("p-held", mid, S.DELIVERED, "DELIVERED"))
-    async with pool.acquire() as dispatcher, pool.acquire() as own:
-        await own.execute("SET lock_timeout = '2s'")
-        recording = dispatcher.transaction()
-        await recording.start()
-        await dispatcher.execute(
-            "UPDATE messages SET status = 'sent', provider_message_id = 'p-held',"
-            " sent_at = now() WHERE id = $1",
-            mid,
-        )
-        assert await store_and_apply(own, rows, "webhook") == 1
-        await recording.commit()
+    recording = (
+        "UPDATE messages SET status = 'sent', provider_message_id = 'p-held', sent_at = now()"
+        " WHERE id = $1"
+    )
+    assert await arrive_while_held(pool, rows, recording, mid) == 1
     assert await conn.fetchval("SELECT outcome FROM receipts") == "waiting_for_send"
     assert await Reconciler(pool).apply_pending() == 1
     assert await conn.fetchval("SELECT status::text FROM messages WHERE id = $1", mid) == (
@@ -251,13 +258,8 @@ async def test_a_receipt_that_changes_nothing_does_not_lock_its_message(
     _, (mid,) = await make_run(conn, {})
     rows = ReceiptRows()
     rows.add("sim", r("p1", S.SENT, event_id="sent-1"))
-    async with pool.acquire() as holder, pool.acquire() as own:
-        await own.execute("SET lock_timeout = '2s'")
-        holding = holder.transaction()
-        await holding.start()
-        await holder.execute("SELECT 1 FROM messages WHERE id = $1 FOR UPDATE", mid)
-        assert await store_and_apply(own, rows, "webhook") == 1
-        await holding.rollback()
+    holding = "SELECT 1 FROM messages WHERE id = $1 FOR UPDATE"
+    assert await arrive_while_held(pool, rows, holding, mid) == 1
     assert await conn.fetchval("SELECT outcome FROM receipts") == "duplicate"
     assert await conn.fetchval("SELECT status::text FROM messages WHERE id = $1", mid) == "sent"
 
